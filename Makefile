@@ -1,0 +1,53 @@
+# tinycil: the two commands a new user needs are `make demo` and `make test`.
+# Both install what they need first (`make setup`: Debian packages when missing, a virtualenv in
+# .venv with the package and its test tools). Re-running setup is cheap: it only does what is missing.
+
+VENV      ?= .venv
+PYTHON    ?= python3
+PY        := $(VENV)/bin/python
+TINYCIL   := $(VENV)/bin/tinycil
+# PlatformIO must not look for its registry or phone home: the firmware project is self-contained.
+export PLATFORMIO_SETTING_ENABLE_TELEMETRY := No
+export PLATFORMIO_DISABLE_UPGRADE_CHECK := true
+
+# Debian packages: the cross compiler with its C and C++ libraries, the emulated board, the
+# bundled Fashion-MNIST, the NUCLEO flashing tools, and espeak-ng for the generated keyword set.
+APT_PACKAGES := gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi \
+                libstdc++-arm-none-eabi-newlib qemu-system-arm dataset-fashion-mnist \
+                openocd stlink-tools espeak-ng
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-packages test demo bench firmware clean
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(TINYCIL) flash --board mps2_an500
+	$(TINYCIL) info --board mps2_an500; rc=$$?; $(TINYCIL) stop; exit $$rc
+
+bench: setup
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+firmware: setup
+	$(PY) -m platformio run -d firmware
+
+clean:
+	rm -rf firmware/.pio .pytest_cache
