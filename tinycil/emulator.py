@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,13 +88,33 @@ def qemu_command(board: Board, elf: Path, port: int, icount: bool = False) -> li
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the process is our child (it would stay a zombie otherwise)."""
+    if not hasattr(os, "WNOHANG"):  # Windows has no zombies to collect
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
 
 
+def _is_alive_windows(pid: int) -> bool:
+    # os.kill(pid, 0) would terminate the process on Windows: ask the kernel instead.
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    code = ctypes.c_ulong()
+    try:
+        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+    finally:
+        kernel32.CloseHandle(handle)
+    return bool(ok) and code.value == 259  # STILL_ACTIVE
+
+
 def _is_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return _is_alive_windows(pid)
     _reap(pid)
     proc = Path(f"/proc/{pid}")
     if proc.parent.is_dir():
@@ -125,6 +146,11 @@ def _is_our_qemu(state: EmulatorState) -> bool:
         return False
     text = b" ".join(args).decode(errors="replace")
     return QEMU in text and f"127.0.0.1:{state.port}," in text
+
+
+def is_running(state: EmulatorState) -> bool:
+    """Whether the QEMU this state describes still runs."""
+    return _is_our_qemu(state)
 
 
 # ---- state file --------------------------------------------------------------------------------
@@ -169,16 +195,20 @@ def running() -> EmulatorState | None:
 
 def _kill(pid: int, grace: float = 3.0) -> None:
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # on Windows: TerminateProcess
     except ProcessLookupError:
         return
+    except OSError:
+        if not _is_alive(pid):
+            return
+        raise
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not _is_alive(pid):
             return
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _is_alive(pid):
         time.sleep(0.02)
@@ -224,17 +254,22 @@ def start(board: Board, elf: Path, icount: bool = False, timeout: float = 10.0,
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, close_fds=True)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            if _listening(port):
-                state = EmulatorState(pid=proc.pid, port=port, url=f"socket://127.0.0.1:{port}",
-                                      elf=str(elf), board=board.id, started=time.time(),
-                                      icount=icount, log=str(log_path))
-                if record:
-                    _write_state(state)
-                return state
-            time.sleep(0.02)
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break
+                if _listening(port):
+                    state = EmulatorState(pid=proc.pid, port=port,
+                                          url=f"socket://127.0.0.1:{port}", elf=str(elf),
+                                          board=board.id, started=time.time(), icount=icount,
+                                          log=str(log_path))
+                    if record:
+                        _write_state(state)
+                    return state
+                time.sleep(0.02)
+        except BaseException:  # Ctrl-C while starting: no QEMU left behind
+            _kill(proc.pid)
+            raise
         if proc.poll() is None:
             _kill(proc.pid)
             proc.wait()

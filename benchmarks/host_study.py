@@ -1,0 +1,140 @@
+"""Host study benchmark: the method against every baseline on four offline data sets, 3 seeds.
+
+    python benchmarks/host_study.py [--quick] [--seeds 0 1 2] [--datasets digits ...]
+
+Writes benchmarks/results/host_study.json (per data set and seed, the method and every baseline as
+RESULTs, plus mean/std per metric) and host_study.md (mean ± std table and the paper's yardsticks:
+the adaptive model within 1 point of the fixed final-size model at <= 43% of its training FLOPs with
+a 1% buffer; distilled against random replay of the same size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+
+# (data set, tasks): Split Fashion-MNIST 5 x 2 classes; basic-motions has 4 classes: 2 x 2.
+STUDIES = [("fashion-mnist", 5), ("mnist5k", 5), ("digits", 5), ("basic-motions", 2)]
+RUNS = ("method", "naive", "random_replay", "fixed_size", "joint")
+METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
+FLOPS_YARDSTICK = 0.43
+ACCURACY_YARDSTICK = 0.01
+
+
+def run_results(res: dict) -> dict:
+    return {"method": res["method"], **res["baselines"]}
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    out = {}
+    for run in RUNS:
+        out[run] = {}
+        for m in METRICS:
+            vals = np.array([run_results(r)[run][m] for r in per_seed], float)
+            out[run][m] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    ratios = np.array([r["method"]["train_flops"] / r["baselines"]["fixed_size"]["train_flops"] for r in per_seed])
+    gaps = np.array([r["baselines"]["fixed_size"]["final_avg_accuracy"] - r["method"]["final_avg_accuracy"]
+                     for r in per_seed])
+    gain = np.array([r["method"]["final_avg_accuracy"] - r["baselines"]["random_replay"]["final_avg_accuracy"]
+                     for r in per_seed])
+    out["method_flops_ratio_to_fixed_size"] = {"mean": float(ratios.mean()), "std": _std(ratios)}
+    out["fixed_minus_method_accuracy"] = {"mean": float(gaps.mean()), "std": _std(gaps)}
+    out["distilled_minus_random_accuracy"] = {"mean": float(gain.mean()), "std": _std(gain)}
+    out["buffer"] = per_seed[0]["method"]["buffer"]
+    return out
+
+
+def _std(v) -> float:
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def markdown(study: dict) -> str:
+    lines = ["# Host study: class-incremental learning with size adaption and distilled replay", "",
+             f"Seeds {study['seeds']}; {'quick settings' if study['quick'] else 'default settings'} "
+             f"of `tinycil experiment` per data set; mean ± std over seeds. Accuracy = final average "
+             f"accuracy over all tasks; FLOPs = forward + backward training FLOPs of the whole run.", "",
+             "| data set | run | final avg acc | BWT | forgetting | train FLOPs | FLOPs / fixed |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, entry in study["datasets"].items():
+        agg = entry["aggregate"]
+        fixed = agg["fixed_size"]["train_flops"]["mean"]
+        for run in RUNS:
+            a = agg[run]
+            lines.append(
+                f"| {name} | {run} | {_pct(a['final_avg_accuracy'])} | {_pct(a['bwt'], signed=True)} | "
+                f"{_pct(a['forgetting'])} | {a['train_flops']['mean']:.3g} | "
+                f"{a['train_flops']['mean'] / fixed:.0%} |")
+    lines += ["", "## The paper's yardsticks", "",
+              "| data set | buffer | method FLOPs / fixed_size (<= 43%) | fixed_size - method accuracy "
+              "(<= 1 point) | distilled - random replay accuracy | yardsticks met |",
+              "|---|---:|---:|---:|---:|---|"]
+    for name, entry in study["datasets"].items():
+        agg = entry["aggregate"]
+        r, g, d = (agg["method_flops_ratio_to_fixed_size"], agg["fixed_minus_method_accuracy"],
+                   agg["distilled_minus_random_accuracy"])
+        met = (r["mean"] <= FLOPS_YARDSTICK, g["mean"] <= ACCURACY_YARDSTICK, d["mean"] > 0)
+        verdict = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in
+                            zip(("FLOPs", "accuracy", "distilled > random"), met))
+        lines.append(f"| {name} | {agg['buffer']['samples']} samples ({100 * agg['buffer']['fraction']:.2f}%) | "
+                     f"{r['mean']:.1%} ± {r['std']:.1%} | {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} | "
+                     f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {verdict} |")
+    lines += ["", f"Total time: {study['seconds']:.0f} s on {study['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def _pct(stat: dict, signed: bool = False) -> str:
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    return f"{fmt.format(100 * stat['mean'])} ± {100 * stat['std']:.1f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few epochs/iterations and 1 seed: a smoke run")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None)
+    ap.add_argument("--datasets", nargs="+", default=None, help="subset of " + ", ".join(n for n, _ in STUDIES))
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = ap.parse_args(argv)
+
+    from tinycil.experiment import run_experiment
+
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    studies = [(n, t) for n, t in STUDIES if args.datasets is None or n in args.datasets]
+    t_start = time.perf_counter()
+    study = {"seeds": seeds, "quick": args.quick, "datasets": {}}
+    for name, n_tasks in studies:
+        per_seed = []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            print(f"[{name} seed {seed}] ...", flush=True)
+            res = run_experiment(name, n_tasks=n_tasks, seed=seed, quick=args.quick, progress=sys.stderr.isatty())
+            res["seconds"] = time.perf_counter() - t0
+            print(f"[{name} seed {seed}] {res['seconds']:.0f} s: method {res['method']['final_avg_accuracy']:.3f}, "
+                  f"fixed {res['baselines']['fixed_size']['final_avg_accuracy']:.3f}, "
+                  f"random {res['baselines']['random_replay']['final_avg_accuracy']:.3f}", flush=True)
+            per_seed.append(res)
+        study["datasets"][name] = {"tasks": n_tasks, "per_seed": per_seed, "aggregate": aggregate(per_seed)}
+    study["seconds"] = time.perf_counter() - t_start
+    study["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "host_study_quick" if args.quick else "host_study"
+    from tinycil.runfolder import jsonable
+    (args.out / f"{stem}.json").write_text(json.dumps(jsonable(study), indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(study))
+    print(markdown(study))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

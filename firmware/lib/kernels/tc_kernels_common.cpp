@@ -1,0 +1,264 @@
+#include "tc_kernels_common.h"
+
+bool tc_window_dims_init(tc_window_dims* d, int32_t batch, int32_t in_h, int32_t in_w,
+                         int32_t in_c, int32_t out_c, int32_t k_h, int32_t k_w, int32_t stride_h,
+                         int32_t stride_w, tc_padding padding, int32_t depth_multiplier) {
+    d->batch = batch;
+    d->in_h = in_h;
+    d->in_w = in_w;
+    d->in_c = in_c;
+    d->out_c = out_c;
+    d->k_h = k_h;
+    d->k_w = k_w;
+    d->stride_h = stride_h;
+    d->stride_w = stride_w;
+    d->depth_multiplier = depth_multiplier;
+    d->out_h = 0;
+    d->out_w = 0;
+    d->pad_top = 0;
+    d->pad_left = 0;
+    if (batch <= 0 || in_h <= 0 || in_w <= 0 || in_c <= 0 || out_c <= 0 || k_h <= 0 ||
+        k_w <= 0 || stride_h <= 0 || stride_w <= 0 || depth_multiplier <= 0)
+        return false;
+    if (padding == TC_PADDING_SAME) {
+        d->out_h = (in_h + stride_h - 1) / stride_h;
+        d->out_w = (in_w + stride_w - 1) / stride_w;
+        const int32_t total_h = (d->out_h - 1) * stride_h + k_h - in_h;
+        const int32_t total_w = (d->out_w - 1) * stride_w + k_w - in_w;
+        d->pad_top = total_h > 0 ? total_h / 2 : 0;
+        d->pad_left = total_w > 0 ? total_w / 2 : 0;
+    } else {
+        if (k_h > in_h || k_w > in_w) return false;
+        d->out_h = (in_h - k_h) / stride_h + 1;
+        d->out_w = (in_w - k_w) / stride_w + 1;
+    }
+    return true;
+}
+
+void tc_f32_zero(float* p, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) p[i] = 0.0f;
+}
+
+float tc_f32_dot1(const float* x, const float* w, int32_t n, float acc) {
+    for (int32_t i = 0; i < n; ++i) acc = fmaf(x[i], w[i], acc);
+    return acc;
+}
+
+void tc_f32_axpy1(float* y, float a, const float* x, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) y[i] = fmaf(a, x[i], y[i]);
+}
+
+#if defined(TC_KERNELS_ARM_FPU)
+
+// Blocks of eight floats: one VLDM brings in eight values, so a block of 4 rows x 8 columns
+// costs 5 loads + 32 VFMA + 2 loop instructions.
+void tc_f32_dot4(const float* x, const float* w, int32_t w_stride, int32_t n, float acc[4]) {
+    const float* w0 = w;
+    const float* w1 = w + w_stride;
+    const float* w2 = w + 2 * w_stride;
+    const float* w3 = w + 3 * w_stride;
+    int32_t blocks = n >> 3;
+    if (blocks > 0) {
+        __asm__ volatile(
+            "vldmia %[acc], {s16-s19}\n"
+            "1:\n"
+            "vldmia %[x]!, {s0-s7}\n"
+            "vldmia %[w0]!, {s8-s15}\n"
+            "vfma.f32 s16, s0, s8\n"
+            "vfma.f32 s16, s1, s9\n"
+            "vfma.f32 s16, s2, s10\n"
+            "vfma.f32 s16, s3, s11\n"
+            "vfma.f32 s16, s4, s12\n"
+            "vfma.f32 s16, s5, s13\n"
+            "vfma.f32 s16, s6, s14\n"
+            "vfma.f32 s16, s7, s15\n"
+            "vldmia %[w1]!, {s8-s15}\n"
+            "vfma.f32 s17, s0, s8\n"
+            "vfma.f32 s17, s1, s9\n"
+            "vfma.f32 s17, s2, s10\n"
+            "vfma.f32 s17, s3, s11\n"
+            "vfma.f32 s17, s4, s12\n"
+            "vfma.f32 s17, s5, s13\n"
+            "vfma.f32 s17, s6, s14\n"
+            "vfma.f32 s17, s7, s15\n"
+            "vldmia %[w2]!, {s8-s15}\n"
+            "vfma.f32 s18, s0, s8\n"
+            "vfma.f32 s18, s1, s9\n"
+            "vfma.f32 s18, s2, s10\n"
+            "vfma.f32 s18, s3, s11\n"
+            "vfma.f32 s18, s4, s12\n"
+            "vfma.f32 s18, s5, s13\n"
+            "vfma.f32 s18, s6, s14\n"
+            "vfma.f32 s18, s7, s15\n"
+            "vldmia %[w3]!, {s8-s15}\n"
+            "vfma.f32 s19, s0, s8\n"
+            "vfma.f32 s19, s1, s9\n"
+            "vfma.f32 s19, s2, s10\n"
+            "vfma.f32 s19, s3, s11\n"
+            "vfma.f32 s19, s4, s12\n"
+            "vfma.f32 s19, s5, s13\n"
+            "vfma.f32 s19, s6, s14\n"
+            "vfma.f32 s19, s7, s15\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            "vstmia %[acc], {s16-s19}\n"
+            : [x] "+r"(x), [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3),
+              [n] "+r"(blocks)
+            : [acc] "r"(acc)
+            : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+              "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
+    }
+    const int32_t rest = n & 7;
+    acc[0] = tc_f32_dot1(x, w0, rest, acc[0]);
+    acc[1] = tc_f32_dot1(x, w1, rest, acc[1]);
+    acc[2] = tc_f32_dot1(x, w2, rest, acc[2]);
+    acc[3] = tc_f32_dot1(x, w3, rest, acc[3]);
+}
+
+void tc_f32_axpy4(float* y, const float a[4], const float* w, int32_t w_stride, int32_t n) {
+    const float* w0 = w;
+    const float* w1 = w + w_stride;
+    const float* w2 = w + 2 * w_stride;
+    const float* w3 = w + 3 * w_stride;
+    int32_t blocks = n >> 3;
+    if (blocks > 0) {
+        __asm__ volatile(
+            "vldmia %[a], {s16-s19}\n"
+            "1:\n"
+            "vldmia %[y], {s0-s7}\n"
+            "vldmia %[w0]!, {s8-s15}\n"
+            "vfma.f32 s0, s16, s8\n"
+            "vfma.f32 s1, s16, s9\n"
+            "vfma.f32 s2, s16, s10\n"
+            "vfma.f32 s3, s16, s11\n"
+            "vfma.f32 s4, s16, s12\n"
+            "vfma.f32 s5, s16, s13\n"
+            "vfma.f32 s6, s16, s14\n"
+            "vfma.f32 s7, s16, s15\n"
+            "vldmia %[w1]!, {s8-s15}\n"
+            "vfma.f32 s0, s17, s8\n"
+            "vfma.f32 s1, s17, s9\n"
+            "vfma.f32 s2, s17, s10\n"
+            "vfma.f32 s3, s17, s11\n"
+            "vfma.f32 s4, s17, s12\n"
+            "vfma.f32 s5, s17, s13\n"
+            "vfma.f32 s6, s17, s14\n"
+            "vfma.f32 s7, s17, s15\n"
+            "vldmia %[w2]!, {s8-s15}\n"
+            "vfma.f32 s0, s18, s8\n"
+            "vfma.f32 s1, s18, s9\n"
+            "vfma.f32 s2, s18, s10\n"
+            "vfma.f32 s3, s18, s11\n"
+            "vfma.f32 s4, s18, s12\n"
+            "vfma.f32 s5, s18, s13\n"
+            "vfma.f32 s6, s18, s14\n"
+            "vfma.f32 s7, s18, s15\n"
+            "vldmia %[w3]!, {s8-s15}\n"
+            "vfma.f32 s0, s19, s8\n"
+            "vfma.f32 s1, s19, s9\n"
+            "vfma.f32 s2, s19, s10\n"
+            "vfma.f32 s3, s19, s11\n"
+            "vfma.f32 s4, s19, s12\n"
+            "vfma.f32 s5, s19, s13\n"
+            "vfma.f32 s6, s19, s14\n"
+            "vfma.f32 s7, s19, s15\n"
+            "vstmia %[y]!, {s0-s7}\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [y] "+r"(y), [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3),
+              [n] "+r"(blocks)
+            : [a] "r"(a)
+            : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+              "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
+    }
+    const int32_t rest = n & 7;
+    for (int32_t i = 0; i < rest; ++i)
+        y[i] = fmaf(a[3], w3[i], fmaf(a[2], w2[i], fmaf(a[1], w1[i], fmaf(a[0], w0[i], y[i]))));
+}
+
+void tc_f32_ger4(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n) {
+    float* d0 = d;
+    float* d1 = d + d_stride;
+    float* d2 = d + 2 * d_stride;
+    float* d3 = d + 3 * d_stride;
+    int32_t blocks = n >> 3;
+    if (blocks > 0) {
+        __asm__ volatile(
+            "vldmia %[a], {s16-s19}\n"
+            "1:\n"
+            "vldmia %[x]!, {s0-s7}\n"
+            "vldmia %[d0], {s8-s15}\n"
+            "vfma.f32 s8, s16, s0\n"
+            "vfma.f32 s9, s16, s1\n"
+            "vfma.f32 s10, s16, s2\n"
+            "vfma.f32 s11, s16, s3\n"
+            "vfma.f32 s12, s16, s4\n"
+            "vfma.f32 s13, s16, s5\n"
+            "vfma.f32 s14, s16, s6\n"
+            "vfma.f32 s15, s16, s7\n"
+            "vstmia %[d0]!, {s8-s15}\n"
+            "vldmia %[d1], {s8-s15}\n"
+            "vfma.f32 s8, s17, s0\n"
+            "vfma.f32 s9, s17, s1\n"
+            "vfma.f32 s10, s17, s2\n"
+            "vfma.f32 s11, s17, s3\n"
+            "vfma.f32 s12, s17, s4\n"
+            "vfma.f32 s13, s17, s5\n"
+            "vfma.f32 s14, s17, s6\n"
+            "vfma.f32 s15, s17, s7\n"
+            "vstmia %[d1]!, {s8-s15}\n"
+            "vldmia %[d2], {s8-s15}\n"
+            "vfma.f32 s8, s18, s0\n"
+            "vfma.f32 s9, s18, s1\n"
+            "vfma.f32 s10, s18, s2\n"
+            "vfma.f32 s11, s18, s3\n"
+            "vfma.f32 s12, s18, s4\n"
+            "vfma.f32 s13, s18, s5\n"
+            "vfma.f32 s14, s18, s6\n"
+            "vfma.f32 s15, s18, s7\n"
+            "vstmia %[d2]!, {s8-s15}\n"
+            "vldmia %[d3], {s8-s15}\n"
+            "vfma.f32 s8, s19, s0\n"
+            "vfma.f32 s9, s19, s1\n"
+            "vfma.f32 s10, s19, s2\n"
+            "vfma.f32 s11, s19, s3\n"
+            "vfma.f32 s12, s19, s4\n"
+            "vfma.f32 s13, s19, s5\n"
+            "vfma.f32 s14, s19, s6\n"
+            "vfma.f32 s15, s19, s7\n"
+            "vstmia %[d3]!, {s8-s15}\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [x] "+r"(x), [d0] "+r"(d0), [d1] "+r"(d1), [d2] "+r"(d2), [d3] "+r"(d3),
+              [n] "+r"(blocks)
+            : [a] "r"(a)
+            : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+              "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
+    }
+    const int32_t rest = n & 7;
+    tc_f32_axpy1(d0, a[0], x, rest);
+    tc_f32_axpy1(d1, a[1], x, rest);
+    tc_f32_axpy1(d2, a[2], x, rest);
+    tc_f32_axpy1(d3, a[3], x, rest);
+}
+
+#else  // portable versions: the same per-element operation order
+
+void tc_f32_dot4(const float* x, const float* w, int32_t w_stride, int32_t n, float acc[4]) {
+    for (int32_t j = 0; j < 4; ++j) acc[j] = tc_f32_dot1(x, w + j * w_stride, n, acc[j]);
+}
+
+void tc_f32_axpy4(float* y, const float a[4], const float* w, int32_t w_stride, int32_t n) {
+    const float* w0 = w;
+    const float* w1 = w + w_stride;
+    const float* w2 = w + 2 * w_stride;
+    const float* w3 = w + 3 * w_stride;
+    for (int32_t i = 0; i < n; ++i)
+        y[i] = fmaf(a[3], w3[i], fmaf(a[2], w2[i], fmaf(a[1], w1[i], fmaf(a[0], w0[i], y[i]))));
+}
+
+void tc_f32_ger4(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n) {
+    for (int32_t j = 0; j < 4; ++j) tc_f32_axpy1(d + j * d_stride, a[j], x, n);
+}
+
+#endif

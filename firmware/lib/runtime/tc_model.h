@@ -1,0 +1,101 @@
+// The exported model as data: what tinycil/export.py writes into firmware/generated/ and the one
+// runtime (tc_runtime.cpp) interprets. Nothing here is model specific; a model is a table of
+// frozen int8 layers, a table of trainable float32 dense layers, a growth plan and a replay
+// buffer, all const so that they stay in flash.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC_MODEL_FORMAT_VERSION 1
+#define TC_MAX_TAIL_LAYERS 4
+
+// Operators of the frozen int8 backbone (TFLite semantics, NHWC).
+enum tc_op_kind : uint8_t {
+    TC_OP_CONV2D = 1,
+    TC_OP_DEPTHWISE_CONV2D = 2,
+    TC_OP_DENSE = 3,
+    TC_OP_MAX_POOL = 4,
+    TC_OP_AVG_POOL = 5,
+    TC_OP_MEAN = 6,     // mean over H and W (global average pooling), with requantisation
+    TC_OP_RESHAPE = 7,  // flatten / expand / squeeze: the NHWC bytes do not move
+};
+
+struct tc_layer {
+    uint8_t op;                 // tc_op_kind
+    uint8_t padding;            // TC_PADDING_VALID / TC_PADDING_SAME (tc_kernels_common.h)
+    uint8_t stride_h, stride_w;
+    uint8_t k_h, k_w;           // kernel or pooling window
+    uint16_t depth_multiplier;  // depthwise only
+    uint16_t in_h, in_w, in_c;  // dense: in_h = in_w = 1, in_c = input features
+    uint16_t out_h, out_w, out_c;
+    int32_t in_zero_point;
+    int32_t out_zero_point;
+    int32_t act_min, act_max;   // fused activation range in the output's int8 domain
+    const int8_t* weights;      // conv2d [oc][kh][kw][ic]; depthwise [kh][kw][oc]; dense [out][in]
+    const int32_t* bias;        // [out_c], or null
+    const int32_t* multiplier;  // per output channel (conv/dense), or one (mean)
+    const int32_t* shift;
+};
+
+// One trainable float32 dense layer of the tail, y = W x + b, W [out][in] (row-major, rows packed
+// at the current size). ReLU follows every tail layer except the last (the logits).
+struct tc_tail_layer {
+    uint16_t in_init, out_init;  // size after the known tasks (the initial weights below)
+    uint16_t in_max, out_max;    // size after the last task of the plan (what the arena holds)
+    const float* weights_init;   // [out_init][in_init]
+    const float* bias_init;      // [out_init]
+};
+
+// The tail's size after one task of the plan.
+struct tc_plan_step {
+    uint16_t classes_seen;
+    uint16_t out[TC_MAX_TAIL_LAYERS];  // output width of every tail layer (last = classes_seen)
+};
+
+struct tc_train_defaults {
+    float lr, momentum, clip_norm;
+    uint16_t batch_new, batch_replay;
+    uint32_t seed;
+};
+
+struct tc_model {
+    uint32_t format_version;
+    uint8_t signature[8];
+
+    // Input: int8 with the backbone's input quantisation.
+    uint8_t input_rank;
+    uint16_t input_shape[4];
+    uint32_t input_size;          // elements (= bytes) per sample
+    float input_scale;
+    int32_t input_zero_point;
+
+    // Frozen backbone.
+    uint16_t n_layers;
+    const tc_layer* layers;
+    uint32_t scratch_bytes;       // each of the two ping-pong activation buffers
+    uint32_t kernel_scratch_bytes;  // working memory of the int8 convolution
+
+    // Latent: the backbone's int8 output, dequantised for the tail.
+    uint32_t latent_size;
+    float latent_scale;
+    int32_t latent_zero_point;
+
+    // Trainable tail and its growth plan.
+    uint16_t n_tail;
+    const tc_tail_layer* tail;
+    uint16_t n_plan;              // one step per task of the run
+    uint16_t known_tasks;         // plan[known_tasks - 1] is the exported (initial) size
+    const tc_plan_step* plan;
+    uint16_t classes_max;
+
+    // Replay buffer: the known tasks' samples in flash, room in RAM for the field tasks'.
+    uint32_t buffer_flash_count;
+    const int8_t* buffer_x;       // [count][input_size]
+    const uint8_t* buffer_y;      // class indices
+    uint32_t buffer_ram_capacity;
+
+    uint16_t max_batch;           // batch_new + batch_replay the arena is planned for
+    tc_train_defaults defaults;
+    uint32_t arena_bytes;         // the runtime's static arena (TC_ARENA_BYTES)
+};

@@ -1,0 +1,423 @@
+// The on-device learning runtime (see tc_runtime.h). It follows "the device procedure" of the
+// project's design operation for operation, in the same order as tinycil/simulate.py: the same
+// PRNG draws, the same batch composition (new samples first, then replay), the same growth rule.
+
+#include "tc_runtime.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "tc_buffer.h"
+#include "tc_growth.h"
+#include "tc_model.h"
+#include "tc_model_source.h"
+#include "tc_prng.h"
+#include "tc_protocol_spec.h"
+#include "tc_backbone.h"
+#include "tc_dense_f32.h"
+#include "tc_quantize_s8.h"
+#include "tc_relu_f32.h"
+#include "tc_sgd_f32.h"
+#include "tc_softmax_ce_f32.h"
+
+uint64_t tc_rt_ticks(void);  // tc_runtime_ticks.cpp: the board's counter, 0 on the host
+
+namespace {
+
+struct TailLayer {
+    float* w;    // [out][in] at the current size (packed), room for [out_max][in_max]
+    float* b;
+    float* gw;   // gradients, same layout
+    float* gb;
+    float* vw;   // momentum
+    float* vb;
+    float* act;  // outputs [rows][out] (post-ReLU on hidden layers)
+    uint16_t in, out;
+};
+
+struct Runtime {
+    const tc_model* m;
+    bool ready;
+    TailLayer tail[TC_MAX_TAIL_LAYERS];
+    float* latent;        // [rows][latent_size]; row max_batch is prediction's
+    float* delta_a;       // [max_batch][max_width]: gradients flowing back between layers
+    float* delta_b;
+    int8_t* scratch_a;    // backbone ping-pong
+    int8_t* scratch_b;
+    void* kernel_scratch;
+    int32_t* batch_y;     // labels of the batch being formed
+    tc_buffer buffer;
+    tc_prng prng;
+    tc_train_params params;
+    uint16_t plan_index;  // plan step of the current size
+    uint16_t pending;     // new samples waiting for end of batch
+    uint32_t arena_used;
+    struct tc_rt_stats stats;
+};
+
+Runtime g_rt;
+
+#if TC_HAS_MODEL
+alignas(16) uint8_t g_arena[TC_ARENA_BYTES];
+constexpr uint32_t kArenaBytes = TC_ARENA_BYTES;
+#else
+alignas(16) uint8_t g_arena[16];
+constexpr uint32_t kArenaBytes = 0;
+#endif
+
+// Carves the arena front to back in 16-byte aligned blocks. tinycil/memplan.py computes the same
+// layout (and so the TC_ARENA_BYTES the export writes); keep the two in step.
+struct Carver {
+    uint32_t used = 0;
+    bool overflow = false;
+    void* take(uint32_t bytes) {
+        const uint32_t start = (used + 15u) & ~15u;
+        if (start + bytes > kArenaBytes) {
+            overflow = true;
+            return nullptr;
+        }
+        used = start + bytes;
+        return g_arena + start;
+    }
+    float* floats(uint32_t n) { return static_cast<float*>(take(4u * n)); }
+};
+
+uint16_t max_width(const tc_model* m) {
+    uint16_t w = 0;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        if (m->tail[l].out_max > w) w = m->tail[l].out_max;
+        if (l > 0 && m->tail[l].in_max > w) w = m->tail[l].in_max;
+    }
+    return w;
+}
+
+bool carve(Runtime* rt) {
+    const tc_model* m = rt->m;
+    Carver c;
+    const uint32_t rows = m->max_batch + 1u;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const uint32_t nw = (uint32_t)m->tail[l].out_max * m->tail[l].in_max;
+        const uint32_t nb = m->tail[l].out_max;
+        TailLayer& t = rt->tail[l];
+        t.w = c.floats(nw);
+        t.b = c.floats(nb);
+        t.gw = c.floats(nw);
+        t.gb = c.floats(nb);
+        t.vw = c.floats(nw);
+        t.vb = c.floats(nb);
+        t.act = c.floats(rows * nb);
+    }
+    rt->latent = c.floats(rows * m->latent_size);
+    const uint32_t mw = max_width(m);
+    rt->delta_a = c.floats((uint32_t)m->max_batch * mw);
+    rt->delta_b = c.floats((uint32_t)m->max_batch * mw);
+    rt->scratch_a = static_cast<int8_t*>(c.take(m->scratch_bytes));
+    rt->scratch_b = static_cast<int8_t*>(c.take(m->scratch_bytes));
+    rt->kernel_scratch = c.take(m->kernel_scratch_bytes);
+    rt->batch_y = static_cast<int32_t*>(c.take(4u * m->max_batch));
+    int8_t* ram_x = static_cast<int8_t*>(c.take(m->buffer_ram_capacity * m->input_size));
+    uint8_t* ram_y = static_cast<uint8_t*>(c.take(m->buffer_ram_capacity));
+    if (c.overflow) return false;
+    tc_buffer_init(&rt->buffer, m->input_size, m->buffer_x, m->buffer_y, m->buffer_flash_count,
+                   ram_x, ram_y, m->buffer_ram_capacity);
+    rt->arena_used = c.used;
+    return true;
+}
+
+uint16_t tail_in(const tc_model* m, const tc_plan_step& step, uint16_t l) {
+    return l == 0 ? (uint16_t)m->latent_size : step.out[l - 1];
+}
+
+// Backbone of one sample, then its dequantised latent into `latent_row`.
+bool embed(Runtime* rt, const int8_t* x, float* latent_row) {
+    const tc_model* m = rt->m;
+    const int8_t* q = tc_backbone_run(m, x, rt->scratch_a, rt->scratch_b, rt->kernel_scratch);
+    if (q == nullptr) return false;
+    tc_dequantize_s8(q, latent_row, (int32_t)m->latent_size, m->latent_scale, m->latent_zero_point);
+    return true;
+}
+
+// Tail forward over `batch` rows starting at row `row0` of every activation array.
+void tail_forward(Runtime* rt, uint32_t row0, uint16_t batch) {
+    const tc_model* m = rt->m;
+    const float* x = rt->latent + (size_t)row0 * m->latent_size;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        TailLayer& t = rt->tail[l];
+        float* y = t.act + (size_t)row0 * t.out;
+        const tc_dense_dims d = {batch, t.in, t.out};
+        tc_dense_f32_fwd(&d, x, t.w, t.b, y);
+        if (l + 1 < m->n_tail) tc_relu_f32_fwd(y, y, (int32_t)batch * t.out);
+        x = y;
+    }
+}
+
+void zero_momentum(Runtime* rt) {
+    const tc_model* m = rt->m;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const uint32_t nw = (uint32_t)m->tail[l].out_max * m->tail[l].in_max;
+        memset(rt->tail[l].vw, 0, 4u * nw);
+        memset(rt->tail[l].vb, 0, 4u * m->tail[l].out_max);
+    }
+}
+
+bool valid_params(const tc_model* m, const tc_train_params* p) {
+    if (!(p->lr > 0.0f) || !isfinite(p->lr)) return false;
+    if (!(p->momentum >= 0.0f) || !(p->momentum < 1.0f)) return false;
+    if (!isfinite(p->clip_norm)) return false;
+    if (p->batch_new < 1) return false;
+    return (uint32_t)p->batch_new + p->batch_replay <= m->max_batch;
+}
+
+// One SGD step over the `batch` rows 0..batch-1 (labels in batch_y). Returns the loss.
+float train_step(Runtime* rt, uint16_t batch, float* grad_norm) {
+    const tc_model* m = rt->m;
+    tail_forward(rt, 0, batch);
+    const uint16_t last = m->n_tail - 1;
+    float* dy = rt->delta_a;
+    float* dx = rt->delta_b;
+    const float loss = tc_softmax_ce_f32(rt->tail[last].act, rt->batch_y, batch,
+                                         rt->tail[last].out, nullptr, rt->tail[last].out, dy);
+    for (int32_t l = last; l >= 0; --l) {
+        TailLayer& t = rt->tail[l];
+        const float* x = l == 0 ? rt->latent : rt->tail[l - 1].act;
+        const tc_dense_dims d = {batch, t.in, t.out};
+        tc_dense_f32_bwd(&d, x, t.w, dy, l > 0 ? dx : nullptr, t.gw, t.gb);
+        if (l > 0) {
+            tc_relu_f32_bwd(x, dx, dx, (int32_t)batch * t.in);
+            float* tmp = dy;
+            dy = dx;
+            dx = tmp;
+        }
+    }
+    // Gradients layer by layer, weights then bias: the order of the global norm's sum.
+    float* grads[2 * TC_MAX_TAIL_LAYERS];
+    int32_t sizes[2 * TC_MAX_TAIL_LAYERS];
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        grads[2 * l] = rt->tail[l].gw;
+        sizes[2 * l] = (int32_t)rt->tail[l].out * rt->tail[l].in;
+        grads[2 * l + 1] = rt->tail[l].gb;
+        sizes[2 * l + 1] = rt->tail[l].out;
+    }
+    const int32_t count = 2 * m->n_tail;
+    *grad_norm = rt->params.clip_norm > 0.0f
+                     ? tc_clip_grad_global_norm_f32(grads, sizes, count, rt->params.clip_norm)
+                     : tc_grad_global_norm_f32(grads, sizes, count);
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        TailLayer& t = rt->tail[l];
+        tc_sgd_momentum_f32(t.w, t.vw, t.gw, (int32_t)t.out * t.in, rt->params.lr,
+                            rt->params.momentum);
+        tc_sgd_momentum_f32(t.b, t.vb, t.gb, t.out, rt->params.lr, rt->params.momentum);
+    }
+    return loss;
+}
+
+}  // namespace
+
+extern "C" {
+
+int tc_rt_init(void) {
+    memset(&g_rt, 0, sizeof(g_rt));
+    const tc_model* m = tc_model_get();
+    if (m == nullptr) return TC_STATUS_NO_MODEL;
+    if (m->format_version != TC_MODEL_FORMAT_VERSION || m->n_tail < 1 ||
+        m->n_tail > TC_MAX_TAIL_LAYERS || m->known_tasks < 1 || m->known_tasks > m->n_plan)
+        return TC_STATUS_NO_MODEL;
+    g_rt.m = m;
+    if (!carve(&g_rt)) return TC_STATUS_FULL;
+    const tc_plan_step& start = m->plan[m->known_tasks - 1];
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& src = m->tail[l];
+        TailLayer& t = g_rt.tail[l];
+        if (src.in_init != tail_in(m, start, l) || src.out_init != start.out[l])
+            return TC_STATUS_NO_MODEL;
+        t.in = src.in_init;
+        t.out = src.out_init;
+        memcpy(t.w, src.weights_init, 4u * t.out * t.in);
+        memcpy(t.b, src.bias_init, 4u * t.out);
+    }
+    zero_momentum(&g_rt);
+    g_rt.plan_index = m->known_tasks - 1;
+    g_rt.params.lr = m->defaults.lr;
+    g_rt.params.momentum = m->defaults.momentum;
+    g_rt.params.clip_norm = m->defaults.clip_norm;
+    g_rt.params.batch_new = m->defaults.batch_new;
+    g_rt.params.batch_replay = m->defaults.batch_replay;
+    g_rt.params.seed = m->defaults.seed;
+    tc_prng_seed(&g_rt.prng, tc_prng_task_seed(g_rt.params.seed, g_rt.plan_index));
+    g_rt.ready = true;
+    return TC_STATUS_OK;
+}
+
+void tc_rt_describe(tc_rt_desc* out) {
+    memset(out, 0, sizeof(*out));
+    if (!g_rt.ready) return;
+    const tc_model* m = g_rt.m;
+    memcpy(out->signature, m->signature, 8);
+    out->has_model = 1;
+    out->input_type = TC_INPUT_INT8;
+    out->input_rank = m->input_rank;
+    for (int i = 0; i < 4; ++i) out->input_shape[i] = m->input_shape[i];
+    out->input_scale = m->input_scale;
+    out->input_zero_point = m->input_zero_point;
+    out->input_size = m->input_size;
+    out->classes_max = m->classes_max;
+    out->classes_seen = m->plan[g_rt.plan_index].classes_seen;
+    out->buffer_capacity = m->buffer_flash_count + m->buffer_ram_capacity;
+    out->buffer_fill = tc_buffer_fill(&g_rt.buffer);
+    out->arena_bytes = m->arena_bytes;
+    out->arena_used = g_rt.arena_used;
+    out->task = g_rt.plan_index;
+    out->max_batch = m->max_batch;
+}
+
+int tc_rt_set_training(const tc_train_params* p) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (!valid_params(g_rt.m, p)) return TC_STATUS_BAD_ARGUMENT;
+    if (g_rt.pending) return TC_STATUS_BAD_STATE;  // a mini-batch is half formed
+    const bool reseed = p->seed != g_rt.params.seed;
+    g_rt.params = *p;
+    if (reseed) tc_prng_seed(&g_rt.prng, tc_prng_task_seed(p->seed, g_rt.plan_index));
+    return TC_STATUS_OK;
+}
+
+int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    const tc_model* m = g_rt.m;
+    const uint16_t seen = m->plan[g_rt.plan_index].classes_seen;
+    // Labels are class indices in order of first appearance: already seen ones are allowed,
+    // new ones must continue the numbering.
+    uint16_t grown = seen;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (new_labels[i] < grown) continue;
+        if (new_labels[i] != grown) return TC_STATUS_BAD_ARGUMENT;
+        ++grown;
+    }
+    uint16_t step = g_rt.plan_index;
+    if (grown != seen) {
+        step = 0xFFFF;
+        for (uint16_t s = g_rt.plan_index + 1; s < m->n_plan; ++s) {
+            if (m->plan[s].classes_seen == grown) { step = s; break; }
+        }
+        if (step == 0xFFFF) return TC_STATUS_BAD_ARGUMENT;  // not a size the plan knows
+    }
+    tc_prng_seed(&g_rt.prng, tc_prng_task_seed(g_rt.params.seed, step));
+    const tc_plan_step& to = m->plan[step];
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        TailLayer& t = g_rt.tail[l];
+        const uint16_t in_new = tail_in(m, to, l);
+        const uint16_t out_new = to.out[l];
+        if (in_new < t.in || out_new < t.out) return TC_STATUS_BAD_STATE;
+        tc_grow_dense(t.w, t.b, t.out, t.in, out_new, in_new, l + 1 < m->n_tail, &g_rt.prng);
+        t.in = in_new;
+        t.out = out_new;
+    }
+    zero_momentum(&g_rt);
+    g_rt.plan_index = step;
+    g_rt.pending = 0;
+    return TC_STATUS_OK;
+}
+
+int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t end_of_batch,
+                        tc_step_report* rep) {
+    tc_step_report local;
+    if (rep == nullptr) rep = &local;
+    memset(rep, 0, sizeof(*rep));
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    const tc_model* m = g_rt.m;
+    const uint16_t seen = m->plan[g_rt.plan_index].classes_seen;
+    if ((uint32_t)g_rt.pending + n > g_rt.params.batch_new) return TC_STATUS_FULL;
+    for (uint16_t i = 0; i < n; ++i)
+        if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+    for (uint16_t i = 0; i < n; ++i) {
+        float* row = g_rt.latent + (size_t)g_rt.pending * m->latent_size;
+        if (!embed(&g_rt, x + (size_t)i * m->input_size, row)) return TC_STATUS_NO_MODEL;
+        g_rt.batch_y[g_rt.pending++] = y[i];
+    }
+    rep->pending = g_rt.pending;
+    if (!end_of_batch || g_rt.pending == 0) return TC_STATUS_OK;
+
+    const uint64_t t0 = tc_rt_ticks();
+    uint16_t batch = g_rt.pending;
+    if (g_rt.params.batch_replay > 0 && tc_buffer_fill(&g_rt.buffer) > 0) {
+        for (uint16_t r = 0; r < g_rt.params.batch_replay; ++r) {
+            const uint32_t k = tc_buffer_draw(&g_rt.buffer, &g_rt.prng);
+            embed(&g_rt, tc_buffer_x(&g_rt.buffer, k), g_rt.latent + (size_t)batch * m->latent_size);
+            g_rt.batch_y[batch++] = tc_buffer_y(&g_rt.buffer, k);
+        }
+    }
+    float norm = 0.0f;
+    rep->loss = train_step(&g_rt, batch, &norm);
+    rep->grad_norm = norm;
+    rep->batch = batch;
+    rep->stepped = 1;
+    rep->pending = 0;
+    g_rt.pending = 0;
+    g_rt.stats.steps += 1;
+    g_rt.stats.samples_trained += batch;
+    g_rt.stats.last_step_ticks = tc_rt_ticks() - t0;
+    return TC_STATUS_OK;
+}
+
+int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    const uint16_t seen = g_rt.m->plan[g_rt.plan_index].classes_seen;
+    for (uint16_t i = 0; i < n; ++i)
+        if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+    return tc_buffer_add(&g_rt.buffer, x, y, n) ? TC_STATUS_OK : TC_STATUS_FULL;
+}
+
+int32_t tc_rt_logits(const int8_t* x, float* logits) {
+    if (!g_rt.ready) return -1;
+    const tc_model* m = g_rt.m;
+    const uint32_t row = m->max_batch;  // prediction's own row: a pending batch stays intact
+    if (!embed(&g_rt, x, g_rt.latent + (size_t)row * m->latent_size)) return -1;
+    tail_forward(&g_rt, row, 1);
+    const TailLayer& t = g_rt.tail[m->n_tail - 1];
+    memcpy(logits, t.act + (size_t)row * t.out, 4u * t.out);
+    return t.out;
+}
+
+int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    const tc_model* m = g_rt.m;
+    const uint32_t row = m->max_batch;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (!embed(&g_rt, x + (size_t)i * m->input_size, g_rt.latent + (size_t)row * m->latent_size))
+            return TC_STATUS_NO_MODEL;
+        tail_forward(&g_rt, row, 1);
+        const TailLayer& t = g_rt.tail[m->n_tail - 1];
+        const float* z = t.act + (size_t)row * t.out;
+        uint16_t best = 0;  // first maximum, as numpy's argmax
+        for (uint16_t k = 1; k < t.out; ++k)
+            if (z[k] > z[best]) best = k;
+        pred[i] = (uint8_t)best;
+    }
+    return TC_STATUS_OK;
+}
+
+void tc_rt_stats(struct tc_rt_stats* out) {
+    *out = g_rt.stats;
+    out->arena_high_water = g_rt.arena_used;
+    out->buffer_fill = g_rt.ready ? tc_buffer_fill(&g_rt.buffer) : 0;
+}
+
+int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
+                          uint16_t* in_n) {
+    if (!g_rt.ready || layer >= g_rt.m->n_tail) return -1;
+    const TailLayer& t = g_rt.tail[layer];
+    if (weights) memcpy(weights, t.w, 4u * t.out * t.in);
+    if (bias) memcpy(bias, t.b, 4u * t.out);
+    if (out_n) *out_n = t.out;
+    if (in_n) *in_n = t.in;
+    return (int32_t)t.out * t.in;
+}
+
+int32_t tc_rt_backbone(const int8_t* x, int8_t* latent) {
+    if (!g_rt.ready) return -1;
+    const int8_t* q = tc_backbone_run(g_rt.m, x, g_rt.scratch_a, g_rt.scratch_b, g_rt.kernel_scratch);
+    if (q == nullptr) return -1;
+    memcpy(latent, q, g_rt.m->latent_size);
+    return (int32_t)g_rt.m->latent_size;
+}
+
+}  // extern "C"

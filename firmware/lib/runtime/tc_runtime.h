@@ -1,0 +1,84 @@
+// The on-device learning runtime: runs the exported model (tc_model.h) - frozen int8 backbone,
+// trainable float32 tail - grows the tail at every new task, keeps the replay buffer and trains
+// with SGD. No heap: everything lives in one static arena whose size the export plans.
+// The serial handlers and the host twin (tinycil/twin.py, through ctypes) call exactly this API.
+// Statuses are TC_STATUS_* of tc_protocol_spec.h.
+#pragma once
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    uint8_t signature[8];
+    uint8_t has_model;
+    uint8_t input_type;          // TC_INPUT_*
+    uint8_t input_rank;
+    uint8_t reserved0;
+    uint16_t input_shape[4];
+    float input_scale;
+    int32_t input_zero_point;
+    uint32_t input_size;         // bytes per sample
+    uint16_t classes_max;
+    uint16_t classes_seen;
+    uint32_t buffer_capacity;    // flash samples + RAM slots
+    uint32_t buffer_fill;
+    uint32_t arena_bytes;        // planned (the static arena)
+    uint32_t arena_used;         // carved at init
+    uint16_t task;               // index in the plan of the current size
+    uint16_t max_batch;
+} tc_rt_desc;
+
+typedef struct {
+    float lr;
+    float momentum;
+    float clip_norm;             // <= 0: no clipping
+    uint16_t batch_new;
+    uint16_t batch_replay;
+    uint32_t seed;
+} tc_train_params;
+
+typedef struct {
+    float loss;                  // mean cross-entropy of the step's batch (0 when no step ran)
+    float grad_norm;             // global gradient norm before clipping
+    uint16_t batch;              // samples in the step (new + replay)
+    uint16_t pending;            // new samples waiting for the next step
+    uint8_t stepped;             // 1 when an SGD step ran
+    uint8_t reserved[3];
+} tc_step_report;
+
+// A struct tag, not a typedef: the function tc_rt_stats has the same name, so callers write
+// `struct tc_rt_stats s; tc_rt_stats(&s);`.
+struct tc_rt_stats {
+    uint32_t steps;              // SGD steps since boot
+    uint32_t samples_trained;    // new + replay samples in those steps
+    uint64_t last_step_ticks;    // counter ticks (cycles or instructions) of the last step
+    uint32_t arena_high_water;   // bytes of the arena in use (the arena is carved once)
+    uint32_t buffer_fill;
+};
+
+int tc_rt_init(void);
+void tc_rt_describe(tc_rt_desc* out);
+int tc_rt_set_training(const tc_train_params* p);
+int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n);
+int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t end_of_batch,
+                        tc_step_report* rep);
+int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n);
+int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred);
+void tc_rt_stats(struct tc_rt_stats* out);
+
+// For tests and the host twin: the tail's float32 parameters and the latent of one sample.
+// tc_rt_tail_params copies layer `layer`'s weights ([out][in] at the current size) and bias;
+// returns the number of weights, or -1 for a bad layer. Sizes go to *out_n / *in_n.
+int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
+                          uint16_t* in_n);
+// Runs the int8 backbone on one sample; writes latent_size int8 values. Returns latent_size.
+int32_t tc_rt_backbone(const int8_t* x, int8_t* latent);
+// Logits of one sample over the classes seen; returns classes_seen.
+int32_t tc_rt_logits(const int8_t* x, float* logits);
+
+#ifdef __cplusplus
+}
+#endif

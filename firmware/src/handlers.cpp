@@ -1,0 +1,56 @@
+#include "handlers.h"
+
+#include <string.h>
+
+#include "bsp.h"
+#include "model_info.h"
+
+namespace app {
+namespace {
+
+void copy_text(char* dst, size_t size, const char* text) {
+    // NUL padded; a text that fills the field has no terminator (the host trims padding).
+    size_t i = 0;
+    for (; i < size && text[i] != '\0'; ++i) dst[i] = text[i];
+    for (; i < size; ++i) dst[i] = '\0';
+}
+
+void handle_hello(const tc::Frame& request, tc::Responder& out) {
+    tc_info_t info;
+    fill_info(info);
+    out.send(TC_MSG_INFO, request.seq, &info, sizeof(info));
+}
+
+}  // namespace
+
+void fill_info(tc_info_t& info) {
+    memset(&info, 0, sizeof(info));
+    info.protocol_version = TC_PROTOCOL_VERSION;
+    info.max_payload = TC_MAX_PAYLOAD;
+    copy_text(info.board, sizeof(info.board), bsp::board_name());
+    copy_text(info.build_id, sizeof(info.build_id), TC_BUILD_ID);
+    info.clock_hz = bsp::clock_hz();
+    info.counter_kind = bsp::counter_kind();
+    info.input_type = tc_model_info::kInputType;
+    info.input_rank = tc_model_info::kInputRank;
+    for (size_t i = 0; i < 4; ++i) info.input_shape[i] = tc_model_info::kInputShape[i];
+    memcpy(info.model_signature, tc_model_info::kSignature, sizeof(info.model_signature));
+    info.classes_max = tc_model_info::kClassesMax;
+    info.classes_seen = 0;
+    info.buffer_capacity = tc_model_info::kBufferCapacity;
+    info.buffer_fill = 0;
+    const bsp::MemoryUsage memory = bsp::memory_usage();
+    info.ram_used = memory.ram_used;
+    info.ram_total = memory.ram_total;
+    info.flash_used = memory.flash_used;
+    info.flash_total = memory.flash_total;
+    info.session_id = bsp::session_id();
+    info.rx_overruns = bsp::rx_overruns();
+}
+
+const tc::Route kRoutes[] = {
+    {TC_MSG_HELLO, handle_hello},
+};
+const size_t kRouteCount = sizeof(kRoutes) / sizeof(kRoutes[0]);
+
+}  // namespace app

@@ -1,0 +1,269 @@
+"""Int8 kernels (host build of the firmware sources) against the LiteRT interpreter: small
+single-operator models converted to full int8 by the TFLite converter; outputs must be equal."""
+
+import contextlib
+import io
+import zlib
+
+import numpy as np
+import pytest
+
+from kernels_host.host_lib import kernels
+
+
+@pytest.fixture(scope="module")
+def k():
+    return kernels()
+
+
+@pytest.fixture(scope="module")
+def tf():
+    import tensorflow as tf
+    return tf
+
+
+# Both the interpreter's optimised builtin kernels and its reference kernels; XNNPACK (the
+# default delegate) requantises in floating point and is not the arithmetic the firmware runs.
+RESOLVERS = ["BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF"]
+
+
+def convert(tf, layer, input_shape, seed):
+    inp = tf.keras.Input(shape=input_shape[1:], batch_size=input_shape[0])
+    model = tf.keras.Model(inp, layer(inp))
+    rng = np.random.default_rng(seed)
+    # Non-trivial weights and a shifted input range (non-zero input zero point).
+    for v in model.weights:
+        v.assign(rng.standard_normal(v.shape).astype(np.float32) * 0.3)
+
+    def representative():
+        for _ in range(8):
+            yield [(rng.standard_normal(input_shape) * 1.5 + 0.7).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return conv.convert()
+
+
+class Op:
+    """The single operator of a converted model: its tensors and quantisation."""
+
+    def __init__(self, model: bytes, op_name: str, resolver: str):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        self.it = Interpreter(model_content=model,
+                              experimental_op_resolver_type=getattr(OpResolverType, resolver))
+        self.it.allocate_tensors()
+        ops = [o for o in self.it._get_ops_details() if o["op_name"] == op_name]
+        assert len(ops) == 1, [o["op_name"] for o in self.it._get_ops_details()]
+        self.op = ops[0]
+        self.details = {d["index"]: d for d in self.it.get_tensor_details()}
+
+    def tensor(self, i):
+        return self.it.get_tensor(self.op["inputs"][i])
+
+    def qparams(self, index):
+        q = self.details[index]["quantization_parameters"]
+        return q["scales"].astype(np.float32), q["zero_points"].astype(np.int32)
+
+    def run(self, x):
+        inp = self.it.get_input_details()[0]
+        self.it.set_tensor(inp["index"], x)
+        self.it.invoke()
+        return self.it.get_tensor(self.it.get_output_details()[0]["index"])
+
+    def requant(self, k, weight_input=1):
+        """Per-channel multipliers as TFLite derives them (double precision)."""
+        in_s, in_zp = self.qparams(self.op["inputs"][0])
+        w_s, _ = self.qparams(self.op["inputs"][weight_input])
+        out_s, out_zp = self.qparams(self.op["outputs"][0])
+        mults, shifts = zip(*[k.quantize_multiplier(float(in_s[0]) * float(ws) / float(out_s[0]))
+                              for ws in w_s])
+        return int(in_zp[0]), int(out_zp[0]), np.array(mults), np.array(shifts), out_s[0]
+
+
+def act_range(kind, out_scale, out_zp):
+    lo, hi = -128, 127
+    if kind in ("relu", "relu6"):
+        lo = max(lo, out_zp)
+    if kind == "relu6":
+        hi = min(hi, out_zp + int(round(6.0 / out_scale)))
+    return lo, hi
+
+
+def int8_input(op, shape, seed):
+    s, zp = op.qparams(op.it.get_input_details()[0]["index"])
+    x = np.random.default_rng(seed).standard_normal(shape) * 1.5 + 0.7
+    return np.clip(np.round(x / s[0]) + zp[0], -128, 127).astype(np.int8)
+
+
+def seed_of(case):
+    return zlib.crc32(repr(case).encode())
+
+
+CONV_CASES = [
+    # (batch, h, w, in_c, out_c, k, stride, padding, activation)
+    (1, 8, 8, 1, 4, 3, 1, "same", None),
+    (2, 9, 7, 3, 7, 3, 2, "same", "relu"),
+    (1, 10, 10, 7, 13, 5, 1, "valid", "relu6"),
+    (1, 11, 9, 13, 8, 5, 2, "valid", None),
+    (1, 6, 6, 16, 16, 3, 1, "same", "relu"),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_conv2d_s8_matches_litert(k, tf, case):
+    b, h, w, ci, co, ks, s, pad, act = case
+    layer = tf.keras.layers.Conv2D(co, ks, strides=s, padding=pad, activation=act)
+    model = convert(tf, layer, (b, h, w, ci), seed_of(case))
+    for resolver in RESOLVERS:
+        op = Op(model, "CONV_2D", resolver)
+        in_zp, out_zp, mults, shifts, out_s = op.requant(k)
+        x = int8_input(op, (b, h, w, ci), seed_of(case) + 1)
+        want = op.run(x)
+        for block in (2, 64):  # channel blocking must not change a single bit
+            got = k.conv2d_s8(x, op.tensor(1), op.tensor(2), s, pad, in_zp, out_zp, mults,
+                              shifts, act_range(act, out_s, out_zp), out_block=block)
+            np.testing.assert_array_equal(got, want, err_msg=resolver)
+        assert len(np.unique(want)) > 10  # a real spread of outputs, not a saturated tensor
+
+
+DW_CASES = [
+    # (batch, h, w, in_c, mult, k, stride, padding, activation)
+    (1, 8, 8, 1, 1, 3, 1, "same", None),
+    (2, 9, 7, 3, 1, 3, 2, "same", "relu"),
+    (1, 10, 10, 7, 1, 5, 1, "valid", "relu6"),
+    (1, 7, 9, 13, 2, 3, 2, "same", None),
+]
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_depthwise_conv2d_s8_matches_litert(k, tf, case):
+    b, h, w, ci, m, ks, s, pad, act = case
+    layer = tf.keras.layers.DepthwiseConv2D(ks, strides=s, padding=pad, depth_multiplier=m,
+                                            activation=act)
+    model = convert(tf, layer, (b, h, w, ci), seed_of(case))
+    for resolver in RESOLVERS:
+        op = Op(model, "DEPTHWISE_CONV_2D", resolver)
+        in_zp, out_zp, mults, shifts, out_s = op.requant(k)
+        x = int8_input(op, (b, h, w, ci), seed_of(case) + 1)
+        want = op.run(x)
+        got = k.depthwise_s8(x, op.tensor(1).reshape(ks, ks, ci * m), op.tensor(2), s, pad, m,
+                             in_zp, out_zp, mults, shifts, act_range(act, out_s, out_zp))
+        np.testing.assert_array_equal(got, want, err_msg=resolver)
+
+
+FC_CASES = [(1, 1, 1, None), (3, 7, 13, "relu"), (2, 64, 10, None), (1, 33, 5, "relu6")]
+
+
+@pytest.mark.parametrize("case", FC_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_fully_connected_s8_matches_litert(k, tf, case):
+    b, n_in, n_out, act = case
+    layer = tf.keras.layers.Dense(n_out, activation=act)
+    model = convert(tf, layer, (b, n_in), seed_of(case))
+    for resolver in RESOLVERS:
+        op = Op(model, "FULLY_CONNECTED", resolver)
+        in_zp, out_zp, mults, shifts, out_s = op.requant(k)
+        x = int8_input(op, (b, n_in), seed_of(case) + 1)
+        want = op.run(x)
+        bias = op.tensor(2) if len(op.op["inputs"]) > 2 and op.op["inputs"][2] >= 0 else None
+        got = k.fully_connected_s8(x, op.tensor(1), bias, in_zp, out_zp, mults, shifts,
+                                   act_range(act, out_s, out_zp))
+        np.testing.assert_array_equal(got, want, err_msg=resolver)
+
+
+POOL_CASES = [
+    ("max", 2, 8, 8, 3, 2, 2, "valid"),
+    ("max", 1, 7, 9, 5, 3, 2, "same"),
+    ("avg", 2, 8, 8, 3, 2, 2, "valid"),
+    ("avg", 1, 7, 9, 13, 3, 2, "same"),
+    ("avg", 1, 5, 5, 1, 3, 1, "same"),
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_pool_s8_matches_litert(k, tf, case):
+    kind, b, h, w, c, ks, s, pad = case
+    cls = tf.keras.layers.MaxPooling2D if kind == "max" else tf.keras.layers.AveragePooling2D
+    name = "MAX_POOL_2D" if kind == "max" else "AVERAGE_POOL_2D"
+    model = convert(tf, cls(ks, s, padding=pad), (b, h, w, c), seed_of(case))
+    for resolver in RESOLVERS:
+        op = Op(model, name, resolver)
+        x = int8_input(op, (b, h, w, c), seed_of(case) + 1)
+        np.testing.assert_array_equal(k.pool_s8(kind, x, ks, s, pad), op.run(x),
+                                      err_msg=resolver)
+
+
+def test_quantize_dequantize_match_litert(k, tf):
+    inp = tf.keras.Input(shape=(50,), batch_size=1)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(20)(inp))
+    rng = np.random.default_rng(9)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.standard_normal((1, 50)).astype(np.float32) * 2]
+                                           for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        model_bytes = conv.convert()  # float in/out: QUANTIZE ... DEQUANTIZE around the op
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_content=model_bytes,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                     experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    names = [o["op_name"] for o in it._get_ops_details()]
+    assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE", names
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    qin = details[ops[0]["outputs"][0]]["quantization_parameters"]
+    x = np.concatenate([rng.standard_normal(46) * 2, [1e3, -1e3, 0.0, -0.0]]).astype(np.float32)
+    it.set_tensor(it.get_input_details()[0]["index"], x[None])
+    it.invoke()
+    q_want = it.get_tensor(ops[0]["outputs"][0])
+    q = k.quantize_s8(x, float(qin["scales"][0]), int(qin["zero_points"][0]))
+    np.testing.assert_array_equal(q[None], q_want)
+    deq_in = details[ops[-1]["inputs"][0]]["quantization_parameters"]
+    q_last = it.get_tensor(ops[-1]["inputs"][0])
+    np.testing.assert_array_equal(
+        k.dequantize_s8(q_last, float(deq_in["scales"][0]), int(deq_in["zero_points"][0])),
+        it.get_tensor(it.get_output_details()[0]["index"]))
+
+
+def test_multiply_by_quantized_multiplier_edge_cases(k):
+    """Rounding of the fixed-point requantisation, computed exactly with Python integers."""
+    def ref(x, m, s):
+        left, right = max(s, 0), max(-s, 0)
+        a = (x << left)
+        a = ((a << 32) >> 32)  # 32-bit wrap as in the reference
+        if a == m == -2**31:
+            hi = 2**31 - 1
+        else:
+            ab = a * m
+            nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+            hi = _trunc_div(ab + nudge, 2**31)
+        mask = (1 << right) - 1
+        rem = hi & mask
+        thr = (mask >> 1) + (1 if hi < 0 else 0)
+        return (hi >> right) + (1 if rem > thr else 0)
+
+    rng = np.random.default_rng(0)
+    xs = [0, 1, -1, 2**31 - 1, -2**31, 12345, -12345] + list(rng.integers(-2**20, 2**20, 300))
+    for x in xs:
+        for m, s in [(2**30, 0), (2**31 - 1, -1), (1518500250, -7), (1073741825, -31),
+                     (1431655765, 2), (2**30 + 12345, -12)]:
+            if s > 0 and abs(int(x)) > 2**20:
+                continue
+            assert k.multiply_by_quantized_multiplier(int(x), m, s) == ref(int(x), m, s), (x, m, s)
+    # Ties go away from zero: 3 * 0.5 = 1.5 -> 2 and -1.5 -> -2 ; 5 / 4 = 1.25 -> 1
+    assert k.multiply_by_quantized_multiplier(3, 2**30, 0) == 2
+    assert k.multiply_by_quantized_multiplier(-3, 2**30, 0) == -2
+    assert k.multiply_by_quantized_multiplier(5, 2**30, -1) == 1
+    assert k.quantize_multiplier(0.5) == (2**30, 0)
+    assert k.quantize_multiplier(0.75) == (3 * 2**29, 0)
+
+
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q

@@ -1,0 +1,233 @@
+"""Device commands: boards, build, flash, info, stop."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import click
+
+from tinycil import emulator
+from tinycil.boards import Board, BoardError, list_boards, load_board
+from tinycil.bridge import DeviceError, DeviceLink, NoAnswer, available_ports
+from tinycil.build import BuildError, build as build_firmware
+from tinycil.flash import FlashError, flash_board, start_emulated, stlink_ports, wait_for_hello
+
+_ERRORS = (BoardError, BuildError, emulator.EmulatorError, FlashError, DeviceError)
+
+
+def _friendly(func):
+    """Turn the device modules' errors into one clear line and a non-zero exit code."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except _ERRORS as exc:
+            raise click.ClickException(str(exc)) from exc
+    return wrapper
+
+
+def _kb(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n // 1024} KB" if n % 1024 == 0 else f"{n / 1024:.1f} KB"
+
+
+def _usage(used, total) -> str:
+    if used is None:
+        return "?"
+    if total:
+        return f"{used:,} / {total:,} bytes ({100.0 * used / total:.1f}%)"
+    return f"{used:,} bytes"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# ---- boards -------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
+@_friendly
+def boards(as_json):
+    """List the boards tinycil builds for."""
+    catalogue = list_boards()
+    if as_json:
+        click.echo(json.dumps([b.summary() for b in catalogue], indent=2))
+        return
+    rows = [["ID", "NAME", "EMULATED", "FLASH", "RAM", "COUNTER", "FLASH WITH"]]
+    for b in catalogue:
+        rows.append([b.id, b.name, "yes" if b.emulated else "no", _kb(b.flash_bytes),
+                     _kb(b.ram_bytes), b.counter,
+                     "qemu (tinycil flash starts it)" if b.emulated else ", ".join(b.flash_methods)])
+    click.echo(_table(rows))
+
+
+# ---- build --------------------------------------------------------------------------------------
+
+def _build(board: Board, verbose: bool):
+    click.echo(f"Building firmware for {board.id} ({board.name}) ...")
+    result = build_firmware(board, echo=click.echo if verbose else None)
+    click.echo(f"Built in {result.seconds:.1f} s: {result.size_line()}")
+    return result
+
+
+@click.command()
+@click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
+@click.option("--verbose", "-v", is_flag=True, help="Show PlatformIO's output.")
+@_friendly
+def build(board_id, verbose):
+    """Build the firmware for a board with PlatformIO (offline)."""
+    board = load_board(board_id)
+    result = _build(board, verbose)
+    click.echo(f"ELF: {result.elf}")
+
+
+# ---- flash --------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
+@click.option("--port", "-p", help="Serial port of a real board, checked with HELLO after flashing.")
+@click.option("--baud", type=int, help="Baud rate (default: the board's).")
+@click.option("--icount", is_flag=True,
+              help="Emulated board: run QEMU with -icount so the counter counts instructions exactly.")
+@click.option("--no-build", is_flag=True, help="Flash the firmware built last instead of building.")
+@click.option("--verbose", "-v", is_flag=True, help="Show PlatformIO's output.")
+@_friendly
+def flash(board_id, port, baud, icount, no_build, verbose):
+    """Build and flash the firmware; for the emulated board, start QEMU in the background."""
+    from tinycil.build import artifacts
+
+    board = load_board(board_id)
+    if no_build:
+        elf, binary = artifacts(board)
+        if not elf.is_file():
+            raise click.ClickException(f"no firmware built for {board.id} yet: drop --no-build")
+    else:
+        result = _build(board, verbose)
+        elf, binary = result.elf, result.bin
+    if board.emulated:
+        if port:
+            raise click.ClickException(f"{board.id} is emulated: tinycil chooses its port; drop --port")
+        result = start_emulated(board, elf, icount=icount, echo=click.echo)
+        _print_hello_line(result.info)
+        click.echo(f"The emulator runs in the background: `tinycil info --board {board.id}` to "
+                   "ask it again, `tinycil stop` to end it.")
+        return
+    if icount:
+        raise click.ClickException("--icount applies to the emulated board only")
+    result = flash_board(board, elf, binary, echo=click.echo)
+    click.echo(f"Flashed {board.id}: {result.detail}")
+    ports = [port] if port else stlink_ports()
+    if len(ports) == 1:
+        click.echo(f"Waiting for the firmware on {ports[0]} ...")
+        info = wait_for_hello(ports[0], baud or board.baudrate, timeout=10.0)
+        _print_hello_line(info)
+    else:
+        click.echo("Check it with `tinycil info --board {0} --port PORT`.".format(board.id))
+
+
+def _print_hello_line(info: dict | None) -> None:
+    if info:
+        click.echo(f"Device answered: {info.get('board')} build {info.get('build_id')}, "
+                   f"protocol v{info.get('protocol_version')}, session "
+                   f"0x{int(info.get('session_id', 0)):08x}")
+
+
+# ---- info ---------------------------------------------------------------------------------------
+
+def _resolve_port(board_id: str | None, port: str | None) -> tuple[str, int | None, Board | None]:
+    """The port to talk to and the board's default baud rate."""
+    if port:
+        board = load_board(board_id) if board_id else None
+        return port, board.baudrate if board else None, board
+    if not board_id:
+        raise click.UsageError("give --board B (emulated board, or a single ST-LINK attached) or "
+                               "--port URL")
+    board = load_board(board_id)
+    if board.emulated:
+        state = emulator.running()
+        if state is None or state.board != board.id:
+            raise click.ClickException(f"no {board.id} emulator is running: run "
+                                       f"`tinycil flash --board {board.id}` first")
+        return state.url, board.baudrate, board
+    found = stlink_ports()
+    if len(found) == 1:
+        return found[0], board.baudrate, board
+    present = ", ".join(available_ports()) or "none"
+    if not found:
+        raise click.ClickException(f"no ST-LINK serial port found for {board.id}: plug the board "
+                                   f"in or pass --port (ports present: {present})")
+    raise click.ClickException(f"several ST-LINK ports found ({', '.join(found)}): pass --port")
+
+
+_COUNTERS = {"CYCLES": "cycles", "INSTRUCTIONS": "instructions", "NONE": "none"}
+
+
+def format_info(info: dict) -> str:
+    sig = info.get("model_signature") or ""
+    has_model = bool(sig) and set(sig) != {"0"}
+    shape = info.get("input_shape") or []
+    input_type = str(info.get("input_type_name", "NONE"))
+    clock = info.get("clock_hz") or 0
+    rows = [
+        ("Board", str(info.get("board", "?"))),
+        ("Build", str(info.get("build_id", "?"))),
+        ("Protocol", f"v{info.get('protocol_version')} (max payload {info.get('max_payload', '?')} bytes)"),
+        ("Clock", f"{clock / 1e6:g} MHz"),
+        ("Counter", _COUNTERS.get(str(info.get("counter_kind_name")), str(info.get("counter_kind_name")))),
+        ("Model", f"signature {sig}" if has_model else "none (firmware built without a model)"),
+        ("Input", f"{input_type.lower()} {list(shape)}" if input_type != "NONE" else "-"),
+        ("Classes", f"{info.get('classes_seen', 0)} seen of {info.get('classes_max', 0)}"),
+        ("Replay buffer", f"{info.get('buffer_fill', 0)} / {info.get('buffer_capacity', 0)} samples"),
+        ("RAM", _usage(info.get("ram_used"), info.get("ram_total"))),
+        ("Flash", _usage(info.get("flash_used"), info.get("flash_total"))),
+        ("Session", f"0x{int(info.get('session_id', 0)):08x}"),
+        ("RX overruns", str(info.get("rx_overruns", 0))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+@click.command()
+@click.option("--board", "-b", "board_id", help="Board id; for the emulated board, finds the running QEMU.")
+@click.option("--port", "-p", help="Serial port or URL (/dev/ttyACM0, COM3, socket://127.0.0.1:PORT).")
+@click.option("--baud", type=int, help="Baud rate (default: the board's, else 115200).")
+@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait per try.")
+@click.option("--json", "as_json", is_flag=True, help="Print INFO as JSON.")
+@_friendly
+def info(board_id, port, baud, timeout, as_json):
+    """Ask a device who it is (HELLO) and print its INFO."""
+    url, default_baud, board = _resolve_port(board_id, port)
+    try:
+        with DeviceLink(url, baudrate=baud or default_baud or 115200, timeout=timeout) as link:
+            fields = link.hello()
+    except NoAnswer as exc:
+        if board is not None and board.emulated and not port:
+            raise click.ClickException(f"{exc}\nThe emulator runs but its firmware does not "
+                                       f"answer: restart it with `tinycil flash --board {board.id}`.")
+        raise
+    fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+    if as_json:
+        click.echo(json.dumps({"port": url, **fields}, indent=2, default=str))
+    else:
+        click.echo(f"Port           {url}")
+        click.echo(format_info(fields))
+
+
+# ---- stop ---------------------------------------------------------------------------------------
+
+@click.command()
+@_friendly
+def stop():
+    """End the emulated board started by `tinycil flash`."""
+    state = emulator.stop()
+    if state is None:
+        click.echo("No emulator is running.")
+    else:
+        click.echo(f"Stopped QEMU (pid {state.pid}, {state.board} at {state.url}).")
+
+
+COMMANDS = [boards, build, flash, info, stop]

@@ -1,0 +1,648 @@
+"""Export of a prepared run to the firmware: the model as C arrays in firmware/generated/.
+
+What is exported (all const, so it stays in flash; 16-byte aligned):
+  * the frozen backbone as a layer table of int8 operators read back from the run's full-int8
+    .tflite (tinycil.quantize.read_layers): int8 weights, int32 biases, per-channel output
+    multipliers and shifts computed here exactly as TFLite's QuantizeMultiplier does (double
+    precision frexp), and the fused activation ranges;
+  * the float32 tail (the last `tail_layers` dense layers) with its weights after the known tasks,
+    stored [out][in] as the runtime's kernels take them;
+  * the growth plan (the tail's widths per task), the input and latent quantisation;
+  * the known tasks' int8 replay buffer and the size of the RAM area for the field tasks';
+  * the training defaults; the static arena size from tinycil.memplan.
+
+The model is data for the one runtime in firmware/lib/runtime: there are no per-model code paths.
+Its signature is the first 8 bytes of a SHA-256 over everything exported; the run folder keeps it
+in export/manifest.json so the bridge can compare it with the device's INFO.model_signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinycil import memplan
+
+EXPORT_DIR = "export"            # inside the run folder
+MANIFEST = "manifest.json"
+GENERATED_FILES = ("model_data.h", "model_data.cpp")
+FORMAT_VERSION = 1               # TC_MODEL_FORMAT_VERSION in tc_model.h
+MAX_TAIL_LAYERS = 4              # TC_MAX_TAIL_LAYERS
+# The int8 convolution's working memory: at most this much, so a wide layer takes a few passes
+# over its input instead of a large buffer.
+KERNEL_SCRATCH_CAP = 16 * 1024
+
+# tc_op_kind in tc_model.h
+OP_CONV2D, OP_DEPTHWISE, OP_DENSE, OP_MAX_POOL, OP_AVG_POOL, OP_MEAN, OP_RESHAPE = 1, 2, 3, 4, 5, 6, 7
+PADDING = {"VALID": 0, "SAME": 1}
+_NO_DATA_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
+SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
+                 "AVERAGE_POOL_2D") + _NO_DATA_OPS
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported; the message says what to change."""
+
+
+@dataclass
+class ExportResult:
+    run_dir: Path
+    board: str
+    signature: bytes
+    files: list[Path]
+    manifest_path: Path
+    memory: dict
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def signature_hex(self) -> str:
+        return self.signature.hex()
+
+
+# --------------------------------------------------------------------------------------------
+# TFLite's integer arithmetic, on the host
+
+
+def round_half_away(x: float) -> int:
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = round_half_away(q * (1 << 31))
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return (1 << 31) - 1, 30
+    return int(q_fixed), int(shift)
+
+
+def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for int8 (the float division as in C: float32)."""
+    def q(f):
+        return zero_point + round_half_away(float(np.float32(f) / np.float32(scale)))
+    lo, hi = -128, 127
+    if activation in (None, "NONE"):
+        return lo, hi
+    if activation == "RELU":
+        return max(lo, q(0.0)), hi
+    if activation == "RELU6":
+        return max(lo, q(0.0)), min(hi, q(6.0))
+    if activation == "RELU_N1_TO_1":
+        return max(lo, q(-1.0)), min(hi, q(1.0))
+    raise ExportError(f"fused activation {activation} is not supported by the int8 runtime; "
+                      "use ReLU, ReLU6 or none in the backbone")
+
+
+# --------------------------------------------------------------------------------------------
+# The model as plain data
+
+
+def _spatial(shape) -> tuple[int, int, int]:
+    """(H, W, C) of an activation shape with the batch of one first."""
+    s = [int(d) for d in shape[1:]]
+    if len(s) == 3:
+        return s[0], s[1], s[2]
+    if len(s) == 2:
+        return 1, s[0], s[1]
+    if len(s) == 1:
+        return 1, 1, s[0]
+    raise ExportError(f"activation shape {tuple(shape)} has an unsupported rank")
+
+
+def backbone_table(layers: list[dict]) -> list[dict]:
+    """The runtime's layer table from tinycil.quantize.read_layers' op list."""
+    table = []
+    for L in layers:
+        op = L["op"]
+        if op not in SUPPORTED_OPS:
+            raise ExportError(
+                f"the backbone holds a {op} operator, which the device runtime cannot run "
+                f"(supported: {', '.join(SUPPORTED_OPS)}). Move the layer into the tail or choose "
+                "another model family")
+        inp, out = L["input"], L["output"]
+        if inp["dtype"] != "int8" or out["dtype"] != "int8":
+            raise ExportError(f"{op} works on {inp['dtype']}/{out['dtype']}: the backbone must "
+                              "be full int8 (quantize_backbone)")
+        in_h, in_w, in_c = _spatial(inp["shape"])
+        out_h, out_w, out_c = _spatial(out["shape"])
+        opts = L["options"]
+        entry = {
+            "op": OP_RESHAPE, "padding": 0, "stride_h": 1, "stride_w": 1, "k_h": 1, "k_w": 1,
+            "depth_multiplier": 0, "in": (in_h, in_w, in_c), "out": (out_h, out_w, out_c),
+            "in_zero_point": int(inp["zero_point"]), "out_zero_point": int(out["zero_point"]),
+            "act_min": -128, "act_max": 127, "weights": None, "bias": None, "multiplier": None,
+            "shift": None, "name": op,
+        }
+        if op in _NO_DATA_OPS:
+            if inp["scale"] != out["scale"] or inp["zero_point"] != out["zero_point"]:
+                raise ExportError(f"{op} changes the quantisation; the runtime treats it as a no-op")
+            table.append(entry)
+            continue
+        entry["act_min"], entry["act_max"] = activation_range(
+            opts.get("activation", "NONE"), out["scale"], int(out["zero_point"]))
+        if op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            if inp["scale"] != out["scale"] or inp["zero_point"] != out["zero_point"]:
+                raise ExportError(f"{op} with different input and output quantisation is not "
+                                  "supported")
+            entry.update(op=OP_MAX_POOL if op == "MAX_POOL_2D" else OP_AVG_POOL,
+                         padding=PADDING[opts["padding"]], stride_h=opts["stride_h"],
+                         stride_w=opts["stride_w"], k_h=opts["filter_h"], k_w=opts["filter_w"])
+            table.append(entry)
+            continue
+        # weight layers
+        if np.any(np.asarray(L["weight_zero_points"]) != 0):
+            raise ExportError(f"{op} has non-zero weight zero points: TFLite int8 weights are "
+                              "symmetric; re-quantise with quantize_backbone")
+        w = np.asarray(L["weights"], np.int8)
+        n_out = out_c if op != "FULLY_CONNECTED" else int(w.shape[0])
+        w_scales = np.broadcast_to(np.asarray(L["weight_scales"], np.float32), (n_out,))
+        mult, shift = [], []
+        for s in w_scales:
+            m, sh = quantize_multiplier(float(inp["scale"]) * float(s) / float(out["scale"]))
+            mult.append(m)
+            shift.append(sh)
+        entry.update(bias=np.asarray(L["bias"], np.int32), multiplier=np.asarray(mult, np.int32),
+                     shift=np.asarray(shift, np.int32))
+        if op == "CONV_2D":
+            if opts.get("dilation_h", 1) != 1 or opts.get("dilation_w", 1) != 1:
+                raise ExportError("dilated convolutions are not supported by the int8 runtime")
+            entry.update(op=OP_CONV2D, padding=PADDING[opts["padding"]], stride_h=opts["stride_h"],
+                         stride_w=opts["stride_w"], k_h=int(w.shape[1]), k_w=int(w.shape[2]),
+                         weights=w.reshape(-1))
+        elif op == "DEPTHWISE_CONV_2D":
+            if opts.get("dilation_h", 1) != 1 or opts.get("dilation_w", 1) != 1:
+                raise ExportError("dilated convolutions are not supported by the int8 runtime")
+            entry.update(op=OP_DEPTHWISE, padding=PADDING[opts["padding"]],
+                         stride_h=opts["stride_h"], stride_w=opts["stride_w"],
+                         k_h=int(w.shape[1]), k_w=int(w.shape[2]),
+                         depth_multiplier=max(1, out_c // in_c), weights=w.reshape(-1))
+        else:  # FULLY_CONNECTED: flattens whatever comes in
+            n_in = int(w.shape[1])
+            if in_h * in_w * in_c != n_in:
+                raise ExportError(f"FULLY_CONNECTED expects {n_in} inputs, gets "
+                                  f"{in_h * in_w * in_c}")
+            entry.update(op=OP_DENSE, **{"in": (1, 1, n_in), "out": (1, 1, n_out)},
+                         weights=w.reshape(-1))
+        table.append(entry)
+    return table
+
+
+def _padded_taps(entry) -> int:
+    return (entry["k_h"] * entry["k_w"] * entry["in"][2] + 3) & ~3
+
+
+def kernel_scratch_bytes(table) -> int:
+    need = 0
+    for e in table:
+        if e["op"] == OP_CONV2D:
+            kp = _padded_taps(e)
+            out_even = (e["out"][2] + 1) & ~1
+            block = out_even
+            while block > 2 and (2 * kp + block * kp) * 2 > KERNEL_SCRATCH_CAP:
+                block -= 2
+            need = max(need, (2 * kp + block * kp) * 2)
+        elif e["op"] == OP_DEPTHWISE:
+            need = max(need, 4 * e["out"][2])
+    return (need + 15) // 16 * 16
+
+
+def scratch_bytes(table) -> int:
+    sizes = [int(np.prod(e["out"])) for e in table if e["op"] != OP_RESHAPE]
+    return (max(sizes, default=0) + 15) // 16 * 16
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the run folder
+
+
+@dataclass
+class ExportModel:
+    """Everything exported, as numpy arrays and plain values (independent of the run folder)."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    input_scale: float
+    input_zero_point: int
+    table: list[dict]
+    latent_size: int
+    latent_scale: float
+    latent_zero_point: int
+    tail_weights: list[np.ndarray]   # [out][in] float32, after the known tasks
+    tail_biases: list[np.ndarray]
+    tail_max: list[tuple[int, int]]  # (in, out) at the final size
+    plan: list[dict]                 # classes_seen, out (per tail layer)
+    known_tasks: int
+    classes_max: int
+    buffer_x: np.ndarray             # int8 [n, input_size]
+    buffer_y: np.ndarray             # uint8 class indices (output units)
+    buffer_ram_capacity: int
+    defaults: dict                   # lr, momentum, clip_norm, batch_new, batch_replay, seed
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.defaults["batch_new"]) + int(self.defaults["batch_replay"])
+
+    def footprint(self) -> memplan.Footprint:
+        backbone = 0
+        for e in self.table:
+            for key, size in (("weights", 1), ("bias", 4), ("multiplier", 4), ("shift", 4)):
+                if e[key] is not None:
+                    backbone += size * int(np.asarray(e[key]).size)
+            backbone += 64  # the table entry
+        return memplan.Footprint(
+            input_size=self.input_size, latent_size=self.latent_size,
+            tail=tuple((int(i), int(o)) for i, o in self.tail_max),
+            tail_init=tuple((int(w.shape[1]), int(w.shape[0])) for w in self.tail_weights),
+            max_batch=self.max_batch, scratch_bytes=scratch_bytes(self.table),
+            kernel_scratch_bytes=kernel_scratch_bytes(self.table),
+            buffer_flash_count=int(len(self.buffer_y)),
+            buffer_ram_capacity=int(self.buffer_ram_capacity),
+            backbone_bytes=backbone, plan_steps=len(self.plan))
+
+
+def _config_get(cfg: dict, *keys, default=None):
+    """The first of `keys` found in the config or its "training" section."""
+    for section in (cfg, cfg.get("training") or {}, cfg.get("train") or {}):
+        for k in keys:
+            if k in section and section[k] is not None:
+                return section[k]
+    return default
+
+
+def _task_classes(cfg: dict, plan: list) -> list[list[int]]:
+    tasks = cfg.get("task_classes") or cfg.get("tasks")
+    if isinstance(tasks, list) and tasks and isinstance(tasks[0], list):
+        return [[int(c) for c in t] for t in tasks]
+    if plan and "classes" in plan[0]:
+        return [[int(c) for c in step["classes"]] for step in plan]
+    raise ExportError("the run's config.json lists no classes per task (\"tasks\") and its "
+                      "plan.json none either: re-create the run with `tinycil prepare`")
+
+
+def _find_tflite(run, cfg: dict) -> Path | None:
+    name = cfg.get("backbone_file")
+    if name and (Path(run.path) / name).is_file():
+        return Path(run.path) / name
+    for attr in ("backbone_path", "tflite_path"):
+        p = getattr(run, attr, None)
+        if p is not None and Path(p).is_file():
+            return Path(p)
+    found = sorted(Path(run.path).glob("*.tflite"))
+    return found[0] if found else None
+
+
+def load_export_model(run_dir) -> ExportModel:
+    """Read a prepared run folder into an ExportModel."""
+    from tinycil.models import split_model
+    from tinycil.quantize import QuantizeError, quantize_backbone, quantize_inputs, read_layers
+    from tinycil.runfolder import RunFolder
+
+    run = RunFolder(run_dir)
+    cfg = run.read_config()
+    plan_doc = run.read_plan()
+    plan_list = plan_doc["tasks"] if isinstance(plan_doc, dict) and "tasks" in plan_doc else plan_doc
+    if not isinstance(plan_list, list) or not plan_list:
+        raise ExportError(f"{run.plan_path} holds no growth plan (a list of per-task entries)")
+    tasks = _task_classes(cfg, plan_list)
+    known = int(_config_get(cfg, "known_tasks", "known", default=1))
+    if not 1 <= known <= len(tasks):
+        raise ExportError(f"known_tasks must be between 1 and {len(tasks)}, config says {known}")
+    tail_layers = int(_config_get(cfg, "tail_layers", default=2))
+    if not 1 <= tail_layers <= MAX_TAIL_LAYERS:
+        raise ExportError(f"tail_layers must be 1..{MAX_TAIL_LAYERS}, config says {tail_layers}")
+
+    model = run.load_model()
+    backbone, tail = split_model(model, tail_layers)
+    dense = [layer for layer in tail.layers if type(layer).__name__ == "Dense"]
+
+    # Known tasks' buffers (int8 inputs, output-unit labels).
+    order = [c for t in tasks for c in t]
+    unit_of = {c: k for k, c in enumerate(order)}
+    bufs = [run.load_buffer(t) for t in range(known) if run.buffer_path(t).is_file()]
+
+    tflite = _find_tflite(run, cfg)
+    if tflite is not None:
+        tflite_bytes = tflite.read_bytes()
+    else:
+        if not bufs:
+            raise ExportError(f"{run.path} has neither a backbone .tflite nor buffer samples to "
+                              "calibrate one: re-run `tinycil prepare`")
+        rep = np.concatenate([b["x"] for b in bufs]).astype(np.float32)
+        tflite_bytes = quantize_backbone(backbone, rep).tflite_bytes
+    try:
+        layers = read_layers(tflite_bytes)
+    except QuantizeError as exc:
+        raise ExportError(f"cannot read the backbone .tflite: {exc}") from exc
+    table = backbone_table(layers)
+    first, last = layers[0]["input"], layers[-1]["output"]
+    input_shape = tuple(int(d) for d in first["shape"][1:])
+    latent_size = int(np.prod(last["shape"][1:]))
+
+    xs, ys = [], []
+    for t, b in zip(range(known), bufs):
+        x8 = b.get("x_int8")
+        if x8 is None:
+            x8 = quantize_inputs(b["x"], first["scale"], first["zero_point"])
+        xs.append(np.asarray(x8, np.int8).reshape(len(x8), -1))
+        ys.append(_buffer_units(np.asarray(b["y"]), tasks[t], unit_of, t))
+    size = int(np.prod(input_shape))
+    buffer_x = np.concatenate(xs) if xs else np.zeros((0, size), np.int8)
+    buffer_y = np.concatenate(ys).astype(np.uint8) if ys else np.zeros(0, np.uint8)
+    if buffer_x.shape[1] != size:
+        raise ExportError(f"buffer samples have {buffer_x.shape[1]} values, the model's input "
+                          f"{size}")
+
+    # Growth plan of the tail: hidden widths are the last tail_layers-1 of the plan's widths.
+    plan = []
+    for step in plan_list:
+        widths = [int(w) for w in step.get("tail_widths") or step["widths"]]
+        hidden = widths[len(widths) - (tail_layers - 1):] if tail_layers > 1 else []
+        outputs = int(step.get("outputs", step["classes_seen"]))
+        plan.append({"classes_seen": outputs, "out": hidden + [outputs]})
+    for a, b in zip(plan, plan[1:]):
+        if any(y < x for x, y in zip(a["out"], b["out"])):
+            raise ExportError("the growth plan shrinks a tail layer; widths must not decrease")
+    weights = [np.ascontiguousarray(np.asarray(d.kernel.numpy(), np.float32).T) for d in dense]
+    biases = [np.asarray(d.bias.numpy(), np.float32) for d in dense]
+    start = plan[known - 1]["out"]
+    got = [int(w.shape[0]) for w in weights]
+    if got != start:
+        raise ExportError(f"the run's model has tail widths {got} but its plan says {start} after "
+                          f"the known tasks: re-run `tinycil prepare`")
+    if int(weights[0].shape[1]) != latent_size:
+        raise ExportError(f"the tail takes {weights[0].shape[1]} inputs, the backbone gives "
+                          f"{latent_size}")
+    final = plan[-1]["out"]
+    tail_max = [(latent_size if l == 0 else final[l - 1], final[l]) for l in range(len(final))]
+
+    per_class = max((np.bincount(y).max() for y in ys if len(y)), default=1)
+    ram_capacity = _field_buffer_capacity(cfg, tasks, known, per_class)
+    defaults = {
+        "lr": float(_config_get(cfg, "lr", default=0.05)),
+        "momentum": float(_config_get(cfg, "momentum", default=0.9)),
+        "clip_norm": float(_config_get(cfg, "clip_norm", default=5.0)),
+        "batch_new": int(_config_get(cfg, "batch_new", default=32)),
+        "batch_replay": int(_config_get(cfg, "batch_replay", default=32)),
+        "seed": int(_config_get(cfg, "seed", default=0)),
+    }
+    return ExportModel(
+        name=Path(run.path).resolve().name, input_shape=input_shape,
+        input_scale=float(first["scale"]), input_zero_point=int(first["zero_point"]), table=table,
+        latent_size=latent_size, latent_scale=float(last["scale"]),
+        latent_zero_point=int(last["zero_point"]), tail_weights=weights, tail_biases=biases,
+        tail_max=tail_max, plan=plan, known_tasks=known, classes_max=int(plan[-1]["classes_seen"]),
+        buffer_x=buffer_x, buffer_y=buffer_y, buffer_ram_capacity=ram_capacity, defaults=defaults)
+
+
+def _buffer_units(y: np.ndarray, classes: list[int], unit_of: dict, task: int) -> np.ndarray:
+    """Buffer labels as output units: the run stores either class ids or output units."""
+    units = {unit_of[c] for c in classes}
+    vals = set(int(v) for v in np.unique(y))
+    if vals <= units:
+        return y.astype(np.int64)
+    if vals <= set(classes):
+        return np.array([unit_of[int(v)] for v in y], np.int64)
+    raise ExportError(f"buffer of task {task} has labels {sorted(vals)} that are neither the "
+                      f"task's classes {classes} nor their output units {sorted(units)}")
+
+
+def _field_buffer_capacity(cfg: dict, tasks, known: int, per_class: int) -> int:
+    """RAM replay slots for the tasks learnt in the field (their distilled samples join it).
+
+    Exact when the config records the training samples per task; otherwise the known tasks'
+    samples per class times the field tasks' classes.
+    """
+    field_tasks = tasks[known:]
+    per_task = (cfg.get("buffer") or {}).get("samples_per_task") or cfg.get("buffer_samples_per_task")
+    if isinstance(per_task, list) and len(per_task) == len(tasks):
+        return int(sum(per_task[known:]))
+    fraction = _config_get(cfg, "buffer_fraction")
+    train_counts = cfg.get("train_samples_per_task")
+    if fraction is not None and isinstance(train_counts, list) and len(train_counts) == len(tasks):
+        return int(sum(max(len(t), round(float(fraction) * n))
+                       for t, n in zip(field_tasks, train_counts[known:])))
+    return int(sum(per_class * len(t) for t in field_tasks))
+
+
+# --------------------------------------------------------------------------------------------
+# Signature and C source
+
+
+def _arrays(em: ExportModel) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for i, e in enumerate(em.table):
+        for key in ("weights", "bias", "multiplier", "shift"):
+            if e[key] is not None:
+                out.append((f"layer{i}_{key}", np.ascontiguousarray(e[key])))
+    for l, (w, b) in enumerate(zip(em.tail_weights, em.tail_biases)):
+        out.append((f"tail{l}_weights", np.ascontiguousarray(w, np.float32)))
+        out.append((f"tail{l}_bias", np.ascontiguousarray(b, np.float32)))
+    out.append(("buffer_x", np.ascontiguousarray(em.buffer_x, np.int8)))
+    out.append(("buffer_y", np.ascontiguousarray(em.buffer_y, np.uint8)))
+    return out
+
+
+def _meta(em: ExportModel) -> dict:
+    return {
+        "format": FORMAT_VERSION, "input_shape": list(em.input_shape),
+        "input_scale": np.float32(em.input_scale).tobytes().hex(),
+        "input_zero_point": em.input_zero_point,
+        "layers": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in e.items()
+                    if k not in ("weights", "bias", "multiplier", "shift")} for e in em.table],
+        "latent": [em.latent_size, np.float32(em.latent_scale).tobytes().hex(), em.latent_zero_point],
+        "tail_max": [list(t) for t in em.tail_max], "plan": em.plan, "known_tasks": em.known_tasks,
+        "classes_max": em.classes_max, "buffer_ram_capacity": em.buffer_ram_capacity,
+        "defaults": {k: (np.float32(v).tobytes().hex() if isinstance(v, float) else v)
+                     for k, v in em.defaults.items()},
+    }
+
+
+def signature(em: ExportModel) -> bytes:
+    """First 8 bytes of SHA-256 over the exported metadata and arrays (canonical order)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(_meta(em), sort_keys=True).encode())
+    for name, arr in _arrays(em):
+        h.update(name.encode())
+        h.update(str(arr.dtype).encode())
+        h.update(np.asarray(arr.shape, np.int64).tobytes())
+        h.update(arr.tobytes())
+    return h.digest()[:8]
+
+
+_CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int32): "int32_t",
+          np.dtype(np.float32): "float"}
+
+
+def _c_float(v) -> str:
+    v = float(np.float32(v))
+    if not math.isfinite(v):
+        raise ExportError("the model holds a non-finite float (NaN or infinity): retrain it")
+    return v.hex() + "f" if v != 0 else "0.0f"
+
+
+def _c_array(name: str, arr: np.ndarray) -> str:
+    flat = np.asarray(arr).reshape(-1)
+    ctype = _CTYPE[flat.dtype]
+    if flat.dtype == np.float32:
+        items = [_c_float(v) for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    n = max(1, len(items))
+    if not items:
+        items = ["0"]
+    per_line = 8 if flat.dtype == np.float32 else 24
+    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    body = ",\n    ".join(lines)
+    return f"alignas(16) const {ctype} {name}[{n}] = {{\n    {body}\n}};\n"
+
+
+def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> dict[str, str]:
+    """The contents of model_data.h and model_data.cpp."""
+    banner = (f"// Generated by `tinycil export` from run \"{run_name}\", model signature {sig.hex()}.\n"
+              f"// Do not edit: export again to change it.\n")
+    header = (banner + "#pragma once\n\n#include \"tc_model.h\"\n\n"
+              "#define TC_HAS_MODEL 1\n"
+              f"#define TC_ARENA_BYTES {arena}u\n"
+              f"#define TC_MODEL_SIGNATURE_HEX \"{sig.hex()}\"\n\n"
+              "extern const tc_model tc_model_data;\n")
+    arrays = dict(_arrays(em))
+    parts = [banner, "#include \"model_data.h\"\n\nnamespace {\n\n"]
+    for name, arr in arrays.items():
+        parts.append(_c_array(name, arr))
+    parts.append("\nconst tc_layer layers[] = {\n")
+    for i, e in enumerate(em.table):
+        def ref(key):
+            return f"layer{i}_{key}" if e[key] is not None else "nullptr"
+        parts.append(
+            f"    {{{e['op']}, {e['padding']}, {e['stride_h']}, {e['stride_w']}, {e['k_h']}, "
+            f"{e['k_w']}, {e['depth_multiplier']}, {e['in'][0]}, {e['in'][1]}, {e['in'][2]}, "
+            f"{e['out'][0]}, {e['out'][1]}, {e['out'][2]}, {e['in_zero_point']}, "
+            f"{e['out_zero_point']}, {e['act_min']}, {e['act_max']}, {ref('weights')}, "
+            f"{ref('bias')}, {ref('multiplier')}, {ref('shift')}}},  // {e['name']}\n")
+    if not em.table:
+        parts.append("    {}\n")
+    parts.append("};\n\nconst tc_tail_layer tail[] = {\n")
+    for l, (w, (n_in, n_out)) in enumerate(zip(em.tail_weights, em.tail_max)):
+        parts.append(f"    {{{w.shape[1]}, {w.shape[0]}, {n_in}, {n_out}, tail{l}_weights, "
+                     f"tail{l}_bias}},\n")
+    parts.append("};\n\nconst tc_plan_step plan[] = {\n")
+    for step in em.plan:
+        outs = ", ".join(str(v) for v in step["out"])
+        parts.append(f"    {{{step['classes_seen']}, {{{outs}}}}},\n")
+    d = em.defaults
+    shape = list(em.input_shape) + [0] * (4 - len(em.input_shape))
+    fp = em.footprint()
+    parts.append(
+        "};\n\n}  // namespace\n\n"
+        "const tc_model tc_model_data = {\n"
+        f"    {FORMAT_VERSION},\n"
+        f"    {{{', '.join(f'0x{b:02x}' for b in sig)}}},\n"
+        f"    {len(em.input_shape)}, {{{', '.join(map(str, shape))}}}, {em.input_size}u, "
+        f"{_c_float(em.input_scale)}, {em.input_zero_point},\n"
+        f"    {len(em.table)}, layers, {fp.scratch_bytes}u, {fp.kernel_scratch_bytes}u,\n"
+        f"    {em.latent_size}u, {_c_float(em.latent_scale)}, {em.latent_zero_point},\n"
+        f"    {len(em.tail_weights)}, tail, {len(em.plan)}, {em.known_tasks}, plan, "
+        f"{em.classes_max},\n"
+        f"    {len(em.buffer_y)}u, buffer_x, buffer_y, {em.buffer_ram_capacity}u,\n"
+        f"    {em.max_batch},\n"
+        f"    {{{_c_float(d['lr'])}, {_c_float(d['momentum'])}, {_c_float(d['clip_norm'])}, "
+        f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u}},\n"
+        f"    {arena}u,\n"
+        "};\n")
+    return {"model_data.h": header, "model_data.cpp": "".join(parts)}
+
+
+def generated_dir(root: Path | None = None) -> Path:
+    from tinycil.boards import project_root
+
+    return (root or project_root()) / "firmware" / "generated"
+
+
+def export_model(em: ExportModel, board, out_dirs: list[Path], run_name: str | None = None,
+                 what: str | None = None) -> tuple[bytes, memplan.MemoryPlan, list[Path]]:
+    """Check the memory plan, then write the sources into every folder of `out_dirs`."""
+    fp = em.footprint()
+    if em.classes_max > 256:
+        raise ExportError(f"{em.classes_max} classes: the runtime holds at most 256")
+    if any(n > 65535 for pair in em.tail_max for n in pair):
+        raise ExportError("a tail layer is wider than 65535 units")
+    plan = memplan.check_fits(fp, board, what or f"run {run_name or em.name}")
+    sig = signature(em)
+    sources = render_sources(em, sig, memplan.arena_bytes(fp), run_name or em.name)
+    written = []
+    for folder in out_dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+        for fname, text in sources.items():
+            path = folder / fname
+            path.write_text(text)
+            written.append(path)
+    return sig, plan, written
+
+
+def export_run(run_dir, board, root: Path | None = None, firmware: bool = True) -> ExportResult:
+    """Export a prepared run for `board` (id or Board) into firmware/generated/ and RUN/export/.
+
+    firmware=False writes only RUN/export/ (what the host twin builds from).
+    """
+    from tinycil.boards import load_board
+
+    b = load_board(board, root) if isinstance(board, str) else board
+    run_dir = Path(run_dir)
+    em = load_export_model(run_dir)
+    out_dirs = [run_dir / EXPORT_DIR]
+    if firmware:
+        out_dirs.append(generated_dir(root))
+    sig, plan, written = export_model(em, b, out_dirs, run_name=em.name)
+    fp = em.footprint()
+    manifest = {
+        "signature": sig.hex(), "board": b.id, "run": em.name, "format": FORMAT_VERSION,
+        "input_shape": list(em.input_shape), "input_scale": em.input_scale,
+        "input_zero_point": em.input_zero_point, "latent_size": em.latent_size,
+        "classes_max": em.classes_max, "known_tasks": em.known_tasks, "plan": em.plan,
+        "backbone_layers": [e["name"] for e in em.table],
+        "buffer": {"flash_samples": int(len(em.buffer_y)), "ram_capacity": em.buffer_ram_capacity,
+                   "bytes": int(em.buffer_x.nbytes)},
+        "arena_bytes": memplan.arena_bytes(fp), "memory": plan.to_dict(),
+        "training_defaults": em.defaults, "files": list(GENERATED_FILES),
+    }
+    manifest_path = run_dir / EXPORT_DIR / MANIFEST
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportResult(run_dir=run_dir, board=b.id, signature=sig, files=written,
+                        manifest_path=manifest_path, memory=plan.to_dict(), manifest=manifest)
+
+
+def read_signature(run_dir) -> bytes | None:
+    """The signature the run's last export recorded (None when it was never exported)."""
+    path = Path(run_dir) / EXPORT_DIR / MANIFEST
+    if not path.is_file():
+        return None
+    return bytes.fromhex(json.loads(path.read_text())["signature"])
+
+
+def remove_generated(root: Path | None = None) -> None:
+    """Back to a firmware without a model (the runtime then reports NO_MODEL)."""
+    folder = generated_dir(root)
+    for fname in GENERATED_FILES:
+        p = folder / fname
+        if p.exists():
+            p.unlink()
+
+
+__all__ = ["ExportError", "ExportResult", "export_run", "export_model", "load_export_model",
+           "read_signature", "remove_generated", "quantize_multiplier", "signature"]

@@ -1,0 +1,233 @@
+"""Putting the firmware on a board.
+
+A real NUCLEO-F746ZG is programmed by whichever of the board's methods works here, in the order
+its manifest lists them: openocd and st-flash talk to the on-board ST-LINK probe; "mass-storage"
+copies firmware.bin onto the USB drive the ST-LINK presents (NODE_F746ZG), which needs no tool at
+all. The emulated board is "flashed" by starting QEMU with the ELF and waiting until the firmware
+answers HELLO.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import serial.tools.list_ports
+
+from tinycil import emulator
+from tinycil.boards import Board
+from tinycil.bridge import DeviceError, DeviceLink
+
+FLASH_ORIGIN = "0x08000000"
+STLINK_VID = 0x0483  # STMicroelectronics: the ST-LINK's virtual COM port
+
+
+class FlashError(RuntimeError):
+    pass
+
+
+class MethodUnavailable(Exception):
+    """This method cannot run here (tool missing, probe or drive absent); try the next."""
+
+
+@dataclass
+class FlashResult:
+    board: str
+    method: str
+    detail: str                              # what was done, for the user
+    emulator: emulator.EmulatorState | None = None
+    info: dict | None = None                 # INFO of the device, when it was asked
+
+
+# ---- the emulated board ------------------------------------------------------------------------
+
+def start_emulated(board: Board, elf: Path, icount: bool = False, hello_timeout: float = 10.0,
+                   echo=None) -> FlashResult:
+    """Stop any recorded emulator, start QEMU with ``elf`` and wait until it answers HELLO."""
+    previous = emulator.stop()
+    if previous and echo:
+        echo(f"Stopped the previous emulator (pid {previous.pid}, {previous.board})")
+    state = emulator.start(board, elf, icount=icount)
+    if echo:
+        echo(f"QEMU {board.qemu_machine} started (pid {state.pid}), serial at {state.url}")
+    try:
+        info = wait_for_hello(state.url, board.baudrate, hello_timeout)
+    except DeviceError as exc:
+        crashed = not emulator.is_running(state)
+        emulator.stop_state(state)
+        log = Path(state.log).read_text(errors="replace").strip() if Path(state.log).exists() else ""
+        # QEMU's reason comes first ("qemu: fatal: Lockup ..."), a register dump after it.
+        said = "\n".join(log.splitlines()[:4]) or "(no output)"
+        if crashed:
+            raise FlashError(f"the emulated firmware crashed: QEMU exited before it answered "
+                             f"HELLO. Is {elf} firmware for {board.id}? QEMU said:\n{said}\n"
+                             f"(full output in {state.log})") from exc
+        raise FlashError(f"the emulated firmware did not answer: {exc}"
+                         + (f"\nQEMU said:\n{said}" if log else "")) from exc
+    except BaseException:  # Ctrl-C while waiting: leave no emulator behind
+        emulator.stop_state(state)
+        raise
+    return FlashResult(board=board.id, method="qemu", detail=f"running at {state.url}",
+                       emulator=state, info=info)
+
+
+def wait_for_hello(port: str, baudrate: int, timeout: float) -> dict:
+    """HELLO until the device answers or ``timeout`` passes (a board reboots after flashing)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            with DeviceLink(port, baudrate=baudrate, timeout=min(1.0, max(0.2, remaining))) as link:
+                return link.hello(retries=max(0, int(remaining)))
+        except DeviceError as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise last if last else DeviceError(f"no answer from {port}")
+        time.sleep(0.2)
+
+
+# ---- the real board ----------------------------------------------------------------------------
+
+def _run(cmd: list[str], timeout: float) -> tuple[int, str]:
+    try:
+        out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, errors="replace", timeout=timeout,
+                             check=False)
+    except subprocess.TimeoutExpired as exc:
+        text = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
+        return -1, (text or "") + f"\n(stopped after {timeout:.0f} s)"
+    return out.returncode, out.stdout
+
+
+def _error_lines(output: str) -> str:
+    picked = [ln.strip() for ln in output.splitlines()
+              if ln.strip().lower().startswith(("error", "warn")) or "fail" in ln.lower()]
+    return "; ".join(picked[-3:]) or (output.strip().splitlines() or ["no output"])[-1]
+
+
+def flash_openocd(elf: Path, timeout: float) -> str:
+    tool = shutil.which("openocd")
+    if not tool:
+        raise MethodUnavailable("openocd is not installed (`sudo apt-get install openocd`)")
+    cmd = [tool, "-f", "interface/stlink.cfg", "-f", "target/stm32f7x.cfg",
+           "-c", f"program {{{elf}}} verify reset exit"]
+    code, output = _run(cmd, timeout)
+    if code != 0:
+        if "open failed" in output or "No device found" in output or code == -1:
+            raise MethodUnavailable(f"openocd found no ST-LINK probe ({_error_lines(output)})")
+        raise FlashError(f"openocd failed to program the board: {_error_lines(output)}")
+    return "programmed and verified with openocd"
+
+
+def flash_stflash(binary: Path, timeout: float) -> str:
+    tool = shutil.which("st-flash")
+    if not tool:
+        raise MethodUnavailable("st-flash is not installed (`sudo apt-get install stlink-tools`)")
+    code, output = _run([tool, "--reset", "write", str(binary), FLASH_ORIGIN], timeout)
+    if code != 0:
+        if "Couldn't find any ST-Link" in output or "No ST-LINK" in output or code == -1:
+            raise MethodUnavailable(f"st-flash found no ST-LINK ({_error_lines(output)})")
+        raise FlashError(f"st-flash failed to program the board: {_error_lines(output)}")
+    return "written with st-flash"
+
+
+def _windows_drives_labelled(label: str) -> list[str]:
+    import ctypes  # Windows only
+
+    kernel32 = ctypes.windll.kernel32
+    found = []
+    mask = kernel32.GetLogicalDrives()
+    for i in range(26):
+        if not mask & (1 << i):
+            continue
+        root = f"{chr(65 + i)}:\\"
+        name = ctypes.create_unicode_buffer(261)
+        if kernel32.GetVolumeInformationW(root, name, 261, None, None, None, None, 0):
+            if name.value.upper() == label.upper():
+                found.append(root)
+    return found
+
+
+def mass_storage_volumes(label: str) -> list[str]:
+    """Mount points of the drive called ``label`` (the NUCLEO's ST-LINK presents NODE_F746ZG)."""
+    if sys.platform == "win32":
+        return _windows_drives_labelled(label)
+    candidates = []
+    for pattern in (f"/media/*/{label}", f"/media/{label}", f"/run/media/*/{label}",
+                    f"/mnt/{label}", f"/mnt/*/{label}", f"/Volumes/{label}"):
+        candidates.extend(glob.glob(pattern))
+    # Mounted under an unusual path: the kernel's mount table still names it.
+    mounts = Path("/proc/mounts")
+    if mounts.exists():
+        for line in mounts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 1:
+                point = fields[1].replace("\\040", " ")
+                if os.path.basename(point) == label:
+                    candidates.append(point)
+    seen, result = set(), []
+    for path in candidates:
+        if os.path.isdir(path) and path not in seen:
+            seen.add(path)
+            result.append(path)
+    return result
+
+
+def flash_mass_storage(binary: Path, label: str) -> str:
+    volumes = mass_storage_volumes(label)
+    if not volumes:
+        raise MethodUnavailable(f"no {label} drive is mounted (looked in /media/*/, /run/media/*/, "
+                                "/mnt/, /Volumes/ and drive labels)")
+    target = Path(volumes[0]) / binary.name
+    shutil.copyfile(binary, target)
+    with open(target, "rb+") as handle:  # the probe programs the chip once the data is on the drive
+        os.fsync(handle.fileno())
+    # The ST-LINK writes FAIL.TXT onto the drive when it rejects the image.
+    time.sleep(2.0)
+    fail = Path(volumes[0]) / "FAIL.TXT"
+    if fail.exists():
+        raise FlashError(f"the board rejected the image: {fail.read_text(errors='replace').strip()}")
+    return f"copied {binary.name} onto {volumes[0]}"
+
+
+def stlink_ports() -> list[str]:
+    """Serial ports of attached ST-LINK probes (the NUCLEO's virtual COM port)."""
+    return [p.device for p in serial.tools.list_ports.comports() if p.vid == STLINK_VID]
+
+
+def flash_board(board: Board, elf: Path, binary: Path, timeout: float = 120.0,
+                echo=None) -> FlashResult:
+    """Program a real board with the first of its methods that works here."""
+    if not board.flash_methods:
+        raise FlashError(f"board '{board.id}' lists no flash methods in its manifest")
+    reasons = []
+    for method in board.flash_methods:
+        if echo:
+            echo(f"Trying {method} ...")
+        try:
+            if method == "openocd":
+                detail = flash_openocd(elf, timeout)
+            elif method == "st-flash":
+                detail = flash_stflash(binary, timeout)
+            elif method == "mass-storage":
+                detail = flash_mass_storage(binary, board.mass_storage_label or "NODE_F746ZG")
+            else:
+                reasons.append(f"{method}: not a method tinycil knows")
+                continue
+        except MethodUnavailable as exc:
+            reasons.append(f"{method}: {exc}")
+            continue
+        return FlashResult(board=board.id, method=method, detail=detail)
+    raise FlashError(
+        f"could not flash {board.id}; tried:\n  " + "\n  ".join(reasons) + "\n"
+        f"Plug the {board.name} in by its ST-LINK USB connector (a data cable, not charge-only). "
+        "On Linux the probe needs udev rules (the openocd and stlink-tools packages install them; "
+        "re-plug afterwards). Any one of: `sudo apt-get install openocd`, `sudo apt-get install "
+        f"stlink-tools`, or the {board.mass_storage_label or 'board'} drive mounted, is enough.")

@@ -1,0 +1,181 @@
+"""Memory plan of an exported model against a board's budget, computed before anything is built.
+
+RAM: the runtime's one static arena, sized for the FINAL grown tail (weights, gradients, momentum,
+activations of a mini-batch), the backbone's ping-pong activation buffers and the convolution's
+working memory, the RAM replay area for the samples of the tasks learnt in the field; plus the
+protocol buffers, the rest of the firmware's static data and the stack reserve of the board.
+Flash: the code, the backbone's int8 parameters, the tail's initial weights, the growth plan and
+the known tasks' int8 buffer.
+
+`arena_layout` mirrors the runtime's carving (firmware/lib/runtime/tc_runtime.cpp, `carve`) block
+for block: the arena size the export writes (TC_ARENA_BYTES) comes from here, and the runtime
+refuses to start if its own carving needs more. The linker stays the final judge of the whole
+image ("region `RAM' overflowed").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinycil import protocol_spec
+
+ARENA_ALIGN = 16
+
+# Code and constant data of the firmware without a model (start-up, board support, protocol,
+# kernels, runtime), measured from a PlatformIO build of both boards with a small exported model
+# minus that model's data (see benchmarks/memory.py), with margin.
+CODE_FLASH_ESTIMATE = 40 * 1024
+# Static RAM of the firmware outside the arena and the protocol buffers (board state, runtime
+# bookkeeping, buffer class table).
+FIRMWARE_STATIC_RAM = 3 * 1024
+# The serial path's buffers: the interrupt-driven receive ring, one decoded and one encoded frame
+# each way.
+PROTOCOL_RAM = (protocol_spec.DEVICE_RX_RING + 2 * protocol_spec.MAX_ENCODED_FRAME
+                + 2 * protocol_spec.MAX_RAW_FRAME)
+
+
+class MemoryPlanError(ValueError):
+    """The model does not fit the board; the message says by how much and what to shrink."""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What the memory plan needs to know about an exported model."""
+
+    input_size: int                  # bytes of one int8 input sample
+    latent_size: int                 # backbone output elements (tail input)
+    tail: tuple[tuple[int, int], ...]  # (inputs, outputs) of every tail layer at its final size
+    tail_init: tuple[tuple[int, int], ...]  # (inputs, outputs) after the known tasks (in flash)
+    max_batch: int                   # batch_new + batch_replay
+    scratch_bytes: int               # each backbone ping-pong buffer
+    kernel_scratch_bytes: int
+    buffer_flash_count: int
+    buffer_ram_capacity: int
+    backbone_bytes: int              # int8 weights, int32 biases, multipliers, shifts, layer table
+    plan_steps: int
+
+
+def _align(n: int) -> int:
+    return (n + ARENA_ALIGN - 1) // ARENA_ALIGN * ARENA_ALIGN
+
+
+def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
+    """(block name, offset, bytes) in the runtime's carving order."""
+    rows = fp.max_batch + 1  # one row more: prediction never disturbs a half-formed batch
+    max_width = 0
+    for i, (n_in, n_out) in enumerate(fp.tail):
+        max_width = max(max_width, n_out, n_in if i > 0 else 0)
+    blocks: list[tuple[str, int]] = []
+    for i, (n_in, n_out) in enumerate(fp.tail):
+        nw, nb = 4 * n_in * n_out, 4 * n_out
+        blocks += [(f"tail{i}.weights", nw), (f"tail{i}.bias", nb),
+                   (f"tail{i}.grad_weights", nw), (f"tail{i}.grad_bias", nb),
+                   (f"tail{i}.momentum_weights", nw), (f"tail{i}.momentum_bias", nb),
+                   (f"tail{i}.activations", 4 * rows * n_out)]
+    blocks += [("latent", 4 * rows * fp.latent_size),
+               ("delta_a", 4 * fp.max_batch * max_width), ("delta_b", 4 * fp.max_batch * max_width),
+               ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
+               ("kernel_scratch", fp.kernel_scratch_bytes), ("batch_labels", 4 * fp.max_batch),
+               ("replay_ram_x", fp.buffer_ram_capacity * fp.input_size),
+               ("replay_ram_y", fp.buffer_ram_capacity)]
+    out, used = [], 0
+    for name, size in blocks:
+        start = _align(used)
+        out.append((name, start, size))
+        used = start + size
+    return out
+
+
+def arena_bytes(fp: Footprint) -> int:
+    name, start, size = arena_layout(fp)[-1]
+    return _align(start + size)
+
+
+@dataclass
+class MemoryPlan:
+    board: str
+    ram_total: int
+    flash_total: int
+    ram: dict[str, int] = field(default_factory=dict)
+    flash: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ram_used(self) -> int:
+        return sum(self.ram.values())
+
+    @property
+    def flash_used(self) -> int:
+        return sum(self.flash.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.ram_used <= self.ram_total and self.flash_used <= self.flash_total
+
+    def to_dict(self) -> dict:
+        return {"board": self.board, "ram_used": self.ram_used, "ram_total": self.ram_total,
+                "flash_used": self.flash_used, "flash_total": self.flash_total,
+                "ram": dict(self.ram), "flash": dict(self.flash), "fits": self.fits}
+
+
+def plan_memory(fp: Footprint, board) -> MemoryPlan:
+    """RAM and flash of the model on `board` (a tinycil.boards.Board)."""
+    layout = arena_layout(fp)
+
+    def blocks(prefix_or_names) -> int:
+        return sum(size for name, _, size in layout if name.startswith(prefix_or_names))
+
+    tail_params = sum(size for name, _, size in layout
+                      if name.startswith("tail") and not name.endswith("activations"))
+    activations = (blocks(("latent", "delta_", "batch_labels"))
+                   + sum(size for name, _, size in layout if name.endswith("activations")))
+    scratch = blocks(("backbone_scratch", "kernel_scratch"))
+    replay = blocks("replay_ram")
+    padding = arena_bytes(fp) - tail_params - activations - scratch - replay
+    plan = MemoryPlan(board=board.id, ram_total=board.ram_bytes, flash_total=board.flash_bytes)
+    plan.ram = {
+        "tail_parameters": tail_params,      # weights, gradients, momentum at the final size
+        "activations": activations,          # of a mini-batch, forward and backward
+        "backbone_scratch": scratch,
+        "replay_ram_area": replay,
+        "arena_alignment": padding,
+        "protocol_buffers": PROTOCOL_RAM,
+        "firmware_static": FIRMWARE_STATIC_RAM,
+        "stack": board.stack_bytes,
+    }
+    tail_init = sum(4 * (n_in * n_out + n_out) for n_in, n_out in fp.tail_init)
+    plan.flash = {
+        "code": CODE_FLASH_ESTIMATE,
+        "backbone": fp.backbone_bytes,
+        "tail_initial_weights": tail_init,
+        "growth_plan": fp.plan_steps * 12,
+        "known_buffer": fp.buffer_flash_count * (fp.input_size + 1),
+    }
+    return plan
+
+
+def check_fits(fp: Footprint, board, what: str = "the model") -> MemoryPlan:
+    """The plan, or MemoryPlanError saying by how many bytes it misses and what to shrink."""
+    plan = plan_memory(fp, board)
+    problems = []
+    if plan.ram_used > plan.ram_total:
+        over = plan.ram_used - plan.ram_total
+        parts = sorted(((v, k) for k, v in plan.ram.items()), reverse=True)[:4]
+        biggest = ", ".join(f"{k.replace('_', ' ')} {v} B" for v, k in parts)
+        problems.append(
+            f"RAM: needs {plan.ram_used} bytes, {board.id} has {plan.ram_total}: "
+            f"{over} bytes too many (largest parts: {biggest}). Shrink the tail width "
+            f"(tail parameters and activations grow with it: --width / the width policy), the "
+            f"buffer fraction (--buffer: the RAM replay area holds the field tasks' samples), the "
+            f"input size (--resize: backbone scratch and every buffered sample), the number of "
+            f"trainable layers (--tail-layers) or the mini-batch (--batch-new/--batch-replay)")
+    if plan.flash_used > plan.flash_total:
+        over = plan.flash_used - plan.flash_total
+        parts = sorted(((v, k) for k, v in plan.flash.items()), reverse=True)[:3]
+        biggest = ", ".join(f"{k.replace('_', ' ')} {v} B" for v, k in parts)
+        problems.append(
+            f"flash: needs {plan.flash_used} bytes, {board.id} has {plan.flash_total}: "
+            f"{over} bytes too many (largest parts: {biggest}). Shrink the model widths, the "
+            f"buffer fraction (--buffer) or the input size (--resize)")
+    if problems:
+        raise MemoryPlanError(f"{what} does not fit {board.id}. " + " ".join(problems))
+    return plan

@@ -1,0 +1,251 @@
+"""Model families sized for microcontrollers, their backbone/tail split and their computed cost.
+
+Every family is a plain chain of named Keras layers (no branches, no BatchNorm) so that the same
+layer table can be exported to the firmware, grown function-preservingly (tinycil.sizing) and
+costed layer by layer. ``widths`` lists the hidden widths in order: the output channels of each
+convolution (depthwise convolutions keep their input's channels and take no width) and then the
+units of the hidden dense layer(s). The last layer ("logits") has one unit per class, no softmax.
+
+TensorFlow/Keras is imported inside the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+FAMILIES = ("mlp", "cnn2d", "cnn1d", "dscnn")
+
+# Full widths at which each family keeps to tens of thousands of parameters for the input sizes
+# the project uses (8x8 .. 28x28 images, 100x6 inertial windows, 49x10 MFCC maps).
+DEFAULT_WIDTHS = {
+    "mlp": [64, 32],
+    "cnn2d": [16, 32, 64],
+    "cnn1d": [16, 32, 32],
+    "dscnn": [32, 32, 32, 32],
+}
+
+# Which family `--family auto` picks for a modality.
+FAMILY_FOR_MODALITY = {"image": "cnn2d", "inertial": "cnn1d", "audio": "dscnn"}
+
+WEIGHT_LAYER_TYPES = ("Dense", "Conv2D", "Conv1D", "DepthwiseConv2D")
+
+
+class ModelError(ValueError):
+    """A model that cannot be built as asked (unknown family, widths that do not fit)."""
+
+
+def family_for_modality(modality: str) -> str:
+    try:
+        return FAMILY_FOR_MODALITY[modality]
+    except KeyError:
+        raise ModelError(f"no model family for modality {modality!r}; "
+                         f"choose --family from {', '.join(FAMILIES)}") from None
+
+
+def expected_width_count(family: str) -> int:
+    return len(DEFAULT_WIDTHS[_check_family(family)])
+
+
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ModelError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return family
+
+
+def build_model(family: str, input_shape: Sequence[int], num_classes: int,
+                widths: Sequence[int], seed: int | None = None):
+    """A fresh ``family`` model (He-normal kernels, zero biases) with the given hidden widths.
+
+    The model's name is the family, so that growth and export can rebuild it.
+    """
+    import keras
+
+    _check_family(family)
+    widths = [int(w) for w in widths]
+    if len(widths) != expected_width_count(family):
+        raise ModelError(f"family {family} takes {expected_width_count(family)} widths "
+                         f"(see DEFAULT_WIDTHS), got {widths}")
+    if any(w < 1 for w in widths) or num_classes < 1:
+        raise ModelError(f"widths and the number of classes must be positive, got {widths}, {num_classes}")
+    input_shape = tuple(int(s) for s in input_shape)
+    counter = iter(range(10_000))
+
+    def init():
+        # A distinct seed per layer keeps a seeded model reproducible.
+        return keras.initializers.HeNormal(seed=None if seed is None else seed * 1000 + next(counter))
+
+    L = keras.layers
+    layers: list = [keras.Input(shape=input_shape, name="input")]
+    if family == "mlp":
+        if len(input_shape) > 1:
+            layers.append(L.Flatten(name="flatten"))
+        for i, w in enumerate(widths):
+            layers.append(L.Dense(w, activation="relu", kernel_initializer=init(), name=f"dense{i + 1}"))
+    elif family == "cnn2d":
+        if len(input_shape) != 3:
+            raise ModelError(f"cnn2d takes images (H, W, C), got input shape {input_shape}")
+        c1, c2, d = widths
+        layers += [
+            L.Conv2D(c1, 3, padding="same", activation="relu", kernel_initializer=init(), name="conv1"),
+            L.MaxPooling2D(2, name="pool1"),
+            L.Conv2D(c2, 3, padding="same", activation="relu", kernel_initializer=init(), name="conv2"),
+            L.MaxPooling2D(2, name="pool2"),
+            L.Flatten(name="flatten"),
+            L.Dense(d, activation="relu", kernel_initializer=init(), name="dense1"),
+        ]
+    elif family == "cnn1d":
+        if len(input_shape) != 2:
+            raise ModelError(f"cnn1d takes inertial windows (T, C), got input shape {input_shape}")
+        c1, c2, d = widths
+        layers += [
+            L.Conv1D(c1, 5, padding="same", activation="relu", kernel_initializer=init(), name="conv1"),
+            L.MaxPooling1D(2, name="pool1"),
+            L.Conv1D(c2, 5, padding="same", activation="relu", kernel_initializer=init(), name="conv2"),
+            L.GlobalAveragePooling1D(name="gap"),
+            L.Dense(d, activation="relu", kernel_initializer=init(), name="dense1"),
+        ]
+    else:  # dscnn
+        if len(input_shape) != 3:
+            raise ModelError(f"dscnn takes MFCC maps (frames, coeffs, 1), got input shape {input_shape}")
+        c0, p1, p2, d = widths
+        layers += [
+            L.Conv2D(c0, 3, strides=2, padding="same", activation="relu", kernel_initializer=init(), name="conv1"),
+            L.DepthwiseConv2D(3, padding="same", activation="relu", depthwise_initializer=init(), name="dw1"),
+            L.Conv2D(p1, 1, activation="relu", kernel_initializer=init(), name="pw1"),
+            L.DepthwiseConv2D(3, padding="same", activation="relu", depthwise_initializer=init(), name="dw2"),
+            L.Conv2D(p2, 1, activation="relu", kernel_initializer=init(), name="pw2"),
+            L.GlobalAveragePooling2D(name="gap"),
+            L.Dense(d, activation="relu", kernel_initializer=init(), name="dense1"),
+        ]
+    layers.append(L.Dense(num_classes, kernel_initializer=init(), name="logits"))
+    return keras.Sequential(layers, name=family)
+
+
+def model_family(model) -> str:
+    return _check_family(model.name)
+
+
+def weight_layers(model) -> list:
+    return [layer for layer in model.layers if type(layer).__name__ in WEIGHT_LAYER_TYPES]
+
+
+def model_widths(model) -> list[int]:
+    """The hidden widths ``build_model`` was given (depthwise layers and logits excluded)."""
+    out = []
+    for layer in weight_layers(model)[:-1]:
+        if type(layer).__name__ == "DepthwiseConv2D":
+            continue
+        out.append(int(layer.units if hasattr(layer, "units") else layer.filters))
+    return out
+
+
+def num_outputs(model) -> int:
+    return int(weight_layers(model)[-1].units)
+
+
+def split_model(model, tail_layers: int):
+    """Split ``model`` into (backbone, tail) with the last ``tail_layers`` weight layers in the tail.
+
+    Both parts share the layers (and so the weights) of ``model``. The backbone's output is the
+    tail's input (the "latent"). Only dense layers may be in the tail: the device trains them in
+    float32 while the backbone runs in int8.
+    """
+    import keras
+
+    wl = weight_layers(model)
+    if not 1 <= tail_layers < len(wl):
+        raise ModelError(f"tail_layers must be between 1 and {len(wl) - 1} for this model, got {tail_layers}")
+    first_tail = wl[-tail_layers]
+    if any(type(layer).__name__ != "Dense" for layer in wl[-tail_layers:]):
+        raise ModelError(f"the tail may hold only dense layers; at most "
+                         f"{sum(1 for _ in _trailing_dense(wl))} for family {model.name}")
+    cut = model.layers.index(first_tail)
+    backbone = keras.Sequential([keras.Input(shape=model.input_shape[1:], name="input")]
+                                + model.layers[:cut], name=f"{model.name}_backbone")
+    latent_shape = backbone.output_shape[1:]
+    tail = keras.Sequential([keras.Input(shape=latent_shape, name="latent")] + model.layers[cut:],
+                            name=f"{model.name}_tail")
+    return backbone, tail
+
+
+def _trailing_dense(wl):
+    for layer in reversed(wl):
+        if type(layer).__name__ != "Dense":
+            return
+        yield layer
+
+
+def count_cost(model) -> dict:
+    """Parameters, FLOPs per sample and activation memory of ``model``, layer by layer.
+
+    How operations are counted (per sample, float32 training):
+      * A multiply-accumulate is 2 FLOPs. Dense (n in, m out): n*m MACs; Conv (output H'xW'xC',
+        kernel kh x kw over C in): H'W'C' * kh*kw*C MACs; depthwise: H'W'C * kh*kw MACs.
+      * Forward: 2*MACs + one add per output for the bias + one op per output for ReLU.
+        Max pooling: (window - 1) comparisons per output; global average pooling: one add per
+        input element (the final division is folded into it); Flatten: free.
+      * Backward: weight gradient 2*MACs + one add per output for the bias gradient; input
+        gradient 2*MACs, except for the first weight layer, which needs none; ReLU backward one op
+        per output. Layers before the first weight layer have no backward at all; max-pool
+        backward only routes (0 FLOPs); global average pooling backward one op per input element.
+    activation_bytes: float32 bytes of the input and every layer output of one sample, i.e. what
+    training keeps for the backward pass. peak_inference_bytes: the largest input+output pair, what
+    a forward pass alone needs with two ping-pong buffers.
+    """
+    layers = []
+    shape = tuple(int(s) for s in model.input_shape[1:])
+    total_act = _prod(shape)
+    peak = 0
+    seen_weight_layer = False
+    for layer in model.layers:
+        kind = type(layer).__name__
+        out_shape = tuple(int(s) for s in layer.compute_output_shape((1,) + shape)[1:])
+        n_in, n_out = _prod(shape), _prod(out_shape)
+        params = int(sum(_prod(w.shape) for w in layer.weights))
+        relu = getattr(layer, "activation", None) is not None and layer.activation.__name__ == "relu"
+        macs, fwd, bwd = 0, 0, 0
+        if kind in WEIGHT_LAYER_TYPES:
+            if kind == "Dense":
+                macs = shape[-1] * layer.units * (n_out // layer.units)
+            elif kind == "DepthwiseConv2D":
+                macs = n_out * _prod(layer.kernel_size)
+            else:  # Conv1D / Conv2D
+                macs = n_out * _prod(layer.kernel_size) * shape[-1]
+            fwd = 2 * macs + n_out + (n_out if relu else 0)
+            bwd = 2 * macs + n_out + (n_out if relu else 0)
+            if seen_weight_layer:
+                bwd += 2 * macs
+            seen_weight_layer = True
+        elif kind in ("MaxPooling2D", "MaxPooling1D"):
+            fwd = n_out * (_prod(layer.pool_size) - 1)
+        elif kind in ("GlobalAveragePooling2D", "GlobalAveragePooling1D"):
+            fwd = n_in
+            bwd = n_in if seen_weight_layer else 0
+        elif kind != "Flatten":
+            raise ModelError(f"count_cost does not know layer type {kind}")
+        layers.append({"name": layer.name, "type": kind, "output_shape": list(out_shape),
+                       "params": params, "macs": macs, "fwd_flops": fwd, "bwd_flops": bwd})
+        total_act += n_out
+        peak = max(peak, n_in + n_out)
+        shape = out_shape
+    return {
+        "params": sum(l["params"] for l in layers),
+        "macs": sum(l["macs"] for l in layers),
+        "fwd_flops": sum(l["fwd_flops"] for l in layers),
+        "bwd_flops": sum(l["bwd_flops"] for l in layers),
+        "activation_bytes": 4 * total_act,
+        "peak_inference_bytes": 4 * peak,
+        "layers": layers,
+    }
+
+
+def train_flops_per_sample(model) -> int:
+    cost = count_cost(model)
+    return cost["fwd_flops"] + cost["bwd_flops"]
+
+
+def _prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out

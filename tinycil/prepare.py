@@ -1,0 +1,248 @@
+"""The host half of a device run: everything the device needs before it starts learning.
+
+`prepare_run` loads the data set, splits it into tasks, sizes the model for the classes of the
+known tasks, trains it on the host, quantises its backbone to int8, distils every task's training
+data into a small buffer (the known tasks' buffers are the device's initial replay memory, the
+field tasks' buffers are sent by the bridge after each task: the host sees a field task's data
+while it streams it), writes the growth plan and saves it all in a run folder.
+
+The backbone is frozen at the size it has after the known tasks; on the device only the tail (the
+last `tail_layers` dense layers) grows, following the width policy as classes arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+BACKBONE_FILE = "backbone.tflite"
+
+
+class PrepareError(ValueError):
+    """Settings that cannot make a device run (say which setting to change)."""
+
+
+def backbone_path(run) -> Path:
+    """Where the run folder keeps the int8 backbone (.tflite)."""
+    path = getattr(run, "backbone_path", None)
+    return Path(path) if path is not None else run.path / BACKBONE_FILE
+
+
+def plan_for_device(policy, tasks, num_classes: int, known: int, tail_layers: int) -> list[dict]:
+    """The growth plan of a device run: per task the classes, the classes seen (count and ids in
+    output-unit order), the widths of every hidden layer and of the tail's hidden layers.
+
+    Tasks < known are learned on the host at the policy's widths for the known classes; from
+    then on the backbone keeps those widths and only the tail's hidden layers follow the policy.
+    """
+    from tinycil.sizing import growth_plan
+
+    plan = growth_plan(policy, tasks, num_classes)
+    n_tail_hidden = tail_layers - 1
+    n_backbone = len(policy.full_widths) - n_tail_hidden
+    known_widths = plan[max(known, 1) - 1]["widths"]
+    seen_ids: list[int] = []
+    for i, entry in enumerate(plan):
+        seen_ids += [int(c) for c in tasks[i]]
+        if i < known:
+            widths = list(known_widths)
+        else:
+            widths = list(known_widths[:n_backbone]) + list(entry["widths"][n_backbone:])
+        entry["widths"] = widths
+        entry["tail_widths"] = widths[n_backbone:]
+        entry["seen_classes"] = list(seen_ids)
+        entry["outputs"] = len(seen_ids) if i >= known else sum(len(t) for t in tasks[:known])
+        entry["learned_on"] = "host" if i < known else "device"
+    return plan
+
+
+def device_flops_per_sample(model, tail_layers: int) -> dict:
+    """FLOPs per training sample on the device: backbone forward, tail forward and backward.
+
+    The device computes no input gradient for the first tail layer (nothing below it trains), so
+    that term of models.count_cost's backward count is left out.
+    """
+    from tinycil.models import count_cost, weight_layers
+
+    cost = count_cost(model)
+    first_tail = weight_layers(model)[-tail_layers].name
+    names = [l["name"] for l in cost["layers"]]
+    cut = names.index(first_tail)
+    backbone = sum(l["fwd_flops"] for l in cost["layers"][:cut])
+    tail_fwd = sum(l["fwd_flops"] for l in cost["layers"][cut:])
+    tail_bwd = sum(l["bwd_flops"] for l in cost["layers"][cut:])
+    if cut > 0 and any(l["macs"] for l in cost["layers"][:cut]):
+        tail_bwd -= 2 * cost["layers"][cut]["macs"]
+    return {"backbone_fwd": backbone, "tail_fwd": tail_fwd, "tail_bwd": tail_bwd,
+            "total": backbone + tail_fwd + tail_bwd}
+
+
+def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_fraction: float = 0.01,
+                seed: int = 0, family: str = "auto", tail_layers: int = 2, resize=None, data_dir=None,
+                board: str | None = None, epochs: int | None = None, lr: float | None = None,
+                momentum: float | None = None, batch_new: int | None = None,
+                batch_replay: int | None = None, clip_norm: float | None = None, distill: str = "dm",
+                distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
+                max_train: int | None = None, max_test: int | None = None, progress: bool = True,
+                echo=print) -> dict:
+    """Prepare a device run in `out_dir`; returns the config written to config.json.
+
+    None for a hyper-parameter takes the data set's default (tinycil.experiment.DEFAULTS and
+    tinycil.train.TrainConfig); `resize` None takes the data set's default size unless keep_size.
+    """
+    from tinycil.datasets import load_dataset
+    from tinycil.distill import distill_task
+    from tinycil.experiment import QUICK, buffer_bytes, defaults_for
+    from tinycil.models import (DEFAULT_WIDTHS, build_model, family_for_modality, split_model,
+                                train_flops_per_sample)
+    from tinycil.quantize import quantize_backbone, quantize_inputs
+    from tinycil.runfolder import RunFolder
+    from tinycil.sizing import WidthPolicy
+    from tinycil.tasks import make_tasks, task_subset
+    from tinycil.train import TrainConfig, Trainer, accuracy
+
+    started = time.perf_counter()
+    n_steps = 7  # progress lines: load, train, quantise, distil, cost, save, done
+    step = iter(range(1, n_steps + 1))
+
+    def say(msg):
+        if progress:
+            echo(f"[{next(step)}/{n_steps}] {msg}")
+
+    if not 1 <= known < n_tasks:
+        raise PrepareError(f"--known must be at least 1 and below --tasks ({n_tasks}) so that the "
+                           f"device has a task to learn; got {known}")
+    if not 0.0 < buffer_fraction <= 1.0:
+        raise PrepareError(f"--buffer must be a fraction in (0, 1], got {buffer_fraction}")
+    if tail_layers < 1:
+        raise PrepareError(f"--tail-layers must be at least 1 (the output layer), got {tail_layers}")
+    if distill not in ("dm", "gm"):
+        raise PrepareError(f"--distill must be dm or gm, got {distill!r}")
+
+    d = defaults_for(dataset)
+    if resize is None and not keep_size:
+        resize = d.resize
+    base = TrainConfig()
+    cfg = TrainConfig(
+        epochs=epochs if epochs is not None else (QUICK["epochs"] if quick else d.epochs),
+        lr=lr if lr is not None else base.lr,
+        momentum=momentum if momentum is not None else base.momentum,
+        batch_new=batch_new if batch_new is not None else d.batch_new,
+        batch_replay=batch_replay if batch_replay is not None else d.batch_replay,
+        clip_norm=clip_norm if clip_norm is not None else base.clip_norm)
+    iters = distill_iters if distill_iters is not None else (
+        QUICK["distill_iters"] if quick else d.distill_iters)
+
+    say(f"loading {dataset}")
+    ds = load_dataset(dataset, data_dir=data_dir, resize=resize, seed=seed,
+                      max_train=max_train, max_test=max_test)
+    if family == "auto":
+        family = family_for_modality(ds.modality)
+    tasks = make_tasks(ds.num_classes, n_tasks, seed)
+    policy = WidthPolicy(DEFAULT_WIDTHS[family])
+    n_weight_layers = len(policy.full_widths) + 1
+    if tail_layers >= n_weight_layers:
+        raise PrepareError(f"--tail-layers {tail_layers} leaves no backbone for family {family} "
+                           f"({n_weight_layers} weight layers); use at most {n_weight_layers - 1}")
+    plan = plan_for_device(policy, tasks, ds.num_classes, known, tail_layers)
+    known_classes = plan[known - 1]["seen_classes"]
+    unit_of = {c: k for k, c in enumerate(plan[-1]["seen_classes"])}
+    to_units = np.vectorize(lambda c: unit_of[int(c)], otypes=[np.int64])
+
+    parts = []
+    for i, t in enumerate(tasks):
+        xtr, ytr = task_subset(ds.x_train, ds.y_train, t)
+        xte, yte = task_subset(ds.x_test, ds.y_test, t)
+        if len(xtr) < cfg.batch_new or len(xte) == 0:
+            raise PrepareError(f"task {i} (classes {t}) has {len(xtr)} training and {len(xte)} test "
+                               f"samples: it needs at least one mini-batch ({cfg.batch_new}) and one "
+                               f"test sample; lower --batch-new or use more data")
+        parts.append((xtr, ytr, xte, yte))
+
+    say(f"training a {family} model {plan[known - 1]['widths']} on the known task(s) "
+        f"{tasks[:known]} for {cfg.epochs} epochs")
+    model = build_model(family, ds.input_shape, len(known_classes), plan[known - 1]["widths"], seed=seed)
+    x_known = np.concatenate([p[0] for p in parts[:known]])
+    y_known = to_units(np.concatenate([p[1] for p in parts[:known]]))
+    bar = _bar(progress, cfg.epochs, "train (host)")
+    stats = Trainer(model, cfg).train_task(x_known, y_known, len(known_classes), task=0, seed=seed,
+                                           progress=bar)
+    bar.close()
+    host_flops = float(stats["samples"]) * train_flops_per_sample(model)
+    host_acc = [accuracy(model, p[2], to_units(p[3]), len(known_classes)) for p in parts[:known]]
+
+    say("quantising the backbone to int8")
+    backbone, _ = split_model(model, tail_layers)
+    q = quantize_backbone(backbone, x_known)
+
+    say(f"distilling every task to {buffer_fraction:.2%} of its training data ({distill}, {iters} iterations)")
+    buffers, distill_seconds = [], []
+    for i, (xtr, ytr, _, _) in enumerate(parts):
+        dset = distill_task(xtr, ytr, fraction=buffer_fraction, method=distill, iterations=iters,
+                            seed=seed + i, progress=progress)
+        x_int8 = quantize_inputs(dset.x, q.input_scale, q.input_zero_point)
+        buffers.append((dset, x_int8))
+        distill_seconds.append(float(dset.meta.get("seconds", 0.0)))
+
+    say("costing the device's training steps")
+    for i, entry in enumerate(plan):
+        if i < known:
+            continue
+        grown = build_model(family, ds.input_shape, entry["outputs"], entry["widths"])
+        entry["device_flops_per_sample"] = device_flops_per_sample(grown, tail_layers)
+
+    say(f"saving the run folder {out_dir}")
+    run = RunFolder(out_dir, create=True)
+    run.save_model(model)
+    bpath = backbone_path(run)
+    bpath.write_bytes(q.tflite_bytes)
+    for i, (dset, x_int8) in enumerate(buffers):
+        run.save_buffer(i, dset.x, dset.y, dset.y_soft, x_int8)
+    run.write_plan(plan)
+    n_train = sum(len(p[0]) for p in parts)
+    n_buffer = sum(len(dset.x) for dset, _ in buffers)
+    config = {
+        "kind": "device",
+        "dataset": dataset, "data_dir": None if data_dir is None else str(data_dir),
+        "resize": list(resize) if resize and ds.modality == "image" else None,
+        "max_train": max_train, "max_test": max_test,
+        "seed": seed, "tasks": n_tasks, "task_classes": tasks, "known_tasks": known,
+        "buffer_fraction": buffer_fraction,
+        "distill": {"method": distill, "iterations": iters, "seconds_per_task": distill_seconds},
+        "family": family, "width_policy": policy.to_dict(), "tail_layers": tail_layers,
+        "training": cfg.to_dict(), "board": board, "quick": quick,
+        "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+        "class_names": list(ds.class_names), "modality": ds.modality,
+        "train_samples": n_train, "train_samples_per_task": [len(p[0]) for p in parts],
+        "test_samples": sum(len(p[2]) for p in parts),
+        # the device quantises inputs with these and dequantises the backbone's output (the latent)
+        "input_quantization": {"scale": q.input_scale, "zero_point": q.input_zero_point},
+        "latent_quantization": {"scale": q.output_scale, "zero_point": q.output_zero_point},
+        "latent_shape": list(q.output_shape),
+        "backbone_file": bpath.name,
+        "buffer": {"samples": n_buffer, "bytes": buffer_bytes(n_buffer, ds.input_shape),
+                   "fraction": n_buffer / n_train,
+                   "samples_per_task": [len(dset.x) for dset, _ in buffers]},
+        "host": {"train_flops": host_flops, "train_samples": stats["samples"],
+                 "float_accuracy_known_tasks": host_acc},
+    }
+    run.write_config(config)
+    say(f"prepared {run.path} in {time.perf_counter() - started:.1f} s")
+    return config
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)

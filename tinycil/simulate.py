@@ -1,0 +1,460 @@
+"""Host reference of a device run: the device procedure, step for step, in float32 numpy.
+
+The device keeps a frozen int8 backbone and a float32 tail of dense layers that it trains on the
+samples the host streams to it. This module runs that procedure on the host with the same inputs,
+the same order, the same seeds and the same arithmetic in float32, so every device run has a
+reference to be compared with. The int8 backbone is run by the real LiteRT interpreter (the device
+kernels are bit-exact with it); the tail is plain numpy, written to read like the C++ runtime.
+
+The procedure, for every task t the device learns (t = known_tasks .. n_tasks-1):
+
+1. BEGIN_TASK: the generator is re-seeded with ``prng.task_seed(seed, t)``. The output rows follow
+   the classes in the order they were first seen (output unit k is class ``classes_seen[k]``). The
+   tail grows to the plan's widths (`Tail.grow`), and all momentum buffers are set to zero.
+2. TRAIN: the task's training samples, in the order of the data set (``task_subset``), are
+   permuted each epoch by ``numpy.random.default_rng(seed + 1000 * t + epoch).permutation(n)`` and
+   cut into ``n // batch_new`` full mini-batches (the remainder of an epoch is not sent). To each
+   mini-batch the device adds ``batch_replay`` buffer samples (`ReplayBuffer.draw`), new samples
+   first, and takes one SGD step (`Tail.train_step`).
+3. The host-distilled int8 samples of task t join the replay buffer.
+4. EVAL: every test sample of every task so far; the prediction is the first output unit with the
+   largest logit among the classes seen.
+
+Float order of the device (the C++ runtime follows it; numpy's matrix products may sum in a
+different order, which is why a float32 numpy twin agrees with the device closely but not bit for
+bit over thousands of steps):
+- latent = (float)(q - zero_point) * scale, per element.
+- dense forward: y[o] = b[o] + sum_i x[i] * W[i][o], i increasing, then ReLU y = y > 0 ? y : 0
+  on hidden layers (the output layer has no activation).
+- loss: per sample m = max over seen logits; e[k] = expf(z[k] - m); s = sum_k e[k];
+  p[k] = e[k] / s; loss = log(s) - (z[label] - m); batch loss = mean. dz[k] = (p[k] - onehot) / B.
+- backward per layer (last to first): dW[i][o] = sum_n x[n][i] * dy[n][o]; db[o] = sum_n dy[n][o];
+  dx[n][i] = sum_o dy[n][o] * W[i][o]; through ReLU: dx = (x > 0) ? dx : 0 (x is the layer's
+  post-ReLU output, 0 exactly where the pre-activation was <= 0).
+- clipping: norm = sqrtf(sum of squares of every gradient: layer by layer, W row-major then b);
+  if norm > clip_norm every gradient is multiplied by (clip_norm / norm).
+- SGD with momentum, per element: v = momentum * v + g; w = w - lr * v.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinycil.prng import Prng, he_scale
+
+F32 = np.float32
+
+
+class SimulationError(RuntimeError):
+    """A run folder that cannot be simulated (missing files, inconsistent plan)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The trainable tail
+# --------------------------------------------------------------------------------------------
+class Tail:
+    """A chain of dense layers: ReLU after every layer except the last (the logits).
+
+    weights[l] has the Keras kernel layout (inputs, outputs), biases[l] shape (outputs,).
+    """
+
+    def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray]):
+        if len(weights) != len(biases) or not weights:
+            raise ValueError("a tail needs at least one layer and one bias per layer")
+        self.weights = [np.array(w, dtype=F32) for w in weights]
+        self.biases = [np.array(b, dtype=F32) for b in biases]
+        for l in range(1, len(self.weights)):
+            if self.weights[l].shape[0] != self.weights[l - 1].shape[1]:
+                raise ValueError(f"tail layer {l} takes {self.weights[l].shape[0]} inputs but "
+                                 f"layer {l - 1} gives {self.weights[l - 1].shape[1]}")
+        self.reset_momentum()
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return [int(w.shape[1]) for w in self.weights[:-1]]
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.weights[-1].shape[1])
+
+    def reset_momentum(self) -> None:
+        self.vel_w = [np.zeros_like(w) for w in self.weights]
+        self.vel_b = [np.zeros_like(b) for b in self.biases]
+
+    # forward / backward ---------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
+        """Inputs of every layer followed by the logits: [x, h1, ..., logits]."""
+        acts = [np.asarray(x, dtype=F32)]
+        last = len(self.weights) - 1
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            y = acts[-1] @ w + b
+            if l != last:
+                y = np.maximum(y, F32(0))
+            acts.append(y.astype(F32, copy=False))
+        return acts
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)[-1]
+
+    def loss_and_grads(self, x: np.ndarray, target: np.ndarray):
+        """Mean softmax cross-entropy over the output units and its gradients.
+
+        `target` holds output-unit indices. Returns (loss, grads_w, grads_b).
+        """
+        acts = self.forward(x)
+        z = acts[-1]
+        batch = z.shape[0]
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        p = e / s
+        rows = np.arange(batch)
+        loss = float(np.mean(np.log(s[:, 0]) - shifted[rows, target]))
+        dy = p
+        dy[rows, target] -= F32(1)
+        dy = dy / F32(batch)
+        grads_w: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
+        grads_b: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
+        for l in range(len(self.weights) - 1, -1, -1):
+            x_l = acts[l]
+            grads_w[l] = (x_l.T @ dy).astype(F32, copy=False)
+            grads_b[l] = dy.sum(axis=0, dtype=F32)
+            if l > 0:
+                dx = dy @ self.weights[l].T
+                dy = np.where(x_l > 0, dx, F32(0)).astype(F32, copy=False)
+        return loss, grads_w, grads_b
+
+    @staticmethod
+    def clip(grads_w, grads_b, clip_norm: float):
+        """Scale all gradients so that their global L2 norm is at most clip_norm."""
+        total = F32(0)
+        for gw, gb in zip(grads_w, grads_b):
+            total = F32(total + np.sum(gw * gw, dtype=F32))
+            total = F32(total + np.sum(gb * gb, dtype=F32))
+        norm = np.sqrt(total, dtype=F32)
+        if clip_norm > 0 and norm > F32(clip_norm):
+            factor = F32(clip_norm) / norm
+            grads_w = [g * factor for g in grads_w]
+            grads_b = [g * factor for g in grads_b]
+        return grads_w, grads_b, float(norm)
+
+    def sgd_step(self, grads_w, grads_b, lr: float, momentum: float) -> None:
+        lr32, mom32 = F32(lr), F32(momentum)
+        for l in range(len(self.weights)):
+            self.vel_w[l] = mom32 * self.vel_w[l] + grads_w[l]
+            self.vel_b[l] = mom32 * self.vel_b[l] + grads_b[l]
+            self.weights[l] -= lr32 * self.vel_w[l]
+            self.biases[l] -= lr32 * self.vel_b[l]
+
+    def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
+        loss, gw, gb = self.loss_and_grads(x, target)
+        gw, gb, _ = self.clip(gw, gb, clip_norm)
+        self.sgd_step(gw, gb, lr, momentum)
+        return loss
+
+    # growth -----------------------------------------------------------------------------------
+    def grow(self, hidden_widths: list[int], num_outputs: int, prng: Prng) -> None:
+        """Grow to `hidden_widths` and `num_outputs` without changing any existing output.
+
+        Layer by layer, first to last: the inputs that the previous layer's new units feed get
+        zero weights (their outgoing weights are zero); then the layer's new units, in increasing
+        index, get incoming weights prng.he_normal over the layer's (grown) input width, drawn
+        input by input, and a zero bias. New output units (new classes) get zero weights and a
+        zero bias. Momentum buffers are reset.
+        """
+        old_hidden = self.hidden_widths
+        if len(hidden_widths) != len(old_hidden):
+            raise ValueError(f"the tail has {len(old_hidden)} hidden layers, the plan gives "
+                             f"{len(hidden_widths)} widths")
+        targets = [int(w) for w in hidden_widths] + [int(num_outputs)]
+        current = old_hidden + [self.num_outputs]
+        for l, (now, want) in enumerate(zip(current, targets)):
+            if want < now:
+                raise ValueError(f"tail layer {l} would shrink from {now} to {want} units; "
+                                 "growth plans must be non-decreasing")
+        last = len(self.weights) - 1
+        for l in range(len(self.weights)):
+            w, b = self.weights[l], self.biases[l]
+            fan_in = self.weights[l - 1].shape[1] if l > 0 else w.shape[0]
+            if fan_in > w.shape[0]:  # inputs from the previous layer's new units: zero weights
+                w = np.vstack([w, np.zeros((fan_in - w.shape[0], w.shape[1]), dtype=F32)])
+            new_units = targets[l] - w.shape[1]
+            if new_units > 0:
+                if l == last:
+                    cols = np.zeros((fan_in, new_units), dtype=F32)
+                else:
+                    # unit by unit, each unit's fan_in incoming weights in input order
+                    cols = prng.he_normal(new_units * fan_in, fan_in).reshape(new_units, fan_in).T
+                w = np.hstack([w, cols])
+                b = np.concatenate([b, np.zeros(new_units, dtype=F32)])
+            self.weights[l], self.biases[l] = w.astype(F32), b.astype(F32)
+        self.reset_momentum()
+
+    def copy(self) -> "Tail":
+        return Tail([w.copy() for w in self.weights], [b.copy() for b in self.biases])
+
+
+# --------------------------------------------------------------------------------------------
+# The replay buffer
+# --------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """The device's buffer: int8 samples grouped by class, in the order they joined.
+
+    `latents` caches each sample's backbone output (the backbone is frozen, so the device's
+    per-step backbone pass over a replay sample always gives the same latent).
+    """
+
+    def __init__(self):
+        self.classes: list[int] = []          # in the order they first joined
+        self.members: dict[int, list[int]] = {}
+        self.x_int8: list[np.ndarray] = []
+        self.y: list[int] = []
+        self.latents: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def add(self, x_int8: np.ndarray, y: np.ndarray, latents: np.ndarray) -> None:
+        for xi, yi, li in zip(x_int8, y, latents):
+            c = int(yi)
+            if c not in self.members:
+                self.classes.append(c)
+                self.members[c] = []
+            self.members[c].append(len(self.y))
+            self.x_int8.append(xi)
+            self.y.append(c)
+            self.latents.append(np.asarray(li, dtype=F32))
+
+    def draw(self, prng: Prng, count: int) -> list[int]:
+        """`count` sample indices, class-balanced: for each sample, first
+        class = classes[prng.index(len(classes))], then member = members[class][prng.index(size)]."""
+        out = []
+        for _ in range(count):
+            c = self.classes[prng.index(len(self.classes))]
+            group = self.members[c]
+            out.append(group[prng.index(len(group))])
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(x.size for x in self.x_int8))
+
+
+# --------------------------------------------------------------------------------------------
+# One task on the device
+# --------------------------------------------------------------------------------------------
+def stream_order(n: int, seed: int, task: int, epoch: int) -> np.ndarray:
+    """The order in which the host streams a task's n training samples in an epoch."""
+    return np.random.default_rng(seed + 1000 * task + epoch).permutation(n)
+
+
+def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: ReplayBuffer,
+               buffer_targets: dict[int, int], prng: Prng, *, seed: int, task: int, epochs: int,
+               batch_new: int, batch_replay: int, lr: float, momentum: float,
+               clip_norm: float) -> dict:
+    """TRAIN of the device procedure for one task. Returns counters (steps, samples, last loss).
+
+    latents/targets: the task's training samples (backbone outputs, output-unit indices) in the
+    data set's order; buffer_targets maps a buffer sample's class id to its output unit.
+    """
+    n = len(latents)
+    if n < batch_new:
+        raise SimulationError(f"task {task} has {n} training samples, fewer than one mini-batch "
+                              f"of {batch_new}: lower --batch-new")
+    steps = samples = 0
+    loss = float("nan")
+    for epoch in range(epochs):
+        order = stream_order(n, seed, task, epoch)
+        for start in range(0, n - batch_new + 1, batch_new):
+            idx = order[start:start + batch_new]
+            xb, yb = latents[idx], targets[idx]
+            if batch_replay > 0 and len(buffer):
+                ridx = buffer.draw(prng, batch_replay)
+                xr = np.stack([buffer.latents[i] for i in ridx])
+                yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
+                xb, yb = np.concatenate([xb, xr]), np.concatenate([yb, yr])
+            loss = tail.train_step(xb, yb, lr=lr, momentum=momentum, clip_norm=clip_norm)
+            steps += 1
+            samples += len(yb)
+    return {"steps": steps, "samples": samples, "last_loss": loss}
+
+
+# --------------------------------------------------------------------------------------------
+# A whole device run
+# --------------------------------------------------------------------------------------------
+class RunInputs:
+    """What a device run starts from, read from a prepared run folder, with backbone latents.
+
+    train[t], test[t]: (int8 inputs, latents, class ids) of task t, in the data set's order.
+    buffers[t]: (int8 inputs, latents, class ids) of task t's distilled samples.
+    """
+
+    def __init__(self, run_dir, progress: bool = False):
+        from tinycil.datasets import load_dataset
+        from tinycil.models import split_model
+        from tinycil.prepare import backbone_path
+        from tinycil.quantize import QuantizedModel, quantize_inputs
+        from tinycil.runfolder import RunFolder
+        from tinycil.tasks import task_subset
+
+        self.run = RunFolder(run_dir)
+        cfg = self.config = self.run.read_config()
+        self.plan = self.run.read_plan()
+        for key in ("task_classes", "tail_layers", "input_quantization", "latent_quantization"):
+            if key not in cfg:
+                raise SimulationError(f"{self.run.config_path} has no {key!r}: it was not written by "
+                                      "`tinycil prepare`; prepare the run first")
+        self.tasks = [list(t) for t in cfg["task_classes"]]
+        self.known = int(cfg["known_tasks"])
+        self.seed = int(cfg["seed"])
+        if len(self.plan) != len(self.tasks):
+            raise SimulationError(f"plan.json has {len(self.plan)} tasks, config.json {len(self.tasks)}")
+
+        bpath = backbone_path(self.run)
+        if not bpath.is_file():
+            raise SimulationError(f"{bpath} is missing; run `tinycil prepare` for this run folder")
+        iq, lq = cfg["input_quantization"], cfg["latent_quantization"]
+        self.backbone = QuantizedModel(
+            tflite_bytes=bpath.read_bytes(), input_scale=float(iq["scale"]),
+            input_zero_point=int(iq["zero_point"]), output_scale=float(lq["scale"]),
+            output_zero_point=int(lq["zero_point"]), input_shape=tuple(cfg["input_shape"]),
+            output_shape=tuple(cfg["latent_shape"]))
+
+        model = self.run.load_model()
+        _, tail_model = split_model(model, int(cfg["tail_layers"]))
+        self.tail = tail_from_keras(tail_model)
+
+        ds = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
+                          resize=tuple(cfg["resize"]) if cfg.get("resize") else None,
+                          seed=self.seed, max_train=cfg.get("max_train"), max_test=cfg.get("max_test"))
+        if list(ds.input_shape) != list(cfg["input_shape"]):
+            raise SimulationError(f"the data set now gives samples of shape {ds.input_shape}, the run "
+                                  f"was prepared for {tuple(cfg['input_shape'])}")
+        scale, zp = self.backbone.input_scale, self.backbone.input_zero_point
+        self.train, self.test, self.buffers = [], [], []
+        for t, classes in enumerate(self.tasks):
+            for part, store in (("train", self.train), ("test", self.test)):
+                x, y = task_subset(getattr(ds, f"x_{part}"), getattr(ds, f"y_{part}"), classes)
+                if part == "train" and t < self.known:
+                    store.append(None)  # learned on the host: never streamed
+                    continue
+                x8 = quantize_inputs(x, scale, zp)
+                store.append((x8, self.latents(x8), y))
+            buf = self.run.load_buffer(t)
+            if "x_int8" not in buf:
+                raise SimulationError(f"buffer of task {t} holds no int8 samples; re-run `tinycil prepare`")
+            self.buffers.append((buf["x_int8"], self.latents(buf["x_int8"]), buf["y"]))
+
+    def latents(self, x_int8: np.ndarray) -> np.ndarray:
+        """The device's latent: the int8 backbone's output dequantised, (float)(q - zp) * scale."""
+        from tinycil.quantize import dequantize
+
+        if len(x_int8) == 0:
+            return np.zeros((0, *self.backbone.output_shape), F32)
+        q = self.backbone.run(np.asarray(x_int8, np.int8))
+        lat = dequantize(q, self.backbone.output_scale, self.backbone.output_zero_point)
+        return lat.reshape(len(lat), -1)
+
+
+def tail_from_keras(tail_model) -> Tail:
+    """The trainable tail of a Keras model split by models.split_model (dense layers only)."""
+    dense = [l for l in tail_model.layers if type(l).__name__ == "Dense"]
+    if len(dense) != len([l for l in tail_model.layers if l.weights]):
+        raise SimulationError("the tail holds layers other than dense layers; lower --tail-layers")
+    for i, layer in enumerate(dense):
+        act = layer.activation.__name__
+        want = "linear" if i == len(dense) - 1 else "relu"
+        if act != want:
+            raise SimulationError(f"tail layer {layer.name} has activation {act}; the device "
+                                  f"runs {want} there")
+    return Tail([l.get_weights()[0] for l in dense], [l.get_weights()[1] for l in dense])
+
+
+def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs | None = None) -> dict:
+    """Run the device procedure on a prepared run folder; returns the RESULT (metrics.make_result).
+
+    Rows of the accuracy matrix for the known tasks are the deployed model (int8 backbone, float
+    tail) evaluated with the output units of the classes seen by then; rows from the first field
+    task on follow the device procedure.
+    """
+    import time
+
+    from tinycil.metrics import make_result
+    from tinycil.prng import Prng
+
+    started = time.perf_counter()
+    inp = inputs or RunInputs(run_dir, progress=progress)
+    cfg, plan, tasks = inp.config, inp.plan, inp.tasks
+    tr = cfg["training"]
+    T = len(tasks)
+    order = plan[-1]["seen_classes"]  # output unit k <-> class order[k]
+    unit_of = {int(c): k for k, c in enumerate(order)}
+
+    def units(y):
+        return np.array([unit_of[int(c)] for c in y], dtype=np.int64)
+
+    tail = inp.tail.copy()
+    buffer = ReplayBuffer()
+    for t in range(inp.known):
+        x8, lat, y = inp.buffers[t]
+        buffer.add(x8, y, lat)
+
+    R = [[None] * T for _ in range(T)]
+    for i in range(inp.known):
+        n_active = plan[i]["classes_seen"]
+        for j in range(i + 1):
+            _, lat, y = inp.test[j]
+            R[i][j] = evaluate_units(tail, lat, units(y), n_active)
+    flops = float(cfg.get("host", {}).get("train_flops", 0.0))
+
+    for t in range(inp.known, T):
+        entry = plan[t]
+        prng = Prng.for_task(inp.seed, t)
+        tail.grow(entry["tail_widths"], entry["outputs"], prng)  # BEGIN_TASK
+        _, lat, y = inp.train[t]
+        stats = train_task(tail, lat, units(y), buffer, unit_of, prng, seed=inp.seed, task=t,
+                           epochs=int(tr["epochs"]), batch_new=int(tr["batch_new"]),
+                           batch_replay=int(tr["batch_replay"]), lr=float(tr["lr"]),
+                           momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]))
+        if not np.isfinite(stats["last_loss"]):
+            raise SimulationError(f"training diverged on task {t}; lower the learning rate")
+        flops += stats["samples"] * float(entry["device_flops_per_sample"]["total"])
+        x8, blat, by = inp.buffers[t]
+        buffer.add(x8, by, blat)  # after the task
+        for j in range(t + 1):
+            _, tlat, ty = inp.test[j]
+            R[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs)
+        if progress:
+            row = " ".join(f"{a:.3f}" for a in R[t][:t + 1])
+            echo(f"task {t}: {stats['steps']} steps, loss {stats['last_loss']:.4f}, accuracy {row}")
+
+    buf = cfg["buffer"]
+    result = make_result(R, train_flops=flops, buffer_samples=buf["samples"],
+                         buffer_bytes=buf["bytes"], buffer_fraction=buf["fraction"])
+    if progress:
+        echo(f"simulated {T - inp.known} device task(s) in {time.perf_counter() - started:.1f} s")
+    return result
+
+
+def evaluate_units(tail: Tail, latents: np.ndarray, targets: np.ndarray, n_active: int) -> float:
+    """Accuracy with the prediction restricted to the first n_active output units."""
+    if len(targets) == 0:
+        raise SimulationError("a task has no test samples")
+    pred = np.argmax(tail.logits(latents)[:, :n_active], axis=1)
+    return float(np.mean(pred == targets))
+
+
+def record_simulation(run_dir, progress: bool = False, echo=print) -> dict:
+    """simulate_run, then store its RESULT as "method" in the run's results.json (the host
+    reference of the device run), keeping whatever else results.json holds (e.g. "device")."""
+    from tinycil.runfolder import RunFolder
+
+    result = simulate_run(run_dir, progress=progress, echo=echo)
+    run = RunFolder(run_dir)
+    cfg = run.read_config()
+    results = run.read_results() if run.results_path.is_file() else {}
+    results.update({"dataset": cfg["dataset"], "board": cfg.get("board"), "seed": cfg["seed"],
+                    "tasks": cfg["task_classes"], "known_tasks": cfg["known_tasks"],
+                    "method": result})
+    run.write_results(results)
+    return result
