@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinycil.datasets import DatasetError, load_dataset
+from tinycil.datasets import idx
 from tinycil.datasets.idx import read_idx
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -155,3 +156,12 @@ def test_resize_integer_factor_is_block_average(tmp_path):
     expect = arrays[0].reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)) / 255.0
     np.testing.assert_allclose(ds.x_train[..., 0], expect, atol=1e-6)
     assert ds.meta["resized_from"] == [28, 28]
+
+
+def test_fashion_mnist_without_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_DIR", tmp_path / "fashion-mnist")
+    with pytest.raises(DatasetError) as e:
+        load_dataset("fashion-mnist")
+    msg = str(e.value)
+    assert "apt-get install dataset-fashion-mnist" in msg
+    assert str(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz") in msg

@@ -294,9 +294,11 @@ def test_duplicated_reply_is_dropped_by_sequence_number(qemu):
         with DeviceLink(proxy.url, timeout=5.0, retries=0) as link:
             first = link.hello()
             second = link.hello()
-            stats = link.stats
+            stats, logs = link.stats, link.logs
     finally:
         proxy.close()
     assert first == second
+    # the boot message (a LOG frame, sent before any request) was collected, not taken for INFO
+    assert any(BOARD in text for text in logs)
     assert stats.stale_frames == 2         # the two extra copies of the first INFO
     assert stats.resent_frames == 0

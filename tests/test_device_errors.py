@@ -228,3 +228,40 @@ def test_firmware_that_never_answers_is_reported_and_its_qemu_ended(tmp_path, st
     assert emulator.read_state() is None
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(not_firmware) not in processes
+
+
+def test_device_with_another_protocol_version_is_refused_with_the_fix():
+    """A device built by another tinycil (INFO of protocol version + 1) over a real socket."""
+    from tinycil import protocol
+    from tinycil import protocol_spec as spec
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        decoder = protocol.FrameDecoder()
+        with conn:
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                for frame in decoder.feed(data):
+                    if isinstance(frame, protocol.Frame) and frame.type == spec.MESSAGES["HELLO"]:
+                        info = protocol.pack_info({"protocol_version": spec.PROTOCOL_VERSION + 1,
+                                                   "board": "mps2_an500"})
+                        conn.sendall(protocol.encode_frame(spec.MESSAGES["INFO"], frame.seq, info))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        result = CliRunner().invoke(main, ["info", "--port",
+                                           f"socket://127.0.0.1:{listener.getsockname()[1]}"])
+    finally:
+        listener.close()
+        thread.join(5)
+    assert result.exit_code == 1
+    assert (f"the device speaks protocol version {spec.PROTOCOL_VERSION + 1}, this tinycil speaks "
+            f"{spec.PROTOCOL_VERSION}") in result.output
+    assert "tinycil flash --board" in result.output

@@ -17,6 +17,7 @@ The windowed, flow-controlled transfer of many samples builds on this class.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -99,7 +100,9 @@ class DeviceLink:
         self.logs: list[str] = []
         self.progress: list[protocol.Frame] = []
         self.stats = LinkStats()
-        self._seq = 0
+        # A random start: a device that drops duplicates by seq must not take this session's
+        # first request for a repeat of the previous session's last one.
+        self._seq = int.from_bytes(os.urandom(2), "little")
         self._decoder = protocol.FrameDecoder()
         self._pending: list = []  # frames decoded but not yet handled
         self._serial = self._open()

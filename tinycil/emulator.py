@@ -251,8 +251,11 @@ def start(board: Board, elf: Path, icount: bool = False, timeout: float = 10.0,
         with open(log_path, "wb") as log:
             # A session of its own: Ctrl-C in the terminal that ran `flash` does not reach QEMU,
             # which keeps running until `tinycil stop`.
+            detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP
+                       | subprocess.DETACHED_PROCESS} if sys.platform == "win32"
+                      else {"start_new_session": True})
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True)
+                                    close_fds=True, **detach)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

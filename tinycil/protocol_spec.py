@@ -37,6 +37,20 @@ DEVICE_RX_RING = 4096  # bytes of the firmware's interrupt-driven receive ring (
 
 # ---- flags --------------------------------------------------------------------------------------
 FLAG_NONE = 0x00
+# On a sequenced request (SEQUENCED below): this frame starts the host's sequence, the device
+# expects seq + 1 next. Every later frame of the session is accepted only in order.
+FLAG_SYNC = 0x01
+
+# ---- the reliable transport of the learning messages --------------------------------------------
+# The learning requests are sequenced: the device runs them strictly in seq order, once each. A
+# repeat of one it already ran (a retransmission, a duplicated frame) is answered from its cache
+# of recent replies and not run again; a frame past a gap is dropped and answered once with
+# OUT_OF_SEQUENCE carrying the seq it expects (go-back-N). Every reply carries the free space of the
+# device's receive ring, and the host never has more encoded bytes unanswered than that.
+SEND_WINDOW = 8          # frames the host may have unanswered
+REPLY_CACHE = 8          # replies the device keeps for repeats (>= SEND_WINDOW)
+REPLY_CACHE_PAYLOAD = 512  # bytes of reply payload a cache entry holds
+EVAL_MAX_SAMPLES = 128   # samples per EVAL_SAMPLES frame (one prediction byte each in the reply)
 
 # ---- message types ------------------------------------------------------------------------------
 # Requests from the host are 0x01-0x3F. A request's specific reply is request | 0x80; any request
@@ -52,9 +66,12 @@ MESSAGES = {
     "EVAL_SAMPLES": 0x07,   # int8 samples -> EVAL_RESULT (one prediction per sample)
     "STATS": 0x08,          # -> STATS_RESULT
     "TRAIN_RUN": 0x09,      # train on what was streamed; PROGRESS frames, then STATUS
+    "SELFTEST": 0x0A,       # fixed kernel checks on the device -> SELFTEST_RESULT
     "INFO": 0x81,
     "EVAL_RESULT": 0x87,
     "STATS_RESULT": 0x88,
+    "SELFTEST_RESULT": 0x8A,
+    "ACK": 0x7E,            # reply to a sequenced request: ACK_FIELDS, then UTF-8 text
     "PROGRESS": 0x40,       # device -> host while training
     "LOG": 0x41,            # device -> host, UTF-8 text
     "STATUS": 0x7F,         # reply: u8 code, u8 reserved, u16 detail, then UTF-8 text
@@ -73,7 +90,13 @@ STATUS = {
     "FULL": 7,           # no room left (buffer, task samples)
     "BAD_ARGUMENT": 8,   # payload fields out of range
     "RX_OVERRUN": 9,     # bytes were lost in the receive path (ring full or UART overrun)
+    "OUT_OF_SEQUENCE": 10,  # sequenced frame past a gap (or before any SYNC): ACK.next_seq says
+                            # which seq the device expects
 }
+
+# Requests that go through the sequenced transport (a frame of any other type is answered at once).
+SEQUENCED = ("BEGIN_TASK", "TRAIN_SAMPLES", "TRAIN_CONTROL", "BUFFER_SAMPLES", "EVAL_SAMPLES",
+             "STATS", "SELFTEST")
 
 # ---- counter kinds (INFO.counter_kind) ----------------------------------------------------------
 COUNTER_KINDS = {"NONE": 0, "CYCLES": 1, "INSTRUCTIONS": 2}
@@ -111,6 +134,98 @@ INFO_FIELDS = [
 ]
 
 
+# Every reply to a sequenced request starts with these fields (ACK frames hold only them, then
+# UTF-8 text; EVAL_RESULT, STATS_RESULT and SELFTEST_RESULT continue with their own fields).
+ACK_FIELDS = [
+    ("code", "u8", 1),                 # STATUS code of the request
+    ("reserved0", "u8", 1),
+    ("detail", "u16", 1),
+    ("rx_free", "u16", 1),             # free bytes of the device's receive ring now: the credit
+    ("next_seq", "u16", 1),            # the seq the device expects next
+    ("session_id", "u32", 1),          # as INFO.session_id: a change means the device restarted
+]
+
+# BEGIN_TASK: count, then count u8 labels (output units, in order of first appearance).
+BEGIN_TASK_FIELDS = [("count", "u16", 1)]
+
+# TRAIN_CONTROL: the training hyper-parameters of the tasks that follow.
+TRAIN_CONTROL_FIELDS = [
+    ("lr", "f32", 1),
+    ("momentum", "f32", 1),
+    ("clip_norm", "f32", 1),           # <= 0: no clipping
+    ("batch_new", "u16", 1),
+    ("batch_replay", "u16", 1),
+    ("seed", "u32", 1),
+    ("epochs", "u16", 1),              # what the host will stream (for PROGRESS only)
+    ("reserved0", "u16", 1),
+]
+
+# TRAIN_SAMPLES, BUFFER_SAMPLES and EVAL_SAMPLES: this head, then count u8 labels, then
+# count * input_size int8 samples. EVAL_SAMPLES labels are the true units (for the per-class
+# summary), TRAIN_SAMPLES ones the targets.
+SAMPLES_FIELDS = [
+    ("count", "u16", 1),
+    ("flags", "u8", 1),                # SAMPLES_FLAGS
+    ("reserved0", "u8", 1),
+]
+SAMPLES_FLAGS = {
+    "END_OF_BATCH": 0x01,   # TRAIN_SAMPLES: the mini-batch is complete: take the SGD step
+    "EVAL_START": 0x01,     # EVAL_SAMPLES: clear the per-class counters first
+    "EVAL_SUMMARY": 0x02,   # EVAL_SAMPLES: the reply carries the per-class counters
+}
+
+# EVAL_RESULT: ACK_FIELDS, these, then count u8 predictions, then classes x (correct u16, total u16).
+EVAL_RESULT_FIELDS = [
+    ("count", "u16", 1),
+    ("classes", "u16", 1),             # entries of the per-class summary (0 unless asked for)
+]
+
+# PROGRESS (device -> host, seq of the TRAIN_SAMPLES frame that completed the step).
+PROGRESS_FIELDS = [
+    ("task_steps", "u32", 1),          # SGD steps since BEGIN_TASK
+    ("task_samples", "u32", 1),        # new samples trained on since BEGIN_TASK
+    ("loss", "f32", 1),
+    ("grad_norm", "f32", 1),
+    ("step_ticks", "u32", 1),          # counter units of the step (INFO.counter_kind)
+]
+
+# STATS_RESULT: ACK_FIELDS, then these.
+STATS_FIELDS = [
+    ("counter_kind", "u8", 1),         # COUNTER_KINDS
+    ("reserved0", "u8", 3),
+    ("steps", "u32", 1),               # SGD steps since boot
+    ("samples_stepped", "u32", 1),     # samples in those steps (new + replay)
+    ("new_samples", "u32", 1),         # TRAIN_SAMPLES samples received since boot
+    ("train_ticks", "u32", 2),         # counter units in TRAIN_SAMPLES handling (lo, hi)
+    ("last_step_ticks", "u32", 1),
+    ("eval_samples", "u32", 1),
+    ("eval_ticks", "u32", 2),          # counter units in EVAL_SAMPLES handling (lo, hi)
+    ("arena_bytes", "u32", 1),         # the runtime's static arena (planned at export)
+    ("arena_used", "u32", 1),          # of it, in use (carved once at start-up)
+    ("ram_used", "u32", 1),            # static RAM of the image (includes the arena)
+    ("stack_used", "u32", 1),          # stack high-water mark (bytes ever touched), 0 if unknown
+    ("buffer_fill", "u32", 1),
+    ("rx_overruns", "u32", 1),
+    ("tx_drops", "u32", 1),
+    ("frames_run", "u32", 1),          # sequenced frames run
+    ("frames_repeated", "u32", 1),     # repeats answered from the reply cache
+    ("frames_out_of_sequence", "u32", 1),
+]
+
+# SELFTEST_RESULT: ACK_FIELDS, then these. Each check compares a kernel with a plain loop on
+# the device itself and times the kernel with the board's counter.
+SELFTEST_CHECKS = ("dense_f32_fwd", "dense_f32_bwd", "fully_connected_s8")
+SELFTEST_FIELDS = [
+    ("counter_kind", "u8", 1),
+    ("checks", "u8", 1),               # entries below in use (len(SELFTEST_CHECKS))
+    ("failed", "u16", 1),              # bit i set: check i failed
+    ("ticks_per_mac", "f32", 4),       # per check, in SELFTEST_CHECKS order
+    ("max_error", "f32", 4),           # per check: largest difference from the plain loop
+    ("ticks_per_train_sample", "f32", 1),  # one training step of the model, per sample; 0: no model
+    ("ticks_per_eval_sample", "f32", 1),
+]
+
+
 def struct_format(fields) -> str:
     """The ``struct`` format string (little endian, packed) of a payload layout."""
     parts = ["<"]
@@ -119,6 +234,13 @@ def struct_format(fields) -> str:
         parts.append(f"{count}{code}" if count > 1 or kind == "char" else code)
     return "".join(parts)
 
+
+# The layouts the header declares as packed structs (tc_<name>_t).
+LAYOUTS = {
+    "ack": ACK_FIELDS, "begin_task": BEGIN_TASK_FIELDS, "train_control": TRAIN_CONTROL_FIELDS,
+    "samples": SAMPLES_FIELDS, "eval_result": EVAL_RESULT_FIELDS, "progress": PROGRESS_FIELDS,
+    "stats": STATS_FIELDS, "selftest": SELFTEST_FIELDS,
+}
 
 INFO_FORMAT = struct_format(INFO_FIELDS)
 INFO_SIZE = struct.calcsize(INFO_FORMAT)
@@ -141,6 +263,11 @@ def render_header() -> str:
         f"#define TC_DEVICE_RX_RING {DEVICE_RX_RING}",
         f"#define TC_REPLY_BIT 0x{REPLY_BIT:02X}",
         f"#define TC_FLAG_NONE 0x{FLAG_NONE:02X}",
+        f"#define TC_FLAG_SYNC 0x{FLAG_SYNC:02X}",
+        f"#define TC_SEND_WINDOW {SEND_WINDOW}",
+        f"#define TC_REPLY_CACHE {REPLY_CACHE}",
+        f"#define TC_REPLY_CACHE_PAYLOAD {REPLY_CACHE_PAYLOAD}",
+        f"#define TC_EVAL_MAX_SAMPLES {EVAL_MAX_SAMPLES}",
         "",
     ]
     out += [f"#define TC_MSG_{name} 0x{value:02X}" for name, value in MESSAGES.items()]
@@ -159,6 +286,19 @@ def render_header() -> str:
             "#ifdef __cplusplus",
             "static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, \"INFO layout differs from the host\");",
             "#endif", ""]
+    out += [f"#define TC_SAMPLES_{name} 0x{value:02X}" for name, value in SAMPLES_FLAGS.items()]
+    out += [f"#define TC_SELFTEST_CHECKS {len(SELFTEST_CHECKS)}", ""]
+    for struct_name, fields in LAYOUTS.items():
+        out.append("typedef struct __attribute__((packed)) {")
+        for name, kind, count in fields:
+            ctype = _CTYPES[kind][0]
+            out.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
+        size = struct.calcsize(struct_format(fields))
+        out += [f"}} tc_{struct_name}_t;",
+                "#ifdef __cplusplus",
+                f"static_assert(sizeof(tc_{struct_name}_t) == {size}, "
+                f"\"{struct_name} layout differs from the host\");",
+                "#endif", ""]
     return "\n".join(out)
 
 

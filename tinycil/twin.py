@@ -262,3 +262,47 @@ class Twin:
                 raise TwinError("logits: the runtime could not run the model")
             rows.append(buf[:n].copy())
         return np.stack(rows)
+
+
+def run_device_procedure(twin: Twin, inputs, epochs: int | None = None, last_task: int | None = None,
+                         on_task=None) -> list[list[float | None]]:
+    """The device procedure driven through the twin, as the bridge drives a device.
+
+    `inputs` is a tinycil.simulate.RunInputs of the run. Rows of the known tasks are left None
+    (the host evaluates the deployed model for them); from the first field task on, each row is
+    the twin's accuracy on the test data of every task so far. `on_task(t, twin)` is called after
+    each field task.
+    """
+    from tinycil.simulate import stream_order
+
+    cfg, plan, tasks = inputs.config, inputs.plan, inputs.tasks
+    tr = cfg["training"]
+    epochs = int(tr["epochs"]) if epochs is None else int(epochs)
+    order = plan[-1]["seen_classes"]
+    unit_of = {int(c): k for k, c in enumerate(order)}
+
+    def units(y):
+        return np.array([unit_of[int(c)] for c in y], dtype=np.int64)
+
+    twin.set_training(float(tr["lr"]), float(tr["momentum"]), int(tr["batch_new"]),
+                      int(tr["batch_replay"]), float(tr["clip_norm"]), int(inputs.seed))
+    T = len(tasks) if last_task is None else last_task + 1
+    R: list[list[float | None]] = [[None] * len(tasks) for _ in range(len(tasks))]
+    bn = int(tr["batch_new"])
+    for t in range(inputs.known, T):
+        twin.begin_task([unit_of[int(c)] for c in tasks[t]])
+        x8, _, y = inputs.train[t]
+        yu = units(y)
+        for epoch in range(epochs):
+            perm = stream_order(len(yu), inputs.seed, t, epoch)
+            for start in range(0, len(yu) - bn + 1, bn):
+                idx = perm[start:start + bn]
+                twin.train_samples(x8[idx], yu[idx], end_of_batch=True)
+        bx, _, by = inputs.buffers[t]
+        twin.add_buffer_samples(bx, units(by))
+        for j in range(t + 1):
+            tx, _, ty = inputs.test[j]
+            R[t][j] = float(np.mean(twin.predict(tx) == units(ty)))
+        if on_task is not None:
+            on_task(t, twin)
+    return R

@@ -77,7 +77,7 @@ def require_dir(name: str, data_dir, layout: str) -> Path:
     if data_dir is None:
         raise DatasetError(f"{name}: needs --data-dir pointing at the data set on disk.\n"
                            f"Expected layout:\n{layout.rstrip()}")
-    path = Path(data_dir).expanduser()
+    path = Path(data_dir).expanduser().resolve()  # absolute, so messages say where we looked
     if not path.exists():
         raise missing(name, [path], layout)
     return path

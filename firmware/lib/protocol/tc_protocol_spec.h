@@ -12,6 +12,11 @@
 #define TC_DEVICE_RX_RING 4096
 #define TC_REPLY_BIT 0x80
 #define TC_FLAG_NONE 0x00
+#define TC_FLAG_SYNC 0x01
+#define TC_SEND_WINDOW 8
+#define TC_REPLY_CACHE 8
+#define TC_REPLY_CACHE_PAYLOAD 512
+#define TC_EVAL_MAX_SAMPLES 128
 
 #define TC_MSG_HELLO 0x01
 #define TC_MSG_RESET 0x02
@@ -22,9 +27,12 @@
 #define TC_MSG_EVAL_SAMPLES 0x07
 #define TC_MSG_STATS 0x08
 #define TC_MSG_TRAIN_RUN 0x09
+#define TC_MSG_SELFTEST 0x0A
 #define TC_MSG_INFO 0x81
 #define TC_MSG_EVAL_RESULT 0x87
 #define TC_MSG_STATS_RESULT 0x88
+#define TC_MSG_SELFTEST_RESULT 0x8A
+#define TC_MSG_ACK 0x7E
 #define TC_MSG_PROGRESS 0x40
 #define TC_MSG_LOG 0x41
 #define TC_MSG_STATUS 0x7F
@@ -39,6 +47,7 @@
 #define TC_STATUS_FULL 7
 #define TC_STATUS_BAD_ARGUMENT 8
 #define TC_STATUS_RX_OVERRUN 9
+#define TC_STATUS_OUT_OF_SEQUENCE 10
 
 #define TC_COUNTER_NONE 0
 #define TC_COUNTER_CYCLES 1
@@ -75,4 +84,108 @@ typedef struct __attribute__((packed)) {
 #define TC_INFO_SIZE 104
 #ifdef __cplusplus
 static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the host");
+#endif
+
+#define TC_SAMPLES_END_OF_BATCH 0x01
+#define TC_SAMPLES_EVAL_START 0x01
+#define TC_SAMPLES_EVAL_SUMMARY 0x02
+#define TC_SELFTEST_CHECKS 3
+
+typedef struct __attribute__((packed)) {
+    uint8_t code;
+    uint8_t reserved0;
+    uint16_t detail;
+    uint16_t rx_free;
+    uint16_t next_seq;
+    uint32_t session_id;
+} tc_ack_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_ack_t) == 12, "ack layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint16_t count;
+} tc_begin_task_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_begin_task_t) == 2, "begin_task layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    float lr;
+    float momentum;
+    float clip_norm;
+    uint16_t batch_new;
+    uint16_t batch_replay;
+    uint32_t seed;
+    uint16_t epochs;
+    uint16_t reserved0;
+} tc_train_control_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_train_control_t) == 24, "train_control layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint16_t count;
+    uint8_t flags;
+    uint8_t reserved0;
+} tc_samples_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_samples_t) == 4, "samples layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint16_t count;
+    uint16_t classes;
+} tc_eval_result_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_eval_result_t) == 4, "eval_result layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint32_t task_steps;
+    uint32_t task_samples;
+    float loss;
+    float grad_norm;
+    uint32_t step_ticks;
+} tc_progress_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_progress_t) == 20, "progress layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint8_t counter_kind;
+    uint8_t reserved0[3];
+    uint32_t steps;
+    uint32_t samples_stepped;
+    uint32_t new_samples;
+    uint32_t train_ticks[2];
+    uint32_t last_step_ticks;
+    uint32_t eval_samples;
+    uint32_t eval_ticks[2];
+    uint32_t arena_bytes;
+    uint32_t arena_used;
+    uint32_t ram_used;
+    uint32_t stack_used;
+    uint32_t buffer_fill;
+    uint32_t rx_overruns;
+    uint32_t tx_drops;
+    uint32_t frames_run;
+    uint32_t frames_repeated;
+    uint32_t frames_out_of_sequence;
+} tc_stats_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_stats_t) == 80, "stats layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint8_t counter_kind;
+    uint8_t checks;
+    uint16_t failed;
+    float ticks_per_mac[4];
+    float max_error[4];
+    float ticks_per_train_sample;
+    float ticks_per_eval_sample;
+} tc_selftest_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_selftest_t) == 44, "selftest layout differs from the host");
 #endif
