@@ -12,15 +12,39 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+_PREPARED: dict = {}
+
+
+def prepared_digits_run(tmp_path_factory):
+    """One quick digits run per test session (test_export_digits.py uses it too)."""
+    if "digits" not in _PREPARED:
+        from tinycil.export import export_run
+        from tinycil.prepare import prepare_run
+
+        run = tmp_path_factory.mktemp("runs") / "digits"
+        prepare_run("digits", run, quick=True, progress=False, seed=0)
+        export_run(run, "mps2_an500", firmware=False)
+        _PREPARED["digits"] = run
+    return _PREPARED["digits"]
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    from tinycil.export import export_run
-    from tinycil.prepare import prepare_run
+    return prepared_digits_run(tmp_path_factory)
 
-    run = tmp_path_factory.mktemp("runs") / "digits"
-    prepare_run("digits", run, quick=True, progress=False, seed=0)
-    export_run(run, "mps2_an500", firmware=False)
-    return run
+
+def test_describe_matches_export(digits_run):
+    from tinycil.export import read_signature
+    from tinycil.twin import Twin
+
+    d = Twin(digits_run).describe()
+    manifest = json.loads((digits_run / "export" / "manifest.json").read_text())
+    assert d["has_model"] == 1 and d["signature"] == read_signature(digits_run)
+    assert d["classes_seen"] == 2 and d["classes_max"] == 10
+    assert d["buffer_fill"] == manifest["buffer"]["flash_samples"]
+    # the runtime carves exactly the arena the memory plan sized
+    assert d["arena_bytes"] == manifest["arena_bytes"]
+    assert 0 <= d["arena_bytes"] - d["arena_used"] < 16
 
 
 def _run_data(run):

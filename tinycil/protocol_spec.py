@@ -191,8 +191,14 @@ PROGRESS_FIELDS = [
 
 # STATS_RESULT: ACK_FIELDS, then these.
 STATS_FIELDS = [
+    ("model_signature", "u8", 8),      # the runtime's model (all zero: none)
+    ("has_model", "u8", 1),
     ("counter_kind", "u8", 1),         # COUNTER_KINDS
-    ("reserved0", "u8", 3),
+    ("max_batch", "u16", 1),           # batch_new + batch_replay may not exceed it
+    ("input_size", "u32", 1),          # bytes of one int8 sample
+    ("classes_max", "u16", 1),
+    ("classes_seen", "u16", 1),
+    ("buffer_capacity", "u32", 1),
     ("steps", "u32", 1),               # SGD steps since boot
     ("samples_stepped", "u32", 1),     # samples in those steps (new + replay)
     ("new_samples", "u32", 1),         # TRAIN_SAMPLES samples received since boot

@@ -45,7 +45,11 @@ class Trainer:
         self.config = config
         self._vars = list(model.trainable_variables)
         self._velocity = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self._vars]
-        self._epoch_fn = tf.function(self._epoch, reduce_retracing=True)
+        # One trace per model: steps and batch size may change between tasks and epochs.
+        sample = tuple(int(d) for d in model.input_shape[1:])
+        self._epoch_fn = tf.function(self._epoch, input_signature=[
+            tf.TensorSpec((None, None) + sample, tf.float32), tf.TensorSpec((None, None), tf.int32),
+            tf.TensorSpec((int(model.output_shape[-1]),), tf.bool)])
 
     def reset_momentum(self) -> None:
         for v in self._velocity:

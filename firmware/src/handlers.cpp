@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "bsp.h"
+#include "learn_handlers.h"
 #include "model_info.h"
 
 namespace app {
@@ -50,6 +51,14 @@ void fill_info(tc_info_t& info) {
 
 const tc::Route kRoutes[] = {
     {TC_MSG_HELLO, handle_hello},
+    {TC_MSG_RESET, handle_reset},
+    {TC_MSG_BEGIN_TASK, handle_begin_task},
+    {TC_MSG_TRAIN_CONTROL, handle_train_control},
+    {TC_MSG_TRAIN_SAMPLES, handle_train_samples},
+    {TC_MSG_BUFFER_SAMPLES, handle_buffer_samples},
+    {TC_MSG_EVAL_SAMPLES, handle_eval_samples},
+    {TC_MSG_STATS, handle_stats},
+    {TC_MSG_SELFTEST, handle_selftest},
 };
 const size_t kRouteCount = sizeof(kRoutes) / sizeof(kRoutes[0]);
 

@@ -71,13 +71,13 @@ struct tc_s8_quant {
 // Requantisation (gemmlowp/TFLite fixed-point arithmetic, "double rounding" variant that the
 // TFLite interpreter's integer kernels use).
 
-// round(a * b / 2^31), ties away from zero, saturating the single overflow case.
+// round(a * b / 2^31) with ties rounded up, saturating the single overflow case.
 static inline int32_t tc_sat_rounding_doubling_high_mul(int32_t a, int32_t b) {
     if (a == b && a == INT32_MIN) return INT32_MAX;
     const int64_t ab = (int64_t)a * (int64_t)b;
     const int64_t nudge = ab >= 0 ? (1ll << 30) : (1ll - (1ll << 30));
-    // Division (truncation toward zero), not an arithmetic shift: that is what rounds the
-    // negative half-way cases away from zero.
+    // Division (truncation toward zero) after the nudge, not an arithmetic shift: this exact
+    // combination is TFLite's, including its treatment of negative half-way cases.
     return (int32_t)((ab + nudge) / (1ll << 31));
 }
 

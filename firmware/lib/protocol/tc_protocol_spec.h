@@ -153,8 +153,14 @@ static_assert(sizeof(tc_progress_t) == 20, "progress layout differs from the hos
 #endif
 
 typedef struct __attribute__((packed)) {
+    uint8_t model_signature[8];
+    uint8_t has_model;
     uint8_t counter_kind;
-    uint8_t reserved0[3];
+    uint16_t max_batch;
+    uint32_t input_size;
+    uint16_t classes_max;
+    uint16_t classes_seen;
+    uint32_t buffer_capacity;
     uint32_t steps;
     uint32_t samples_stepped;
     uint32_t new_samples;
@@ -174,7 +180,7 @@ typedef struct __attribute__((packed)) {
     uint32_t frames_out_of_sequence;
 } tc_stats_t;
 #ifdef __cplusplus
-static_assert(sizeof(tc_stats_t) == 80, "stats layout differs from the host");
+static_assert(sizeof(tc_stats_t) == 100, "stats layout differs from the host");
 #endif
 
 typedef struct __attribute__((packed)) {

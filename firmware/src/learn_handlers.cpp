@@ -1,0 +1,545 @@
+// The learning requests: the serial side of the on-device runtime (firmware/lib/runtime).
+//
+// Sequencing. A class-incremental run is only reproducible if every training sample reaches the
+// runtime once and in the order the host shuffled it, whatever the link does. So the learning
+// requests run strictly in seq order: a frame the device already ran (the host retransmitted it,
+// or the link duplicated it) is answered again from a cache of recent replies and not run twice;
+// a frame after a gap (its predecessor was lost or damaged) is dropped and answered once with
+// OUT_OF_SEQUENCE and the seq the device expects, so the host goes back to it (go-back-N).
+//
+// Flow control. Every reply advertises how many bytes the host may have unanswered. The main loop
+// only leaves bytes in the receive ring while a request runs, so as long as the host keeps fewer
+// unanswered bytes than the ring holds, no byte can be lost at any baud rate, however long a
+// training step takes.
+#include "learn_handlers.h"
+
+#include <string.h>
+
+#include "bsp.h"
+#include "tc_dense_f32.h"
+#include "tc_fully_connected_s8.h"
+#include "tc_runtime.h"
+
+#if defined(__arm__)
+extern "C" uint32_t __stack_bottom[];
+extern "C" uint32_t __stack_top[];
+#endif
+
+namespace app {
+namespace {
+
+constexpr size_t kAckSize = sizeof(tc_ack_t);
+// The main loop reads the ring in chunks of 64 bytes; a chunk taken out but not yet decoded
+// is not in the ring but not yet answered either, so it is kept out of the credit.
+constexpr uint16_t kCredit = TC_DEVICE_RX_RING - 64;
+static_assert(TC_REPLY_CACHE >= TC_SEND_WINDOW, "the cache must cover the host's window");
+
+// A reply being built: the ACK head first, the request's own fields after it.
+struct Reply {
+    uint8_t type = TC_MSG_ACK;
+    uint8_t code = TC_STATUS_OK;
+    uint16_t detail = 0;
+    size_t length = kAckSize;
+    uint8_t payload[TC_MAX_PAYLOAD];
+
+    void text(const char* t) {
+        size_t n = strlen(t);
+        if (n > TC_MAX_PAYLOAD - kAckSize) n = TC_MAX_PAYLOAD - kAckSize;
+        memcpy(payload + kAckSize, t, n);
+        length = kAckSize + n;
+    }
+    void fail(uint8_t c, const char* t, uint16_t d = 0) {
+        type = TC_MSG_ACK;
+        code = c;
+        detail = d;
+        text(t);
+    }
+    template <typename T>
+    T* body() { return reinterpret_cast<T*>(payload + kAckSize); }
+};
+
+struct CachedReply {
+    bool valid;
+    uint16_t seq;
+    uint8_t type;
+    uint16_t length;
+    uint8_t payload[TC_REPLY_CACHE_PAYLOAD];
+};
+
+struct Sequencer {
+    bool synced;
+    uint16_t expected;
+    bool nacked;            // a NACK was sent for the current gap
+    uint16_t nack_trigger;  // seq of the frame that caused it
+    CachedReply cache[TC_REPLY_CACHE];
+    uint8_t next_slot;
+    uint32_t frames_run, frames_repeated, frames_out_of_sequence;
+};
+
+struct Learner {
+    bool runtime_checked;
+    int runtime_status;
+    bool have_params;
+    uint16_t batch_new;
+    uint16_t pending;
+    uint32_t task_steps, task_samples;
+    uint32_t new_samples;
+    uint64_t train_ticks, eval_ticks;
+    uint32_t eval_samples;
+    uint16_t eval_correct[256];
+    uint16_t eval_total[256];
+    bool stack_painted;
+};
+
+Sequencer seq_state;
+Learner learner;
+Reply reply;
+
+constexpr uint32_t kStackPaint = 0xA5A5A5A5u;
+
+// Marks the unused stack so that STATS can tell how deep it ever went.
+void paint_stack() {
+#if defined(__arm__)
+    uint32_t sp;
+    __asm volatile("mov %0, sp" : "=r"(sp));
+    for (uint32_t* p = __stack_bottom; reinterpret_cast<uint32_t>(p) + 256 < sp; ++p) *p = kStackPaint;
+    learner.stack_painted = true;
+#endif
+}
+
+uint32_t stack_used() {
+#if defined(__arm__)
+    if (!learner.stack_painted) return 0;
+    const uint32_t* p = __stack_bottom;
+    while (p < __stack_top && *p == kStackPaint) ++p;
+    return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(__stack_top) -
+                                 reinterpret_cast<uintptr_t>(p));
+#else
+    return 0;
+#endif
+}
+
+// The runtime starts on the first learning request, so a board without a model still boots and
+// answers HELLO.
+int runtime() {
+    if (!learner.runtime_checked) {
+        learner.runtime_checked = true;
+        tc_rt_desc desc;
+        tc_rt_describe(&desc);
+        learner.runtime_status = desc.has_model ? TC_STATUS_OK : tc_rt_init();
+        paint_stack();
+    }
+    return learner.runtime_status;
+}
+
+void send_reply(const tc::Frame& request, tc::Responder& out, uint8_t type, const uint8_t* payload,
+                size_t length) {
+    out.send(type, request.seq, payload, length);
+}
+
+void finish_head(Reply& r) {
+    tc_ack_t head;
+    head.code = r.code;
+    head.reserved0 = 0;
+    head.detail = r.detail;
+    head.rx_free = kCredit;
+    head.next_seq = seq_state.expected;
+    head.session_id = bsp::session_id();
+    memcpy(r.payload, &head, sizeof(head));
+}
+
+using Body = void (*)(const tc::Frame& request, tc::Responder& out, Reply& r);
+
+CachedReply* cached(uint16_t seq) {
+    for (CachedReply& c : seq_state.cache)
+        if (c.valid && c.seq == seq) return &c;
+    return nullptr;
+}
+
+// Before (negative) or after (positive) the expected seq, modulo 2^16.
+int16_t distance(uint16_t seq, uint16_t expected) { return static_cast<int16_t>(seq - expected); }
+
+void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
+    Sequencer& s = seq_state;
+    if (CachedReply* c = cached(request.seq)) {
+        ++s.frames_repeated;
+        send_reply(request, out, c->type, c->payload, c->length);
+        return;
+    }
+    if (request.flags & TC_FLAG_SYNC) {
+        s.synced = true;
+        s.expected = request.seq;
+        s.nacked = false;
+    }
+    if (!s.synced || request.seq != s.expected) {
+        ++s.frames_out_of_sequence;
+        // A repeat too old for the cache was answered long ago: nothing to say. A frame past a
+        // gap gets one NACK per round of the host's go-back (a lower seq than the last NACK's
+        // means the host went back and the gap is still there).
+        if (s.synced && distance(request.seq, s.expected) < 0) return;
+        if (s.nacked && distance(request.seq, s.nack_trigger) > 0) return;
+        s.nacked = true;
+        s.nack_trigger = request.seq;
+        Reply& r = reply;
+        r = Reply();
+        r.fail(TC_STATUS_OUT_OF_SEQUENCE,
+               s.synced ? "frame out of sequence: resend from next_seq"
+                        : "no session: the device restarted or was never synced; start a new "
+                          "session",
+               request.seq);
+        finish_head(r);
+        send_reply(request, out, r.type, r.payload, r.length);
+        return;
+    }
+    s.expected = static_cast<uint16_t>(request.seq + 1);
+    s.nacked = false;
+    ++s.frames_run;
+
+    Reply& r = reply;
+    r = Reply();
+    const int status = runtime();
+    if (status != TC_STATUS_OK && request.type != TC_MSG_STATS && request.type != TC_MSG_SELFTEST) {
+        r.fail(static_cast<uint8_t>(status), status == TC_STATUS_NO_MODEL
+                   ? "firmware built without a model: export a run and flash again"
+                   : "the runtime could not start (its arena does not fit)");
+    } else {
+        body(request, out, r);
+    }
+    finish_head(r);
+    send_reply(request, out, r.type, r.payload, r.length);
+
+    CachedReply& slot = s.cache[s.next_slot];
+    s.next_slot = static_cast<uint8_t>((s.next_slot + 1) % TC_REPLY_CACHE);
+    if (r.length <= TC_REPLY_CACHE_PAYLOAD) {
+        slot.valid = true;
+        slot.seq = request.seq;
+        slot.type = r.type;
+        slot.length = static_cast<uint16_t>(r.length);
+        memcpy(slot.payload, r.payload, r.length);
+    } else {
+        slot.valid = false;  // too long to keep: a repeat would find nothing and be dropped
+    }
+}
+
+// Parses the samples head; false (and the reply says why) when the payload is inconsistent.
+bool parse_samples(const tc::Frame& f, Reply& r, tc_samples_t& head, const uint8_t*& labels,
+                   const int8_t*& x, uint16_t max_count) {
+    if (f.length < sizeof(tc_samples_t)) {
+        r.fail(TC_STATUS_MALFORMED, "samples payload shorter than its head");
+        return false;
+    }
+    memcpy(&head, f.payload, sizeof(head));
+    tc_rt_desc desc;
+    tc_rt_describe(&desc);
+    const size_t need = sizeof(head) + head.count + static_cast<size_t>(head.count) * desc.input_size;
+    if (f.length != need) {
+        r.fail(TC_STATUS_BAD_ARGUMENT, "payload length does not match count samples of the "
+               "model's input size", static_cast<uint16_t>(desc.input_size));
+        return false;
+    }
+    if (head.count > max_count) {
+        r.fail(TC_STATUS_BAD_ARGUMENT, "too many samples in one frame", max_count);
+        return false;
+    }
+    labels = f.payload + sizeof(head);
+    x = reinterpret_cast<const int8_t*>(labels + head.count);
+    return true;
+}
+
+void fail_status(Reply& r, int status, const char* what) {
+    if (status != TC_STATUS_OK) r.fail(static_cast<uint8_t>(status), what);
+}
+
+// ---- bodies -------------------------------------------------------------------------------------
+
+void begin_task(const tc::Frame& f, tc::Responder&, Reply& r) {
+    tc_begin_task_t head;
+    if (f.length < sizeof(head)) return r.fail(TC_STATUS_MALFORMED, "BEGIN_TASK too short");
+    memcpy(&head, f.payload, sizeof(head));
+    if (f.length != sizeof(head) + head.count)
+        return r.fail(TC_STATUS_MALFORMED, "BEGIN_TASK length does not match its count");
+    const int status = tc_rt_begin_task(f.payload + sizeof(head), head.count);
+    fail_status(r, status, "labels must continue the classes seen in order, and the model's "
+                "plan must know the size they lead to");
+    if (status == TC_STATUS_OK) {
+        learner.pending = 0;
+        learner.task_steps = 0;
+        learner.task_samples = 0;
+    }
+}
+
+void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
+    tc_train_control_t c;
+    if (f.length != sizeof(c)) return r.fail(TC_STATUS_MALFORMED, "TRAIN_CONTROL has a wrong size");
+    memcpy(&c, f.payload, sizeof(c));
+    tc_train_params p;
+    p.lr = c.lr;
+    p.momentum = c.momentum;
+    p.clip_norm = c.clip_norm;
+    p.batch_new = c.batch_new;
+    p.batch_replay = c.batch_replay;
+    p.seed = c.seed;
+    const int status = tc_rt_set_training(&p);
+    fail_status(r, status, "training parameters out of range (lr > 0, 0 <= momentum < 1, "
+                "batch_new >= 1, batch_new + batch_replay <= the model's max batch), or a "
+                "mini-batch is half sent");
+    if (status == TC_STATUS_OK) {
+        learner.have_params = true;
+        learner.batch_new = c.batch_new;
+    }
+}
+
+void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
+    if (!learner.have_params)
+        return r.fail(TC_STATUS_BAD_STATE, "send TRAIN_CONTROL before TRAIN_SAMPLES");
+    tc_samples_t head;
+    const uint8_t* labels;
+    const int8_t* x;
+    if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
+    tc_rt_desc desc;
+    tc_rt_describe(&desc);
+    const uint64_t t0 = bsp::counter_read();
+    for (uint16_t i = 0; i < head.count; ++i) {
+        // Mini-batches of batch_new are formed here from the stream, so frames need not follow
+        // batch boundaries; END_OF_BATCH steps on a short batch (the end of the data).
+        const bool last = i + 1 == head.count;
+        const bool end = learner.pending + 1u >= learner.batch_new ||
+                         (last && (head.flags & TC_SAMPLES_END_OF_BATCH));
+        tc_step_report rep;
+        const int status = tc_rt_train_samples(x + static_cast<size_t>(i) * desc.input_size,
+                                               labels + i, 1, end ? 1 : 0, &rep);
+        if (status != TC_STATUS_OK) {
+            learner.train_ticks += bsp::counter_read() - t0;
+            return r.fail(static_cast<uint8_t>(status),
+                          "training sample refused (label beyond the classes seen?)", i);
+        }
+        learner.pending = rep.pending;
+        ++learner.new_samples;
+        ++learner.task_samples;
+        if (rep.stepped) {
+            ++learner.task_steps;
+            struct tc_rt_stats st;
+            tc_rt_stats(&st);
+            tc_progress_t p;
+            p.task_steps = learner.task_steps;
+            p.task_samples = learner.task_samples;
+            p.loss = rep.loss;
+            p.grad_norm = rep.grad_norm;
+            p.step_ticks = static_cast<uint32_t>(st.last_step_ticks);
+            out.send(TC_MSG_PROGRESS, f.seq, &p, sizeof(p));
+        }
+    }
+    learner.train_ticks += bsp::counter_read() - t0;
+    r.detail = learner.pending;
+}
+
+void buffer_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
+    tc_samples_t head;
+    const uint8_t* labels;
+    const int8_t* x;
+    if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
+    fail_status(r, tc_rt_add_buffer_samples(x, labels, head.count),
+                "buffer samples refused: label beyond the classes seen, or the buffer is full");
+}
+
+void eval_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
+    tc_samples_t head;
+    const uint8_t* labels;
+    const int8_t* x;
+    if (!parse_samples(f, r, head, labels, x, TC_EVAL_MAX_SAMPLES)) return;
+    if (head.flags & TC_SAMPLES_EVAL_START) {
+        memset(learner.eval_correct, 0, sizeof(learner.eval_correct));
+        memset(learner.eval_total, 0, sizeof(learner.eval_total));
+    }
+    r.type = TC_MSG_EVAL_RESULT;
+    tc_eval_result_t* res = r.body<tc_eval_result_t>();
+    uint8_t* pred = r.payload + kAckSize + sizeof(tc_eval_result_t);
+    const uint64_t t0 = bsp::counter_read();
+    const int status = tc_rt_predict(x, head.count, pred);
+    learner.eval_ticks += bsp::counter_read() - t0;
+    if (status != TC_STATUS_OK) return r.fail(static_cast<uint8_t>(status), "prediction failed");
+    learner.eval_samples += head.count;
+    for (uint16_t i = 0; i < head.count; ++i) {
+        const uint8_t y = labels[i];
+        if (learner.eval_total[y] < 0xFFFF) ++learner.eval_total[y];
+        if (pred[i] == y && learner.eval_correct[y] < 0xFFFF) ++learner.eval_correct[y];
+    }
+    res->count = head.count;
+    res->classes = 0;
+    r.length = kAckSize + sizeof(tc_eval_result_t) + head.count;
+    if (head.flags & TC_SAMPLES_EVAL_SUMMARY) {
+        tc_rt_desc desc;
+        tc_rt_describe(&desc);
+        uint16_t classes = desc.classes_seen;
+        const size_t room = (TC_REPLY_CACHE_PAYLOAD - r.length) / 4;
+        if (classes > room) classes = static_cast<uint16_t>(room);
+        uint8_t* o = r.payload + r.length;
+        for (uint16_t k = 0; k < classes; ++k) {
+            memcpy(o + 4 * k, &learner.eval_correct[k], 2);
+            memcpy(o + 4 * k + 2, &learner.eval_total[k], 2);
+        }
+        res->classes = classes;
+        r.length += 4u * classes;
+    }
+}
+
+void stats(const tc::Frame&, tc::Responder&, Reply& r) {
+    r.type = TC_MSG_STATS_RESULT;
+    tc_stats_t* s = r.body<tc_stats_t>();
+    memset(s, 0, sizeof(*s));
+    tc_rt_desc desc;
+    tc_rt_describe(&desc);
+    struct tc_rt_stats st;
+    tc_rt_stats(&st);
+    memcpy(s->model_signature, desc.signature, 8);
+    s->has_model = desc.has_model;
+    s->counter_kind = bsp::counter_kind();
+    s->max_batch = desc.max_batch;
+    s->input_size = desc.input_size;
+    s->classes_max = desc.classes_max;
+    s->classes_seen = desc.classes_seen;
+    s->buffer_capacity = desc.buffer_capacity;
+    s->steps = st.steps;
+    s->samples_stepped = st.samples_trained;
+    s->new_samples = learner.new_samples;
+    s->train_ticks[0] = static_cast<uint32_t>(learner.train_ticks);
+    s->train_ticks[1] = static_cast<uint32_t>(learner.train_ticks >> 32);
+    s->last_step_ticks = static_cast<uint32_t>(st.last_step_ticks);
+    s->eval_samples = learner.eval_samples;
+    s->eval_ticks[0] = static_cast<uint32_t>(learner.eval_ticks);
+    s->eval_ticks[1] = static_cast<uint32_t>(learner.eval_ticks >> 32);
+    s->arena_bytes = desc.arena_bytes;
+    s->arena_used = desc.arena_used;
+    s->ram_used = bsp::memory_usage().ram_used;
+    s->stack_used = stack_used();
+    s->buffer_fill = desc.buffer_fill;
+    s->rx_overruns = bsp::rx_overruns();
+    s->tx_drops = bsp::tx_drops();
+    s->frames_run = seq_state.frames_run;
+    s->frames_repeated = seq_state.frames_repeated;
+    s->frames_out_of_sequence = seq_state.frames_out_of_sequence;
+    r.length = kAckSize + sizeof(tc_stats_t);
+    if (learner.runtime_status != TC_STATUS_OK) r.code = static_cast<uint8_t>(learner.runtime_status);
+}
+
+// ---- self-test ----------------------------------------------------------------------------------
+// Fixed inputs from a tiny integer generator, so the device needs no test data.
+constexpr int32_t kB = 4, kIn = 32, kOut = 16;
+float st_x[kB * kIn], st_w[kOut * kIn], st_b[kOut], st_y[kB * kOut], st_dy[kB * kOut];
+float st_dx[kB * kIn], st_dw[kOut * kIn], st_db[kOut];
+int8_t st_x8[kB * kIn], st_w8[kOut * kIn], st_y8[kB * kOut];
+int32_t st_b32[kOut];
+
+int32_t pattern(int32_t i, int32_t a, int32_t m) { return ((i * a + 3) % m) - m / 2; }
+
+float absf(float v) { return v < 0 ? -v : v; }
+
+void selftest(const tc::Frame&, tc::Responder&, Reply& r) {
+    r.type = TC_MSG_SELFTEST_RESULT;
+    tc_selftest_t* s = r.body<tc_selftest_t>();
+    memset(s, 0, sizeof(*s));
+    s->counter_kind = bsp::counter_kind();
+    s->checks = TC_SELFTEST_CHECKS;
+    for (int32_t i = 0; i < kB * kIn; ++i) st_x[i] = pattern(i, 7, 13) * 0.125f;
+    for (int32_t i = 0; i < kOut * kIn; ++i) st_w[i] = pattern(i, 5, 11) * 0.0625f;
+    for (int32_t i = 0; i < kOut; ++i) st_b[i] = pattern(i, 3, 7) * 0.25f;
+    for (int32_t i = 0; i < kB * kOut; ++i) st_dy[i] = pattern(i, 11, 9) * 0.5f;
+    const tc_dense_dims d = {kB, kIn, kOut};
+    const float macs = static_cast<float>(kB * kIn * kOut);
+
+    // 0: dense forward against the plain loop. The test values are multiples of 1/128 with few
+    // terms, so every sum is exact in float32 and any difference is a kernel error.
+    uint64_t t0 = bsp::counter_read();
+    tc_dense_f32_fwd(&d, st_x, st_w, st_b, st_y);
+    s->ticks_per_mac[0] = static_cast<float>(bsp::counter_read() - t0) / macs;
+    float err = 0.0f;
+    for (int32_t b = 0; b < kB; ++b)
+        for (int32_t o = 0; o < kOut; ++o) {
+            float acc = st_b[o];
+            for (int32_t i = 0; i < kIn; ++i) acc += st_x[b * kIn + i] * st_w[o * kIn + i];
+            const float e = absf(acc - st_y[b * kOut + o]);
+            if (e > err) err = e;
+        }
+    s->max_error[0] = err;
+    if (err != 0.0f) s->failed |= 1u << 0;
+
+    // 1: dense backward (dx, dw, db).
+    t0 = bsp::counter_read();
+    tc_dense_f32_bwd(&d, st_x, st_w, st_dy, st_dx, st_dw, st_db);
+    s->ticks_per_mac[1] = static_cast<float>(bsp::counter_read() - t0) / (2.0f * macs);
+    err = 0.0f;
+    for (int32_t b = 0; b < kB; ++b)
+        for (int32_t i = 0; i < kIn; ++i) {
+            float acc = 0.0f;
+            for (int32_t o = 0; o < kOut; ++o) acc += st_dy[b * kOut + o] * st_w[o * kIn + i];
+            const float e = absf(acc - st_dx[b * kIn + i]);
+            if (e > err) err = e;
+        }
+    for (int32_t o = 0; o < kOut; ++o) {
+        float gb = 0.0f;
+        for (int32_t b = 0; b < kB; ++b) gb += st_dy[b * kOut + o];
+        if (absf(gb - st_db[o]) > err) err = absf(gb - st_db[o]);
+        for (int32_t i = 0; i < kIn; ++i) {
+            float acc = 0.0f;
+            for (int32_t b = 0; b < kB; ++b) acc += st_dy[b * kOut + o] * st_x[b * kIn + i];
+            const float e = absf(acc - st_dw[o * kIn + i]);
+            if (e > err) err = e;
+        }
+    }
+    s->max_error[1] = err;
+    if (err != 0.0f) s->failed |= 1u << 1;
+
+    // 2: int8 fully connected with a multiplier of exactly 1 (2^30 * 2^(1-31)): the output is
+    // the clamped integer sum, which the plain loop gives exactly.
+    for (int32_t i = 0; i < kB * kIn; ++i) st_x8[i] = static_cast<int8_t>(pattern(i, 7, 5));
+    for (int32_t i = 0; i < kOut * kIn; ++i) st_w8[i] = static_cast<int8_t>(pattern(i, 5, 3));
+    for (int32_t i = 0; i < kOut; ++i) st_b32[i] = pattern(i, 3, 9);
+    const int32_t multiplier = 1 << 30, shift = 1;
+    const tc_s8_quant q = {1, -2, -128, 127, &multiplier, &shift, 0};  // input zp -1, output zp -2
+    t0 = bsp::counter_read();
+    tc_fully_connected_s8(&d, &q, st_x8, st_w8, st_b32, st_y8);
+    s->ticks_per_mac[2] = static_cast<float>(bsp::counter_read() - t0) / macs;
+    err = 0.0f;
+    for (int32_t b = 0; b < kB; ++b)
+        for (int32_t o = 0; o < kOut; ++o) {
+            int32_t acc = st_b32[o];
+            for (int32_t i = 0; i < kIn; ++i) acc += (st_x8[b * kIn + i] + 1) * st_w8[o * kIn + i];
+            acc += -2;
+            if (acc < -128) acc = -128;
+            if (acc > 127) acc = 127;
+            const float e = absf(static_cast<float>(acc - st_y8[b * kOut + o]));
+            if (e > err) err = e;
+        }
+    s->max_error[2] = err;
+    if (err != 0.0f) s->failed |= 1u << 2;
+
+    // What training and evaluation cost so far, per sample (0 before any).
+    struct tc_rt_stats st;
+    tc_rt_stats(&st);
+    if (learner.new_samples)
+        s->ticks_per_train_sample = static_cast<float>(learner.train_ticks) / learner.new_samples;
+    if (learner.eval_samples)
+        s->ticks_per_eval_sample = static_cast<float>(learner.eval_ticks) / learner.eval_samples;
+    r.length = kAckSize + sizeof(tc_selftest_t);
+    if (s->failed) r.code = TC_STATUS_BAD_STATE;
+}
+
+}  // namespace
+
+void handle_begin_task(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, begin_task); }
+void handle_train_control(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, train_control); }
+void handle_train_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, train_samples); }
+void handle_buffer_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, buffer_samples); }
+void handle_eval_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, eval_samples); }
+void handle_stats(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, stats); }
+void handle_selftest(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, selftest); }
+
+void handle_reset(const tc::Frame& f, tc::Responder& out) {
+    out.status(f.seq, TC_STATUS_OK, 0, "restarting");
+    // Let the last byte leave the UART before the reset cuts it off.
+    for (volatile uint32_t i = 0; i < 200000; ++i) {
+    }
+    bsp::reset();
+}
+
+}  // namespace app

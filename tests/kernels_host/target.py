@@ -1,0 +1,62 @@
+"""Build the kernel test images for the emulated Cortex-M7 and run them under QEMU mps2-an500."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from .host_lib import KERNELS_DIR, ROOT
+
+TARGET_DIR = ROOT / "firmware" / "test_target"
+
+# The product firmware's code generation flags (same FPU, same floating-point contract).
+ARM_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2",
+             "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffp-contract=off",
+             "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra", "-Werror"]
+
+
+def tools_available() -> str | None:
+    """None when the cross compiler and QEMU are installed, else what is missing."""
+    missing = [t for t in ("arm-none-eabi-g++", "qemu-system-arm") if shutil.which(t) is None]
+    return None if not missing else (
+        f"{', '.join(missing)} not found: install gcc-arm-none-eabi, "
+        "libstdc++-arm-none-eabi-newlib and qemu-system-arm (make setup)")
+
+
+def build_image(main_source: Path, include_dirs: list[Path], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    elf = out_dir / (main_source.stem + ".elf")
+    sources = [main_source, TARGET_DIR / "startup.cpp", *sorted(KERNELS_DIR.glob("*.cpp"))]
+    cmd = ["arm-none-eabi-g++", *ARM_FLAGS,
+           *(f"-I{d}" for d in [*include_dirs, KERNELS_DIR, TARGET_DIR]),
+           "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
+           "-T", str(TARGET_DIR / "test_target.ld"), "-Wl,--gc-sections",
+           "-o", str(elf), *map(str, sources), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"target build failed:\n{' '.join(cmd)}\n{proc.stderr}")
+    return elf
+
+
+def run_image(elf: Path, timeout: float, icount: bool = False) -> tuple[int, str]:
+    """Runs until the image exits through semihosting; returns (exit status, console output).
+    QEMU is always ended by its pid, also on timeout or error."""
+    cmd = ["qemu-system-arm", "-M", "mps2-an500", "-display", "none", "-monitor", "none",
+           "-serial", "null", "-semihosting-config", "enable=on,target=native",
+           "-kernel", str(elf)]
+    if icount:
+        cmd += ["-icount", "shift=0,align=off,sleep=off"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{elf.name} did not exit within {timeout} s under QEMU") from None
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
