@@ -62,7 +62,7 @@ def _std(v) -> float:
 
 def markdown(study: dict) -> str:
     lines = ["# Host study: class-incremental learning with size adaption and distilled replay", "",
-             f"Seeds {study['seeds']}; {'quick settings' if study['quick'] else 'default settings'} "
+             f"Data sets: {', '.join(study['datasets'])}. Seeds {study['seeds']}; {'quick settings' if study['quick'] else 'default settings'} "
              f"of `tinycil experiment` per data set; mean ± std over seeds. Accuracy = final average "
              f"accuracy over all tasks; FLOPs = forward + backward training FLOPs of the whole run.", "",
              "| data set | run | final avg acc | BWT | forgetting | train FLOPs | FLOPs / fixed |",

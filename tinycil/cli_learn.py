@@ -104,7 +104,7 @@ def report(run_dir):
     click.echo(f"\nwrote {run.summary_path}, {run.plot_path}")
 
 
-# `prepare` (the host half of a device run) joins this list from its own section below.
+# `prepare` (the host half of a device run) lives in its own module.
 from tinycil.prepare_cli import prepare_command  # noqa: E402
 
 COMMANDS = [experiment, prepare_command, report]

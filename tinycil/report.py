@@ -124,7 +124,7 @@ def plot(results: dict, path) -> None:
 
     runs = named_results(results)
     n = len(runs)
-    fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.4), squeeze=False, layout="constrained")
     axes = axes[0]
     for ax, (name, r) in zip(axes, runs):
         R = np.array([[np.nan if a is None else a for a in row] for row in r["accuracy_matrix"]], float)
@@ -138,7 +138,7 @@ def plot(results: dict, path) -> None:
             for j in range(i + 1):
                 ax.text(j, i, f"{100 * R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if R[i, j] < 0.6 else "black")
-    fig.colorbar(im, ax=axes[:n].tolist(), fraction=0.02)
+    fig.colorbar(im, ax=axes[n - 1], fraction=0.05, label="accuracy")
     ax = axes[n]
     for name, r in runs:
         curve = avg_accuracy_after_each_task(r["accuracy_matrix"])

@@ -304,3 +304,70 @@ class Session:
             raise DeviceStatusError(reply.code, reply.code_name, reply.detail, reply.text, what)
         if pending.on_reply is not None:
             pending.on_reply(reply)
+
+
+# ---- the learning messages --------------------------------------------------------------------
+
+def begin_task_payload(units) -> bytes:
+    units = [int(u) for u in units]
+    return pack_fields(spec.BEGIN_TASK_FIELDS, {"count": len(units)}) + bytes(units)
+
+
+def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch_new: int,
+                          batch_replay: int, seed: int, epochs: int) -> bytes:
+    return pack_fields(spec.TRAIN_CONTROL_FIELDS, {
+        "lr": float(lr), "momentum": float(momentum), "clip_norm": float(clip_norm),
+        "batch_new": int(batch_new), "batch_replay": int(batch_replay),
+        "seed": int(seed) & 0xFFFFFFFF, "epochs": int(epochs)})
+
+
+def samples_per_frame(input_size: int, limit: int | None = None) -> int:
+    """How many samples (label + int8 input each) fit one frame after the samples head."""
+    head = layout_struct(spec.SAMPLES_FIELDS).size
+    n = (spec.MAX_PAYLOAD - head) // (input_size + 1)
+    if n < 1:
+        raise DeviceError(f"one sample of {input_size} bytes does not fit a frame of "
+                          f"{spec.MAX_PAYLOAD} bytes")
+    return min(n, limit) if limit else n
+
+
+def samples_payload(x_int8, labels, flags: int = 0) -> bytes:
+    import numpy as np
+
+    x = np.ascontiguousarray(np.asarray(x_int8, dtype=np.int8))
+    y = np.asarray(labels, dtype=np.uint8)
+    return (pack_fields(spec.SAMPLES_FIELDS, {"count": len(y), "flags": flags})
+            + y.tobytes() + x.tobytes())
+
+
+def parse_eval_result(reply: Reply) -> tuple[list[int], list[tuple[int, int]]]:
+    """(predictions, per-class (correct, total)) of an EVAL_RESULT."""
+    head, off = unpack_fields(spec.EVAL_RESULT_FIELDS, reply.body)
+    preds = list(reply.body[off:off + head["count"]])
+    off += head["count"]
+    summary = [struct.unpack_from("<HH", reply.body, off + 4 * k) for k in range(head["classes"])]
+    return preds, summary
+
+
+def parse_stats(reply: Reply) -> dict:
+    s = unpack_fields(spec.STATS_FIELDS, reply.body)[0]
+    s["model_signature"] = bytes(s["model_signature"]).hex()
+    s["train_ticks"] = s["train_ticks"][0] | (s["train_ticks"][1] << 32)
+    s["eval_ticks"] = s["eval_ticks"][0] | (s["eval_ticks"][1] << 32)
+    s["counter_kind_name"] = protocol.COUNTER_KIND_NAMES.get(s["counter_kind"], "UNKNOWN")
+    return s
+
+
+def parse_selftest(reply: Reply) -> dict:
+    s = unpack_fields(spec.SELFTEST_FIELDS, reply.body)[0]
+    s["counter_kind_name"] = protocol.COUNTER_KIND_NAMES.get(s["counter_kind"], "UNKNOWN")
+    s["results"] = [{"check": name, "passed": not (s["failed"] >> i) & 1,
+                     "ticks_per_mac": s["ticks_per_mac"][i], "max_error": s["max_error"][i]}
+                    for i, name in enumerate(spec.SELFTEST_CHECKS)]
+    return s
+
+
+def reset_device(link: DeviceLink) -> None:
+    """Ask the device to restart (RESET is answered before the restart)."""
+    reply = link.request(MSG["RESET"], b"")
+    link.check_status(reply, "RESET")

@@ -20,20 +20,19 @@ The procedure, for every task t the device learns (t = known_tasks .. n_tasks-1)
 4. EVAL: every test sample of every task so far; the prediction is the first output unit with the
    largest logit among the classes seen.
 
-Float order of the device (the C++ runtime follows it; numpy's matrix products may sum in a
-different order, which is why a float32 numpy twin agrees with the device closely but not bit for
-bit over thousands of steps):
+Float order: every float32 step follows the device's kernels (firmware/lib/kernels), so that the
+numpy twin and the device agree bit for bit (up to the rare double rounding noted at `fma`):
 - latent = (float)(q - zero_point) * scale, per element.
-- dense forward: y[o] = b[o] + sum_i x[i] * W[i][o], i increasing, then ReLU y = y > 0 ? y : 0
+- dense forward: acc = b[o]; acc = fmaf(x[i], W[i][o], acc) for i increasing; ReLU y > 0 ? y : 0
   on hidden layers (the output layer has no activation).
-- loss: per sample m = max over seen logits; e[k] = expf(z[k] - m); s = sum_k e[k];
-  p[k] = e[k] / s; loss = log(s) - (z[label] - m); batch loss = mean. dz[k] = (p[k] - onehot) / B.
-- backward per layer (last to first): dW[i][o] = sum_n x[n][i] * dy[n][o]; db[o] = sum_n dy[n][o];
-  dx[n][i] = sum_o dy[n][o] * W[i][o]; through ReLU: dx = (x > 0) ? dx : 0 (x is the layer's
-  post-ReLU output, 0 exactly where the pre-activation was <= 0).
-- clipping: norm = sqrtf(sum of squares of every gradient: layer by layer, W row-major then b);
-  if norm > clip_norm every gradient is multiplied by (clip_norm / norm).
-- SGD with momentum, per element: v = momentum * v + g; w = w - lr * v.
+- softmax cross-entropy: `softmax_cross_entropy` (the device's own expf, `expf`).
+- backward per layer, last to first: dW[i][o] = fmaf(dy[n][o], x[n][i], dW) over n increasing;
+  db[o] += dy[n][o]; dx[n][i] = fmaf(dy[n][o], W[i][o], dx) over o increasing; through ReLU
+  dx = x > 0 ? dx : 0 (x: the layer's input, a post-ReLU output). No dx for the first tail layer.
+- clipping: s = fmaf(g, g, s) over the layers in order, each layer's weights in [out][in] order
+  then its bias; norm = sqrtf(s); if norm > clip_norm every gradient is multiplied by
+  (clip_norm / norm).
+- SGD with momentum, per element, without fused multiply-add: v = momentum * v + g; w = w - lr * v.
 """
 
 from __future__ import annotations
@@ -47,6 +46,90 @@ F32 = np.float32
 
 class SimulationError(RuntimeError):
     """A run folder that cannot be simulated (missing files, inconsistent plan)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Float32 kernels in the device's operation order
+# --------------------------------------------------------------------------------------------
+# The device accumulates with fmaf (one rounding per multiply-add) in a fixed order. fma() below
+# computes a*b exactly in float64 (24-bit significands), adds c and rounds to float32; that can
+# differ from a true fmaf only through double rounding, when the exact result lies within 2^-29
+# of a float32 rounding boundary: rare enough that host and device agree bit for bit in practice.
+# Vectorised over the batch and the outputs, each accumulation runs its terms in the device's order.
+def fma(a, b, c) -> np.ndarray:
+    return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(F32)
+
+
+def dense_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y[n][o] = bias[o], then y = fmaf(x[n][i], W[i][o], y) for i increasing."""
+    y = np.broadcast_to(b, (x.shape[0], w.shape[1])).astype(F32)
+    for i in range(w.shape[0]):
+        y = fma(x[:, i:i + 1], w[i][None, :], y)
+    return y
+
+
+def dense_param_grads(x: np.ndarray, dy: np.ndarray):
+    """dW[i][o] = 0, then fmaf(dy[n][o], x[n][i], dW) for n increasing; db[o] += dy[n][o]."""
+    dw = np.zeros((x.shape[1], dy.shape[1]), F32)
+    db = np.zeros(dy.shape[1], F32)
+    for n in range(x.shape[0]):
+        dw = fma(x[n][:, None], dy[n][None, :], dw)
+        db = (db + dy[n]).astype(F32)
+    return dw, db
+
+
+def dense_input_grad(dy: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """dx[n][i] = 0, then fmaf(dy[n][o], W[i][o], dx) for o increasing."""
+    dx = np.zeros((dy.shape[0], w.shape[0]), F32)
+    for o in range(w.shape[1]):
+        dx = fma(dy[:, o:o + 1], w[:, o][None, :], dx)
+    return dx
+
+
+_LN2_HI, _LN2_LO, _LOG2E = F32(0.693145751953125), F32(1.428606765330187e-06), F32(1.44269504088896341)
+_EXP_COEFFS = [F32(1) / F32(d) for d in (5040, 720, 120, 24, 6)] + [F32(0.5), F32(1), F32(1)]
+
+
+def expf(x: np.ndarray) -> np.ndarray:
+    """The device's tc_expf, operation for operation (Cody-Waite reduction, degree-7 Taylor).
+
+    The C libraries' expf differ in the last bit between newlib and glibc, so the device carries
+    its own; this is its twin.
+    """
+    x = np.minimum(np.asarray(x, F32), F32(88.0))
+    t = (x * _LOG2E).astype(F32)
+    k = np.where(t >= 0, t + F32(0.5), t - F32(0.5)).astype(F32).astype(np.int32)  # truncation
+    kf = k.astype(F32)
+    r = fma(-kf, _LN2_HI, x)
+    r = fma(-kf, _LN2_LO, r)
+    p = np.full_like(r, _EXP_COEFFS[0])
+    for c in _EXP_COEFFS[1:]:
+        p = fma(p, r, c)
+    scale = np.ldexp(np.ones_like(p), np.clip(k, -126, 127)).astype(F32)
+    out = (p * scale).astype(F32)
+    return np.where(x < F32(-87.3), F32(0), out).astype(F32)
+
+
+def softmax_cross_entropy(z: np.ndarray, target: np.ndarray):
+    """Mean cross-entropy and dz as the device's tc_softmax_ce_f32 computes them.
+
+    Per sample: m = max z; s = sum of expf(z[c] - m), c increasing; dz[c] = (expf(z[c] - m) *
+    (1 / s) - [c == label]) * (1 / batch). The loss (only reported, it changes no weight) uses
+    numpy's log.
+    """
+    batch, classes = z.shape
+    shifted = (z - z.max(axis=1, keepdims=True)).astype(F32)
+    e = expf(shifted)
+    s = np.zeros(batch, F32)
+    for c in range(classes):
+        s = (s + e[:, c]).astype(F32)
+    inv_sum = (F32(1) / s).astype(F32)
+    rows = np.arange(batch)
+    loss = float(np.mean(np.log(s.astype(np.float64)) - shifted[rows, target]))
+    p = (e * inv_sum[:, None]).astype(F32)
+    p[rows, target] = (p[rows, target] - F32(1)).astype(F32)
+    dz = (p * (F32(1) / F32(batch))).astype(F32)
+    return loss, dz
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,10 +170,10 @@ class Tail:
         acts = [np.asarray(x, dtype=F32)]
         last = len(self.weights) - 1
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            y = acts[-1] @ w + b
+            y = dense_forward(acts[-1], w, b)
             if l != last:
-                y = np.maximum(y, F32(0))
-            acts.append(y.astype(F32, copy=False))
+                y = np.where(y > 0, y, F32(0)).astype(F32)
+            acts.append(y)
         return acts
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -102,49 +185,43 @@ class Tail:
         `target` holds output-unit indices. Returns (loss, grads_w, grads_b).
         """
         acts = self.forward(x)
-        z = acts[-1]
-        batch = z.shape[0]
-        shifted = z - z.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        s = e.sum(axis=1, keepdims=True)
-        p = e / s
-        rows = np.arange(batch)
-        loss = float(np.mean(np.log(s[:, 0]) - shifted[rows, target]))
-        dy = p
-        dy[rows, target] -= F32(1)
-        dy = dy / F32(batch)
+        loss, dy = softmax_cross_entropy(acts[-1], np.asarray(target))
         grads_w: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
         grads_b: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
         for l in range(len(self.weights) - 1, -1, -1):
             x_l = acts[l]
-            grads_w[l] = (x_l.T @ dy).astype(F32, copy=False)
-            grads_b[l] = dy.sum(axis=0, dtype=F32)
+            grads_w[l], grads_b[l] = dense_param_grads(x_l, dy)
             if l > 0:
-                dx = dy @ self.weights[l].T
-                dy = np.where(x_l > 0, dx, F32(0)).astype(F32, copy=False)
+                dx = dense_input_grad(dy, self.weights[l])
+                dy = np.where(x_l > 0, dx, F32(0)).astype(F32)
         return loss, grads_w, grads_b
 
     @staticmethod
     def clip(grads_w, grads_b, clip_norm: float):
-        """Scale all gradients so that their global L2 norm is at most clip_norm."""
-        total = F32(0)
+        """Scale all gradients so that their global L2 norm is at most clip_norm.
+
+        The sum of squares runs over the layers in order, each layer's weights in the device's
+        [out][in] order, then its bias: s = fmaf(g, g, s).
+        """
+        total = 0.0
         for gw, gb in zip(grads_w, grads_b):
-            total = F32(total + np.sum(gw * gw, dtype=F32))
-            total = F32(total + np.sum(gb * gb, dtype=F32))
-        norm = np.sqrt(total, dtype=F32)
+            for g in np.concatenate([gw.T.ravel(), gb]).tolist():
+                total = float(F32(g * g + total))  # g*g is exact in double: one fmaf
+        norm = np.sqrt(F32(total), dtype=F32)
         if clip_norm > 0 and norm > F32(clip_norm):
             factor = F32(clip_norm) / norm
-            grads_w = [g * factor for g in grads_w]
-            grads_b = [g * factor for g in grads_b]
+            grads_w = [(g * factor).astype(F32) for g in grads_w]
+            grads_b = [(g * factor).astype(F32) for g in grads_b]
         return grads_w, grads_b, float(norm)
 
     def sgd_step(self, grads_w, grads_b, lr: float, momentum: float) -> None:
+        """v = momentum * v + g; w = w - lr * v (two roundings each: no fused multiply-add)."""
         lr32, mom32 = F32(lr), F32(momentum)
         for l in range(len(self.weights)):
-            self.vel_w[l] = mom32 * self.vel_w[l] + grads_w[l]
-            self.vel_b[l] = mom32 * self.vel_b[l] + grads_b[l]
-            self.weights[l] -= lr32 * self.vel_w[l]
-            self.biases[l] -= lr32 * self.vel_b[l]
+            self.vel_w[l] = (mom32 * self.vel_w[l] + grads_w[l]).astype(F32)
+            self.vel_b[l] = (mom32 * self.vel_b[l] + grads_b[l]).astype(F32)
+            self.weights[l] = (self.weights[l] - lr32 * self.vel_w[l]).astype(F32)
+            self.biases[l] = (self.biases[l] - lr32 * self.vel_b[l]).astype(F32)
 
     def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
         loss, gw, gb = self.loss_and_grads(x, target)

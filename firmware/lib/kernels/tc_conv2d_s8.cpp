@@ -13,6 +13,24 @@
 // Taps are padded to a multiple of four with zeros in both operands.
 namespace {
 
+// Position of tap k in an interleaved operand: groups of four taps, every other group, and
+// within a group the order SXTB16 produces from one 32-bit word (bytes 0, 2, 1, 3). Weights and
+// inputs use the same order, so the dot product is unchanged.
+inline int32_t slot(int32_t k) { return ((k >> 2) << 3) | ((k & 1) << 1) | ((k >> 1) & 1); }
+
+// Widens n taps (a multiple of 4, starting at a multiple of 4) adding the input offset: one
+// word load and two SXTAB16 per four taps.
+inline void widen_segment(const int8_t* src, int16_t* col, int32_t k0, int32_t n,
+                          uint32_t offset2) {
+    uint32_t* dst = (uint32_t*)(col + slot(k0));
+    for (int32_t i = 0; i < n; i += 4, dst += 4) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        dst[0] = tc_sxtab16(offset2, v);
+        dst[1] = tc_sxtab16(offset2, (v >> 8) | (v << 24));
+    }
+}
+
 inline int32_t padded_taps(const tc_window_dims* d) {
     const int32_t k = d->k_h * d->k_w * d->in_c;
     return (k + 3) & ~3;
@@ -25,6 +43,16 @@ void gather_patch(const tc_window_dims* d, const int8_t* x, int32_t b, int32_t o
     const int32_t in_c = d->in_c;
     const int32_t y0 = oy * d->stride_h - d->pad_top;
     const int32_t x0 = ox * d->stride_w - d->pad_left;
+    const int32_t row = d->k_w * in_c;
+    if ((row & 3) == 0 && y0 >= 0 && x0 >= 0 && y0 + d->k_h <= d->in_h &&
+        x0 + d->k_w <= d->in_w) {
+        // Whole window inside the image: each kernel row is one contiguous run of bytes.
+        const uint32_t off2 = ((uint32_t)input_offset & 0xffffu) | ((uint32_t)input_offset << 16);
+        for (int32_t ky = 0; ky < d->k_h; ++ky)
+            widen_segment(x + ((b * d->in_h + y0 + ky) * d->in_w + x0) * in_c, col, ky * row,
+                          row, off2);
+        return;  // kp == k: no padding taps
+    }
     int32_t k = 0;
     for (int32_t ky = 0; ky < d->k_h; ++ky) {
         const int32_t iy = y0 + ky;
@@ -34,17 +62,17 @@ void gather_patch(const tc_window_dims* d, const int8_t* x, int32_t b, int32_t o
             if (row_ok && ix >= 0 && ix < d->in_w) {
                 const int8_t* xp = x + ((b * d->in_h + iy) * d->in_w + ix) * in_c;
                 for (int32_t c = 0; c < in_c; ++c, ++k)
-                    col[((k >> 2) << 3) | (k & 3)] = (int16_t)(xp[c] + input_offset);
+                    col[slot(k)] = (int16_t)(xp[c] + input_offset);
             } else {
-                for (int32_t c = 0; c < in_c; ++c, ++k) col[((k >> 2) << 3) | (k & 3)] = 0;
+                for (int32_t c = 0; c < in_c; ++c, ++k) col[slot(k)] = 0;
             }
         }
     }
-    for (; k < kp; ++k) col[((k >> 2) << 3) | (k & 3)] = 0;
+    for (; k < kp; ++k) col[slot(k)] = 0;
 }
 
 void clear_patch(int16_t* col, int32_t kp) {
-    for (int32_t k = 0; k < kp; ++k) col[((k >> 2) << 3) | (k & 3)] = 0;
+    for (int32_t k = 0; k < kp; ++k) col[slot(k)] = 0;
 }
 
 // Widens filters c and c + 1 (c + 1 may not exist: zeros) into the interleaved layout.
@@ -55,7 +83,7 @@ void widen_filter_pair(const int8_t* w, int32_t k, int32_t kp, int32_t c, int32_
         int16_t* dj = dst + 4 * j;
         const bool exists = c + j < out_c;
         for (int32_t t = 0; t < kp; ++t)
-            dj[((t >> 2) << 3) | (t & 3)] = (exists && t < k) ? (int16_t)wc[t] : (int16_t)0;
+            dj[slot(t)] = (exists && t < k) ? (int16_t)wc[t] : (int16_t)0;
     }
 }
 

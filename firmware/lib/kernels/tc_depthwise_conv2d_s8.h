@@ -4,6 +4,6 @@
 #pragma once
 #include "tc_kernels_common.h"
 
+// acc_scratch: out_c int32 values (per-pixel accumulators; keeps the channel loop innermost).
 void tc_depthwise_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
                             const int8_t* w, const int32_t* bias, int8_t* y, int32_t* acc_scratch);
-// acc_scratch: out_c int32 values (per-pixel accumulators; keeps the channel loop innermost).

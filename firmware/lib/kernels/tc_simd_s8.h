@@ -10,7 +10,16 @@
 static inline int32_t tc_smlad(uint32_t a, uint32_t b, int32_t acc) {
     return (int32_t)__smlad((int16x2_t)a, (int16x2_t)b, acc);
 }
+// Adds the sign-extended bytes 0 and 2 of b to the two halfwords of a.
+static inline uint32_t tc_sxtab16(uint32_t a, uint32_t b) {
+    return (uint32_t)__sxtab16((int16x2_t)a, (int8x4_t)b);
+}
 #else
+static inline uint32_t tc_sxtab16(uint32_t a, uint32_t b) {
+    const uint32_t lo = (a + (uint32_t)(int32_t)(int8_t)(b & 0xff)) & 0xffffu;
+    const uint32_t hi = ((a >> 16) + (uint32_t)(int32_t)(int8_t)((b >> 16) & 0xff)) & 0xffffu;
+    return lo | (hi << 16);
+}
 static inline int32_t tc_smlad(uint32_t a, uint32_t b, int32_t acc) {
     const int32_t lo = (int32_t)(int16_t)(a & 0xffff) * (int32_t)(int16_t)(b & 0xffff);
     const int32_t hi = (int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b >> 16);

@@ -1,0 +1,128 @@
+// Instruction counts of the kernels on the emulated Cortex-M7. Run under QEMU with
+// -icount shift=0,align=off,sleep=off: one instruction per nanosecond of virtual time, so
+// SysTick (25 MHz core clock) advances once per 40 instructions. Prints one line per kernel:
+// "BENCH <name> <instructions> <multiply-accumulates>".
+#include "semihosting.h"
+#include "tc_conv2d_f32.h"
+#include "tc_conv2d_s8.h"
+#include "tc_dense_f32.h"
+
+namespace {
+
+constexpr uint32_t INSTRUCTIONS_PER_TICK = 40;  // 1 GHz of icount / 25 MHz SysTick clock
+constexpr uint32_t RELOAD = 0xFFFFFF;           // SysTick is 24 bits: wraps are counted
+
+volatile uint32_t* const SYST_CSR = (volatile uint32_t*)0xE000E010;
+volatile uint32_t* const SYST_RVR = (volatile uint32_t*)0xE000E014;
+volatile uint32_t* const SYST_CVR = (volatile uint32_t*)0xE000E018;
+volatile uint32_t g_wraps = 0;
+
+void counter_start() {
+    *SYST_CSR = 0;
+    *SYST_RVR = RELOAD;
+    g_wraps = 0;
+    *SYST_CVR = 0;       // any write restarts the count from RELOAD
+    *SYST_CSR = 7;       // processor clock, interrupt on wrap, enable
+}
+
+uint64_t counter_ticks() {
+    const uint32_t now = *SYST_CVR;
+    *SYST_CSR = 0;
+    return (uint64_t)g_wraps * (RELOAD + 1) + (RELOAD - now);
+}
+
+void put_u64(uint64_t v) {
+    char buf[24];
+    int i = 23;
+    buf[i] = 0;
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    tc_semihost_puts(buf + i);
+}
+
+void report(const char* name, uint64_t ticks, uint64_t macs) {
+    tc_semihost_puts("BENCH ");
+    tc_semihost_puts(name);
+    tc_semihost_puts(" ");
+    put_u64(ticks * INSTRUCTIONS_PER_TICK);
+    tc_semihost_puts(" ");
+    put_u64(macs);
+    tc_semihost_puts("\n");
+}
+
+uint32_t g_seed = 12345;
+uint32_t next_random() {
+    g_seed = g_seed * 1664525u + 1013904223u;
+    return g_seed;
+}
+void fill(float* p, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) p[i] = (float)((int32_t)(next_random() >> 16) - 32768) / 32768.0f;
+}
+void fill(int8_t* p, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) p[i] = (int8_t)(next_random() >> 24);
+}
+
+// Shapes: a dense layer of a trainable tail and a 3x3 convolution (VALID, so every tap is a
+// real multiply-accumulate and the MAC count is unambiguous).
+constexpr int32_t D_IN = 256, D_OUT = 64;
+constexpr int32_t C_H = 18, C_W = 18, C_IN = 16, C_OUT = 16, C_K = 3;
+constexpr int32_t C_OH = C_H - C_K + 1, C_OW = C_W - C_K + 1;
+constexpr int32_t S_IN = 32, S_OUT = 32;
+
+float dense_x[D_IN], dense_w[D_OUT * D_IN], dense_b[D_OUT], dense_y[D_OUT];
+float dense_dx[D_IN], dense_dw[D_OUT * D_IN], dense_db[D_OUT];
+float conv_x[C_H * C_W * C_IN], conv_w[C_OUT * C_K * C_K * C_IN], conv_b[C_OUT];
+float conv_y[C_OH * C_OW * C_OUT], conv_dx[C_H * C_W * C_IN], conv_dw[C_OUT * C_K * C_K * C_IN];
+float conv_db[C_OUT];
+int8_t s8_x[C_H * C_W * S_IN], s8_w[S_OUT * C_K * C_K * S_IN], s8_y[C_OH * C_OW * S_OUT];
+int32_t s8_b[S_OUT], s8_mult[S_OUT], s8_shift[S_OUT];
+int32_t s8_scratch[(2 + S_OUT) * C_K * C_K * S_IN / 2 + 4];
+
+}  // namespace
+
+extern "C" void SysTick_Handler() { g_wraps = g_wraps + 1; }
+
+int main() {
+    fill(dense_x, D_IN);
+    fill(dense_w, D_OUT * D_IN);
+    fill(dense_b, D_OUT);
+    const tc_dense_dims dd = {1, D_IN, D_OUT};
+    counter_start();
+    tc_dense_f32_fwd(&dd, dense_x, dense_w, dense_b, dense_y);
+    report("dense_f32_fwd", counter_ticks(), (uint64_t)D_IN * D_OUT);
+    counter_start();
+    tc_dense_f32_bwd(&dd, dense_x, dense_w, dense_y, dense_dx, dense_dw, dense_db);
+    report("dense_f32_bwd", counter_ticks(), 2ull * D_IN * D_OUT);
+
+    tc_window_dims cd;
+    tc_window_dims_init(&cd, 1, C_H, C_W, C_IN, C_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);
+    fill(conv_x, C_H * C_W * C_IN);
+    fill(conv_w, C_OUT * C_K * C_K * C_IN);
+    fill(conv_b, C_OUT);
+    const uint64_t conv_macs = (uint64_t)C_OH * C_OW * C_OUT * C_K * C_K * C_IN;
+    counter_start();
+    tc_conv2d_f32_fwd(&cd, conv_x, conv_w, conv_b, conv_y);
+    report("conv2d_f32_fwd", counter_ticks(), conv_macs);
+    counter_start();
+    tc_conv2d_f32_bwd(&cd, conv_x, conv_w, conv_y, conv_dx, conv_dw, conv_db);
+    report("conv2d_f32_bwd", counter_ticks(), 2 * conv_macs);
+
+    tc_window_dims sd;
+    tc_window_dims_init(&sd, 1, C_H, C_W, S_IN, S_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);
+    fill(s8_x, C_H * C_W * S_IN);
+    fill(s8_w, S_OUT * C_K * C_K * S_IN);
+    for (int32_t c = 0; c < S_OUT; ++c) {
+        s8_b[c] = (int32_t)(next_random() >> 20) - 2048;
+        s8_mult[c] = 1300000000 + (int32_t)(next_random() >> 4);
+        s8_shift[c] = -9;
+    }
+    const tc_s8_quant q = {5, -3, -128, 127, s8_mult, s8_shift, 1};
+    const int32_t bytes = tc_conv2d_s8_scratch_bytes(&sd, S_OUT);
+    if (bytes > (int32_t)sizeof s8_scratch) tc_semihost_exit(3);
+    counter_start();
+    const bool ok = tc_conv2d_s8(&sd, &q, s8_x, s8_w, s8_b, s8_y, s8_scratch, bytes);
+    report("conv2d_s8_fwd", counter_ticks(), (uint64_t)C_OH * C_OW * S_OUT * C_K * C_K * S_IN);
+    tc_semihost_exit(ok ? 0 : 2);
+}

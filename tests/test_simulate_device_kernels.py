@@ -1,0 +1,75 @@
+"""The numpy twin against the firmware's own float kernels built for the host (g++,
+-ffp-contract=off): a whole training step of a grown tail must agree bit for bit."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tinycil.prng import Prng
+from tinycil.simulate import Tail, expf
+
+pytestmark = [pytest.mark.slow,  # builds the kernels with g++
+              pytest.mark.skipif(shutil.which("g++") is None, reason="needs the host C++ compiler")]
+
+
+@pytest.fixture(scope="module")
+def k():
+    from kernels_host.host_lib import kernels
+
+    return kernels()
+
+
+def test_expf_is_the_devices(k):
+    x = np.concatenate([np.linspace(-90, 0, 20001, dtype=np.float32),
+                        np.random.default_rng(0).normal(0, 5, 5000).astype(np.float32)])
+    assert np.array_equal(expf(x).view(np.uint32), k.expf(x).view(np.uint32))
+
+
+def _device_step(k, weights, biases, vel_w, vel_b, x, target, lr, momentum, clip_norm):
+    """One train step with the firmware kernels: weights in the device's [out][in] layout."""
+    acts = [x]
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        y = k.dense_f32_fwd(acts[-1], w, b)
+        acts.append(k.relu_f32(y) if l < len(weights) - 1 else y)
+    _, dy = k.softmax_ce_f32(acts[-1], target)
+    gw, gb = [None] * len(weights), [None] * len(weights)
+    for l in range(len(weights) - 1, -1, -1):
+        dx, gw[l], gb[l] = k.dense_f32_bwd(acts[l], weights[l], dy)
+        if l > 0:
+            dy = k.relu_f32(acts[l], dx)
+    grads = [g for pair in zip(gw, gb) for g in pair]
+    _, clipped = k.clip_grad_global_norm_f32(grads, clip_norm)
+    new_w, new_b, new_vw, new_vb = [], [], [], []
+    for l in range(len(weights)):
+        w, v = k.sgd_momentum_f32(weights[l], vel_w[l], clipped[2 * l], lr, momentum)
+        b, vb = k.sgd_momentum_f32(biases[l], vel_b[l], clipped[2 * l + 1], lr, momentum)
+        new_w.append(w), new_vw.append(v), new_b.append(b), new_vb.append(vb)
+    return new_w, new_b, new_vw, new_vb
+
+
+def test_training_steps_agree_bit_for_bit_with_the_device_kernels(k):
+    rng = np.random.default_rng(1)
+    latent, hidden, classes = 36, 9, 2
+    tail = Tail([rng.normal(0, 0.3, (latent, hidden)).astype(np.float32),
+                 rng.normal(0, 0.3, (hidden, classes)).astype(np.float32)],
+                [rng.normal(0, 0.1, hidden).astype(np.float32),
+                 rng.normal(0, 0.1, classes).astype(np.float32)])
+    tail.grow([13], 4, Prng(3))  # growth, then training of old and new units
+    dev_w = [w.T.copy() for w in tail.weights]
+    dev_b = [b.copy() for b in tail.biases]
+    dev_vw = [np.zeros_like(w) for w in dev_w]
+    dev_vb = [np.zeros_like(b) for b in dev_b]
+    for step in range(6):
+        x = np.maximum(rng.normal(0, 1, (48, latent)), 0).astype(np.float32)
+        t = rng.integers(0, 4, 48)
+        clip = 0.5 if step % 2 else 50.0  # clipped and unclipped steps
+        tail.train_step(x, t, lr=0.05, momentum=0.9, clip_norm=clip)
+        dev_w, dev_b, dev_vw, dev_vb = _device_step(k, dev_w, dev_b, dev_vw, dev_vb, x, t,
+                                                    0.05, 0.9, clip)
+        for mine, dev in zip(tail.weights + tail.biases + tail.vel_w + tail.vel_b,
+                             [w.T for w in dev_w] + dev_b + [v.T for v in dev_vw] + dev_vb):
+            assert np.array_equal(mine.view(np.uint32), np.ascontiguousarray(dev).view(np.uint32))
+    assert np.array_equal(tail.logits(x).view(np.uint32),
+                          k.dense_f32_fwd(k.relu_f32(k.dense_f32_fwd(x, dev_w[0], dev_b[0])),
+                                          dev_w[1], dev_b[1]).view(np.uint32))

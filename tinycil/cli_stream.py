@@ -1,0 +1,140 @@
+"""Learning on the device: stream, run, selftest."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+
+def _friendly(func):
+    """Device, board and run errors as one clear line; Ctrl-C as a clear stop."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from tinycil import emulator
+        from tinycil.boards import BoardError
+        from tinycil.bridge import DeviceError
+        from tinycil.build import BuildError
+        from tinycil.runfolder import RunFolderError
+
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "interrupted: the device stopped part-way through; what it learned of this task "
+                "is incomplete. Flash it again and stream from the first device task, or rerun.")
+        except (DeviceError, BoardError, BuildError, emulator.EmulatorError, RunFolderError,
+                FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    return wrapper
+
+
+def _port(board_id, port):
+    from tinycil.cli_device import _resolve_port
+
+    return _resolve_port(board_id, port)
+
+
+@click.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (prepared and exported, see `tinycil prepare`, `tinycil flash --run`).")
+@click.option("--board", "-b", "board_id", help="Board id; for the emulated board, finds the running QEMU.")
+@click.option("--port", "-p", help="Serial port or URL (/dev/ttyACM0, COM3, socket://127.0.0.1:PORT).")
+@click.option("--baud", type=int, help="Baud rate (default: the board's, else 115200).")
+@click.option("--task", "task", type=int, required=True, help="Index of the task to teach.")
+@click.option("--epochs", type=int, help="Epochs (default: the run's).")
+@click.option("--lr", type=float, help="Learning rate (default: the run's).")
+@click.option("--momentum", type=float, help="Momentum (default: the run's).")
+@click.option("--batch-new", type=int, help="Streamed samples per mini-batch (default: the run's).")
+@click.option("--batch-replay", type=int, help="Buffer samples per mini-batch (default: the run's).")
+@click.option("--clip-norm", type=float, help="Gradient norm clip (default: the run's).")
+@click.option("--timeout", type=float, default=2.0, show_default=True,
+              help="Seconds of silence before unanswered frames are sent again.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_friendly
+def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new, batch_replay,
+           clip_norm, timeout, no_progress):
+    """Teach the device one task of a run over the serial link, then record its accuracy."""
+    from tinycil.bridge import DeviceLink
+    from tinycil.stream import stream_task
+
+    url, default_baud, board = _port(board_id, port)
+    hint = f"--board {board.id}" if board else f"--board B --port {url}"
+    with DeviceLink(url, baudrate=baud or default_baud or 115200, timeout=1.0, retries=5) as link:
+        stream_task(run_dir, link, task, epochs=epochs, lr=lr, momentum=momentum,
+                    batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
+                    progress=not no_progress, echo=click.echo, board_hint=hint, timeout=timeout)
+    click.echo(f"recorded in {run_dir / 'results.json'} (\"device\")")
+
+
+@click.command("run")
+@click.option("--dataset", "-d", required=True, help="Data set (see `tinycil experiment --help`).")
+@click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
+@click.option("--port", "-p", help="Serial port of a real board.")
+@click.option("--tasks", "n_tasks", type=int, default=5, show_default=True)
+@click.option("--known", type=int, default=1, show_default=True, help="Tasks learned on the host.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, help="Epochs per task (default per data set).")
+@click.option("--distill-iters", type=int, help="Distillation iterations per task.")
+@click.option("--resize", default=None, metavar="HxW", help="Resize images, e.g. 14x14.")
+@click.option("--max-train", type=int, help="At most this many training samples.")
+@click.option("--max-test", type=int, help="At most this many test samples.")
+@click.option("--quick", is_flag=True, help="Few epochs and distillation iterations.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default runs/<dataset>-device).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_friendly
+def run(dataset, board_id, port, n_tasks, known, seed, epochs, distill_iters, resize, max_train,
+        max_test, quick, output, no_progress):
+    """Everything end to end: prepare, export, build, flash, stream every new task, compare with
+    the host reference, and write results.json, summary.md and plot.png."""
+    from tinycil.run import run_end_to_end
+
+    extra = {}
+    if resize:
+        h, w = (int(v) for v in resize.lower().split("x"))
+        extra["resize"] = (h, w)
+    if max_train:
+        extra["max_train"] = max_train
+    if max_test:
+        extra["max_test"] = max_test
+    run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
+                   epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
+                   progress=not no_progress, echo=click.echo, prepare_kwargs=extra)
+
+
+@click.command()
+@click.option("--board", "-b", "board_id", help="Board id; for the emulated board, finds the running QEMU.")
+@click.option("--port", "-p", help="Serial port or URL.")
+@click.option("--baud", type=int, help="Baud rate (default: the board's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly
+def selftest(board_id, port, baud, as_json):
+    """Run the firmware's kernel checks on the device and print their cost per MAC, measured
+    with the board's counter (cycles on the NUCLEO, instructions on the emulated board)."""
+    import json
+
+    from tinycil.bridge import DeviceLink
+    from tinycil.session import Session, parse_selftest
+
+    url, default_baud, _board = _port(board_id, port)
+    with DeviceLink(url, baudrate=baud or default_baud or 115200, timeout=1.0, retries=5) as link:
+        result = parse_selftest(Session(link).call("SELFTEST"))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    unit = {"CYCLES": "cycles", "INSTRUCTIONS": "instructions"}.get(result["counter_kind_name"],
+                                                                     "ticks")
+    for r in result["results"]:
+        click.echo(f"{r['check']:<20} {'pass' if r['passed'] else 'FAIL'}  "
+                   f"{r['ticks_per_mac']:.2f} {unit}/MAC")
+    if result["ticks_per_train_sample"]:
+        click.echo(f"{'training':<20}       {result['ticks_per_train_sample']:,.0f} {unit}/sample")
+    else:
+        click.echo("training: no sample streamed since boot (stream a task first to measure it)")
+    if result["failed"]:
+        raise click.ClickException("some kernel checks failed on the device")
+
+
+COMMANDS = [stream, run, selftest]

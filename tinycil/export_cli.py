@@ -1,0 +1,34 @@
+"""`tinycil export RUN --board B`: the run's model as C arrays in firmware/generated/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--board", "-b", required=True, help="Board id (see `tinycil boards`).")
+@click.option("--host-only", is_flag=True,
+              help="Write only RUN/export/ (for the host twin), not firmware/generated/.")
+def export_command(run: Path, board: str, host_only: bool) -> None:
+    """Export a prepared run (int8 backbone, float32 tail, growth plan, replay buffer) for BOARD,
+    after checking that it fits the board's RAM and flash."""
+    from tinycil.boards import BoardError
+    from tinycil.export import ExportError, export_run
+    from tinycil.memplan import MemoryPlanError
+    from tinycil.runfolder import RunFolderError
+
+    try:
+        result = export_run(run, board, firmware=not host_only)
+    except (BoardError, ExportError, MemoryPlanError, RunFolderError) as exc:
+        raise click.ClickException(str(exc)) from None
+    mem = result.memory
+    click.echo(f"exported {run} for {result.board}: signature {result.signature_hex}")
+    click.echo(f"  RAM   {mem['ram_used']:>8} of {mem['ram_total']} bytes (planned; the linker "
+               f"checks the final image)")
+    click.echo(f"  flash {mem['flash_used']:>8} of {mem['flash_total']} bytes")
+    for path in result.files:
+        click.echo(f"  wrote {path}")
+    click.echo(f"  manifest {result.manifest_path}")

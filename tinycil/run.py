@@ -1,0 +1,141 @@
+"""The whole story in one command: `tinycil run --dataset D --board B`.
+
+prepare (host: train the known tasks, quantise, distil) -> export -> build -> flash (the emulated
+board: QEMU in the background) -> stream every task the host did not know, evaluating after each
+-> the host reference (tinycil.simulate, and the firmware's own runtime built for the host,
+tinycil.twin, when a host compiler is present) -> results.json, summary.md, plot.png.
+The emulator is always stopped at the end, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def compare_matrices(a, b) -> float:
+    """Largest |a[i][j] - b[i][j]| over the entries both matrices have."""
+    worst = 0.0
+    for ra, rb in zip(a, b):
+        for x, y in zip(ra, rb):
+            if x is not None and y is not None:
+                worst = max(worst, abs(float(x) - float(y)))
+    return worst
+
+
+def twin_result(run_dir, results: dict, echo=print) -> dict | None:
+    """The device procedure run by the firmware's own C++ runtime on the host (None when it
+    cannot be built here). Rows of the known tasks are the host simulation's."""
+    from tinycil.metrics import make_result
+    from tinycil.simulate import RunInputs
+    from tinycil.twin import Twin, TwinError, run_device_procedure
+
+    try:
+        twin = Twin(run_dir)
+    except TwinError as exc:
+        echo(f"host twin not available ({str(exc).splitlines()[0]}); comparing with the numpy "
+             "simulation only")
+        return None
+    R = run_device_procedure(twin, RunInputs(run_dir))
+    host = results["method"]["accuracy_matrix"]
+    for i, row in enumerate(R):
+        if row[0] is None:
+            R[i] = list(host[i])
+    method = results["method"]
+    return make_result(R, train_flops=method["train_flops"], buffer_samples=method["buffer"]["samples"],
+                       buffer_bytes=method["buffer"]["bytes"],
+                       buffer_fraction=method["buffer"]["fraction"])
+
+
+def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 5, known: int = 1,
+                   seed: int = 0, epochs: int | None = None, distill_iters: int | None = None,
+                   quick: bool = False, port: str | None = None, icount: bool = True,
+                   root: Path | None = None, progress: bool = True, echo=print,
+                   prepare_kwargs: dict | None = None, link_wrapper=None,
+                   reuse: bool = False) -> dict:
+    """Returns results.json's content. `link_wrapper(url) -> url` may put something (the fault
+    proxy of the tests) between the host and the device. `reuse` keeps an already prepared run
+    folder instead of preparing it again."""
+    from tinycil import emulator
+    from tinycil.boards import load_board
+    from tinycil.bridge import DeviceLink
+    from tinycil.build import build
+    from tinycil.export import export_run
+    from tinycil.prepare import prepare_run
+    from tinycil.report import format_table, write_report
+    from tinycil.runfolder import RunFolder, default_run_dir
+    from tinycil.simulate import record_simulation
+    from tinycil.stream import RunData, stream_task
+
+    started = time.monotonic()
+    board = load_board(board_id, root) if root else load_board(board_id)
+    run_dir = Path(out_dir) if out_dir else default_run_dir(dataset, "device")
+    if reuse and (run_dir / "config.json").is_file():
+        echo(f"== reusing the prepared run {run_dir}")
+    else:
+        echo(f"== prepare {dataset} into {run_dir}")
+        prepare_run(dataset, run_dir, n_tasks=n_tasks, known=known, seed=seed, board=board.id,
+                    epochs=epochs, distill_iters=distill_iters, quick=quick, progress=progress,
+                    echo=echo, **(prepare_kwargs or {}))
+    echo(f"== export for {board.id}")
+    exported = export_run(run_dir, board, root=root)
+    echo(f"model signature {exported.signature_hex}")
+    echo(f"== build firmware for {board.id}")
+    built = build(board, root=root)
+    echo(f"built in {built.seconds:.1f} s: {built.size_line()}")
+
+    state = None
+    run = RunFolder(run_dir)
+    results = run.read_results() if run.results_path.is_file() else {}
+    results.pop("device", None)
+    results.pop("device_log", None)
+    run.write_results(results)
+    try:
+        if board.emulated:
+            state = emulator.start(board, built.elf, icount=icount, record=False)
+            url = state.url
+            echo(f"== emulated board running (QEMU pid {state.pid}) at {url}")
+        else:
+            from tinycil.flash import flash_board, stlink_ports
+
+            res = flash_board(board, built.elf, built.bin, echo=echo)
+            echo(f"flashed: {res.detail}")
+            ports = [port] if port else stlink_ports()
+            if len(ports) != 1:
+                raise RuntimeError("pass --port: the board's serial port could not be chosen")
+            url = ports[0]
+            time.sleep(1.0)  # the board restarts after flashing
+        if link_wrapper is not None:
+            url = link_wrapper(url)
+        data = RunData.load(run_dir)
+        hint = f"--board {board.id}"
+        with DeviceLink(url, baudrate=board.baudrate or 115200, timeout=1.0, retries=10) as link:
+            for t in range(data.known, len(data.tasks)):
+                echo(f"== task {t}: classes {data.tasks[t]} -> device")
+                stream_task(run_dir, link, t, progress=progress, echo=echo, board_hint=hint,
+                            data=data)
+    finally:
+        if state is not None:
+            emulator.stop_state(state)
+
+    echo("== host reference (simulation of the device procedure)")
+    record_simulation(run_dir, progress=False, echo=echo)
+    results = run.read_results()
+    twin = twin_result(run_dir, results, echo=echo)
+    device_R = results["device"]["accuracy_matrix"]
+    fidelity = {"max_abs_diff_vs_simulation": compare_matrices(
+        device_R, results["method"]["accuracy_matrix"])}
+    if twin is not None:
+        results["twin"] = twin
+        fidelity["max_abs_diff_vs_twin"] = compare_matrices(device_R, twin["accuracy_matrix"])
+    results["fidelity"] = fidelity
+    results["seconds"] = time.monotonic() - started
+    run.write_results(results)
+    table = write_report(run, results)
+    echo(table)
+    echo(f"device vs host simulation: largest difference {100 * fidelity['max_abs_diff_vs_simulation']:.2f} "
+         "points" + (f"; vs the host twin {100 * fidelity['max_abs_diff_vs_twin']:.2f}"
+                     if twin is not None else ""))
+    echo(f"results: {run.results_path}, {run.summary_path}, {run.plot_path} "
+         f"({results['seconds']:.0f} s)")
+    return results
