@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycil.prng import Prng, he_scale
+from tinycil.prng import Prng
 
 F32 = np.float32
 
