@@ -1,6 +1,8 @@
 """The learning messages' layouts and the fault proxy, without a device (fast)."""
 
 import socket
+
+import pytest
 import threading
 
 from tinycil import protocol_spec as spec
@@ -70,12 +72,14 @@ def _roundtrip(faults, payload):
     return got, counts
 
 
+@pytest.mark.slow
 def test_clean_proxy_forwards_every_byte_unchanged():
     data = bytes(range(256)) * 40
     got, counts = _roundtrip(Faults(), data)
     assert got == data and counts.total == 0
 
 
+@pytest.mark.slow
 def test_faults_are_seeded_and_bounded():
     data = bytes(range(256)) * 40
     faults = Faults(drop=0.3, corrupt=0.3, duplicate=0.3, garbage=0.3, seed=7, limit=25)

@@ -14,7 +14,7 @@ import click
 from tinycil import __version__
 
 # Modules that contribute commands, in the order `--help` lists them.
-_COMMAND_MODULES = ("tinycil.cli_device", "tinycil.cli_learn")
+_COMMAND_MODULES = ("tinycil.cli_device", "tinycil.cli_learn", "tinycil.export_cli", "tinycil.cli_stream")
 
 
 class _Group(click.Group):

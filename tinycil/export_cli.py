@@ -32,3 +32,6 @@ def export_command(run: Path, board: str, host_only: bool) -> None:
     for path in result.files:
         click.echo(f"  wrote {path}")
     click.echo(f"  manifest {result.manifest_path}")
+
+
+COMMANDS = [export_command]

@@ -2,57 +2,73 @@
 
 #include "tc_simd_s8.h"
 
-// Structure (the CMSIS-NN idea, made to need fewer instructions per multiply-accumulate):
-//   1. widen a block of filters once to int16, with pairs of channels interleaved in groups of
-//      four taps: [c0 k0..3][c1 k0..3][c0 k4..7][c1 k4..7]...;
-//   2. for each pair of output pixels, gather the two input patches ("im2col") as int16 with the
-//      input offset already added, interleaved the same way ([p0 k0..3][p1 k0..3]...);
-//      out-of-image taps are 0, which is exactly TFLite's "skip padding" rule;
-//   3. a 2 channels x 2 pixels inner loop: per four taps two 64-bit loads of weights, two of
-//      inputs and eight dual 16-bit multiply-accumulates (SMLAD).
-// Taps are padded to a multiple of four with zeros in both operands.
+// Structure (the CMSIS-NN idea, arranged for fewer instructions per multiply-accumulate):
+//   1. widen the filters once per pass to int16, channels in pairs, interleaved word by word
+//      (one 32-bit word = two taps): [c0 w0][c1 w0][c0 w1][c1 w1]...;
+//   2. for each block of three output pixels, gather the input patches ("im2col") once as int16
+//      with the input offset already added, interleaved the same way: [p0 w0][p1 w0][p2 w0]...;
+//      out-of-image taps are 0, which is exactly TFLite's "skip padding" rule; the block then
+//      serves every output channel;
+//   3. a 2 channels x 3 pixels inner loop: per word of taps one LDRD of weights, one LDM of
+//      inputs and six dual 16-bit multiply-accumulates (SMLAD): 8 instructions per 12 MACs.
+//      Six accumulators, five operands and three loop registers use all 14 general registers;
+//      a fourth channel or pixel would not fit.
+// Taps are padded to a multiple of four with zeros in both operands. When the scratch cannot
+// hold three patches, blocks of two pixels run through the portable loop instead.
 namespace {
-
-// Position of tap k in an interleaved operand: groups of four taps, every other group, and
-// within a group the order SXTB16 produces from one 32-bit word (bytes 0, 2, 1, 3). Weights and
-// inputs use the same order, so the dot product is unchanged.
-inline int32_t slot(int32_t k) { return ((k >> 2) << 3) | ((k & 1) << 1) | ((k >> 1) & 1); }
-
-// Widens n taps (a multiple of 4, starting at a multiple of 4) adding the input offset: one
-// word load and two SXTAB16 per four taps.
-inline void widen_segment(const int8_t* src, int16_t* col, int32_t k0, int32_t n,
-                          uint32_t offset2) {
-    uint32_t* dst = (uint32_t*)(col + slot(k0));
-    for (int32_t i = 0; i < n; i += 4, dst += 4) {
-        uint32_t v;
-        memcpy(&v, src + i, 4);
-        dst[0] = tc_sxtab16(offset2, v);
-        dst[1] = tc_sxtab16(offset2, (v >> 8) | (v << 24));
-    }
-}
 
 inline int32_t padded_taps(const tc_window_dims* d) {
     const int32_t k = d->k_h * d->k_w * d->in_c;
     return (k + 3) & ~3;
 }
 
-// Gathers the patch of output pixel (b, oy, ox) into every other group of four int16 of `col`
-// (stride 8 between groups), in tap order ky, kx, ci.
-void gather_patch(const tc_window_dims* d, const int8_t* x, int32_t b, int32_t oy, int32_t ox,
-                  int32_t input_offset, int16_t* col, int32_t kp) {
+// Words of one lane (one channel or one pixel): two int16 taps per word.
+inline int32_t lane_words(int32_t kp) { return kp >> 1; }
+
+// int16 index of tap t in lane `lane` of an operand with `lanes` lanes. Within a group of four
+// taps the order is the one SXTB16 produces from a 32-bit word: word 0 holds taps 0 and 2,
+// word 1 taps 1 and 3. Weights and inputs use the same order, so the dot product is unchanged.
+inline int32_t tap_index(int32_t t, int32_t lanes, int32_t lane) {
+    const int32_t word = ((t >> 2) << 1) | (t & 1);
+    return ((word * lanes + lane) << 1) | ((t >> 1) & 1);
+}
+
+// Widens n taps (a multiple of 4) adding the offset to each: one word load and two SXTAB16 per
+// four taps. `dst` points at the first tap's word in its lane.
+inline void widen_taps(const int8_t* src, int32_t n, uint32_t offset2, uint32_t* dst,
+                       int32_t lanes) {
+    for (int32_t i = 0; i < n; i += 4, dst += 2 * lanes) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        dst[0] = tc_sxtab16(offset2, v);
+        dst[lanes] = tc_sxtab16(offset2, (v >> 8) | (v << 24));
+    }
+}
+
+void clear_lane(uint32_t* op, int32_t kp, int32_t lanes, int32_t lane) {
+    for (int32_t i = 0; i < lane_words(kp); ++i) op[i * lanes + lane] = 0;
+}
+
+// Gathers the patch of output pixel p (batch, row and column flattened) into one lane of
+// `cols`, in tap order ky, kx, ci.
+void gather_patch(const tc_window_dims* d, const int8_t* x, int32_t p, int32_t input_offset,
+                  uint32_t* cols, int32_t kp, int32_t lanes, int32_t lane) {
     const int32_t in_c = d->in_c;
-    const int32_t y0 = oy * d->stride_h - d->pad_top;
-    const int32_t x0 = ox * d->stride_w - d->pad_left;
+    const int32_t per_image = d->out_h * d->out_w;
+    const int32_t b = p / per_image, r = p % per_image;
+    const int32_t y0 = (r / d->out_w) * d->stride_h - d->pad_top;
+    const int32_t x0 = (r % d->out_w) * d->stride_w - d->pad_left;
     const int32_t row = d->k_w * in_c;
     if ((row & 3) == 0 && y0 >= 0 && x0 >= 0 && y0 + d->k_h <= d->in_h &&
         x0 + d->k_w <= d->in_w) {
         // Whole window inside the image: each kernel row is one contiguous run of bytes.
         const uint32_t off2 = ((uint32_t)input_offset & 0xffffu) | ((uint32_t)input_offset << 16);
         for (int32_t ky = 0; ky < d->k_h; ++ky)
-            widen_segment(x + ((b * d->in_h + y0 + ky) * d->in_w + x0) * in_c, col, ky * row,
-                          row, off2);
+            widen_taps(x + ((b * d->in_h + y0 + ky) * d->in_w + x0) * in_c, row, off2,
+                       cols + (ky * row >> 1) * lanes + lane, lanes);
         return;  // kp == k: no padding taps
     }
+    int16_t* col = (int16_t*)cols;
     int32_t k = 0;
     for (int32_t ky = 0; ky < d->k_h; ++ky) {
         const int32_t iy = y0 + ky;
@@ -62,34 +78,141 @@ void gather_patch(const tc_window_dims* d, const int8_t* x, int32_t b, int32_t o
             if (row_ok && ix >= 0 && ix < d->in_w) {
                 const int8_t* xp = x + ((b * d->in_h + iy) * d->in_w + ix) * in_c;
                 for (int32_t c = 0; c < in_c; ++c, ++k)
-                    col[slot(k)] = (int16_t)(xp[c] + input_offset);
+                    col[tap_index(k, lanes, lane)] = (int16_t)(xp[c] + input_offset);
             } else {
-                for (int32_t c = 0; c < in_c; ++c, ++k) col[slot(k)] = 0;
+                for (int32_t c = 0; c < in_c; ++c, ++k) col[tap_index(k, lanes, lane)] = 0;
             }
         }
     }
-    for (; k < kp; ++k) col[slot(k)] = 0;
+    for (; k < kp; ++k) col[tap_index(k, lanes, lane)] = 0;
 }
 
-void clear_patch(int16_t* col, int32_t kp) {
-    for (int32_t k = 0; k < kp; ++k) col[slot(k)] = 0;
-}
-
-// Widens filters c and c + 1 (c + 1 may not exist: zeros) into the interleaved layout.
-void widen_filter_pair(const int8_t* w, int32_t k, int32_t kp, int32_t c, int32_t out_c,
-                       int16_t* dst) {
-    for (int32_t j = 0; j < 2; ++j) {
-        const int8_t* wc = w + (c + j) * k;
-        int16_t* dj = dst + 4 * j;
-        const bool exists = c + j < out_c;
-        for (int32_t t = 0; t < kp; ++t)
-            dj[slot(t)] = (exists && t < k) ? (int16_t)wc[t] : (int16_t)0;
+// Widens filters c0 .. c0 + count - 1 (count even; channels >= out_c become zeros) into
+// channel pairs of kp words each.
+void widen_filters(const int8_t* w, int32_t k, int32_t kp, int32_t c0, int32_t count,
+                   int32_t out_c, uint32_t* wide) {
+    for (int32_t i = 0; i < count; ++i) {
+        const int32_t c = c0 + i, lane = i & 1;
+        uint32_t* pair = wide + (i >> 1) * kp;
+        if (c >= out_c) {
+            clear_lane(pair, kp, 2, lane);
+        } else if ((k & 3) == 0) {
+            widen_taps(w + c * k, k, 0, pair + lane, 2);
+        } else {
+            int16_t* p16 = (int16_t*)pair;
+            for (int32_t t = 0; t < kp; ++t)
+                p16[tap_index(t, 2, lane)] = t < k ? (int16_t)w[c * k + t] : (int16_t)0;
+        }
     }
 }
 
-inline int8_t finish(int32_t acc, const tc_s8_quant* q, int32_t c) {
-    const int32_t i = q->per_channel ? c : 0;
-    return (int8_t)tc_requantize_clamp(acc, q->multiplier[i], q->shift[i], q);
+// acc[c * Pixels + j] += dot(channel c, pixel j) over `words` words: the portable loop, also
+// the reference the Cortex-M7 loop below must equal.
+template <int32_t Pixels>
+inline void dot_2xp(const uint32_t* w, const uint32_t* x, int32_t words, int32_t* acc) {
+    for (int32_t i = 0; i < words; ++i, w += 2, x += Pixels) {
+        for (int32_t j = 0; j < Pixels; ++j) {
+            acc[j] = tc_smlad(w[0], x[j], acc[j]);
+            acc[Pixels + j] = tc_smlad(w[1], x[j], acc[Pixels + j]);
+        }
+    }
+}
+
+#if defined(TC_KERNELS_ARM_DSP)
+// The 2 x 3 block on the Cortex-M7 (words even). Registers: r0 weights, r1 inputs, r2 count,
+// r3-r8 accumulators, r9-r11 three pixels' words, r12/lr two channels' words. GCC does not
+// keep fourteen values in registers around a loop written in C, hence a whole function in
+// assembly; the accumulator pointer waits on the stack.
+#define TC_DOT_2X3_WORD                        \
+    "ldrd r12, lr, [r0], #8\n"                 \
+    "ldmia r1!, {r9, r10, r11}\n"              \
+    "smlad r3, r12, r9, r3\n"                  \
+    "smlad r4, r12, r10, r4\n"                 \
+    "smlad r5, r12, r11, r5\n"                 \
+    "smlad r6, lr, r9, r6\n"                   \
+    "smlad r7, lr, r10, r7\n"                  \
+    "smlad r8, lr, r11, r8\n"
+
+extern "C" __attribute__((naked)) void tc_conv2d_s8_dot_2x3(const uint32_t*, const uint32_t*,
+                                                            int32_t, int32_t*) {
+    __asm__ volatile(
+        "push {r3-r11, lr}\n"
+        "ldm r3, {r3-r8}\n"
+        "tst r2, #2\n"  // two words first when the count is not a multiple of four
+        "beq 2f\n"
+        TC_DOT_2X3_WORD TC_DOT_2X3_WORD
+        "2:\n"
+        "lsrs r2, r2, #2\n"
+        "beq 3f\n"
+        "1:\n"
+        TC_DOT_2X3_WORD TC_DOT_2X3_WORD TC_DOT_2X3_WORD TC_DOT_2X3_WORD
+        "subs r2, r2, #1\n"
+        "bne 1b\n"
+        "3:\n"
+        "ldr r0, [sp]\n"
+        "stm r0, {r3-r8}\n"
+        "pop {r3-r11, pc}\n");
+}
+#undef TC_DOT_2X3_WORD
+#endif
+
+template <int32_t Pixels>
+inline void dot_block(const uint32_t* w, const uint32_t* x, int32_t words, int32_t* acc) {
+#if defined(TC_KERNELS_ARM_DSP)
+    if (Pixels == 3) {
+        tc_conv2d_s8_dot_2x3(w, x, words, acc);
+        return;
+    }
+#endif
+    dot_2xp<Pixels>(w, x, words, acc);
+}
+
+inline int8_t finish(int32_t acc, const tc_requant_channel* r, const tc_s8_quant* q) {
+    int32_t v = tc_requant_channel_apply(acc, r) + q->output_offset;
+    if (v < q->act_min) v = q->act_min;
+    if (v > q->act_max) v = q->act_max;
+    return (int8_t)v;
+}
+
+// Every pixel block for channels c0 .. c_end - 1, whose filters are widened in `wide`.
+template <int32_t Pixels>
+void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
+              const int32_t* bias, int8_t* y, uint32_t* cols, const uint32_t* wide, int32_t kp,
+              int32_t c0, int32_t c_end) {
+    const int32_t out_c = d->out_c;
+    const int32_t pixels = d->batch * d->out_h * d->out_w;
+    for (int32_t p = 0; p < pixels; p += Pixels) {
+        const int32_t here = pixels - p < Pixels ? pixels - p : Pixels;
+        for (int32_t j = 0; j < Pixels; ++j) {
+            if (j < here)
+                gather_patch(d, x, p + j, q->input_offset, cols, kp, Pixels, j);
+            else
+                clear_lane(cols, kp, Pixels, j);
+        }
+        int8_t* yp = y + p * out_c;
+        for (int32_t c = c0; c < c_end; c += 2) {
+            const int32_t n = c + 1 < c_end ? 2 : 1;  // the last pair of an odd out_c
+            int32_t acc[2 * Pixels];
+            tc_requant_channel r[2];
+            for (int32_t i = 0; i < n; ++i) {
+                const int32_t qi = q->per_channel ? c + i : 0;
+                r[i] = tc_requant_channel_of(q->multiplier[qi], q->shift[qi]);
+                for (int32_t j = 0; j < Pixels; ++j) acc[i * Pixels + j] = bias ? bias[c + i] : 0;
+            }
+            if (n == 1)
+                for (int32_t j = 0; j < Pixels; ++j) acc[Pixels + j] = 0;
+            dot_block<Pixels>(wide + (c - c0) * (kp >> 1), cols, lane_words(kp), acc);
+            for (int32_t i = 0; i < n; ++i)
+                for (int32_t j = 0; j < here; ++j)
+                    yp[j * out_c + c + i] = finish(acc[i * Pixels + j], &r[i], q);
+        }
+    }
+}
+
+// Channels per pass that fit next to `pixels` patches (even, 0 when not even two fit).
+int32_t channel_block(int32_t scratch_bytes, int32_t kp, int32_t pixels) {
+    const int32_t words = scratch_bytes / 4 - pixels * lane_words(kp);
+    return words < kp ? 0 : 2 * (words / kp);
 }
 
 }  // namespace
@@ -97,8 +220,11 @@ inline int8_t finish(int32_t acc, const tc_s8_quant* q, int32_t c) {
 int32_t tc_conv2d_s8_scratch_bytes(const tc_window_dims* d, int32_t out_block) {
     if (out_block < 2) out_block = 2;
     out_block = (out_block + 1) & ~1;
-    const int32_t kp = padded_taps(d);
-    return (2 * kp + out_block * kp) * (int32_t)sizeof(int16_t);
+    return (3 + out_block) * padded_taps(d) * (int32_t)sizeof(int16_t);
+}
+
+int32_t tc_conv2d_s8_min_scratch_bytes(const tc_window_dims* d) {
+    return (2 + 2) * padded_taps(d) * (int32_t)sizeof(int16_t);
 }
 
 bool tc_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
@@ -107,49 +233,26 @@ bool tc_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x
     const int32_t k = d->k_h * d->k_w * d->in_c;
     const int32_t kp = padded_taps(d);
     const int32_t out_c = d->out_c;
-    const int32_t min_bytes = tc_conv2d_s8_scratch_bytes(d, 2);
-    if (scratch_bytes < min_bytes) return false;
-    int32_t block = (scratch_bytes / (int32_t)sizeof(int16_t) - 2 * kp) / kp;
-    block &= ~1;
+    for (int32_t c = 0; c < (q->per_channel ? out_c : 1); ++c)
+        if (q->multiplier[c] == INT32_MIN) return false;
+    int32_t pixels = 3;
+    int32_t block = channel_block(scratch_bytes, kp, pixels);
+    if (block == 0) {
+        pixels = 2;
+        block = channel_block(scratch_bytes, kp, pixels);
+        if (block == 0) return false;
+    }
     const int32_t out_c_even = (out_c + 1) & ~1;
     if (block > out_c_even) block = out_c_even;
-    int16_t* cols = (int16_t*)scratch;         // 2 patches, interleaved
-    int16_t* wide = cols + 2 * kp;             // `block` filters, pairs interleaved
-    const int32_t pixels = d->batch * d->out_h * d->out_w;
-    const int32_t per_image = d->out_h * d->out_w;
-
+    uint32_t* cols = (uint32_t*)scratch;                // `pixels` patches, interleaved
+    uint32_t* wide = cols + pixels * lane_words(kp);    // `block` filters, pairs interleaved
     for (int32_t c0 = 0; c0 < out_c; c0 += block) {
         const int32_t c_end = c0 + block < out_c ? c0 + block : out_c;
-        for (int32_t c = c0; c < c_end; c += 2)
-            widen_filter_pair(w, k, kp, c, out_c, wide + (c - c0) * kp);
-        for (int32_t p = 0; p < pixels; p += 2) {
-            const bool second = p + 1 < pixels;
-            {
-                const int32_t b = p / per_image, r = p % per_image;
-                gather_patch(d, x, b, r / d->out_w, r % d->out_w, q->input_offset, cols, kp);
-            }
-            if (second) {
-                const int32_t b = (p + 1) / per_image, r = (p + 1) % per_image;
-                gather_patch(d, x, b, r / d->out_w, r % d->out_w, q->input_offset, cols + 4, kp);
-            } else {
-                clear_patch(cols + 4, kp);
-            }
-            int8_t* y0 = y + p * out_c;
-            int8_t* y1 = y0 + out_c;
-            for (int32_t c = c0; c < c_end; c += 2) {
-                int32_t acc[4];  // [c][p0], [c][p1], [c+1][p0], [c+1][p1]
-                const bool pair = c + 1 < c_end;
-                acc[0] = acc[1] = bias ? bias[c] : 0;
-                acc[2] = acc[3] = (bias && pair) ? bias[c + 1] : 0;
-                tc_s16_dot_2x2(wide + (c - c0) * kp, cols, kp, acc);
-                y0[c] = finish(acc[0], q, c);
-                if (second) y1[c] = finish(acc[1], q, c);
-                if (pair) {
-                    y0[c + 1] = finish(acc[2], q, c + 1);
-                    if (second) y1[c + 1] = finish(acc[3], q, c + 1);
-                }
-            }
-        }
+        widen_filters(w, k, kp, c0, block, out_c, wide);
+        if (pixels == 3)
+            run_pass<3>(d, q, x, bias, y, cols, wide, kp, c0, c_end);
+        else
+            run_pass<2>(d, q, x, bias, y, cols, wide, kp, c0, c_end);
     }
     return true;
 }

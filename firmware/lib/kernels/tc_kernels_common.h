@@ -107,6 +107,38 @@ static inline int32_t tc_requantize_clamp(int32_t acc, int32_t multiplier, int32
     return v;
 }
 
+// The same requantisation with the per-channel parts computed once, for kernels that finish
+// many outputs per channel. Exactly tc_multiply_by_quantized_multiplier for every accumulator
+// and every multiplier except INT32_MIN (the reference's single saturating case):
+//   - the high multiply's "(ab + nudge) / 2^31, truncated" with nudge = 2^30 for ab >= 0 and
+//     1 - 2^30 below is floor((ab + 2^30) / 2^31) for both signs (for ab < 0 truncation is a
+//     ceiling, and ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31)): one SMLAL with
+//     2^30 preloaded and a 64-bit shift;
+//   - "remainder > threshold + (h < 0)" is "remainder + (h >> 31) > threshold".
+struct tc_requant_channel {
+    int32_t multiplier;
+    int32_t left, right;  // left shift before, rounding right shift after the high multiply
+    int32_t mask;         // 2^right - 1
+    int32_t threshold;    // mask / 2
+};
+
+static inline tc_requant_channel tc_requant_channel_of(int32_t multiplier, int32_t shift) {
+    tc_requant_channel r;
+    r.multiplier = multiplier;
+    r.left = shift > 0 ? shift : 0;
+    r.right = shift > 0 ? 0 : -shift;
+    r.mask = (int32_t)((1ll << r.right) - 1);
+    r.threshold = r.mask >> 1;
+    return r;
+}
+
+static inline int32_t tc_requant_channel_apply(int32_t acc, const tc_requant_channel* r) {
+    const int32_t a = (int32_t)((uint32_t)acc << r->left);
+    const int32_t h = (int32_t)(((int64_t)a * r->multiplier + (1ll << 30)) >> 31);
+    const int32_t remainder = (h & r->mask) + (h >> 31);
+    return (h >> r->right) + (remainder > r->threshold ? 1 : 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Float inner loops shared by dense and conv2d. Each has one fixed per-element operation order
 // (documented), identical in the portable and the Cortex-M7 versions.

@@ -1,0 +1,225 @@
+"""End to end on the emulated board: `tinycil run` on digits (prepare, export, a real PlatformIO
+build, QEMU, the serial protocol over a real socket), the device's accuracy matrix against the
+host reference, and the link's faults.
+
+The firmware is built in a copy of the firmware project under the test's temporary folder, so the
+test never changes the checkout's firmware/generated/.
+"""
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycil import emulator
+from tinycil.boards import load_board
+from tinycil.bridge import DeviceLink, NoAnswer, PortNotFound
+from tinycil.faultproxy import FaultProxy, Faults
+from tinycil.session import DeviceReset, Session, parse_selftest, reset_device, samples_payload
+from tinycil.stream import StreamError, stream_task
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm"),
+]
+
+BOARD = "mps2_an500"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def project(root, tmp_path_factory):
+    """A private copy of the firmware project and the board catalogue."""
+    dst = tmp_path_factory.mktemp("project")
+    shutil.copytree(root / "firmware", dst / "firmware",
+                    ignore=shutil.ignore_patterns(".pio", "model_data.*"))
+    shutil.copytree(root / "boards", dst / "boards")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def e2e(project, tmp_path_factory):
+    """`tinycil run --dataset digits --board mps2_an500` (small epochs), through run_end_to_end."""
+    from tinycil.run import run_end_to_end
+
+    os.environ["TINYCIL_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    started = {}
+
+    def remember(url):
+        started["url"] = url
+        return url
+
+    lines = []
+    results = run_end_to_end("digits", BOARD, run_dir, epochs=4, distill_iters=10, root=project,
+                             progress=False, echo=lines.append, link_wrapper=remember)
+    elf = project / "firmware" / ".pio" / "build" / BOARD / "firmware.elf"
+    return {"run_dir": run_dir, "results": results, "elf": elf, "lines": lines}
+
+
+@pytest.fixture
+def device(e2e):
+    """A fresh emulated board with the run's firmware (killed by pid afterwards)."""
+    state = emulator.start(load_board(BOARD), e2e["elf"], record=False)
+    try:
+        yield state
+    finally:
+        emulator.stop_state(state)
+        assert not _alive(state.pid)
+
+
+def _fresh_run(e2e, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(e2e["run_dir"], run)
+    return run
+
+
+def test_run_writes_device_and_host_results(e2e):
+    run_dir, results = e2e["run_dir"], e2e["results"]
+    for name in ("results.json", "summary.md", "plot.png"):
+        assert (run_dir / name).is_file(), name
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert set(on_disk) >= {"dataset", "board", "tasks", "known_tasks", "method", "device"}
+    R = on_disk["device"]["accuracy_matrix"]
+    assert len(R) == 5 and all(R[i][j] is not None for i in range(5) for j in range(i + 1))
+    assert on_disk["device"]["instructions_per_train_sample"] > 0
+    assert "device" in (run_dir / "summary.md").read_text()
+
+
+def test_device_matches_the_host_simulation_within_one_point(e2e):
+    dev = np.array(e2e["results"]["device"]["accuracy_matrix"], dtype=float)
+    sim = np.array(e2e["results"]["method"]["accuracy_matrix"], dtype=float)
+    mask = ~np.isnan(sim)
+    assert np.nanmax(np.abs(dev[mask] - sim[mask])) <= 0.01
+
+
+def test_device_matches_the_host_twin_exactly(e2e):
+    if "twin" not in e2e["results"]:
+        pytest.skip("no host C++ compiler for the twin")
+    assert e2e["results"]["device"]["accuracy_matrix"] == e2e["results"]["twin"]["accuracy_matrix"]
+
+
+def test_a_damaged_link_gives_the_same_results(e2e, device, tmp_path):
+    run = _fresh_run(e2e, tmp_path)
+    faults = Faults(drop=0.02, corrupt=0.02, duplicate=0.02, delay=0.02, garbage=0.02,
+                    max_delay=0.02, seed=5, limit=60)
+    with FaultProxy("127.0.0.1", device.port, faults) as proxy:
+        with DeviceLink(proxy.url, timeout=0.5, retries=10) as link:
+            measured = stream_task(run, link, 1, progress=False, echo=lambda *_: None,
+                                   timeout=0.3)
+        counts = proxy.counts
+    clean = e2e["results"]["device"]["accuracy_matrix"][1][:2]
+    assert measured["row"] == clean
+    assert counts.total == 60
+    assert min(counts.drop, counts.corrupt, counts.duplicate, counts.garbage) > 0
+    assert measured["link"]["retransmissions"] > 0  # the faults did hit the protocol
+
+
+def test_a_device_reset_mid_task_is_detected(e2e, device, tmp_path):
+    run = _fresh_run(e2e, tmp_path)
+    from tinycil.stream import RunData
+
+    data = RunData.load(run)
+    x, y = data.samples("train", 1)
+    with DeviceLink(device.url, timeout=1.0) as link:
+        session = Session(link, reset_hint="flash and stream again")
+        session.call("BEGIN_TASK", bytes([1, 0, 2]) + bytes([3]))  # units 2, 3 as the run's task 1
+        session.call("TRAIN_SAMPLES", samples_payload(x[:4], y[:4]))
+        reset_device(link)
+        with pytest.raises(DeviceReset, match="restarted.*flash and stream again"):
+            for _ in range(3):
+                session.call("TRAIN_SAMPLES", samples_payload(x[4:8], y[4:8]))
+        # After the restart the device is back at its deployed state, so task 2 is refused.
+        with pytest.raises(StreamError, match="stream task 1 next|flash it again"):
+            stream_task(run, link, 2, progress=False, echo=lambda *_: None)
+
+
+def test_a_wrong_model_signature_is_refused(e2e, device, tmp_path):
+    run = _fresh_run(e2e, tmp_path)
+    manifest = run / "export" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["signature"] = "00112233445566ff"
+    manifest.write_text(json.dumps(m))
+    with DeviceLink(device.url, timeout=1.0) as link:
+        with pytest.raises(StreamError, match=r"device runs model [0-9a-f]{16}, run .* exported "
+                                              r"00112233445566ff: run `tinycil flash --board B"):
+            stream_task(run, link, 1, progress=False, echo=lambda *_: None)
+
+
+def test_garbage_answers_read_as_a_wrong_baud_rate(e2e, device):
+    # Every byte from the device damaged: what a wrong baud rate does to a real UART.
+    faults = Faults(corrupt=1.0, garbage=1.0, directions=("to_host",), limit=10**9, seed=1)
+    with FaultProxy("127.0.0.1", device.port, faults) as proxy:
+        with DeviceLink(proxy.url, timeout=0.3, retries=1) as link:
+            with pytest.raises(NoAnswer, match="baud rate"):
+                link.hello()
+
+
+def test_a_missing_port_is_a_clear_error(e2e, tmp_path):
+    from click.testing import CliRunner
+
+    from tinycil.cli_stream import stream
+
+    out = CliRunner().invoke(stream, ["--run", str(e2e["run_dir"]), "--port",
+                                      "socket://127.0.0.1:9", "--task", "1", "--no-progress"])
+    assert out.exit_code != 0
+    assert "nothing listens at socket://127.0.0.1:9" in out.output
+
+
+def test_ctrl_c_during_a_run_leaves_no_emulator(e2e, project, tmp_path):
+    from tinycil.run import run_end_to_end
+
+    run = _fresh_run(e2e, tmp_path)
+    seen = {}
+
+    def interrupt(url):
+        seen["pid"] = next(s for s in _qemu_pids() if s not in seen.get("before", ()))
+        raise KeyboardInterrupt
+
+    seen["before"] = set(_qemu_pids())
+    with pytest.raises(KeyboardInterrupt):
+        run_end_to_end("digits", BOARD, run, root=project, progress=False, echo=lambda *_: None,
+                       link_wrapper=interrupt, reuse=True)
+    assert seen["pid"] and not _alive(seen["pid"])
+
+
+def _qemu_pids():
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu-system-arm" in cmd and _alive(int(p.name)):
+                pids.append(int(p.name))
+    return pids
+
+
+def test_selftest_runs_the_kernel_checks_on_the_device(device):
+    from click.testing import CliRunner
+
+    from tinycil.cli_stream import selftest
+
+    out = CliRunner().invoke(selftest, ["--port", device.url, "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["failed"] == 0
+    assert [r["check"] for r in result["results"]] == ["dense_f32_fwd", "dense_f32_bwd",
+                                                      "fully_connected_s8"]
+    assert all(r["passed"] and r["ticks_per_mac"] > 0 for r in result["results"])
