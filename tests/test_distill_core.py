@@ -88,7 +88,7 @@ def test_dm_decreases_its_matching_loss_and_stays_in_range(digits3):
 def test_dm_on_signals_and_flat_vectors_stays_in_the_data_range():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 100)
-    sig = rng.normal(size=(200, 32, 3)).astype(np.float32) + y[:, None, None] * 0.5
+    sig = (rng.normal(size=(200, 32, 3)) + y[:, None, None] * 0.5).astype(np.float32)
     ds = distill_task(sig, y, fraction=0.05, iterations=30, lr=0.2, progress=False)
     assert ds.x.shape == (10, 32, 3)
     assert ds.x.min() >= sig.min() and ds.x.max() <= sig.max()

@@ -124,7 +124,9 @@ def test_conv2d_s8_matches_litert(k, tf, case):
         in_zp, out_zp, mults, shifts, out_s = op.requant(k)
         x = int8_input(op, (b, h, w, ci), seed_of(case) + 1)
         want = op.run(x)
-        for block in (2, 64):  # channel blocking must not change a single bit
+        # Neither channel blocking nor the two-pixel layout of the least scratch (block 0)
+        # may change a single bit.
+        for block in (0, 2, 64):
             got = k.conv2d_s8(x, op.tensor(1), op.tensor(2), s, pad, in_zp, out_zp, mults,
                               shifts, act_range(act, out_s, out_zp), out_block=block)
             np.testing.assert_array_equal(got, want, err_msg=resolver)
@@ -260,10 +262,24 @@ def test_multiply_by_quantized_multiplier_edge_cases(k):
                      (1431655765, 2), (2**30 + 12345, -12)]:
             if s > 0 and abs(int(x)) > 2**20:
                 continue
-            assert k.multiply_by_quantized_multiplier(int(x), m, s) == ref(int(x), m, s), (x, m, s)
+            want = ref(int(x), m, s)
+            assert k.multiply_by_quantized_multiplier(int(x), m, s) == want, (x, m, s)
+            assert k.requant_channel_apply(int(x), m, s) == want, (x, m, s)
     # The high multiply rounds ties up (1.5 -> 2, -1.5 -> -1); the power-of-two division rounds
     # them away from zero (-2.5 -> -3). Double rounding: 5 * 0.5 / 2 = 1.25 gives 2 (2.5 -> 3
     # first, then 1.5 -> 2), not 1.
+    # The rearranged per-channel form on every rounding tie and near-tie of the high multiply
+    # and the shift, for both signs, and on random accumulators with TFLite-like multipliers.
+    ties = [sign * (t * 2**j + e) for sign in (1, -1) for t in (1, 3, 5, 7) for j in range(12)
+            for e in (-1, 0, 1)]
+    big = list(rng.integers(-2**31, 2**31, 2000)) + [2**31 - 1, -2**31, 2**31 - 2]
+    for x in ties + big:
+        for m, s in [(2**30, 0), (2**30, -1), (2**30, -3), (1518500250, -7), (2**31 - 1, -31),
+                     (1073741825, -30), (int(rng.integers(2**30, 2**31)), -9), (0, -4),
+                     (-(2**31 - 1), -2), (1431655765, 1)]:
+            if s > 0 and abs(int(x)) > 2**29:
+                continue
+            assert k.requant_channel_apply(int(x), m, s) == ref(int(x), m, s), (x, m, s)
     assert k.multiply_by_quantized_multiplier(3, 2**30, 0) == 2
     assert k.multiply_by_quantized_multiplier(-3, 2**30, 0) == -1
     assert k.multiply_by_quantized_multiplier(-10, 2**30, -1) == -3

@@ -181,7 +181,7 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
                 momentum: float | None = None, batch_new: int | None = None,
                 batch_replay: int | None = None, clip_norm: float | None = None,
                 progress: bool = True, echo=print, board_hint: str = "--board B",
-                timeout: float = 2.0, data: RunData | None = None) -> dict:
+                timeout: float = 2.0, max_sends: int = 10, data: RunData | None = None) -> dict:
     """Teach the device behind `link` task `task` of the run; returns what was measured and
     records the accuracy row in the run's results.json ("device")."""
     run_name = str(run_dir)
@@ -189,7 +189,7 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
     info = link.hello()
     hint = (f"Flash it again (`tinycil flash {board_hint} --run {run_name}`) and stream again "
             f"from task {data.known}.")
-    session = Session(link, info, timeout=timeout, reset_hint=hint)
+    session = Session(link, info, timeout=timeout, max_sends=max_sends, reset_hint=hint)
     stats0 = parse_stats(session.call("STATS"))
     check_device(data, info, stats0, task, run_name, board_hint)
 

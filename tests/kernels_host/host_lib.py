@@ -63,6 +63,8 @@ class Kernels:
             getattr(self.lib, name).restype = ctypes.c_float
         self.lib.tck_multiply_by_quantized_multiplier.restype = ctypes.c_int32
         self.lib.tck_multiply_by_quantized_multiplier.argtypes = [ctypes.c_int32] * 3
+        self.lib.tck_requant_channel_apply.restype = ctypes.c_int32
+        self.lib.tck_requant_channel_apply.argtypes = [ctypes.c_int32] * 3
         self.lib.tck_quantize_multiplier.argtypes = [ctypes.c_double, ctypes.c_void_p,
                                                      ctypes.c_void_p]
         for name in ("tck_sgd_momentum_f32",):
@@ -278,6 +280,10 @@ class Kernels:
 
     def multiply_by_quantized_multiplier(self, x: int, mult: int, shift: int) -> int:
         return int(self.lib.tck_multiply_by_quantized_multiplier(x, mult, shift))
+
+    def requant_channel_apply(self, x: int, mult: int, shift: int) -> int:
+        """The precomputed-per-channel requantisation the convolution uses."""
+        return int(self.lib.tck_requant_channel_apply(x, mult, shift))
 
 
 @functools.lru_cache(maxsize=1)

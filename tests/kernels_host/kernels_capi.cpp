@@ -152,7 +152,9 @@ int tck_conv2d_s8(const int32_t* g, const int32_t* qp, const int32_t* mult, cons
     tc_window_dims d;
     if (!dims_of(g, &d)) return -1;
     const tc_s8_quant q = quant_of(qp, mult, shift);
-    const int32_t bytes = tc_conv2d_s8_scratch_bytes(&d, out_block);
+    // out_block 0: the least scratch the kernel accepts (its slower two-pixel layout).
+    const int32_t bytes = out_block == 0 ? tc_conv2d_s8_min_scratch_bytes(&d)
+                                         : tc_conv2d_s8_scratch_bytes(&d, out_block);
     std::vector<int32_t> scratch((bytes + 3) / 4);
     return tc_conv2d_s8(&d, &q, x, w, b, y, scratch.data(), bytes) ? 0 : -2;
 }
@@ -199,6 +201,11 @@ void tck_quantize_multiplier(double real, int32_t* mult, int32_t* shift) {
 
 int32_t tck_multiply_by_quantized_multiplier(int32_t x, int32_t mult, int32_t shift) {
     return tc_multiply_by_quantized_multiplier(x, mult, shift);
+}
+
+int32_t tck_requant_channel_apply(int32_t x, int32_t mult, int32_t shift) {
+    const tc_requant_channel r = tc_requant_channel_of(mult, shift);
+    return tc_requant_channel_apply(x, &r);
 }
 
 }  // extern "C"

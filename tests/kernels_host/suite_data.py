@@ -165,19 +165,23 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
     s8 = lambda *shape: rng.integers(-128, 128, shape).astype(np.int8)  # noqa: E731
     for b, h, w_, ci, co, ks, st, pad, block in [(1, 7, 7, 3, 5, 3, 1, "same", 2),
                                                  (2, 8, 8, 16, 12, 3, 2, "same", 64),
-                                                 (1, 9, 9, 5, 8, 5, 1, "valid", 4)]:
+                                                 (1, 9, 9, 5, 8, 5, 1, "valid", 4),
+                                                 (1, 8, 7, 8, 6, 3, 1, "same", 0)]:
         x, wt = s8(b, h, w_, ci), s8(co, ks, ks, ci)
         bias = rng.integers(-3000, 3000, co).astype(np.int32)
         ms, ss = quant(co)
         y = k.conv2d_s8(x, wt, bias, st, pad, -3, 5, ms, ss, (-128, 127), out_block=block)
         g = Kernels.geometry(x.shape, co, ks, st, pad)
         X, W, B, MS, SS = s.const(x), s.const(wt), s.const(bias), s.const(ms), s.const(ss)
-        scratch_words = 1 + (2 + block + 1) * ((ks * ks * ci + 3) // 4 * 4) // 2
+        # block 0: the least scratch the kernel accepts (its two-pixel layout)
+        scratch_words = 1 + (3 + max(block, 2)) * ((ks * ks * ci + 3) // 4 * 4) // 2
+        bytes_expr = ("tc_conv2d_s8_min_scratch_bytes(&d)" if block == 0
+                      else f"tc_conv2d_s8_scratch_bytes(&d, {block})")
         s.decls.append(f"int32_t scratch{s.n}[{scratch_words}];")
         s.case(f"conv2d_s8 {case_id(g)}",
                f"{{ {_dims(g)} const tc_s8_quant q = {{3, 5, -128, 127, {MS}, {SS}, 1}}; "
                f"if (!tc_conv2d_s8(&d, &q, {X}, {W}, {B}, {{y}}, scratch{s.n}, "
-               f"tc_conv2d_s8_scratch_bytes(&d, {block}))) {{y}}[0] ^= 1; }}", {"y": y})
+               f"{bytes_expr})) {{y}}[0] ^= 1; }}", {"y": y})
     x, wt = s8(1, 8, 8, 6), s8(3, 3, 6)
     bias = rng.integers(-3000, 3000, 6).astype(np.int32)
     ms, ss = quant(6, 0.002, 0.01)

@@ -37,7 +37,16 @@ inline int32_t tap_index(int32_t t, int32_t lanes, int32_t lane) {
 // four taps. `dst` points at the first tap's word in its lane.
 inline void widen_taps(const int8_t* src, int32_t n, uint32_t offset2, uint32_t* dst,
                        int32_t lanes) {
-    for (int32_t i = 0; i < n; i += 4, dst += 2 * lanes) {
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8, dst += 4 * lanes) {  // eight taps per round: fewer loop steps
+        uint32_t v[2];
+        memcpy(v, src + i, 8);
+        dst[0] = tc_sxtab16(offset2, v[0]);
+        dst[lanes] = tc_sxtab16(offset2, (v[0] >> 8) | (v[0] << 24));
+        dst[2 * lanes] = tc_sxtab16(offset2, v[1]);
+        dst[3 * lanes] = tc_sxtab16(offset2, (v[1] >> 8) | (v[1] << 24));
+    }
+    for (; i < n; i += 4, dst += 2 * lanes) {
         uint32_t v;
         memcpy(&v, src + i, 4);
         dst[0] = tc_sxtab16(offset2, v);
@@ -167,11 +176,22 @@ inline void dot_block(const uint32_t* w, const uint32_t* x, int32_t words, int32
     dot_2xp<Pixels>(w, x, words, acc);
 }
 
-inline int8_t finish(int32_t acc, const tc_requant_channel* r, const tc_s8_quant* q) {
-    int32_t v = tc_requant_channel_apply(acc, r) + q->output_offset;
-    if (v < q->act_min) v = q->act_min;
-    if (v > q->act_max) v = q->act_max;
-    return (int8_t)v;
+// One output channel's requantisation and output range.
+struct channel_out {
+    tc_requant_channel r;
+    int32_t offset, lo, hi;
+};
+
+// Requantises `n` accumulators of one channel into outputs `stride` bytes apart. Not inlined:
+// in a function of its own the eight quantisation values stay in registers for the loop.
+__attribute__((noinline)) void finish(const int32_t* acc, int32_t n, const channel_out* o,
+                                      int8_t* y, int32_t stride) {
+    const channel_out c = *o;
+    for (const int32_t* end = acc + n; acc < end; ++acc, y += stride) {
+        int32_t v = tc_requant_channel_apply(*acc, &c.r) + c.offset;
+        v = v < c.lo ? c.lo : v;
+        *y = (int8_t)(v > c.hi ? c.hi : v);
+    }
 }
 
 // Every pixel block for channels c0 .. c_end - 1, whose filters are widened in `wide`.
@@ -193,18 +213,18 @@ void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
         for (int32_t c = c0; c < c_end; c += 2) {
             const int32_t n = c + 1 < c_end ? 2 : 1;  // the last pair of an odd out_c
             int32_t acc[2 * Pixels];
-            tc_requant_channel r[2];
+            channel_out o[2];
             for (int32_t i = 0; i < n; ++i) {
                 const int32_t qi = q->per_channel ? c + i : 0;
-                r[i] = tc_requant_channel_of(q->multiplier[qi], q->shift[qi]);
+                o[i] = {tc_requant_channel_of(q->multiplier[qi], q->shift[qi]), q->output_offset,
+                        q->act_min, q->act_max};
                 for (int32_t j = 0; j < Pixels; ++j) acc[i * Pixels + j] = bias ? bias[c + i] : 0;
             }
             if (n == 1)
                 for (int32_t j = 0; j < Pixels; ++j) acc[Pixels + j] = 0;
             dot_block<Pixels>(wide + (c - c0) * (kp >> 1), cols, lane_words(kp), acc);
             for (int32_t i = 0; i < n; ++i)
-                for (int32_t j = 0; j < here; ++j)
-                    yp[j * out_c + c + i] = finish(acc[i * Pixels + j], &r[i], q);
+                finish(acc + i * Pixels, here, &o[i], yp + c + i, out_c);
         }
     }
 }
