@@ -20,7 +20,8 @@ from tinycil import emulator
 from tinycil.boards import load_board
 from tinycil.bridge import DeviceLink, NoAnswer, PortNotFound
 from tinycil.faultproxy import FaultProxy, Faults
-from tinycil.session import DeviceReset, Session, parse_selftest, reset_device, samples_payload
+from tinycil.session import (DeviceReset, Session, begin_task_payload, reset_device,
+                             samples_payload, train_control_payload)
 from tinycil.stream import StreamError, stream_task
 
 pytestmark = [
@@ -139,7 +140,11 @@ def test_a_device_reset_mid_task_is_detected(e2e, device, tmp_path):
     x, y = data.samples("train", 1)
     with DeviceLink(device.url, timeout=1.0) as link:
         session = Session(link, reset_hint="flash and stream again")
-        session.call("BEGIN_TASK", bytes([1, 0, 2]) + bytes([3]))  # units 2, 3 as the run's task 1
+        tr = data.config["training"]
+        session.call("TRAIN_CONTROL", train_control_payload(
+            lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
+            batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed, epochs=1))
+        session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[1])))
         session.call("TRAIN_SAMPLES", samples_payload(x[:4], y[:4]))
         reset_device(link)
         with pytest.raises(DeviceReset, match="restarted.*flash and stream again"):

@@ -345,7 +345,6 @@ def _gm_fns(prob: _Problem, net, gen, opt: _Adam, augment: bool, net_lr: float):
     @tf.function
     def step(idx):
         total = 0.0
-        grads_syn = []
         with tf.GradientTape() as outer:
             for i in range(k):
                 real = tf.gather(prob.real[i], idx[i])
@@ -361,7 +360,6 @@ def _gm_fns(prob: _Problem, net, gen, opt: _Adam, augment: bool, net_lr: float):
                 g_syn = t_syn.gradient(loss_syn, variables)
                 total += _gradient_distance(g_real, g_syn)
         opt.apply(outer.gradient(total, prob.syn))
-        del grads_syn
         # The network learns on the synthetic set between matching steps, so that later steps
         # match gradients of a network in training, not only at initialisation.
         with tf.GradientTape() as t_net:

@@ -35,6 +35,16 @@ PROTOCOL_RAM = (protocol_spec.DEVICE_RX_RING + 2 * protocol_spec.MAX_ENCODED_FRA
                 + 2 * protocol_spec.MAX_RAW_FRAME)
 
 
+# Persistence of the learned state (firmware built with -DTC_PERSIST=1, lib/persist): two slots,
+# each one erasable flash sector, taken out of the code region by the board's linker script. A slot
+# holds a 32-byte header and the runtime's serialised state (tc_runtime.h: 48 fixed bytes, then per
+# tail layer 4 bytes + its float32 weights and biases at the current width, then the RAM replay
+# area's samples and labels).
+PERSIST_SLOT_HEADER = 32
+PERSIST_STATE_FIXED = 48
+PERSIST_STATE_PER_LAYER = 4
+
+
 class MemoryPlanError(ValueError):
     """The model does not fit the board; the message says by how much and what to shrink."""
 
@@ -92,6 +102,28 @@ def arena_bytes(fp: Footprint) -> int:
     return _align(start + size)
 
 
+def persist_state_bytes(fp: Footprint) -> int:
+    """Slot bytes of the largest learned state: the tail at its final size, the RAM replay area
+    full (what tc_rt_state_bytes reports then), plus the slot header."""
+    tail = sum(PERSIST_STATE_PER_LAYER + 4 * (n_in * n_out + n_out) for n_in, n_out in fp.tail)
+    replay = fp.buffer_ram_capacity * (fp.input_size + 1)
+    return PERSIST_SLOT_HEADER + PERSIST_STATE_FIXED + tail + replay
+
+
+def persist_layout(board) -> dict:
+    """The board's persistence slots, from the "persist" object of its manifest (boards/)."""
+    import json
+
+    data = json.loads(board.manifest.read_text(encoding="utf-8"))
+    spec = data.get("tinycil", {}).get("persist")
+    if not spec:
+        raise MemoryPlanError(f"{board.id} has no persistence slots (no \"persist\" object in "
+                              f"{board.manifest.name}): build without -DTC_PERSIST=1")
+    return {"slot_bytes": int(spec["slot_bytes"]),
+            "flash_reserved_bytes": int(spec["flash_reserved_bytes"]),
+            "slot_addresses": [int(a, 16) for a in spec["slot_addresses"]]}
+
+
 @dataclass
 class MemoryPlan:
     board: str
@@ -99,6 +131,11 @@ class MemoryPlan:
     flash_total: int
     ram: dict[str, int] = field(default_factory=dict)
     flash: dict[str, int] = field(default_factory=dict)
+    persist: dict | None = None  # with TC_PERSIST: slot size, state bytes, reserved flash
+
+    @property
+    def persist_fits(self) -> bool:
+        return self.persist is None or self.persist["state_bytes"] <= self.persist["slot_bytes"]
 
     @property
     def ram_used(self) -> int:
@@ -110,16 +147,20 @@ class MemoryPlan:
 
     @property
     def fits(self) -> bool:
-        return self.ram_used <= self.ram_total and self.flash_used <= self.flash_total
+        return (self.ram_used <= self.ram_total and self.flash_used <= self.flash_total
+                and self.persist_fits)
 
     def to_dict(self) -> dict:
         return {"board": self.board, "ram_used": self.ram_used, "ram_total": self.ram_total,
                 "flash_used": self.flash_used, "flash_total": self.flash_total,
-                "ram": dict(self.ram), "flash": dict(self.flash), "fits": self.fits}
+                "ram": dict(self.ram), "flash": dict(self.flash), "persist": self.persist,
+                "fits": self.fits}
 
 
-def plan_memory(fp: Footprint, board) -> MemoryPlan:
-    """RAM and flash of the model on `board` (a tinycil.boards.Board)."""
+def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
+    """RAM and flash of the model on `board` (a tinycil.boards.Board). With `persist` (a firmware
+    built with -DTC_PERSIST=1) the two state slots leave the code region: the flash budget shrinks
+    by what they reserve, and the largest learned state must fit one slot."""
     layout = arena_layout(fp)
 
     def blocks(prefix_or_names) -> int:
@@ -133,6 +174,11 @@ def plan_memory(fp: Footprint, board) -> MemoryPlan:
     replay = blocks("replay_ram")
     padding = arena_bytes(fp) - tail_params - activations - scratch - replay
     plan = MemoryPlan(board=board.id, ram_total=board.ram_bytes, flash_total=board.flash_bytes)
+    if persist:
+        layout = persist_layout(board)
+        plan.flash_total -= layout["flash_reserved_bytes"]
+        plan.persist = {"slot_bytes": layout["slot_bytes"], "state_bytes": persist_state_bytes(fp),
+                        "flash_reserved_bytes": layout["flash_reserved_bytes"]}
     plan.ram = {
         "tail_parameters": tail_params,      # weights, gradients, momentum at the final size
         "activations": activations,          # of a mini-batch, forward and backward
@@ -154,9 +200,9 @@ def plan_memory(fp: Footprint, board) -> MemoryPlan:
     return plan
 
 
-def check_fits(fp: Footprint, board, what: str = "the model") -> MemoryPlan:
+def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = False) -> MemoryPlan:
     """The plan, or MemoryPlanError saying by how many bytes it misses and what to shrink."""
-    plan = plan_memory(fp, board)
+    plan = plan_memory(fp, board, persist=persist)
     problems = []
     if plan.ram_used > plan.ram_total:
         over = plan.ram_used - plan.ram_total
@@ -177,6 +223,16 @@ def check_fits(fp: Footprint, board, what: str = "the model") -> MemoryPlan:
             f"flash: needs {plan.flash_used} bytes, {board.id} has {plan.flash_total}: "
             f"{over} bytes too many (largest parts: {biggest}). Shrink the model widths, the "
             f"buffer fraction (--buffer) or the input size (--resize)")
+    if plan.flash_used > plan.flash_total and plan.persist is not None:
+        problems[-1] += (f" ({plan.persist['flash_reserved_bytes']} bytes of the flash hold the "
+                         f"persistence slots of this TC_PERSIST build)")
+    if not plan.persist_fits:
+        over = plan.persist["state_bytes"] - plan.persist["slot_bytes"]
+        problems.append(
+            f"persistence: the learned state needs {plan.persist['state_bytes']} bytes, a slot "
+            f"holds {plan.persist['slot_bytes']}: {over} bytes too many. Shrink the tail width or "
+            f"the buffer fraction (--buffer: the RAM replay area is saved with the weights), or "
+            f"build without -DTC_PERSIST=1")
     if problems:
         raise MemoryPlanError(f"{what} does not fit {board.id}. " + " ".join(problems))
     return plan

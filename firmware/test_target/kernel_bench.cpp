@@ -1,55 +1,27 @@
 // Instruction counts of the kernels on the emulated Cortex-M7. Run under QEMU with
-// -icount shift=0,align=off,sleep=off: one instruction per nanosecond of virtual time, so
-// SysTick (25 MHz core clock) advances once per 40 instructions. Prints one line per kernel:
+// -icount shift=0,align=off,sleep=off: the board's counter (bsp::counter_read) then counts
+// executed instructions. Prints one line per kernel:
 // "BENCH <name> <instructions> <multiply-accumulates>".
-#include "semihosting.h"
+#include "bsp.h"
+#include "console.h"
 #include "tc_conv2d_f32.h"
 #include "tc_conv2d_s8.h"
 #include "tc_dense_f32.h"
+#include "tc_protocol_spec.h"
 
 namespace {
 
-constexpr uint32_t INSTRUCTIONS_PER_TICK = 40;  // 1 GHz of icount / 25 MHz SysTick clock
-constexpr uint32_t RELOAD = 0xFFFFFF;           // SysTick is 24 bits: wraps are counted
+void counter_start() { bsp::counter_reset(); }
+uint64_t counter_instructions() { return bsp::counter_read(); }
 
-volatile uint32_t* const SYST_CSR = (volatile uint32_t*)0xE000E010;
-volatile uint32_t* const SYST_RVR = (volatile uint32_t*)0xE000E014;
-volatile uint32_t* const SYST_CVR = (volatile uint32_t*)0xE000E018;
-volatile uint32_t g_wraps = 0;
-
-void counter_start() {
-    *SYST_CSR = 0;
-    *SYST_RVR = RELOAD;
-    g_wraps = 0;
-    *SYST_CVR = 0;       // any write restarts the count from RELOAD
-    *SYST_CSR = 7;       // processor clock, interrupt on wrap, enable
-}
-
-uint64_t counter_ticks() {
-    const uint32_t now = *SYST_CVR;
-    *SYST_CSR = 0;
-    return (uint64_t)g_wraps * (RELOAD + 1) + (RELOAD - now);
-}
-
-void put_u64(uint64_t v) {
-    char buf[24];
-    int i = 23;
-    buf[i] = 0;
-    do {
-        buf[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    tc_semihost_puts(buf + i);
-}
-
-void report(const char* name, uint64_t ticks, uint64_t macs) {
-    tc_semihost_puts("BENCH ");
-    tc_semihost_puts(name);
-    tc_semihost_puts(" ");
-    put_u64(ticks * INSTRUCTIONS_PER_TICK);
-    tc_semihost_puts(" ");
-    put_u64(macs);
-    tc_semihost_puts("\n");
+void report(const char* name, uint64_t instructions, uint64_t macs) {
+    tc_print("BENCH ");
+    tc_print(name);
+    tc_print(" ");
+    tc_print_int((int64_t)instructions);
+    tc_print(" ");
+    tc_print_int((int64_t)macs);
+    tc_print("\n");
 }
 
 uint32_t g_seed = 12345;
@@ -82,19 +54,19 @@ int32_t s8_scratch[(3 + S_OUT) * C_K * C_K * S_IN / 2 + 4];
 
 }  // namespace
 
-extern "C" void SysTick_Handler() { g_wraps = g_wraps + 1; }
-
 int main() {
+    bsp::init();
+    if (bsp::counter_kind() != TC_COUNTER_INSTRUCTIONS) return 4;
     fill(dense_x, D_IN);
     fill(dense_w, D_OUT * D_IN);
     fill(dense_b, D_OUT);
     const tc_dense_dims dd = {1, D_IN, D_OUT};
     counter_start();
     tc_dense_f32_fwd(&dd, dense_x, dense_w, dense_b, dense_y);
-    report("dense_f32_fwd", counter_ticks(), (uint64_t)D_IN * D_OUT);
+    report("dense_f32_fwd", counter_instructions(), (uint64_t)D_IN * D_OUT);
     counter_start();
     tc_dense_f32_bwd(&dd, dense_x, dense_w, dense_y, dense_dx, dense_dw, dense_db);
-    report("dense_f32_bwd", counter_ticks(), 2ull * D_IN * D_OUT);
+    report("dense_f32_bwd", counter_instructions(), 2ull * D_IN * D_OUT);
 
     tc_window_dims cd;
     tc_window_dims_init(&cd, 1, C_H, C_W, C_IN, C_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);
@@ -104,10 +76,10 @@ int main() {
     const uint64_t conv_macs = (uint64_t)C_OH * C_OW * C_OUT * C_K * C_K * C_IN;
     counter_start();
     tc_conv2d_f32_fwd(&cd, conv_x, conv_w, conv_b, conv_y);
-    report("conv2d_f32_fwd", counter_ticks(), conv_macs);
+    report("conv2d_f32_fwd", counter_instructions(), conv_macs);
     counter_start();
     tc_conv2d_f32_bwd(&cd, conv_x, conv_w, conv_y, conv_dx, conv_dw, conv_db);
-    report("conv2d_f32_bwd", counter_ticks(), 2 * conv_macs);
+    report("conv2d_f32_bwd", counter_instructions(), 2 * conv_macs);
 
     tc_window_dims sd;
     tc_window_dims_init(&sd, 1, C_H, C_W, S_IN, S_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);
@@ -120,9 +92,9 @@ int main() {
     }
     const tc_s8_quant q = {5, -3, -128, 127, s8_mult, s8_shift, 1};
     const int32_t bytes = tc_conv2d_s8_scratch_bytes(&sd, S_OUT);
-    if (bytes > (int32_t)sizeof s8_scratch) tc_semihost_exit(3);
+    if (bytes > (int32_t)sizeof s8_scratch) return 3;
     counter_start();
     const bool ok = tc_conv2d_s8(&sd, &q, s8_x, s8_w, s8_b, s8_y, s8_scratch, bytes);
-    report("conv2d_s8_fwd", counter_ticks(), (uint64_t)C_OH * C_OW * S_OUT * C_K * C_K * S_IN);
-    tc_semihost_exit(ok ? 0 : 2);
+    report("conv2d_s8_fwd", counter_instructions(), (uint64_t)C_OH * C_OW * S_OUT * C_K * C_K * S_IN);
+    return ok ? 0 : 2;
 }

@@ -11,11 +11,21 @@ from pathlib import Path
 from .host_lib import KERNELS_DIR, ROOT
 
 TARGET_DIR = ROOT / "firmware" / "test_target"
+FIRMWARE = ROOT / "firmware"
+BSP_DIR = FIRMWARE / "lib" / "bsp"
+PROTOCOL_DIR = FIRMWARE / "lib" / "protocol"  # tc_protocol_spec.h (ring size, counter kinds)
+LDSCRIPTS = FIRMWARE / "platform" / "ldscripts"
+BOARD = "mps2_an500"
 
 # The product firmware's code generation flags (same FPU, same floating-point contract).
 ARM_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2",
              "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffp-contract=off",
              "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra", "-Werror"]
+# The images run on the product's board support: its start-up code (vector table, .data/.bss,
+# FPU, constructors, semihosting exit with main's return value), serial port and counter, and
+# its linker script with the STM32F746's budget.
+BOARD_DEFINES = ["-DTC_BOARD_MPS2_AN500", f'-DTC_BOARD_ID="{BOARD}"']
+BSP_SOURCES = [BSP_DIR / "startup.cpp", BSP_DIR / f"board_{BOARD}.cpp"]
 
 
 def tools_available() -> str | None:
@@ -29,11 +39,11 @@ def tools_available() -> str | None:
 def build_image(main_source: Path, include_dirs: list[Path], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     elf = out_dir / (main_source.stem + ".elf")
-    sources = [main_source, TARGET_DIR / "startup.cpp", *sorted(KERNELS_DIR.glob("*.cpp"))]
-    cmd = ["arm-none-eabi-g++", *ARM_FLAGS,
-           *(f"-I{d}" for d in [*include_dirs, KERNELS_DIR, TARGET_DIR]),
+    sources = [main_source, *BSP_SOURCES, *sorted(KERNELS_DIR.glob("*.cpp"))]
+    cmd = ["arm-none-eabi-g++", *ARM_FLAGS, *BOARD_DEFINES,
+           *(f"-I{d}" for d in [*include_dirs, KERNELS_DIR, TARGET_DIR, BSP_DIR, PROTOCOL_DIR]),
            "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
-           "-T", str(TARGET_DIR / "test_target.ld"), "-Wl,--gc-sections",
+           f"-L{LDSCRIPTS}", "-T", str(LDSCRIPTS / f"{BOARD}.ld"), "-Wl,--gc-sections",
            "-o", str(elf), *map(str, sources), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -42,15 +52,15 @@ def build_image(main_source: Path, include_dirs: list[Path], out_dir: Path) -> P
 
 
 def run_image(elf: Path, timeout: float, icount: bool = False) -> tuple[int, str]:
-    """Runs until the image exits through semihosting; returns (exit status, console output).
+    """Runs until the image exits through semihosting; returns (exit status, serial output).
     QEMU is always ended by its pid, also on timeout or error."""
     cmd = ["qemu-system-arm", "-M", "mps2-an500", "-display", "none", "-monitor", "none",
-           "-serial", "null", "-semihosting-config", "enable=on,target=native",
+           "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
            "-kernel", str(elf)]
     if icount:
         cmd += ["-icount", "shift=0,align=off,sleep=off"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out

@@ -37,20 +37,11 @@ inline int32_t tap_index(int32_t t, int32_t lanes, int32_t lane) {
 // four taps. `dst` points at the first tap's word in its lane.
 inline void widen_taps(const int8_t* src, int32_t n, uint32_t offset2, uint32_t* dst,
                        int32_t lanes) {
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8, dst += 4 * lanes) {  // eight taps per round: fewer loop steps
-        uint32_t v[2];
-        memcpy(v, src + i, 8);
-        dst[0] = tc_sxtab16(offset2, v[0]);
-        dst[lanes] = tc_sxtab16(offset2, (v[0] >> 8) | (v[0] << 24));
-        dst[2 * lanes] = tc_sxtab16(offset2, v[1]);
-        dst[3 * lanes] = tc_sxtab16(offset2, (v[1] >> 8) | (v[1] << 24));
-    }
-    for (; i < n; i += 4, dst += 2 * lanes) {
+    for (int32_t i = 0; i < n; i += 4, dst += 2 * lanes) {
         uint32_t v;
         memcpy(&v, src + i, 4);
         dst[0] = tc_sxtab16(offset2, v);
-        dst[lanes] = tc_sxtab16(offset2, (v >> 8) | (v << 24));
+        dst[lanes] = tc_sxtab16_ror8(offset2, v);
     }
 }
 
@@ -176,23 +167,15 @@ inline void dot_block(const uint32_t* w, const uint32_t* x, int32_t words, int32
     dot_2xp<Pixels>(w, x, words, acc);
 }
 
-// One output channel's requantisation and output range.
-struct channel_out {
-    tc_requant_channel r;
-    int32_t offset, lo, hi;
-};
-
-// Requantises `n` accumulators of one channel into outputs `stride` bytes apart. Not inlined:
-// in a function of its own the eight quantisation values stay in registers for the loop.
-__attribute__((noinline)) void finish(const int32_t* acc, int32_t n, const channel_out* o,
-                                      int8_t* y, int32_t stride) {
-    const channel_out c = *o;
-    for (const int32_t* end = acc + n; acc < end; ++acc, y += stride) {
-        int32_t v = tc_requant_channel_apply(*acc, &c.r) + c.offset;
-        v = v < c.lo ? c.lo : v;
-        *y = (int8_t)(v > c.hi ? c.hi : v);
-    }
+inline int8_t finish(int32_t acc, const tc_requant_channel* r, int32_t offset, int32_t lo,
+                     int32_t hi) {
+    const int32_t v = tc_requant_channel_apply(acc, r) + offset;
+    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
 }
+
+// Channels per pass at most: their requantisation parameters are computed once per pass into
+// an array on the stack (20 bytes each).
+constexpr int32_t kMaxBlock = 32;
 
 // Every pixel block for channels c0 .. c_end - 1, whose filters are widened in `wide`.
 template <int32_t Pixels>
@@ -200,7 +183,16 @@ void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
               const int32_t* bias, int8_t* y, uint32_t* cols, const uint32_t* wide, int32_t kp,
               int32_t c0, int32_t c_end) {
     const int32_t out_c = d->out_c;
+    tc_requant_channel rq[kMaxBlock];
+    int32_t b0[kMaxBlock];
+    for (int32_t c = c0; c < c_end; ++c) {
+        const int32_t qi = q->per_channel ? c : 0;
+        rq[c - c0] = tc_requant_channel_of(q->multiplier[qi], q->shift[qi]);
+        b0[c - c0] = bias ? bias[c] : 0;
+    }
     const int32_t pixels = d->batch * d->out_h * d->out_w;
+    // Copies: an int8 store may alias anything, and the fields would be reloaded per output.
+    const int32_t offset = q->output_offset, lo = q->act_min, hi = q->act_max;
     for (int32_t p = 0; p < pixels; p += Pixels) {
         const int32_t here = pixels - p < Pixels ? pixels - p : Pixels;
         for (int32_t j = 0; j < Pixels; ++j) {
@@ -213,18 +205,15 @@ void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
         for (int32_t c = c0; c < c_end; c += 2) {
             const int32_t n = c + 1 < c_end ? 2 : 1;  // the last pair of an odd out_c
             int32_t acc[2 * Pixels];
-            channel_out o[2];
-            for (int32_t i = 0; i < n; ++i) {
-                const int32_t qi = q->per_channel ? c + i : 0;
-                o[i] = {tc_requant_channel_of(q->multiplier[qi], q->shift[qi]), q->output_offset,
-                        q->act_min, q->act_max};
-                for (int32_t j = 0; j < Pixels; ++j) acc[i * Pixels + j] = bias ? bias[c + i] : 0;
+            for (int32_t j = 0; j < Pixels; ++j) {
+                acc[j] = b0[c - c0];
+                acc[Pixels + j] = n == 2 ? b0[c - c0 + 1] : 0;
             }
-            if (n == 1)
-                for (int32_t j = 0; j < Pixels; ++j) acc[Pixels + j] = 0;
             dot_block<Pixels>(wide + (c - c0) * (kp >> 1), cols, lane_words(kp), acc);
             for (int32_t i = 0; i < n; ++i)
-                finish(acc + i * Pixels, here, &o[i], yp + c + i, out_c);
+                for (int32_t j = 0; j < here; ++j)
+                    yp[j * out_c + c + i] =
+                        finish(acc[i * Pixels + j], &rq[c - c0 + i], offset, lo, hi);
         }
     }
 }
@@ -264,6 +253,7 @@ bool tc_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x
     }
     const int32_t out_c_even = (out_c + 1) & ~1;
     if (block > out_c_even) block = out_c_even;
+    if (block > kMaxBlock) block = kMaxBlock;
     uint32_t* cols = (uint32_t*)scratch;                // `pixels` patches, interleaved
     uint32_t* wide = cols + pixels * lane_words(kp);    // `block` filters, pairs interleaved
     for (int32_t c0 = 0; c0 < out_c; c0 += block) {

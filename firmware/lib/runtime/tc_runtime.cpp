@@ -421,3 +421,166 @@ int32_t tc_rt_backbone(const int8_t* x, int8_t* latent) {
 }
 
 }  // extern "C"
+
+// ---- Persistence of the learned state (see tc_runtime.h for the format) ----------------------
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the state format is little-endian and written in the machine's byte order");
+
+namespace {
+
+// Writes through a tc_state_writer, remembering the first refusal.
+struct StateOut {
+    tc_state_writer* w;
+    bool ok;
+    void put(const void* p, uint32_t n) {
+        if (ok && n > 0 && w->write(w, p, n) != 0) ok = false;
+    }
+    void u16(uint16_t v) { put(&v, 2); }
+    void u32(uint32_t v) { put(&v, 4); }
+    void f32(float v) { put(&v, 4); }
+};
+
+// Reads a serialised state with bounds checks; `ok` turns false at the first overrun.
+struct StateIn {
+    const uint8_t* p;
+    uint32_t n, at;
+    bool ok;
+    const uint8_t* take(uint32_t k) {
+        if (!ok || k > n - at) {
+            ok = false;
+            return nullptr;
+        }
+        const uint8_t* q = p + at;
+        at += k;
+        return q;
+    }
+    uint16_t u16() {
+        uint16_t v = 0;
+        if (const uint8_t* q = take(2)) memcpy(&v, q, 2);
+        return v;
+    }
+    uint32_t u32() {
+        uint32_t v = 0;
+        if (const uint8_t* q = take(4)) memcpy(&v, q, 4);
+        return v;
+    }
+    float f32() {
+        float v = 0.0f;
+        if (const uint8_t* q = take(4)) memcpy(&v, q, 4);
+        return v;
+    }
+};
+
+}  // namespace
+
+extern "C" {
+
+uint32_t tc_rt_state_bytes(void) {
+    if (!g_rt.ready) return 0;
+    const tc_model* m = g_rt.m;
+    uint32_t bytes = TC_RT_STATE_FIXED_BYTES;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const TailLayer& t = g_rt.tail[l];
+        bytes += TC_RT_STATE_LAYER_BYTES + 4u * ((uint32_t)t.out * t.in + t.out);
+    }
+    return bytes + g_rt.buffer.ram_count * (g_rt.buffer.sample_size + 1u);
+}
+
+int tc_rt_save_state(tc_state_writer* w) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (g_rt.pending) return TC_STATUS_BAD_STATE;
+    const tc_model* m = g_rt.m;
+    StateOut out = {w, true};
+    out.u16(TC_RT_STATE_VERSION);
+    out.u16(m->n_tail);
+    out.put(m->signature, 8);
+    out.u16(g_rt.plan_index);
+    out.u16(m->plan[g_rt.plan_index].classes_seen);
+    out.f32(g_rt.params.lr);
+    out.f32(g_rt.params.momentum);
+    out.f32(g_rt.params.clip_norm);
+    out.u16(g_rt.params.batch_new);
+    out.u16(g_rt.params.batch_replay);
+    out.u32(g_rt.params.seed);
+    out.u32(g_rt.prng.state);
+    out.u32(g_rt.buffer.ram_count);
+    out.u32(g_rt.buffer.sample_size);
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const TailLayer& t = g_rt.tail[l];
+        out.u16(t.in);
+        out.u16(t.out);
+        out.put(t.w, 4u * t.out * t.in);
+        out.put(t.b, 4u * t.out);
+    }
+    const tc_buffer& b = g_rt.buffer;
+    out.put(b.ram_x, b.ram_count * b.sample_size);
+    out.put(b.ram_y, b.ram_count);
+    return out.ok ? TC_STATUS_OK : TC_STATUS_FULL;
+}
+
+int tc_rt_load_state(const uint8_t* data, uint32_t n) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    const tc_model* m = g_rt.m;
+    // Pass 1: parse and check everything; nothing of the runtime changes yet.
+    StateIn in = {data, n, 0, data != nullptr};
+    if (in.u16() != TC_RT_STATE_VERSION || in.u16() != m->n_tail) return TC_STATUS_BAD_ARGUMENT;
+    const uint8_t* signature = in.take(8);
+    if (signature == nullptr || memcmp(signature, m->signature, 8) != 0)
+        return TC_STATUS_BAD_ARGUMENT;
+    const uint16_t step = in.u16();
+    const uint16_t seen = in.u16();
+    if (step < m->known_tasks - 1 || step >= m->n_plan || seen != m->plan[step].classes_seen)
+        return TC_STATUS_BAD_ARGUMENT;
+    tc_train_params params;
+    params.lr = in.f32();
+    params.momentum = in.f32();
+    params.clip_norm = in.f32();
+    params.batch_new = in.u16();
+    params.batch_replay = in.u16();
+    params.seed = in.u32();
+    const uint32_t prng_state = in.u32();
+    const uint32_t ram_count = in.u32();
+    const uint32_t sample_size = in.u32();
+    if (!in.ok || !valid_params(m, &params) || prng_state == 0 ||
+        ram_count > m->buffer_ram_capacity || sample_size != m->input_size)
+        return TC_STATUS_BAD_ARGUMENT;
+    const tc_plan_step& to = m->plan[step];
+    const uint8_t* weights[TC_MAX_TAIL_LAYERS];
+    const uint8_t* biases[TC_MAX_TAIL_LAYERS];
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const uint16_t t_in = in.u16();
+        const uint16_t t_out = in.u16();
+        if (t_in != tail_in(m, to, l) || t_out != to.out[l] || t_in > m->tail[l].in_max ||
+            t_out > m->tail[l].out_max)
+            return TC_STATUS_BAD_ARGUMENT;
+        weights[l] = in.take(4u * t_out * t_in);
+        biases[l] = in.take(4u * t_out);
+    }
+    const uint8_t* ram_x = in.take(ram_count * sample_size);
+    const uint8_t* ram_y = in.take(ram_count);
+    if (!in.ok || in.at != n) return TC_STATUS_BAD_ARGUMENT;
+    for (uint32_t i = 0; i < ram_count; ++i)
+        if (ram_y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+
+    // Pass 2: apply.
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        TailLayer& t = g_rt.tail[l];
+        t.in = tail_in(m, to, l);
+        t.out = to.out[l];
+        memcpy(t.w, weights[l], 4u * t.out * t.in);
+        memcpy(t.b, biases[l], 4u * t.out);
+    }
+    zero_momentum(&g_rt);
+    g_rt.plan_index = step;
+    g_rt.params = params;
+    g_rt.prng.state = prng_state;
+    g_rt.pending = 0;
+    tc_buffer& b = g_rt.buffer;
+    tc_buffer_init(&b, b.sample_size, m->buffer_x, m->buffer_y, m->buffer_flash_count, b.ram_x,
+                   b.ram_y, b.ram_capacity);
+    tc_buffer_add(&b, reinterpret_cast<const int8_t*>(ram_x), ram_y, ram_count);
+    return TC_STATUS_OK;
+}
+
+}  // extern "C"

@@ -79,6 +79,40 @@ int32_t tc_rt_backbone(const int8_t* x, int8_t* latent);
 // Logits of one sample over the classes seen; returns classes_seen.
 int32_t tc_rt_logits(const int8_t* x, float* logits);
 
+// ---- Persistence of the learned state (lib/persist stores it in flash with two slots) ------
+// The learned state is what a device must not forget across a reset: the tail's weights and
+// biases at their current (grown) widths, the task index in the growth plan (and so the classes
+// seen), the training parameters, the PRNG state, and the RAM replay area's samples and labels.
+// Momentum is not part of it: every task begins with zero momentum, and the state is meant to be
+// saved at a task boundary (after the task's buffer samples were added).
+//
+// Serialised little-endian, TC_RT_STATE_VERSION:
+//   u16 version, u16 n_tail, u8 signature[8], u16 task, u16 classes_seen,
+//   f32 lr, f32 momentum, f32 clip_norm, u16 batch_new, u16 batch_replay, u32 seed,
+//   u32 prng_state, u32 ram_count, u32 sample_size,
+//   per tail layer: u16 in, u16 out, f32 weights[out][in], f32 bias[out],
+//   i8 ram_x[ram_count][sample_size], u8 ram_y[ram_count]
+#define TC_RT_STATE_VERSION 1
+#define TC_RT_STATE_FIXED_BYTES 48   // everything before the first tail layer
+#define TC_RT_STATE_LAYER_BYTES 4    // per layer, before its weights
+
+// Receives the serialised state in pieces; write returns 0 to go on, anything else to abort.
+typedef struct tc_state_writer {
+    int (*write)(struct tc_state_writer* self, const void* data, uint32_t n);
+    void* ctx;
+} tc_state_writer;
+
+// Bytes tc_rt_save_state writes for the current state; 0 without a model.
+uint32_t tc_rt_state_bytes(void);
+// Writes the learned state. TC_STATUS_OK; TC_STATUS_NO_MODEL; TC_STATUS_BAD_STATE while a
+// mini-batch is half formed (save between batches); TC_STATUS_FULL when the writer refused.
+int tc_rt_save_state(tc_state_writer* w);
+// Restores a state tc_rt_save_state wrote, on a runtime initialised with the same model (the
+// signature must match). Everything is checked before anything changes: on any error the
+// runtime is left as it was. TC_STATUS_OK; TC_STATUS_NO_MODEL; TC_STATUS_BAD_ARGUMENT for a
+// state of another model, version or size, or with values the model cannot hold.
+int tc_rt_load_state(const uint8_t* data, uint32_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,21 @@
+// The runtime's learned state (tc_rt_save_state / tc_rt_load_state) kept in two persistence
+// slots (tc_persist.h). The firmware calls these with tc_persist_board_medium(); tests call them
+// with a simulated flash.
+#pragma once
+
+#include "tc_persist.h"
+
+// Saves the runtime's current learned state, signed with the running model's signature.
+// TC_PERSIST_OK, or the reason it failed (the previous save then stays loadable);
+// TC_PERSIST_PRODUCER_FAILED also while a mini-batch is half formed (save between batches).
+int tc_persist_save_runtime(const tc_persist_medium* m, tc_persist_slot_info* out);
+
+// Restores the newest state saved for the running model into the runtime (after tc_rt_init).
+// TC_PERSIST_OK; TC_PERSIST_NOTHING when no slot holds a state of this model (the runtime keeps
+// its exported initial state); TC_PERSIST_REJECTED when the runtime refused every valid slot.
+// When the newest slot is refused, the older valid one is tried.
+int tc_persist_load_runtime(const tc_persist_medium* m, tc_persist_slot_info* out);
+
+// The board's slots (bsp::flash); a medium without slots when the build has no TC_PERSIST, so
+// the calls above answer TC_PERSIST_UNAVAILABLE. Only in firmware builds.
+const tc_persist_medium* tc_persist_board_medium(void);
