@@ -292,3 +292,13 @@ def test_multiply_by_quantized_multiplier_edge_cases(k):
 def _trunc_div(a: int, b: int) -> int:
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b > 0) else -q
+
+
+@pytest.mark.parametrize("shape,out_c,ksize,block", [
+    ((1, 18, 18, 32), 32, 3, 32), ((1, 8, 8, 1), 5, 3, 6), ((1, 7, 7, 3), 7, 5, 2),
+    ((1, 9, 9, 13), 16, 3, 16)])
+def test_exporter_plans_the_scratch_the_conv_kernel_wants(k, shape, out_c, ksize, block):
+    """The exporter sizes the arena's kernel scratch with a Python mirror of the C formula."""
+    from tinycil.export import conv2d_s8_scratch_bytes
+    got = conv2d_s8_scratch_bytes(ksize, ksize, shape[3], block)
+    assert got == k.conv2d_s8_scratch_bytes(shape, out_c, ksize, 1, "valid", block)

@@ -199,20 +199,29 @@ def backbone_table(layers: list[dict]) -> list[dict]:
     return table
 
 
-def _padded_taps(entry) -> int:
-    return (entry["k_h"] * entry["k_w"] * entry["in"][2] + 3) & ~3
+# The int8 conv kernel processes output channels in blocks of at most this many (kMaxBlock in
+# tc_conv2d_s8.cpp); more scratch than a full block buys nothing.
+CONV_S8_MAX_BLOCK = 32
+
+
+def conv2d_s8_scratch_bytes(k_h: int, k_w: int, in_c: int, out_block: int) -> int:
+    """Mirror of tc_conv2d_s8_scratch_bytes(): three int16 input patches plus `out_block` widened
+    filters. A test checks it against the C function built for the host."""
+    kp = (k_h * k_w * in_c + 3) & ~3
+    out_block = max(2, (out_block + 1) & ~1)
+    return (3 + out_block) * kp * 2
 
 
 def kernel_scratch_bytes(table) -> int:
     need = 0
     for e in table:
         if e["op"] == OP_CONV2D:
-            kp = _padded_taps(e)
-            out_even = (e["out"][2] + 1) & ~1
-            block = out_even
-            while block > 2 and (2 * kp + block * kp) * 2 > KERNEL_SCRATCH_CAP:
+            block = min((e["out"][2] + 1) & ~1, CONV_S8_MAX_BLOCK)
+            size = conv2d_s8_scratch_bytes(e["k_h"], e["k_w"], e["in"][2], block)
+            while block > 2 and size > KERNEL_SCRATCH_CAP:
                 block -= 2
-            need = max(need, (2 * kp + block * kp) * 2)
+                size = conv2d_s8_scratch_bytes(e["k_h"], e["k_w"], e["in"][2], block)
+            need = max(need, size)
         elif e["op"] == OP_DEPTHWISE:
             need = max(need, 4 * e["out"][2])
     return (need + 15) // 16 * 16

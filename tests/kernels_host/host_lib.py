@@ -206,6 +206,10 @@ class Kernels:
     def _qp(input_zp, output_zp, act_min, act_max, per_channel):
         return np.array([-input_zp, output_zp, act_min, act_max, int(per_channel)], np.int32)
 
+    def conv2d_s8_scratch_bytes(self, x_shape, out_c, k, stride, padding, out_block) -> int:
+        g = self.geometry(x_shape, out_c, k, stride, padding)
+        return int(self.lib.tck_conv2d_s8_scratch_bytes(_ptr(g), out_block))
+
     def conv2d_s8(self, x, w, b, stride, padding, input_zp, output_zp, mult, shift,
                   act=(-128, 127), out_block=64):
         x = np.ascontiguousarray(x, np.int8)

@@ -145,6 +145,13 @@ void tck_logf(const float* x, float* y, int32_t n) {
     for (int32_t i = 0; i < n; ++i) y[i] = tc_logf(x[i]);
 }
 
+// The scratch the conv kernel wants for an output-channel block: the exporter mirrors it.
+int32_t tck_conv2d_s8_scratch_bytes(const int32_t* g, int32_t out_block) {
+    tc_window_dims d;
+    if (!dims_of(g, &d)) return -1;
+    return out_block == 0 ? tc_conv2d_s8_min_scratch_bytes(&d) : tc_conv2d_s8_scratch_bytes(&d, out_block);
+}
+
 // qp: input_offset, output_offset, act_min, act_max, per_channel
 int tck_conv2d_s8(const int32_t* g, const int32_t* qp, const int32_t* mult, const int32_t* shift,
                   const int8_t* x, const int8_t* w, const int32_t* b, int8_t* y,
