@@ -14,6 +14,8 @@ from persist_host import tiny_model
 from tinycil import memplan
 from tinycil.boards import load_board as get_board
 
+pytestmark = pytest.mark.slow  # the sanitised host build takes about 20 s
+
 HOST_FLAGS = ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fno-exceptions",
               "-fno-rtti", "-ffp-contract=off", "-fsanitize=address,undefined",
               "-fno-sanitize-recover=undefined"]
