@@ -172,3 +172,33 @@ def test_representative_data_of_the_wrong_shape_is_refused(trained):
     backbone, _, _ = trained
     with pytest.raises(QuantizeError, match=r"shape \[n, 8, 8, 1\]"):
         quantize_backbone(backbone, np.zeros((4, 8, 8), np.float32))
+
+
+def test_signal_backbone_reads_back_constant_operands():
+    """Conv1D becomes CONV_2D between reshapes and global pooling becomes MEAN; the exporter
+    needs their constant operands (shapes, axes)."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((24, 3)),
+            keras.layers.Conv1D(6, 5, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(5, activation="relu"),
+        ]
+    )
+    x = np.random.default_rng(0).normal(size=(64, 24, 3)).astype(np.float32)
+    q = quantize_backbone(model, x)
+    layers = q.layers()
+    ops = [layer["op"] for layer in layers]
+    assert "CONV_2D" in ops and "MEAN" in ops and ops[-1] == "FULLY_CONNECTED"
+    mean = layers[ops.index("MEAN")]
+    axes = [t for t in mean["inputs"][1:] if t is not None and t["data"] is not None]
+    assert axes and sorted(np.ravel(axes[0]["data"]).tolist()) in ([1], [1, 2])
+    assert mean["inputs"][0]["data"] is None  # an activation, not a constant
+    for layer in layers:
+        if layer["op"] == "RESHAPE":
+            assert int(np.prod(layer["output"]["shape"])) == int(np.prod(layer["input"]["shape"]))
+    steps = np.abs(q.run_float(x) - np.asarray(model(x))) / q.output_scale
+    assert np.percentile(steps, 99) <= 3.0

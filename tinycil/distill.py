@@ -30,7 +30,7 @@ import numpy as np
 #: GM: one network initialisation per iteration, each followed by GM_INNER_STEPS matching
 #: updates. Both distil a 2-class Fashion-MNIST task (12000 -> 120 samples) in minutes on two
 #: cores (benchmarks/distill_cost.py measures it).
-DEFAULT_ITERATIONS = {"dm": 1000, "gm": 100}
+DEFAULT_ITERATIONS = {"dm": 1000, "gm": 50}
 GM_INNER_STEPS = 10
 #: Real samples per class in each matching step.
 BATCH_REAL = 128

@@ -42,7 +42,7 @@ OP_CONV2D, OP_DEPTHWISE, OP_DENSE, OP_MAX_POOL, OP_AVG_POOL, OP_MEAN, OP_RESHAPE
 PADDING = {"VALID": 0, "SAME": 1}
 _NO_DATA_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
-                 "AVERAGE_POOL_2D") + _NO_DATA_OPS
+                 "AVERAGE_POOL_2D", "MEAN") + _NO_DATA_OPS
 
 
 class ExportError(ValueError):
@@ -152,6 +152,9 @@ def backbone_table(layers: list[dict]) -> list[dict]:
             continue
         entry["act_min"], entry["act_max"] = activation_range(
             opts.get("activation", "NONE"), out["scale"], int(out["zero_point"]))
+        if op == "MEAN":
+            table.append(_mean_entry(L, entry))
+            continue
         if op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
             if inp["scale"] != out["scale"] or inp["zero_point"] != out["zero_point"]:
                 raise ExportError(f"{op} with different input and output quantisation is not "
@@ -197,6 +200,38 @@ def backbone_table(layers: list[dict]) -> list[dict]:
                          weights=w.reshape(-1))
         table.append(entry)
     return table
+
+
+def _mean_entry(L: dict, entry: dict) -> dict:
+    """MEAN over the spatial axes (global average pooling) for tc_mean_s8.
+
+    The table holds what TFLite's MEAN prepares: QuantizeMultiplier(input_scale / output_scale)
+    (double precision) and both zero points; the kernel folds 1 / (H * W) in as TFLite's
+    reference kernel does.
+    """
+    inp, out = L["input"], L["output"]
+    rank = len(inp["shape"])
+    operand = L["inputs"][1] if len(L["inputs"]) > 1 else None
+    if operand is None or operand.get("data") is None:
+        raise ExportError("MEAN's axes are not a constant of the model: export a backbone from "
+                          "tinycil.quantize.quantize_backbone")
+    axes = sorted({int(a) % rank for a in np.ravel(operand["data"])})
+    if rank not in (3, 4) or axes != list(range(1, rank - 1)):
+        raise ExportError(f"MEAN over axes {axes} of a {tuple(inp['shape'])} tensor: the device "
+                          "runtime averages over all spatial axes only (GlobalAveragePooling1D/2D)")
+    if L["options"].get("keepDims") and rank == 4:
+        # LiteRT's optimised kernel takes a float-derived path for exactly this case, which
+        # differs from its reference kernel (and from tc_mean_s8) in the last bit.
+        raise ExportError("MEAN with keep_dims over H and W of a 4-D tensor is not bit-exact on "
+                          "the device: use GlobalAveragePooling2D(keepdims=False) and reshape "
+                          "in the tail if needed")
+    in_h, in_w, in_c = entry["in"]
+    if int(np.prod(out["shape"][1:])) != in_c:
+        raise ExportError(f"MEAN output {tuple(out['shape'])} does not keep the {in_c} channels")
+    mult, shift = quantize_multiplier(float(inp["scale"]) / float(out["scale"]))
+    entry.update(op=OP_MEAN, out=(1, 1, in_c), act_min=-128, act_max=127,
+                 multiplier=np.array([mult], np.int32), shift=np.array([shift], np.int32))
+    return entry
 
 
 # The int8 conv kernel processes output channels in blocks of at most this many (kMaxBlock in

@@ -330,7 +330,8 @@ def read_layers(tflite_bytes: bytes) -> list[dict]:
     options        builtin options from the flatbuffer: stride_h, stride_w, padding ("SAME" or
                    "VALID"), activation ("NONE", "RELU", "RELU6", ...), dilation_h/w,
                    filter_h/w (pooling), depth_multiplier, new_shape (reshape), ...
-    inputs, outputs  every operand tensor (index -1 = absent), for ops not described above
+    inputs, outputs  every operand tensor (None where absent) with its quantisation; "data"
+                   holds the value of constant operands (e.g. RESHAPE's shape, MEAN's axes)
 
     Tensors and quantisation come from the interpreter's tensor details; the options (which
     the interpreter does not expose) from the flatbuffer via the TFLite schema module.
@@ -350,6 +351,18 @@ def read_layers(tflite_bytes: bytes) -> list[dict]:
             "the model was rewritten by a delegate"
         )
 
+    # Constant operands (weights, biases, reshape shapes, reduction axes) are the tensors no op
+    # produces and that are not the model's input.
+    produced = {int(t) for op in ops for t in op["outputs"]}
+    produced.update(int(d["index"]) for d in interp.get_input_details())
+
+    def operand(i: int):
+        if i < 0:
+            return None
+        info = _tensor_info(details[i])
+        info["data"] = None if i in produced else np.array(interp.get_tensor(i))
+        return info
+
     layers = []
     for op in ops:
         fb_op = fb_ops[int(op["index"])]
@@ -361,7 +374,7 @@ def read_layers(tflite_bytes: bytes) -> list[dict]:
             )
         in_idx = [int(i) for i in op["inputs"]]
         out_idx = [int(i) for i in op["outputs"]]
-        inputs = [_tensor_info(details[i]) if i >= 0 else None for i in in_idx]
+        inputs = [operand(i) for i in in_idx]
         outputs = [_tensor_info(details[i]) for i in out_idx]
         layer = {
             "index": int(op["index"]),

@@ -264,6 +264,22 @@ class Kernels:
                                     _ptr(x), _ptr(y)) == 0
         return y
 
+    def mean_s8(self, x, input_zp, output_zp, mult, shift, act=(-128, 127)):
+        """Mean over the spatial axes of x [batch, h, w, c] or [batch, t, c] -> [batch, c]."""
+        x = np.ascontiguousarray(x, np.int8)
+        h, w = (x.shape[1], x.shape[2]) if x.ndim == 4 else (1, x.shape[1])
+        g = np.array([x.shape[0], h, w, x.shape[-1]], np.int32)
+        y = np.zeros((x.shape[0], x.shape[-1]), np.int8)
+        qp = self._qp(input_zp, output_zp, act[0], act[1], False)
+        m, s = np.array([mult], np.int32), np.array([shift], np.int32)
+        self.lib.tck_mean_s8(_ptr(g), _ptr(qp), _ptr(m), _ptr(s), _ptr(x), _ptr(y))
+        return y
+
+    def mean_s8_count_multiplier(self, mult: int, shift: int, count: int) -> tuple[int, int]:
+        out = np.zeros(2, np.int32)
+        self.lib.tck_mean_s8_count_multiplier(mult, shift, count, _ptr(out))
+        return int(out[0]), int(out[1])
+
     def quantize_s8(self, x, scale, zp):
         x = _f32(x)
         q = np.zeros(x.shape, np.int8)

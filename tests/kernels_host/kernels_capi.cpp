@@ -8,6 +8,7 @@
 #include "tc_fully_connected_s8.h"
 #include "tc_math.h"
 #include "tc_pool_f32.h"
+#include "tc_mean_s8.h"
 #include "tc_pool_s8.h"
 #include "tc_quantize_s8.h"
 #include "tc_relu_f32.h"
@@ -192,6 +193,18 @@ int tck_pool_s8(int kind, const int32_t* g, int32_t act_min, int32_t act_max, co
     if (kind == 0) tc_max_pool_s8(&d, act_min, act_max, x, y);
     else tc_avg_pool_s8(&d, act_min, act_max, x, y);
     return 0;
+}
+
+// g: batch, in_h, in_w, c; qp as quant_of; one multiplier and shift.
+void tck_mean_s8(const int32_t* g, const int32_t* qp, const int32_t* mult, const int32_t* shift,
+                 const int8_t* x, int8_t* y) {
+    const tc_mean_dims d = {g[0], g[1], g[2], g[3]};
+    const tc_s8_quant q = quant_of(qp, mult, shift);
+    tc_mean_s8(&d, &q, x, y);
+}
+
+void tck_mean_s8_count_multiplier(int32_t mult, int32_t shift, int32_t count, int32_t* out) {
+    tc_mean_s8_count_multiplier(mult, shift, count, &out[0], &out[1]);
 }
 
 void tck_quantize_s8(const float* x, int8_t* q, int32_t n, float scale, int32_t zp) {

@@ -3,6 +3,7 @@
 #include "tc_conv2d_s8.h"
 #include "tc_depthwise_conv2d_s8.h"
 #include "tc_fully_connected_s8.h"
+#include "tc_mean_s8.h"
 #include "tc_pool_s8.h"
 #include "tc_kernels_common.h"
 
@@ -57,6 +58,15 @@ bool run_layer(const tc_model* m, const tc_layer* L, const int8_t* in, int8_t* o
             if (!window_of(L, L->in_c, &d)) return false;
             tc_avg_pool_s8(&d, L->act_min, L->act_max, in, out);
             return true;
+        case TC_OP_MEAN: {
+            // Over all of H and W (the export checked the axes); one multiplier, the operator's.
+            if (L->out_h != 1 || L->out_w != 1 || L->out_c != L->in_c) return false;
+            const tc_mean_dims md = {1, L->in_h, L->in_w, L->in_c};
+            tc_s8_quant mq = q;
+            mq.per_channel = 0;
+            tc_mean_s8(&md, &mq, in, out);
+            return true;
+        }
         default:
             return false;  // an operator this build has no int8 kernel for
     }
