@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,15 +25,15 @@ def digits_run(tmp_path_factory):
     return prepared_digits_run(tmp_path_factory)
 
 
-@pytest.fixture
-def exported_into_firmware(digits_run, root):
-    """Export into firmware/generated/, and put back what was there afterwards."""
+@contextlib.contextmanager
+def exported_into(run, root, board="nucleo_f746zg"):
+    """Export `run` into firmware/generated/, and put back what was there afterwards."""
     from tinycil.export import GENERATED_FILES, export_run
 
     gen = root / "firmware" / "generated"
     saved = {f: (gen / f).read_bytes() for f in GENERATED_FILES if (gen / f).exists()}
     try:
-        yield export_run(digits_run, "nucleo_f746zg")
+        yield export_run(run, board)
     finally:
         for f in GENERATED_FILES:
             if f in saved:
@@ -41,8 +42,9 @@ def exported_into_firmware(digits_run, root):
                 (gen / f).unlink()
 
 
-def test_export_builds_for_both_boards(exported_into_firmware, root, tmp_path):
-    result = exported_into_firmware
+def build_with_runtime(result, root, tmp_path, board):
+    """Build `board` with the exported model and the runtime linked in; checks the arena and the
+    model really are in the image the linker checks against the budget."""
     header = (root / "firmware" / "generated" / "model_data.h").read_text()
     assert f"model signature {result.signature_hex}" in header
     assert f"TC_ARENA_BYTES {result.manifest['arena_bytes']}u" in header
@@ -56,17 +58,28 @@ def test_export_builds_for_both_boards(exported_into_firmware, root, tmp_path):
     conf.write_text(ini)
     env = dict(os.environ, PLATFORMIO_BUILD_DIR=str(tmp_path / "build"))
     pio = shutil.which("pio", path=str(Path(sys.executable).parent)) or "pio"
+    proc = subprocess.run([pio, "run", "-d", str(root / "firmware"), "-c", str(conf), "-e", board],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    ram = re.search(r"RAM:\s+(\d+) B\s+320 KB", proc.stdout)
+    assert ram, proc.stdout[-2000:]
+    # the static arena alone is in RAM: the runtime was linked, not dropped
+    assert int(ram.group(1)) > result.manifest["arena_bytes"]
+    elf = tmp_path / "build" / board / "firmware.elf"
+    nm = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True)
+    assert "tc_model_data" in nm.stdout and "tc_rt_train_samples" in nm.stdout
+    return nm.stdout
+
+
+@pytest.fixture
+def exported_into_firmware(digits_run, root):
+    with exported_into(digits_run, root) as result:
+        yield result
+
+
+def test_export_builds_for_both_boards(exported_into_firmware, root, tmp_path):
     for board in ("nucleo_f746zg", "mps2_an500"):
-        proc = subprocess.run([pio, "run", "-d", str(root / "firmware"), "-c", str(conf), "-e", board],
-                              capture_output=True, text=True, timeout=400, env=env)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-        ram = re.search(r"RAM:\s+(\d+) B\s+320 KB", proc.stdout)
-        assert ram, proc.stdout[-2000:]
-        # the static arena alone is in RAM: the runtime was linked, not dropped
-        assert int(ram.group(1)) > result.manifest["arena_bytes"]
-        elf = tmp_path / "build" / board / "firmware.elf"
-        nm = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True)
-        assert "tc_model_data" in nm.stdout and "tc_rt_train_samples" in nm.stdout
+        build_with_runtime(exported_into_firmware, root, tmp_path, board)
 
 
 def test_manifest_and_signature_recorded(digits_run):

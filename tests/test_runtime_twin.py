@@ -15,17 +15,27 @@ pytestmark = pytest.mark.slow
 _PREPARED: dict = {}
 
 
-def prepared_digits_run(tmp_path_factory):
-    """One quick digits run per test session (test_export_digits.py uses it too)."""
-    if "digits" not in _PREPARED:
+def prepared_run(tmp_path_factory, dataset: str, **options):
+    """One quick run of `dataset` per test session, exported for the host twin (the export
+    tests use it too)."""
+    if dataset not in _PREPARED:
         from tinycil.export import export_run
         from tinycil.prepare import prepare_run
 
-        run = tmp_path_factory.mktemp("runs") / "digits"
-        prepare_run("digits", run, quick=True, progress=False, seed=0)
+        run = tmp_path_factory.mktemp("runs") / dataset
+        prepare_run(dataset, run, quick=True, progress=False, seed=0, **options)
         export_run(run, "mps2_an500", firmware=False)
-        _PREPARED["digits"] = run
-    return _PREPARED["digits"]
+        _PREPARED[dataset] = run
+    return _PREPARED[dataset]
+
+
+def prepared_digits_run(tmp_path_factory):
+    return prepared_run(tmp_path_factory, "digits")
+
+
+def prepared_basic_motions_run(tmp_path_factory):
+    """A cnn1d run: Conv1D as CONV_2D between RESHAPEs, GlobalAveragePooling1D as MEAN."""
+    return prepared_run(tmp_path_factory, "basic-motions", n_tasks=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,25 +81,60 @@ def _run_data(run):
     return rf, cfg, tasks, unit_of, parts
 
 
-def test_backbone_equals_litert(digits_run):
+def assert_backbone_equals_litert(run, n_samples):
     from tinycil.quantize import make_interpreter
     from tinycil.twin import Twin
 
-    rf, cfg, tasks, _, parts = _run_data(digits_run)
-    tflite = (digits_run / cfg["backbone_file"]).read_bytes()
+    rf, cfg, tasks, _, parts = _run_data(run)
+    tflite = (run / cfg["backbone_file"]).read_bytes()
     interp = make_interpreter(tflite)
     i_idx = interp.get_input_details()[0]["index"]
     o_idx = interp.get_output_details()[0]["index"]
-    x = np.concatenate([p[2] for p in parts])[:200]
+    x = np.concatenate([p[2] for p in parts] + [p[0] for p in parts])[:n_samples]
     ref = []
     for xi in x:
         interp.set_tensor(i_idx, xi[None])
         interp.invoke()
         ref.append(interp.get_tensor(o_idx).reshape(-1).copy())
     ref = np.stack(ref)
-    got = Twin(digits_run).backbone(x)
+    got = Twin(run).backbone(x)
     assert got.shape == ref.shape
     assert np.array_equal(got, ref), f"{np.count_nonzero(got != ref)} latent values differ"
+    return x, got
+
+
+def test_backbone_equals_litert(digits_run):
+    assert_backbone_equals_litert(digits_run, 200)
+
+
+@pytest.fixture(scope="module")
+def basic_motions_run(tmp_path_factory):
+    return prepared_basic_motions_run(tmp_path_factory)
+
+
+def test_signal_backbone_with_mean_equals_litert(basic_motions_run):
+    """cnn1d's backbone ends in MEAN (global average pooling): the runtime's table holds it and
+    the twin's int8 latents equal LiteRT's on every test and training sample."""
+    manifest = json.loads((basic_motions_run / "export" / "manifest.json").read_text())
+    layers = manifest["backbone_layers"]
+    assert layers[-1] == "MEAN" and "CONV_2D" in layers and "RESHAPE" in layers
+    x, latents = assert_backbone_equals_litert(basic_motions_run, 80)
+    assert len(x) == 80
+    # a real average, not a constant: the latents vary across samples
+    assert len({row.tobytes() for row in latents}) > 40
+
+
+def test_signal_run_growth_changes_no_prediction(basic_motions_run):
+    from tinycil.twin import Twin
+
+    _, cfg, tasks, _, parts = _run_data(basic_motions_run)
+    twin = Twin(basic_motions_run)
+    x = parts[0][2]
+    before = twin.logits(x)
+    twin.begin_task(tasks[1])
+    after = twin.logits(x)
+    assert np.array_equal(after[:, :len(tasks[0])], before)
+    assert np.all(after[:, len(tasks[0]):] == 0)
 
 
 def test_growth_changes_no_prediction(digits_run):

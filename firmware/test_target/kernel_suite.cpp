@@ -13,6 +13,7 @@
 #include "tc_depthwise_conv2d_s8.h"
 #include "tc_fully_connected_s8.h"
 #include "tc_math.h"
+#include "tc_mean_s8.h"
 #include "tc_pool_f32.h"
 #include "tc_pool_s8.h"
 #include "tc_quantize_s8.h"

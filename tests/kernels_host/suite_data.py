@@ -205,6 +205,17 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
     for kind in ("max", "avg"):
         s.case(f"{kind}_pool_s8", f"{{ {_dims(g)} tc_{kind}_pool_s8(&d, -100, 100, {X}, {{y}}); }}",
                {"y": k.pool_s8(kind, x, 3, 2, "same", (-100, 100))})
+    # Global average pooling over 5x7 pixels with an odd channel count (the 4-channel blocks and
+    # the remainder), and over a 1-D signal; multipliers below and above 1.
+    for shape, (mult, shift), zps in (((2, 5, 7, 11), (1518500250, -1), (-3, 9)),
+                                     ((1, 1, 50, 16), (1431655765, 2), (-128, -128))):
+        x = s8(*shape)
+        X = s.const(x)
+        y = k.mean_s8(x, zps[0], zps[1], mult, shift)
+        s.case(f"mean_s8 {'x'.join(map(str, shape))}",
+               f"{{ const tc_mean_dims md = {{{', '.join(map(str, shape))}}}; const int32_t "
+               f"mm = {mult}, ms = {shift}; const tc_s8_quant q = {{{-zps[0]}, {zps[1]}, -128, "
+               f"127, &mm, &ms, 0}}; tc_mean_s8(&md, &q, {X}, {{y}}); }}", {"y": y})
     xf = f32(33) * 3
     XF = s.const(xf)
     q = k.quantize_s8(xf, 0.05, -4)
