@@ -39,12 +39,15 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest
 
+# The whole story on the emulated board: prepare on the host, export, build, flash (QEMU), stream
+# every new task to the device, and compare its accuracy with the host reference.
 demo: setup
-	$(TINYCIL) flash --board mps2_an500
-	$(TINYCIL) info --board mps2_an500; rc=$$?; $(TINYCIL) stop; exit $$rc
+	$(TINYCIL) run --dataset digits --board mps2_an500 -o runs/demo
 
+# Every benchmark writes benchmarks/results/<name>.json and .md; the README's tables come from them.
+BENCHMARKS := kernels memory link distill_cost device_runs host_study
 bench: setup
-	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done
 
 firmware: setup
 	$(PY) -m platformio run -d firmware

@@ -12,7 +12,9 @@ number of its request, which makes the link robust with little code:
 - LOG and PROGRESS frames the device sends on its own are collected (or handed to a callback) and
   never mistaken for an answer.
 
-The windowed, flow-controlled transfer of many samples builds on this class.
+The windowed, flow-controlled transfer of many samples (tinycil.session) builds on this class
+through its small public plumbing: ``write`` (raw bytes out), ``read_frames`` (whatever frames
+arrived, never waiting long) and ``handle_unsolicited`` (a LOG or PROGRESS frame it came across).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class DeviceLink:
         self._serial = self._open()
         # A delimiter first: if an earlier client vanished mid-frame, the device's decoder is
         # left holding a partial frame; this ends it so our first request is read cleanly.
-        self._write(b"\x00")
+        self.write(b"\x00")
 
     # ---- opening ---------------------------------------------------------------------------------
     def _open(self):
@@ -150,7 +152,8 @@ class DeviceLink:
     def __exit__(self, *exc):
         self.close()
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
+        """Send raw bytes (already framed); counted in ``stats.bytes_out``."""
         try:
             self._serial.write(data)
             self._serial.flush()
@@ -159,7 +162,9 @@ class DeviceLink:
                               "or the emulator stopped?") from exc
         self.stats.bytes_out += len(data)
 
-    def _read_frames(self) -> list:
+    def read_frames(self) -> list:
+        """Frames (and FrameErrors) received so far, decoded; waits at most one short read
+        timeout (50 ms) when nothing is there. An empty list means nothing arrived."""
         if self._pending:  # decoded along with an earlier answer, not yet looked at
             frames, self._pending = self._pending, []
             return frames
@@ -177,7 +182,8 @@ class DeviceLink:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    def _handle_unsolicited(self, frame) -> None:
+    def handle_unsolicited(self, frame) -> None:
+        """Keep a LOG or PROGRESS frame the device sent on its own (and call the callback)."""
         if frame.type == MSG["LOG"]:
             text = frame.payload.decode("utf-8", errors="replace")
             self.logs.append(text)
@@ -205,13 +211,13 @@ class DeviceLink:
         while tries <= retries:
             if tries:
                 self.stats.resent_frames += 1
-            self._write(frame_bytes)
+            self.write(frame_bytes)
             self.stats.sent_frames += 1
             tries += 1
             deadline = time.monotonic() + timeout
             resend = False
             while not resend and time.monotonic() < deadline:
-                frames = self._read_frames()
+                frames = self.read_frames()
                 for position, item in enumerate(frames):
                     if isinstance(item, protocol.FrameError):
                         self.stats.frame_errors += 1
@@ -220,7 +226,7 @@ class DeviceLink:
                         continue
                     self.stats.received_frames += 1
                     if item.type in _UNSOLICITED:
-                        self._handle_unsolicited(item)
+                        self.handle_unsolicited(item)
                         continue
                     if item.type == MSG["STATUS"]:
                         code = protocol.parse_status(item.payload)[0]

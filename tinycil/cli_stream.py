@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from tinycil.cli_options import device_training_options, scenario_options, split_resize
+
 
 def _friendly(func):
     """Device, board and run errors as one clear line; Ctrl-C as a clear stop."""
@@ -69,39 +71,30 @@ def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new,
 
 
 @click.command("run")
-@click.option("--dataset", "-d", required=True, help="Data set (see `tinycil experiment --help`).")
+@scenario_options
+@device_training_options
 @click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
 @click.option("--port", "-p", help="Serial port of a real board.")
-@click.option("--tasks", "n_tasks", type=int, default=5, show_default=True)
-@click.option("--known", type=int, default=1, show_default=True, help="Tasks learned on the host.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, help="Epochs per task (default per data set).")
-@click.option("--distill-iters", type=int, help="Distillation iterations per task.")
-@click.option("--resize", default=None, metavar="HxW", help="Resize images, e.g. 14x14.")
-@click.option("--max-train", type=int, help="At most this many training samples.")
-@click.option("--max-test", type=int, help="At most this many test samples.")
-@click.option("--quick", is_flag=True, help="Few epochs and distillation iterations.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default runs/<dataset>-device).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_friendly
-def run(dataset, board_id, port, n_tasks, known, seed, epochs, distill_iters, resize, max_train,
-        max_test, quick, output, no_progress):
+def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
+        distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
+        batch_new, batch_replay, clip_norm, board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
     from tinycil.run import run_end_to_end
 
-    extra = {}
-    if resize:
-        h, w = (int(v) for v in resize.lower().split("x"))
-        extra["resize"] = (h, w)
-    if max_train:
-        extra["max_train"] = max_train
-    if max_test:
-        extra["max_test"] = max_test
+    resize, keep_size = split_resize(resize)
+    prepare_kwargs = dict(
+        data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
+        family=family, distill=distill_method, max_train=max_train, max_test=max_test,
+        tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
+        batch_replay=batch_replay, clip_norm=clip_norm)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
-                   progress=not no_progress, echo=click.echo, prepare_kwargs=extra)
+                   progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)
 
 
 @click.command()

@@ -5,6 +5,10 @@ its manifest lists them: openocd and st-flash talk to the on-board ST-LINK probe
 copies firmware.bin onto the USB drive the ST-LINK presents (NODE_F746ZG), which needs no tool at
 all. The emulated board is "flashed" by starting QEMU with the ELF and waiting until the firmware
 answers HELLO.
+
+With a run (``tinycil flash --run RUN``) the run is exported into the firmware first, after the
+memory plan has checked that it fits the board (with ``--persist`` also the flash slots that keep
+the learned state across resets); a run that does not fit is refused before anything is built.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from tinycil.boards import Board
 from tinycil.bridge import DeviceError, DeviceLink
 
 FLASH_ORIGIN = "0x08000000"
+# The build flag of a firmware that keeps its learned state in flash (lib/persist).
+PERSIST_FLAG = "-DTC_PERSIST=1"
 STLINK_VID = 0x0483  # STMicroelectronics: the ST-LINK's virtual COM port
 
 
@@ -43,6 +49,31 @@ class FlashResult:
     detail: str                              # what was done, for the user
     emulator: emulator.EmulatorState | None = None
     info: dict | None = None                 # INFO of the device, when it was asked
+
+
+# ---- the run's model ----------------------------------------------------------------------------
+
+def export_for_flash(board: Board, run_dir, persist: bool = False, root: Path | None = None):
+    """Export ``run_dir`` into the firmware for ``board`` (tinycil.export.ExportResult).
+
+    The memory plan refuses a run that does not fit, saying by how much and what to shrink; with
+    ``persist`` it also counts the persistence slots and the learned state they must hold. Raises
+    FlashError with that message (nothing is built then)."""
+    from tinycil import memplan
+    from tinycil.export import ExportError, export_run, load_export_model
+    from tinycil.runfolder import RunFolderError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FlashError(f"{run_dir} is not a prepared run (no config.json): prepare it with "
+                         f"`tinycil prepare --dataset D -o {run_dir}` first")
+    try:
+        if persist:
+            em = load_export_model(run_dir)
+            memplan.check_fits(em.footprint(), board, f"run {run_dir.name}", persist=True)
+        return export_run(run_dir, board, root=root)
+    except (memplan.MemoryPlanError, ExportError, RunFolderError) as exc:
+        raise FlashError(str(exc)) from exc
 
 
 # ---- the emulated board ------------------------------------------------------------------------

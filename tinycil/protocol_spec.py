@@ -131,7 +131,22 @@ INFO_FIELDS = [
     ("flash_total", "u32", 1),
     ("session_id", "u32", 1),          # new value at every boot: a reset is detected by a change
     ("rx_overruns", "u32", 1),         # bytes lost in the receive path since boot
+    # The learned state kept in flash (firmware built with -DTC_PERSIST=1): what the device
+    # restored at boot or saved since, so the host knows which task it holds after a reset.
+    ("persist", "u8", 1),              # PERSIST_STATES
+    ("persist_error", "u8", 1),        # tc_persist_status of the last failed load or save; 0: none
+    ("persist_task", "u16", 1),        # plan index (task) of the state restored or last saved
+    ("persist_sequence", "u32", 1),    # slot sequence number of that state
 ]
+
+# ---- the persisted learned state (INFO.persist) -------------------------------------------------
+PERSIST_STATES = {
+    "OFF": 0,        # built without persistence (or without a model)
+    "EMPTY": 1,      # nothing saved for this model: the exported initial state runs
+    "RESTORED": 2,   # the state saved after task persist_task was restored at boot
+    "SAVED": 3,      # the state after task persist_task was saved during this boot
+    "FAILED": 4,     # the last load or save failed (persist_error says why)
+}
 
 
 # Every reply to a sequenced request starts with these fields (ACK frames hold only them, then
@@ -172,7 +187,13 @@ SAMPLES_FLAGS = {
     "END_OF_BATCH": 0x01,   # TRAIN_SAMPLES: the mini-batch is complete: take the SGD step
     "EVAL_START": 0x01,     # EVAL_SAMPLES: clear the per-class counters first
     "EVAL_SUMMARY": 0x02,   # EVAL_SAMPLES: the reply carries the per-class counters
+    # BUFFER_SAMPLES: the task's last buffer samples: the task is complete. A firmware built with
+    # persistence saves its learned state before it answers (seconds on a real flash: the host
+    # waits for that answer with PERSIST_SAVE_TIMEOUT); ACK.detail is the save's tc_persist_status
+    # (2, UNAVAILABLE, without persistence).
+    "END_OF_TASK": 0x04,
 }
+PERSIST_SAVE_TIMEOUT = 10.0  # seconds the host waits for the answer of an END_OF_TASK frame
 
 # EVAL_RESULT: ACK_FIELDS, these, then count u8 predictions, then classes x (correct u16, total u16).
 EVAL_RESULT_FIELDS = [
@@ -283,6 +304,8 @@ def render_header() -> str:
     out += [f"#define TC_COUNTER_{name} {value}" for name, value in COUNTER_KINDS.items()]
     out.append("")
     out += [f"#define TC_INPUT_{name} {value}" for name, value in INPUT_TYPES.items()]
+    out.append("")
+    out += [f"#define TC_PERSIST_STATE_{name} {value}" for name, value in PERSIST_STATES.items()]
     out += ["", "typedef struct __attribute__((packed)) {"]
     for name, kind, count in INFO_FIELDS:
         ctype = _CTYPES[kind][0]

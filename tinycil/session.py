@@ -6,10 +6,11 @@ each; this side keeps them flowing:
 - a window of up to ``SEND_WINDOW`` unanswered frames, so the link never idles while the device
   works on a frame;
 - credit-based flow control: every reply advertises the free space of the device's receive ring
-  (``rx_free``) and the unanswered bytes never exceed half of it. Half, because after a loss the
-  frames of the window are sent again while their first copies may still sit in the ring, so the
-  ring must hold both. A real UART therefore cannot overrun the device at any baud rate, however
-  long a training step takes;
+  when it was sent (``rx_free``) and the unanswered bytes never exceed half of it. Bytes of
+  unanswered frames already in the ring are then counted twice (in the ring and here), which
+  errs on the safe side; half, because after a loss the frames of the window are sent again
+  while their first copies may still be on their way, so the ring must hold both. A real UART
+  therefore cannot overrun the device at any baud rate, however long a training step takes;
 - retransmission: when the oldest unanswered frame stays unanswered for ``timeout`` seconds of
   silence (any frame from the device, PROGRESS too, shows it is busy rather than deaf), or when
   the device answers OUT_OF_SEQUENCE (a frame before it was lost or damaged), every unanswered
@@ -39,7 +40,12 @@ _DAMAGE = {spec.STATUS["BAD_CRC"], spec.STATUS["MALFORMED"], spec.STATUS["TOO_LO
 
 
 class DeviceReset(DeviceError):
-    """The device restarted during the session: what it learned since flashing is gone."""
+    """The device restarted during the session (its session id changed). Unless its firmware
+    keeps the learned state in flash, what it learned since flashing is gone."""
+
+    def __init__(self, message: str, old_session: int = 0, new_session: int = 0):
+        super().__init__(message)
+        self.old_session, self.new_session = old_session, new_session
 
 
 # ---- payload layouts --------------------------------------------------------------------------
@@ -122,6 +128,7 @@ class _Pending:
     wire: bytes
     payload_len: int
     on_reply: object
+    timeout: float | None = None  # seconds of silence before a resend (None: the session's)
     sent_at: float = 0.0
     sends: int = 0
 
@@ -175,7 +182,10 @@ class Session:
         self._last_nack: tuple[int, int, int] | None = None
 
     # ---- public -------------------------------------------------------------------------------
-    def send(self, msg_type: int | str, payload: bytes = b"", on_reply=None) -> int:
+    def send(self, msg_type: int | str, payload: bytes = b"", on_reply=None,
+             timeout: float | None = None) -> int:
+        """Queue a request; ``timeout`` overrides the session's silence before a resend (for a
+        request the device is known to take long over, such as a save to flash)."""
         if isinstance(msg_type, str):
             msg_type = MSG[msg_type]
         payload = bytes(payload)
@@ -183,7 +193,7 @@ class Session:
         flags = 0 if self._synced else spec.FLAG_SYNC
         self._synced = True
         wire = protocol.encode_frame(msg_type, self._seq, payload, flags=flags)
-        item = _Pending(self._seq, msg_type, wire, len(payload), on_reply)
+        item = _Pending(self._seq, msg_type, wire, len(payload), on_reply, timeout)
         while self._pending and (len(self._pending) >= self.window
                                  or self._in_flight() + len(wire) > self.credit // 2):
             self._pump()
@@ -191,9 +201,9 @@ class Session:
         self._transmit(item)
         return item.seq
 
-    def call(self, msg_type: int | str, payload: bytes = b"") -> Reply:
+    def call(self, msg_type: int | str, payload: bytes = b"", timeout: float | None = None) -> Reply:
         box: list[Reply] = []
-        seq = self.send(msg_type, payload, on_reply=box.append)
+        seq = self.send(msg_type, payload, on_reply=box.append, timeout=timeout)
         while seq in self._pending:
             self._pump()
         return box[0]
@@ -207,7 +217,7 @@ class Session:
         return sum(len(p.wire) for p in self._pending.values())
 
     def _transmit(self, item: _Pending) -> None:
-        self.link._write(item.wire)
+        self.link.write(item.wire)
         if item.sends:
             self.stats.retransmissions += 1
         item.sends += 1
@@ -229,16 +239,18 @@ class Session:
         name = protocol.MESSAGE_NAMES.get(item.msg_type, hex(item.msg_type))
         return NoAnswer(
             f"the device did not answer {name} (seq {item.seq}) after {item.sends} sends "
-            f"({self.timeout:g} s of silence each) on {self.link.port}: the link loses too much or "
+            f"({item.timeout or self.timeout:g} s of silence each) on {self.link.port}: the link "
+            "loses too much or "
             "the device hangs. Check the cable and baud rate; for the emulated board restart it "
             "with `tinycil flash --board mps2_an500`.")
 
     def _pump(self) -> None:
-        frames = self.link._read_frames()
+        frames = self.link.read_frames()
         now = time.monotonic()
         if not frames:
             oldest = next(iter(self._pending.values()), None)
-            if oldest is not None and now - max(oldest.sent_at, self._last_activity) > self.timeout:
+            limit = self.timeout if oldest is None or oldest.timeout is None else oldest.timeout
+            if oldest is not None and now - max(oldest.sent_at, self._last_activity) > limit:
                 self.stats.timeouts += 1
                 self._go_back(None)
             return
@@ -253,7 +265,7 @@ class Session:
                     if self.on_progress:
                         self.on_progress(unpack_fields(spec.PROGRESS_FIELDS, item.payload)[0])
                 else:
-                    self.link._handle_unsolicited(item)
+                    self.link.handle_unsolicited(item)
                 continue
             if item.type == MSG["STATUS"]:
                 self._on_status(item)
@@ -280,9 +292,11 @@ class Session:
         if reply.session_id != self.session_id:
             raise DeviceReset(
                 f"the device restarted (session 0x{self.session_id:08x} is now "
-                f"0x{reply.session_id:08x}): everything it learned since it was flashed is gone. "
-                + (self.reset_hint or "Flash it again and stream the tasks again from the first "
-                   "one the host did not know."))
+                f"0x{reply.session_id:08x}). "
+                + (self.reset_hint or "Unless its firmware keeps the learned state (built with "
+                   "--persist), everything it learned since it was flashed is gone: flash it "
+                   "again and stream the tasks again from the first one the host did not know."),
+                self.session_id, reply.session_id)
         self.credit = max(reply.rx_free, 1)
         if reply.code == spec.STATUS["OUT_OF_SEQUENCE"]:
             key = (reply.seq, reply.next_seq, self._pending[reply.seq].sends

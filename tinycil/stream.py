@@ -6,6 +6,11 @@ epoch by epoch in the order the host shuffles (numpy default_rng(seed + 1000 * t
 full mini-batches of batch_new only, as the simulation does), add the task's host-distilled
 samples to the replay buffer, evaluate on the test data of every task so far, and append that row
 of the accuracy matrix to the run's results.json under "device".
+
+The device's identity comes from HELLO (INFO): its model signature, input shape and the classes
+it has seen, which also tell, after a reset, which task a firmware built with persistence restored
+from flash. The last BUFFER_SAMPLES frame of a task says END_OF_TASK: such a firmware saves its
+learned state then, and the host waits for that answer.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import numpy as np
 
 from tinycil import protocol_spec as spec
 from tinycil.bridge import DeviceError
-from tinycil.session import (Session, begin_task_payload, parse_eval_result, parse_stats,
-                             samples_payload, samples_per_frame, train_control_payload)
+from tinycil.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
+                             parse_stats, samples_payload, samples_per_frame,
+                             train_control_payload)
 
 FLAGS = spec.SAMPLES_FLAGS
+PERSIST_NAMES = {v: k for k, v in spec.PERSIST_STATES.items()}
 
 
 class StreamError(DeviceError):
@@ -103,23 +110,33 @@ class RunData:
         return np.asarray(buf["x_int8"]).reshape(len(buf["y"]), -1), self.units(buf["y"])
 
 
-def check_device(data: RunData, info: dict, stats: dict, task: int, run_name: str,
-                 board_hint: str) -> None:
-    """Refuse a device that runs another model or is not at the point `task` continues from."""
+def _has_signature(sig: str) -> bool:
+    return bool(sig) and set(sig) != {"0"}
+
+
+def tasks_held(data: RunData, info: dict) -> int | None:
+    """The last task whose classes the device has seen (from INFO.classes_seen), or None when
+    the count matches no task boundary of the run's plan."""
+    seen = int(info.get("classes_seen", 0))
+    done = [t for t in range(len(data.tasks)) if data.plan[t]["classes_seen"] == seen]
+    return done[-1] if done else None
+
+
+def check_device(data: RunData, info: dict, task: int, run_name: str, board_hint: str) -> None:
+    """Refuse a device (its INFO) that runs another model or is not at the point `task`
+    continues from."""
     if data.signature is None:
         raise StreamError(f"run {run_name} was never exported: run `tinycil flash {board_hint} "
                           f"--run {run_name}` first")
     want = data.signature.hex()
-    got = stats["model_signature"] if stats.get("has_model") else ""
-    info_sig = info.get("model_signature", "")
-    if info_sig and set(info_sig) != {"0"} and info_sig != want:
-        got = info_sig
+    got = info.get("model_signature", "")
     if got != want:
-        shown = got if got and set(got) != {"0"} else "no model"
+        shown = got if _has_signature(got) else "no model"
         raise StreamError(f"device runs model {shown}, run {run_name} exported {want}: run "
                           f"`tinycil flash {board_hint} --run {run_name}`")
-    if stats["input_size"] != data.input_size:
-        raise StreamError(f"the device takes samples of {stats['input_size']} bytes, the run "
+    input_size = int(np.prod(info.get("input_shape") or [0]))
+    if input_size != data.input_size:
+        raise StreamError(f"the device takes samples of {input_size} bytes, the run "
                           f"{data.input_size}: flash the run's export again")
     T = len(data.tasks)
     if not data.known <= task < T:
@@ -127,15 +144,29 @@ def check_device(data: RunData, info: dict, stats: dict, task: int, run_name: st
                           f"learns tasks {data.known}..{T - 1} (tasks before {data.known} were "
                           "learned on the host)")
     before = data.plan[task - 1]["classes_seen"]
-    seen = int(stats["classes_seen"])
+    seen = int(info["classes_seen"])
     if seen != before:
-        done = [t for t in range(T) if data.plan[t]["classes_seen"] == seen]
-        state = f"has learned up to task {done[-1]}" if done else f"has seen {seen} classes"
-        nxt = done[-1] + 1 if done else data.known
+        held = tasks_held(data, info)
+        state = f"has learned up to task {held}" if held is not None else f"has seen {seen} classes"
+        nxt = held + 1 if held is not None else data.known
         raise StreamError(f"the device {state}, task {task} continues from task {task - 1}: "
-                          + (f"stream task {nxt} next" if done and nxt < task else
+                          + (f"stream task {nxt} next" if held is not None and nxt < task else
                              f"flash it again (`tinycil flash {board_hint} --run {run_name}`) "
                              f"and stream from task {data.known}"))
+
+
+def reset_advice(data: RunData, info: dict, run_name: str, board_hint: str) -> str:
+    """What to do after the device restarted, from its INFO after the restart."""
+    persist = PERSIST_NAMES.get(int(info.get("persist", 0)), "OFF")
+    held = tasks_held(data, info)
+    if persist in ("RESTORED", "SAVED") and held is not None and held + 1 < len(data.tasks):
+        return (f"It restored the state it saved after task {held} (save "
+                f"#{info.get('persist_sequence')}): stream task {held + 1} again (`tinycil "
+                f"stream --run {run_name} {board_hint} --task {held + 1}`).")
+    if persist in ("RESTORED", "SAVED") and held is not None:
+        return f"It restored the state it saved after task {held}, the run's last task."
+    return (f"Everything it learned since it was flashed is gone: flash it again (`tinycil "
+            f"flash {board_hint} --run {run_name}`) and stream again from task {data.known}.")
 
 
 def evaluate(session: Session, data: RunData, upto: int, progress: bool) -> tuple[list, dict]:
@@ -187,11 +218,29 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
     run_name = str(run_dir)
     data = data or RunData.load(run_dir)
     info = link.hello()
-    hint = (f"Flash it again (`tinycil flash {board_hint} --run {run_name}`) and stream again "
-            f"from task {data.known}.")
-    session = Session(link, info, timeout=timeout, max_sends=max_sends, reset_hint=hint)
+    check_device(data, info, task, run_name, board_hint)
+    session = Session(link, info, timeout=timeout, max_sends=max_sends)
+    try:
+        return _stream_checked(session, data, run_dir, task, epochs=epochs, lr=lr,
+                               momentum=momentum, batch_new=batch_new, batch_replay=batch_replay,
+                               clip_norm=clip_norm, progress=progress, echo=echo)
+    except DeviceReset as exc:
+        # Ask the restarted device what it holds now: a firmware with persistence restored the
+        # state of the last task it completed.
+        try:
+            after = link.hello()
+        except DeviceError:
+            raise exc from None
+        raise DeviceReset(
+            f"the device restarted during task {task} (session 0x{exc.old_session:08x} is now "
+            f"0x{exc.new_session:08x}). {reset_advice(data, after, run_name, board_hint)}",
+            exc.old_session, exc.new_session) from None
+
+
+def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epochs, lr,
+                    momentum, batch_new, batch_replay, clip_norm, progress, echo) -> dict:
+    info = session.info
     stats0 = parse_stats(session.call("STATS"))
-    check_device(data, info, stats0, task, run_name, board_hint)
 
     tr = dict(data.config["training"])
     overrides = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_new": batch_new,
@@ -247,9 +296,20 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
 
     bx, by = data.buffer(task)
     per_frame_b = samples_per_frame(data.input_size)
-    for s in range(0, len(by), per_frame_b):
+    starts = list(range(0, len(by), per_frame_b)) or [0]
+    for s in starts[:-1]:
         session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + per_frame_b], by[s:s + per_frame_b]))
     session.flush()
+    # The last frame ends the task; a device with persistence saves its state before answering,
+    # which takes seconds on a real flash (nothing else is in flight meanwhile).
+    s = starts[-1]
+    done = session.call("BUFFER_SAMPLES", samples_payload(
+        bx[s:s + per_frame_b], by[s:s + per_frame_b], FLAGS["END_OF_TASK"]),
+        timeout=spec.PERSIST_SAVE_TIMEOUT)
+    saved = done.detail == 0
+    if done.detail not in (0, 2):  # 2: tc_persist UNAVAILABLE, a build without persistence
+        echo(f"warning: the device could not save its learned state ({done.text}); it keeps "
+             "learning but forgets this task at a reset")
 
     row, summary = evaluate(session, data, task, progress)
     stats1 = parse_stats(session.call("STATS"))
@@ -268,6 +328,7 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
         "buffer_fill": stats1["buffer_fill"], "stack_used": stats1["stack_used"],
         "arena_bytes": stats1["arena_bytes"], "ram_used": stats1["ram_used"],
         "link": session.stats.as_dict(), "training": tr, "per_class": summary["per_class"],
+        "state_saved": saved,
     }
     device_log["rows"][str(task)] = row
     device_log["tasks"][str(task)] = measured

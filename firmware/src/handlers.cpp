@@ -4,7 +4,8 @@
 
 #include "bsp.h"
 #include "learn_handlers.h"
-#include "model_info.h"
+#include "learned_state.h"
+#include "tc_runtime.h"
 
 namespace app {
 namespace {
@@ -32,14 +33,19 @@ void fill_info(tc_info_t& info) {
     copy_text(info.build_id, sizeof(info.build_id), TC_BUILD_ID);
     info.clock_hz = bsp::clock_hz();
     info.counter_kind = bsp::counter_kind();
-    info.input_type = tc_model_info::kInputType;
-    info.input_rank = tc_model_info::kInputRank;
-    for (size_t i = 0; i < 4; ++i) info.input_shape[i] = tc_model_info::kInputShape[i];
-    memcpy(info.model_signature, tc_model_info::kSignature, sizeof(info.model_signature));
-    info.classes_max = tc_model_info::kClassesMax;
-    info.classes_seen = 0;
-    info.buffer_capacity = tc_model_info::kBufferCapacity;
-    info.buffer_fill = 0;
+    // All zero (no signature, input NONE, no classes) when the firmware has no model.
+    tc_rt_desc desc;
+    tc_rt_describe(&desc);
+    if (desc.has_model) {
+        info.input_type = desc.input_type;
+        info.input_rank = desc.input_rank;
+        for (size_t i = 0; i < 4; ++i) info.input_shape[i] = desc.input_shape[i];
+        memcpy(info.model_signature, desc.signature, sizeof(info.model_signature));
+        info.classes_max = desc.classes_max;
+        info.classes_seen = desc.classes_seen;
+        info.buffer_capacity = desc.buffer_capacity;
+        info.buffer_fill = desc.buffer_fill;
+    }
     const bsp::MemoryUsage memory = bsp::memory_usage();
     info.ram_used = memory.ram_used;
     info.ram_total = memory.ram_total;
@@ -47,6 +53,11 @@ void fill_info(tc_info_t& info) {
     info.flash_total = memory.flash_total;
     info.session_id = bsp::session_id();
     info.rx_overruns = bsp::rx_overruns();
+    const LearnedState& learned = learned_state();
+    info.persist = learned.state;
+    info.persist_error = learned.error;
+    info.persist_task = learned.task;
+    info.persist_sequence = learned.sequence;
 }
 
 const tc::Route kRoutes[] = {

@@ -10,7 +10,8 @@ namespace app {
 extern const tc::Route kRoutes[];
 extern const size_t kRouteCount;
 
-// Fills the INFO payload from the board and the model description (generated/model_info.h).
+// Fills the INFO payload from the board, the runtime's description of its model and the
+// learned state's persistence.
 void fill_info(tc_info_t& info);
 
 }  // namespace app

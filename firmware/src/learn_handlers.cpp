@@ -7,17 +7,22 @@
 // a frame after a gap (its predecessor was lost or damaged) is dropped and answered once with
 // OUT_OF_SEQUENCE and the seq the device expects, so the host goes back to it (go-back-N).
 //
-// Flow control. Every reply advertises how many bytes the host may have unanswered. The main loop
-// only leaves bytes in the receive ring while a request runs, so as long as the host keeps fewer
-// unanswered bytes than the ring holds, no byte can be lost at any baud rate, however long a
-// training step takes.
+// Flow control. Every reply advertises the receive ring's free space at the moment it is sent
+// (rx_free), and the host keeps its unanswered bytes below it. The main loop only leaves bytes in
+// the ring while a request runs, so no byte can be lost at any baud rate, however long a training
+// step takes.
+//
+// Persistence. The last BUFFER_SAMPLES frame of a task (END_OF_TASK) ends the task: a firmware
+// built with TC_PERSIST saves the learned state there, before it answers.
 #include "learn_handlers.h"
 
 #include <string.h>
 
 #include "bsp.h"
+#include "learned_state.h"
 #include "tc_dense_f32.h"
 #include "tc_fully_connected_s8.h"
+#include "tc_persist.h"
 #include "tc_runtime.h"
 
 #if defined(__arm__)
@@ -31,7 +36,12 @@ namespace {
 constexpr size_t kAckSize = sizeof(tc_ack_t);
 // The main loop reads the ring in chunks of 64 bytes; a chunk taken out but not yet decoded
 // is not in the ring but not yet answered either, so it is kept out of the credit.
-constexpr uint16_t kCredit = TC_DEVICE_RX_RING - 64;
+constexpr size_t kReadChunk = 64;
+
+uint16_t credit() {
+    const size_t pending = bsp::serial_rx_pending() + kReadChunk;
+    return pending >= TC_DEVICE_RX_RING ? 0 : static_cast<uint16_t>(TC_DEVICE_RX_RING - pending);
+}
 static_assert(TC_REPLY_CACHE >= TC_SEND_WINDOW, "the cache must cover the host's window");
 
 // A reply being built: the ACK head first, the request's own fields after it.
@@ -77,7 +87,6 @@ struct Sequencer {
 };
 
 struct Learner {
-    bool runtime_checked;
     int runtime_status;
     bool have_params;
     uint16_t batch_new;
@@ -119,18 +128,7 @@ uint32_t stack_used() {
 #endif
 }
 
-// The runtime starts on the first learning request, so a board without a model still boots and
-// answers HELLO.
-int runtime() {
-    if (!learner.runtime_checked) {
-        learner.runtime_checked = true;
-        tc_rt_desc desc;
-        tc_rt_describe(&desc);
-        learner.runtime_status = desc.has_model ? TC_STATUS_OK : tc_rt_init();
-        paint_stack();
-    }
-    return learner.runtime_status;
-}
+int runtime() { return learner.runtime_status; }
 
 void send_reply(const tc::Frame& request, tc::Responder& out, uint8_t type, const uint8_t* payload,
                 size_t length) {
@@ -142,7 +140,7 @@ void finish_head(Reply& r) {
     head.code = r.code;
     head.reserved0 = 0;
     head.detail = r.detail;
-    head.rx_free = kCredit;
+    head.rx_free = credit();
     head.next_seq = seq_state.expected;
     head.session_id = bsp::session_id();
     memcpy(r.payload, &head, sizeof(head));
@@ -338,8 +336,20 @@ void buffer_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
     const uint8_t* labels;
     const int8_t* x;
     if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
-    fail_status(r, tc_rt_add_buffer_samples(x, labels, head.count),
+    const int status = tc_rt_add_buffer_samples(x, labels, head.count);
+    fail_status(r, status,
                 "buffer samples refused: label beyond the classes seen, or the buffer is full");
+    if (status != TC_STATUS_OK || !(head.flags & TC_SAMPLES_END_OF_TASK)) return;
+    // The task is complete: keep what it taught across a reset (TC_PERSIST builds).
+    const int saved = save_learned_state();
+    r.detail = static_cast<uint16_t>(saved);
+    if (saved == TC_PERSIST_OK) {
+        r.text("task complete: learned state saved");
+    } else if (saved == TC_PERSIST_UNAVAILABLE) {
+        r.text("task complete (firmware built without persistence: not saved)");
+    } else {
+        r.text(tc_persist_status_name(saved));
+    }
 }
 
 void eval_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
@@ -532,6 +542,11 @@ void handle_buffer_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f
 void handle_eval_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, eval_samples); }
 void handle_stats(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, stats); }
 void handle_selftest(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, selftest); }
+
+void set_runtime_status(int status) {
+    learner.runtime_status = status;
+    paint_stack();
+}
 
 void handle_reset(const tc::Frame& f, tc::Responder& out) {
     out.status(f.seq, TC_STATUS_OK, 0, "restarting");

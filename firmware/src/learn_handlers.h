@@ -8,6 +8,9 @@
 
 namespace app {
 
+// What tc_rt_init() said at boot: the learning requests answer with it when it is not OK.
+void set_runtime_status(int status);
+
 void handle_begin_task(const tc::Frame& request, tc::Responder& out);
 void handle_train_control(const tc::Frame& request, tc::Responder& out);
 void handle_train_samples(const tc::Frame& request, tc::Responder& out);

@@ -4,7 +4,10 @@
 
 #include "bsp.h"
 #include "handlers.h"
+#include "learn_handlers.h"
+#include "learned_state.h"
 #include "tc_dispatch.h"
+#include "tc_runtime.h"
 
 // Build-system tests only (tests/test_firmware_build.py): with these defines set to sizes beyond
 // the board's budget the link must fail with "region `RAM' overflowed" / "region `FLASH'
@@ -39,6 +42,12 @@ int main() {
     // bsp::kHardFaultExitCode (tests/test_firmware_boot.py).
     __asm volatile("udf #0");
 #endif
+
+    // The model starts at boot, so INFO describes it from the first HELLO. A firmware built without
+    // a model still boots and answers: every learning request then reports NO_MODEL.
+    const int runtime_status = tc_rt_init();
+    app::set_runtime_status(runtime_status);
+    if (runtime_status == TC_STATUS_OK) app::restore_learned_state();
 
     char banner[96];
     snprintf(banner, sizeof(banner), "tinycil firmware on %s, build %s", bsp::board_name(),

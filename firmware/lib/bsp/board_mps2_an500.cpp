@@ -117,6 +117,8 @@ void init() {
 
 size_t serial_read(uint8_t* dst, size_t max) { return rx_ring.pop(dst, max); }
 
+size_t serial_rx_pending() { return rx_ring.size(); }
+
 size_t serial_write(const uint8_t* src, size_t n) {
     for (size_t i = 0; i < n; ++i) {
         uint32_t spins = 0;

@@ -15,6 +15,10 @@ void init();
 // Copies up to `max` received bytes out of the interrupt-driven receive ring; never waits.
 size_t serial_read(uint8_t* dst, size_t max);
 
+// Bytes waiting in the receive ring (received, not yet read): what the serial flow control's
+// credit leaves out of the ring's free space.
+size_t serial_rx_pending();
+
 // Sends `n` bytes. Waits while the transmitter is busy, but never forever: when the port stays
 // busy past a bound (host not reading), the rest of the bytes are dropped and counted.
 // Returns the bytes actually sent.

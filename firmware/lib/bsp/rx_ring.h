@@ -38,6 +38,11 @@ public:
         return n;
     }
 
+    // Main-loop side: bytes received and not yet popped.
+    uint32_t size() const {
+        return head_.load(std::memory_order_acquire) - tail_.load(std::memory_order_acquire);
+    }
+
     bool empty() const {
         return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
     }

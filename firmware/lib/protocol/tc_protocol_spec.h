@@ -57,6 +57,12 @@
 #define TC_INPUT_INT8 1
 #define TC_INPUT_FLOAT32 2
 
+#define TC_PERSIST_STATE_OFF 0
+#define TC_PERSIST_STATE_EMPTY 1
+#define TC_PERSIST_STATE_RESTORED 2
+#define TC_PERSIST_STATE_SAVED 3
+#define TC_PERSIST_STATE_FAILED 4
+
 typedef struct __attribute__((packed)) {
     uint16_t protocol_version;
     uint16_t max_payload;
@@ -79,9 +85,13 @@ typedef struct __attribute__((packed)) {
     uint32_t flash_total;
     uint32_t session_id;
     uint32_t rx_overruns;
+    uint8_t persist;
+    uint8_t persist_error;
+    uint16_t persist_task;
+    uint32_t persist_sequence;
 } tc_info_t;
 
-#define TC_INFO_SIZE 104
+#define TC_INFO_SIZE 112
 #ifdef __cplusplus
 static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the host");
 #endif
@@ -89,6 +99,7 @@ static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the h
 #define TC_SAMPLES_END_OF_BATCH 0x01
 #define TC_SAMPLES_EVAL_START 0x01
 #define TC_SAMPLES_EVAL_SUMMARY 0x02
+#define TC_SAMPLES_END_OF_TASK 0x04
 #define TC_SELFTEST_CHECKS 3
 
 typedef struct __attribute__((packed)) {

@@ -1,0 +1,93 @@
+"""Command-line options shared by `experiment`, `prepare` and `run`.
+
+The three commands describe the same learning scenario, so they take the same options with the
+same names, defaults and help; each decorator below adds one group of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+FAMILY_CHOICES = ("auto", "mlp", "cnn2d", "cnn1d", "dscnn")
+
+
+def parse_resize(ctx, param, value):
+    """`HxW` -> (H, W); `none` -> "none" (keep the data set's size); nothing -> None (its default)."""
+    if value is None:
+        return None
+    if value.lower() == "none":
+        return "none"
+    try:
+        h, w = (int(p) for p in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"use HxW, e.g. 14x14 (or 'none' to keep the original size); got {value!r}")
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"sizes must be positive, got {value!r}")
+    return (h, w)
+
+
+def split_resize(resize):
+    """The (resize, keep_size) pair the engine takes, from parse_resize's value."""
+    if resize == "none":
+        return None, True
+    return resize, False
+
+
+def _apply(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def scenario_options(func):
+    """Data set, task split, buffer, model family and distillation."""
+    return _apply(func, [
+        click.option("--dataset", "-d", required=True,
+                     help="digits, mnist5k, fashion-mnist, basic-motions (offline); mnist, cifar10, "
+                          "har, speech-commands, core50 (with --data-dir); keywords (espeak-ng)."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder holding the data set's files in their standard layout."),
+        click.option("--resize", callback=parse_resize, default=None, metavar="HxW",
+                     help="Resize images (default 14x14 for 28x28 sets so the model fits a board; "
+                          "'none' keeps them)."),
+        click.option("--tasks", "n_tasks", type=int, default=5, show_default=True,
+                     help="Number of tasks the classes are split into."),
+        click.option("--known", type=int, default=1, show_default=True,
+                     help="Tasks known on the host at deployment; the device learns the others."),
+        click.option("--buffer", "buffer_fraction", type=float, default=0.01, show_default=True,
+                     help="Replay buffer per task, as a fraction of its training data "
+                          "(at least one sample per class)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--family", type=click.Choice(FAMILY_CHOICES), default="auto", show_default=True,
+                     help="Model family; auto picks by modality (image cnn2d, inertial cnn1d, "
+                          "audio dscnn)."),
+        click.option("--epochs", type=int, default=None, help="Epochs per task (default per data set)."),
+        click.option("--distill", "distill_method", type=click.Choice(["dm", "gm"]), default="dm",
+                     show_default=True,
+                     help="Distillation: distribution matching or gradient matching."),
+        click.option("--distill-iters", type=int, default=None,
+                     help="Distillation iterations per task (default per data set)."),
+        click.option("--max-train", type=int, default=None,
+                     help="Use at most this many training samples (stratified)."),
+        click.option("--max-test", type=int, default=None,
+                     help="Use at most this many test samples (stratified)."),
+        click.option("--quick", is_flag=True, help="Few epochs and distillation iterations: a smoke run."),
+    ])
+
+
+def device_training_options(func):
+    """What the device trains and how: trainable tail and SGD settings."""
+    return _apply(func, [
+        click.option("--tail-layers", type=int, default=2, show_default=True,
+                     help="Dense layers at the end that the device trains (and grows) in float32."),
+        click.option("--lr", type=float, default=None, help="SGD learning rate (default 0.05)."),
+        click.option("--momentum", type=float, default=None, help="SGD momentum (default 0.9)."),
+        click.option("--batch-new", type=int, default=None,
+                     help="Streamed samples per mini-batch (default per data set)."),
+        click.option("--batch-replay", type=int, default=None,
+                     help="Buffer samples per mini-batch (default per data set)."),
+        click.option("--clip-norm", type=float, default=None,
+                     help="Global gradient norm clip (default 5.0)."),
+    ])
