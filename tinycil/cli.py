@@ -8,8 +8,12 @@ never at start-up, so that `tinycil --help` and the device commands answer at on
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
+
+# TensorFlow's C++ start-up chatter (CPU feature notes) means nothing to a user of this tool.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tinycil import __version__
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import click
 
@@ -11,7 +12,9 @@ from tinycil import emulator
 from tinycil.boards import Board, BoardError, list_boards, load_board
 from tinycil.bridge import DeviceError, DeviceLink, NoAnswer, available_ports
 from tinycil.build import BuildError, build as build_firmware
-from tinycil.flash import FlashError, flash_board, start_emulated, stlink_ports, wait_for_hello
+from tinycil import protocol_spec as spec
+from tinycil.flash import (PERSIST_FLAG, FlashError, export_for_flash, flash_board, start_emulated,
+                           stlink_ports, wait_for_hello)
 
 _ERRORS = (BoardError, BuildError, emulator.EmulatorError, FlashError, DeviceError)
 
@@ -67,21 +70,28 @@ def boards(as_json):
 
 # ---- build --------------------------------------------------------------------------------------
 
-def _build(board: Board, verbose: bool):
-    click.echo(f"Building firmware for {board.id} ({board.name}) ...")
-    result = build_firmware(board, echo=click.echo if verbose else None)
+_PERSIST_HELP = ("Keep the learned state in flash across resets (builds with -DTC_PERSIST=1; "
+                 "512 KB of the flash hold the two slots).")
+
+
+def _build(board: Board, verbose: bool, persist: bool = False):
+    click.echo(f"Building firmware for {board.id} ({board.name})"
+               + (" with persistence of the learned state" if persist else "") + " ...")
+    result = build_firmware(board, echo=click.echo if verbose else None,
+                            extra_flags=PERSIST_FLAG if persist else None)
     click.echo(f"Built in {result.seconds:.1f} s: {result.size_line()}")
     return result
 
 
 @click.command()
 @click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
+@click.option("--persist", is_flag=True, help=_PERSIST_HELP)
 @click.option("--verbose", "-v", is_flag=True, help="Show PlatformIO's output.")
 @_friendly
-def build(board_id, verbose):
+def build(board_id, persist, verbose):
     """Build the firmware for a board with PlatformIO (offline)."""
     board = load_board(board_id)
-    result = _build(board, verbose)
+    result = _build(board, verbose, persist)
     click.echo(f"ELF: {result.elf}")
 
 
@@ -93,20 +103,34 @@ def build(board_id, verbose):
 @click.option("--baud", type=int, help="Baud rate (default: the board's).")
 @click.option("--icount", is_flag=True,
               help="Emulated board: run QEMU with -icount so the counter counts instructions exactly.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="A prepared run: export its model into the firmware first (refused, before "
+                   "building, when it does not fit the board).")
+@click.option("--persist", is_flag=True, help=_PERSIST_HELP)
 @click.option("--no-build", is_flag=True, help="Flash the firmware built last instead of building.")
 @click.option("--verbose", "-v", is_flag=True, help="Show PlatformIO's output.")
 @_friendly
-def flash(board_id, port, baud, icount, no_build, verbose):
+def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
     """Build and flash the firmware; for the emulated board, start QEMU in the background."""
     from tinycil.build import artifacts
 
     board = load_board(board_id)
+    if no_build and (run_dir or persist):
+        raise click.UsageError("--no-build flashes the last build as it is: drop --run/--persist, "
+                               "or drop --no-build")
+    if run_dir is not None:
+        exported = export_for_flash(board, run_dir, persist=persist)
+        mem = exported.memory
+        click.echo(f"Exported run {run_dir} for {board.id}: model signature "
+                   f"{exported.signature_hex} (planned RAM {mem['ram_used']:,} / "
+                   f"{mem['ram_total']:,} bytes, flash {mem['flash_used']:,} / "
+                   f"{mem['flash_total']:,} bytes)")
     if no_build:
         elf, binary = artifacts(board)
         if not elf.is_file():
             raise click.ClickException(f"no firmware built for {board.id} yet: drop --no-build")
     else:
-        result = _build(board, verbose)
+        result = _build(board, verbose, persist)
         elf, binary = result.elf, result.bin
     if board.emulated:
         if port:
@@ -131,8 +155,10 @@ def flash(board_id, port, baud, icount, no_build, verbose):
 
 def _print_hello_line(info: dict | None) -> None:
     if info:
+        sig = info.get("model_signature") or ""
+        model = f"model {sig}" if _has_model(info) else "no model"
         click.echo(f"Device answered: {info.get('board')} build {info.get('build_id')}, "
-                   f"protocol v{info.get('protocol_version')}, session "
+                   f"protocol v{info.get('protocol_version')}, {model}, session "
                    f"0x{int(info.get('session_id', 0)):08x}")
 
 
@@ -166,9 +192,31 @@ def _resolve_port(board_id: str | None, port: str | None) -> tuple[str, int | No
 _COUNTERS = {"CYCLES": "cycles", "INSTRUCTIONS": "instructions", "NONE": "none"}
 
 
+_PERSIST_NAMES = {v: k for k, v in spec.PERSIST_STATES.items()}
+
+
+def _has_model(info: dict) -> bool:
+    sig = info.get("model_signature") or ""
+    return bool(sig) and set(sig) != {"0"}
+
+
+def _learned_state(info: dict) -> str:
+    state = _PERSIST_NAMES.get(int(info.get("persist", 0)), "UNKNOWN")
+    task, seq = info.get("persist_task", 0), info.get("persist_sequence", 0)
+    if state == "OFF":
+        return "not kept across resets (firmware built without --persist)"
+    if state == "EMPTY":
+        return "kept in flash; nothing saved yet for this model"
+    if state == "RESTORED":
+        return f"restored at boot: the state saved after task {task} (save #{seq})"
+    if state == "SAVED":
+        return f"saved after task {task} (save #{seq})"
+    return f"the last load or save failed (persistence status {info.get('persist_error')})"
+
+
 def format_info(info: dict) -> str:
     sig = info.get("model_signature") or ""
-    has_model = bool(sig) and set(sig) != {"0"}
+    has_model = _has_model(info)
     shape = info.get("input_shape") or []
     input_type = str(info.get("input_type_name", "NONE"))
     clock = info.get("clock_hz") or 0
@@ -182,6 +230,7 @@ def format_info(info: dict) -> str:
         ("Input", f"{input_type.lower()} {list(shape)}" if input_type != "NONE" else "-"),
         ("Classes", f"{info.get('classes_seen', 0)} seen of {info.get('classes_max', 0)}"),
         ("Replay buffer", f"{info.get('buffer_fill', 0)} / {info.get('buffer_capacity', 0)} samples"),
+        ("Learned state", _learned_state(info)),
         ("RAM", _usage(info.get("ram_used"), info.get("ram_total"))),
         ("Flash", _usage(info.get("flash_used"), info.get("flash_total"))),
         ("Session", f"0x{int(info.get('session_id', 0)):08x}"),
