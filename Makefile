@@ -48,6 +48,7 @@ demo: setup
 BENCHMARKS := kernels memory link distill_cost device_runs host_study
 bench: setup
 	@for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done
+	$(PY) benchmarks/readme_tables.py
 
 firmware: setup
 	$(PY) -m platformio run -d firmware

@@ -1,0 +1,120 @@
+"""The learned state across a device reset, end to end on the emulated board: `tinycil flash --run
+RUN --persist` (firmware built with -DTC_PERSIST=1), a task streamed over the serial protocol (the
+device saves its state when the task ends), RESET, and HELLO then shows the restored state and
+the device predicts exactly as before the reset. A reset in the middle of the next task falls back
+to the saved state, and the host says which task to stream again.
+
+Runs against a private copy of the project (TINYCIL_HOME); every QEMU is ended by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from test_device_flash_run import digits_run, home  # noqa: F401  (fixtures)
+from tinycil import protocol_spec as spec
+from tinycil.bridge import DeviceLink
+from tinycil.cli import main
+from tinycil.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
+                             reset_device, samples_payload, samples_per_frame,
+                             train_control_payload)
+from tinycil.stream import RunData, StreamError, check_device, reset_advice, stream_task
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm"),
+]
+
+BOARD = "mps2_an500"
+PERSIST = spec.PERSIST_STATES
+
+
+def _predictions(link, data: RunData, upto: int) -> np.ndarray:
+    """The device's predictions on the test data of tasks 0..upto, in order."""
+    session = Session(link)
+    x = np.concatenate([data.samples("test", j)[0] for j in range(upto + 1)])
+    y = np.concatenate([data.samples("test", j)[1] for j in range(upto + 1)])
+    n = samples_per_frame(data.input_size, spec.EVAL_MAX_SAMPLES)
+    preds = []
+    for s in range(0, len(y), n):
+        preds += parse_eval_result(session.call("EVAL_SAMPLES", samples_payload(x[s:s + n],
+                                                                                y[s:s + n])))[0]
+    return np.array(preds)
+
+
+def _hello_after_reset(url: str, before: int) -> dict:
+    with DeviceLink(url, timeout=1.0, retries=10) as link:
+        info = link.hello()
+    assert info["session_id"] != before  # it did restart
+    return info
+
+
+def test_learned_state_survives_a_reset(home, digits_run, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    runner = CliRunner()
+    flashed = runner.invoke(main, ["flash", "--board", BOARD, "--run", str(run), "--persist"])
+    assert flashed.exit_code == 0, flashed.output
+    assert "with persistence of the learned state" in flashed.output
+    url = json.loads((home.parent / "state" / "state.json").read_text())["url"]
+    data = RunData.load(run)
+
+    with DeviceLink(url, timeout=1.0, retries=10) as link:
+        fresh = link.hello()
+        assert fresh["persist"] == PERSIST["EMPTY"]  # a new emulator: nothing saved yet
+        measured = stream_task(run, link, 1, epochs=1, progress=False, echo=lambda *_: None,
+                               board_hint=f"--board {BOARD}")
+        assert measured["state_saved"] is True
+        learned = link.hello()
+        assert learned["persist"] == PERSIST["SAVED"] and learned["persist_task"] == 1
+        assert learned["classes_seen"] == data.plan[1]["classes_seen"]
+        assert learned["buffer_fill"] > fresh["buffer_fill"]
+        before = _predictions(link, data, 1)
+        reset_device(link)
+
+    restored = _hello_after_reset(url, learned["session_id"])
+    assert restored["persist"] == PERSIST["RESTORED"]
+    assert restored["persist_task"] == 1
+    assert restored["persist_sequence"] == learned["persist_sequence"]
+    for field in ("classes_seen", "buffer_fill", "buffer_capacity", "model_signature"):
+        assert restored[field] == learned[field], field
+    shown = runner.invoke(main, ["info", "--board", BOARD])
+    assert "restored at boot: the state saved after task 1" in shown.output
+
+    with DeviceLink(url, timeout=1.0, retries=10) as link:
+        after = _predictions(link, data, 1)
+        assert np.array_equal(after, before)
+        # The device continues from task 1: task 2 is accepted, task 3 is not yet.
+        info = link.hello()
+        check_device(data, info, 2, str(run), f"--board {BOARD}")
+        with pytest.raises(StreamError, match="has learned up to task 1.*stream task 2 next"):
+            check_device(data, info, 3, str(run), f"--board {BOARD}")
+
+        # A reset in the middle of task 2: the device falls back to the state after task 1.
+        x, y = data.samples("train", 2)
+        tr = data.config["training"]
+        session = Session(link)
+        session.call("TRAIN_CONTROL", train_control_payload(
+            lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
+            batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed, epochs=1))
+        session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[2])))
+        session.call("TRAIN_SAMPLES", samples_payload(x[:8], y[:8]))
+        reset_device(link)
+        with pytest.raises(DeviceReset, match="restarted"):
+            for _ in range(3):
+                session.call("TRAIN_SAMPLES", samples_payload(x[8:16], y[8:16]))
+        info = link.hello()
+    assert info["persist"] == PERSIST["RESTORED"] and info["persist_task"] == 1
+    assert info["classes_seen"] == data.plan[1]["classes_seen"]
+    advice = reset_advice(data, info, str(run), f"--board {BOARD}")
+    assert "restored the state it saved after task 1" in advice
+    assert f"--task 2" in advice
+
+    with DeviceLink(url, timeout=1.0, retries=10) as link:
+        assert np.array_equal(_predictions(link, data, 1), before)
+    assert runner.invoke(main, ["stop"]).exit_code == 0
