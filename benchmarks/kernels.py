@@ -1,14 +1,21 @@
-"""Instructions per multiply-accumulate of the kernels on the emulated Cortex-M7.
+"""Instructions per multiply-accumulate of the kernels, and per training sample of the demo
+models, on the emulated Cortex-M7.
 
 Builds firmware/test_target/kernel_bench.cpp with the firmware's compiler flags and the board
 support of mps2_an500, runs it under QEMU with -icount shift=0 (the board's counter then counts
-instructions exactly) and writes benchmarks/results/kernels.json and kernels.md.
+instructions exactly); then measures every demo model's training step on the same board
+(benchmarks/train_sample_cost.py: quick prepare, export, one task streamed to the product
+firmware, and the runtime's calls timed in a small image). Writes benchmarks/results/kernels.json
+and kernels.md.
 
-    .venv/bin/python benchmarks/kernels.py
+    .venv/bin/python benchmarks/kernels.py [--only kernels|train-samples]
+
+--only re-measures one part and keeps the other from the existing kernels.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -19,6 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kernels_host.target import TARGET_DIR, build_image, run_image, tools_available  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import train_sample_cost  # noqa: E402
+
+OUT_DIR = ROOT / "benchmarks" / "results"
 
 SHAPES = {
     "dense_f32_fwd": "batch 1, 256 -> 64",
@@ -67,14 +79,22 @@ def measure() -> dict[str, dict]:
     return rows
 
 
-def write(rows: dict[str, dict]) -> None:
-    out_dir = ROOT / "benchmarks" / "results"
+def previous() -> dict:
+    path = OUT_DIR / "kernels.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write(rows: dict[str, dict], models: dict[str, dict]) -> None:
+    out_dir = OUT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "board": "mps2_an500 (QEMU, -icount shift=0: instruction counts, not cycles)",
         "instructions_per_mac": {k: rows[k]["instructions_per_mac"] for k in SHAPES},
         "targets": TARGETS,
         "details": {k: {**rows[k], "shape": SHAPES[k]} for k in SHAPES},
+        # per streamed training sample, as the device reports it (see train_sample_cost)
+        "instructions_per_train_sample": train_sample_cost.headline(models),
+        "train_sample_cost": models,
     }
     (out_dir / "kernels.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
@@ -94,15 +114,35 @@ def write(rows: dict[str, dict]) -> None:
         lines.append(f"| {k} | {SHAPES[k]} | {r['instructions']} | {r['macs']} | "
                      f"{r['instructions_per_mac']:.3f} | {'-' if target is None else target} | "
                      f"{met} | {WHY[k]} |")
-    lines += ["", "Regenerate: `.venv/bin/python benchmarks/kernels.py`.", ""]
+    lines += [""] + train_sample_cost.markdown(models)
+    lines += ["Regenerate: `.venv/bin/python benchmarks/kernels.py`.", ""]
     (out_dir / "kernels.md").write_text("\n".join(lines))
 
 
 def main() -> None:
-    rows = measure()
-    write(rows)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["kernels", "train-samples"],
+                    help="re-measure one part, keep the other from the existing kernels.json")
+    args = ap.parse_args()
+    old = previous()
+    if args.only == "train-samples":
+        if "details" not in old:
+            raise SystemExit("no kernels.json with kernel figures yet: run without --only")
+        rows = {k: {f: old["details"][k][f] for f in ("instructions", "macs", "instructions_per_mac")}
+                for k in SHAPES}
+    else:
+        rows = measure()
+    if args.only == "kernels":
+        if "train_sample_cost" not in old:
+            raise SystemExit("no kernels.json with training-sample figures yet: run without --only")
+        models = old["train_sample_cost"]
+    else:
+        models = train_sample_cost.measure()
+    write(rows, models)
     for k in SHAPES:
         print(f"{k:16s} {rows[k]['instructions_per_mac']:.3f} instructions/MAC")
+    for name, r in models.items():
+        print(train_sample_cost.summary_line(name, r))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -125,3 +124,17 @@ def test_flash_run_refuses_a_folder_that_is_not_a_run(home, tmp_path):
     out = CliRunner().invoke(main, ["flash", "--board", BOARD, "--run", str(tmp_path / "nothing")])
     assert out.exit_code != 0
     assert "is not a prepared run" in out.output and "tinycil prepare" in out.output
+
+
+def test_persist_counts_the_learned_state_against_the_slots(home, digits_run):
+    # Slots too small for the run's learned state: fine without --persist, refused with it.
+    manifest = home / "boards" / f"{BOARD}.json"
+    board = json.loads(manifest.read_text())
+    board["tinycil"]["persist"]["slot_bytes"] = 1024
+    manifest.write_text(json.dumps(board))
+    out = CliRunner().invoke(main, ["flash", "--board", BOARD, "--run", str(digits_run),
+                                    "--persist"])
+    assert out.exit_code != 0
+    assert "persistence: the learned state needs" in out.output
+    assert "a slot holds 1024" in out.output and "build without -DTC_PERSIST=1" in out.output
+    assert "Building firmware" not in out.output

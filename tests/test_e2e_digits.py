@@ -22,7 +22,7 @@ from tinycil.bridge import DeviceLink, NoAnswer, PortNotFound
 from tinycil.faultproxy import FaultProxy, Faults
 from tinycil.session import (DeviceReset, Session, begin_task_payload, reset_device,
                              samples_payload, train_control_payload)
-from tinycil.stream import StreamError, stream_task
+from tinycil.stream import StreamError, reset_advice, stream_task
 
 pytestmark = [
     pytest.mark.slow,
@@ -150,7 +150,11 @@ def test_a_device_reset_mid_task_is_detected(e2e, device, tmp_path):
         with pytest.raises(DeviceReset, match="restarted.*flash and stream again"):
             for _ in range(3):
                 session.call("TRAIN_SAMPLES", samples_payload(x[4:8], y[4:8]))
-        # After the restart the device is back at its deployed state, so task 2 is refused.
+        # This firmware keeps no learned state: after the restart it is back at its deployed
+        # state, so task 2 is refused, and the advice is to flash and stream again.
+        info = link.hello()
+        assert info["persist"] == 0 and info["classes_seen"] == data.plan[0]["classes_seen"]
+        assert "flash it again" in reset_advice(data, info, str(run), "--board mps2_an500")
         with pytest.raises(StreamError, match="stream task 1 next|flash it again"):
             stream_task(run, link, 2, progress=False, echo=lambda *_: None)
 

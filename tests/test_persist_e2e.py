@@ -47,6 +47,12 @@ def _predictions(link, data: RunData, upto: int) -> np.ndarray:
     return np.array(preds)
 
 
+def test_no_build_cannot_take_a_run_or_persist(home, digits_run):  # noqa: F811
+    flashed = CliRunner().invoke(main, ["flash", "--board", BOARD, "--run", str(digits_run),
+                                        "--persist", "--no-build"])
+    assert flashed.exit_code != 0 and "--no-build" in flashed.output
+
+
 def _hello_after_reset(url: str, before: int) -> dict:
     with DeviceLink(url, timeout=1.0, retries=10) as link:
         info = link.hello()
@@ -70,6 +76,10 @@ def test_learned_state_survives_a_reset(home, digits_run, tmp_path):  # noqa: F8
         measured = stream_task(run, link, 1, epochs=1, progress=False, echo=lambda *_: None,
                                board_hint=f"--board {BOARD}")
         assert measured["state_saved"] is True
+        # The credit follows the ring's real free space: frames queued behind a training step
+        # lower it below the empty ring's (the ring less the main loop's 64-byte read chunk).
+        assert 0 < measured["link"]["min_rx_free"] < spec.DEVICE_RX_RING - 64
+        assert Session(link).call("STATS").rx_free == spec.DEVICE_RX_RING - 64  # nothing queued
         learned = link.hello()
         assert learned["persist"] == PERSIST["SAVED"] and learned["persist_task"] == 1
         assert learned["classes_seen"] == data.plan[1]["classes_seen"]
@@ -113,7 +123,7 @@ def test_learned_state_survives_a_reset(home, digits_run, tmp_path):  # noqa: F8
     assert info["classes_seen"] == data.plan[1]["classes_seen"]
     advice = reset_advice(data, info, str(run), f"--board {BOARD}")
     assert "restored the state it saved after task 1" in advice
-    assert f"--task 2" in advice
+    assert "--task 2" in advice
 
     with DeviceLink(url, timeout=1.0, retries=10) as link:
         assert np.array_equal(_predictions(link, data, 1), before)

@@ -143,6 +143,7 @@ class SessionStats:
     damage_reports: int = 0      # the device saw damaged bytes (BAD_CRC, MALFORMED, overrun)
     stale_replies: int = 0       # replies to frames already answered (duplicates)
     progress_frames: int = 0
+    min_rx_free: int | None = None  # the lowest credit the device advertised (its ring's free space)
     payload_bytes: int = 0       # payload of completed frames (each counted once)
     wire_bytes: int = 0          # encoded bytes written, retransmissions included
     started: float = field(default_factory=time.monotonic)
@@ -298,6 +299,8 @@ class Session:
                    "again and stream the tasks again from the first one the host did not know."),
                 self.session_id, reply.session_id)
         self.credit = max(reply.rx_free, 1)
+        if self.stats.min_rx_free is None or reply.rx_free < self.stats.min_rx_free:
+            self.stats.min_rx_free = reply.rx_free
         if reply.code == spec.STATUS["OUT_OF_SEQUENCE"]:
             key = (reply.seq, reply.next_seq, self._pending[reply.seq].sends
                    if reply.seq in self._pending else -1)
