@@ -28,6 +28,14 @@ def named_results(results: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def display_name(name: str, results: dict) -> str:
+    """What a run is called in tables and plots. In a device run, "method" holds the host's
+    simulation of the device procedure: call it the host reference there."""
+    if name == "method" and results.get("device"):
+        return "host reference (simulation)"
+    return LABELS.get(name, name)
+
+
 def table_rows(results: dict) -> list[list[str]]:
     runs = named_results(results)
     fixed = dict(runs).get("fixed_size")
@@ -36,7 +44,7 @@ def table_rows(results: dict) -> list[list[str]]:
     for name, r in runs:
         flops = r.get("train_flops")
         rows.append([
-            LABELS.get(name, name),
+            display_name(name, results),
             f"{100 * r['final_avg_accuracy']:.1f}%",
             f"{100 * r['bwt']:+.1f}",
             f"{100 * r['forgetting']:.1f}",
@@ -129,7 +137,7 @@ def plot(results: dict, path) -> None:
     for ax, (name, r) in zip(axes, runs):
         R = np.array([[np.nan if a is None else a for a in row] for row in r["accuracy_matrix"]], float)
         im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(display_name(name, results), fontsize=9)
         ax.set_xlabel("evaluated task j", fontsize=8)
         ax.set_ylabel("after task i", fontsize=8)
         ax.set_xticks(range(len(R)))
@@ -140,9 +148,11 @@ def plot(results: dict, path) -> None:
                         color="white" if R[i, j] < 0.6 else "black")
     fig.colorbar(im, ax=axes[n - 1], fraction=0.05, label="accuracy")
     ax = axes[n]
-    for name, r in runs:
+    for k, (name, r) in enumerate(runs):
         curve = avg_accuracy_after_each_task(r["accuracy_matrix"])
-        ax.plot(range(len(curve)), curve, marker="o", label=name)
+        # The device's curve often lies exactly on its host reference: dash it so both show.
+        style = {"linestyle": "--", "marker": "x"} if name == "device" else {"marker": "o"}
+        ax.plot(range(len(curve)), curve, label=display_name(name, results), **style)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("after task", fontsize=8)
     ax.set_ylabel("average accuracy (tasks so far)", fontsize=8)
