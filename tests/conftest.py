@@ -26,7 +26,7 @@ _NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".pio", "runs", ".tinycil
 
 
 @pytest.fixture(scope="session", autouse=True)
-def project(tmp_path_factory) -> Path:
+def clean_project_copy(tmp_path_factory) -> Path:
     """The session's copy of the project; tinycil finds firmware/ and boards/ there, and records
     emulators in a state folder of its own."""
     home = tmp_path_factory.mktemp("tinycil") / "project"
@@ -44,6 +44,6 @@ def project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def root(project) -> Path:
+def root(clean_project_copy) -> Path:
     """The project root the tests read and build (the session's clean copy)."""
-    return project
+    return clean_project_copy
