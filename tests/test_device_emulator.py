@@ -21,6 +21,7 @@ from tinycil import protocol_spec as spec
 from tinycil.boards import load_board
 from tinycil.bridge import DeviceLink
 from tinycil.build import build
+from helpers import process_alive
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,18 +40,6 @@ def _tinycil() -> list[str]:
     return [found]
 
 
-def _qemu_alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
     folder = tmp_path / "state"
@@ -62,7 +51,7 @@ def state_dir(tmp_path, monkeypatch):
     if state_file.exists():
         pids.append(json.loads(state_file.read_text())["pid"])
     for pid in pids:
-        if _qemu_alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
             try:
@@ -82,7 +71,7 @@ def qemu(firmware, tmp_path, monkeypatch):
     monkeypatch.setenv("TINYCIL_STATE_DIR", str(tmp_path / "qemu"))
     with emulator.emulator(load_board(BOARD), firmware.elf) as state:
         yield state
-    assert not _qemu_alive(state.pid)
+    assert not process_alive(state.pid)
 
 
 def _run(args, env, timeout=300):
@@ -105,7 +94,7 @@ def test_flash_info_stop_as_a_user_types_them(state_dir, tmp_path):
 
     state = json.loads(state_file.read_text())
     assert state["board"] == BOARD and state["url"] == f"socket://127.0.0.1:{state['port']}"
-    assert _qemu_alive(state["pid"])
+    assert process_alive(state["pid"])
     cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")
     assert b"mps2-an500" in cmdline and b"-kernel" in cmdline
 
@@ -132,7 +121,7 @@ def test_flash_info_stop_as_a_user_types_them(state_dir, tmp_path):
     stopped = _run(["stop"], env, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert f"Stopped QEMU (pid {state['pid']}" in stopped.stdout
-    assert not _qemu_alive(state["pid"])
+    assert not process_alive(state["pid"])
     assert not state_file.exists()
 
     after = _run(["info", "--board", BOARD], env, timeout=60)
@@ -149,13 +138,13 @@ def test_flashing_again_replaces_the_running_emulator(state_dir, firmware):
     pids.append(first.emulator.pid)
     second = start_emulated(board, firmware.elf)
     pids.append(second.emulator.pid)
-    assert not _qemu_alive(first.emulator.pid)
-    assert _qemu_alive(second.emulator.pid)
+    assert not process_alive(first.emulator.pid)
+    assert process_alive(second.emulator.pid)
     assert emulator.running().pid == second.emulator.pid
     # every boot gets a new session id: how a reset is detected
     assert first.info["session_id"] != second.info["session_id"]
     assert emulator.stop().pid == second.emulator.pid
-    assert not _qemu_alive(second.emulator.pid)
+    assert not process_alive(second.emulator.pid)
 
 
 def test_a_dead_emulator_leaves_a_stale_state_that_is_cleaned(state_dir, firmware):
@@ -164,7 +153,7 @@ def test_a_dead_emulator_leaves_a_stale_state_that_is_cleaned(state_dir, firmwar
     pids.append(state.pid)
     os.kill(state.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while _qemu_alive(state.pid) and time.monotonic() < deadline:
+    while process_alive(state.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (folder / "state.json").exists()
     assert emulator.running() is None

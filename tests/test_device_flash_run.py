@@ -13,13 +13,13 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from test_runtime_twin import prepared_digits_run
 from tinycil.cli import main
+from helpers import copy_firmware_project, process_alive
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,30 +29,11 @@ pytestmark = [
 BOARD = "mps2_an500"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] not in "ZX"
-    except OSError:
-        return False
-
-
-def copy_project(root: Path, dst: Path) -> Path:
-    """The firmware project and board catalogue, without builds or an exported model."""
-    shutil.copytree(root / "firmware", dst / "firmware",
-                    ignore=shutil.ignore_patterns(".pio", "model_data.*"))
-    shutil.copytree(root / "boards", dst / "boards")
-    return dst
-
-
 @pytest.fixture
 def home(root, tmp_path, monkeypatch):
     """TINYCIL_HOME and TINYCIL_STATE_DIR in the test's folder; the emulator it records is killed
     by pid at the end, whatever happened."""
-    project = copy_project(root, tmp_path / "project")
+    project = copy_firmware_project(root, tmp_path / "project")
     state = tmp_path / "state"
     monkeypatch.setenv("TINYCIL_HOME", str(project))
     monkeypatch.setenv("TINYCIL_STATE_DIR", str(state))
@@ -60,10 +41,10 @@ def home(root, tmp_path, monkeypatch):
     record = state / "state.json"
     if record.exists():
         pid = json.loads(record.read_text())["pid"]
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
-            _alive(pid)
+            process_alive(pid)
 
 
 @pytest.fixture(scope="module")

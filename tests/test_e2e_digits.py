@@ -9,8 +9,6 @@ test never changes the checkout's firmware/generated/.
 import json
 import os
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +16,12 @@ import pytest
 
 from tinycil import emulator
 from tinycil.boards import load_board
-from tinycil.bridge import DeviceLink, NoAnswer, PortNotFound
+from tinycil.bridge import DeviceLink, NoAnswer
 from tinycil.faultproxy import FaultProxy, Faults
 from tinycil.session import (DeviceReset, Session, begin_task_payload, reset_device,
                              samples_payload, train_control_payload)
 from tinycil.stream import StreamError, reset_advice, stream_task
+from helpers import copy_firmware_project, process_alive
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,25 +31,10 @@ pytestmark = [
 BOARD = "mps2_an500"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] not in "ZX"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def project(root, tmp_path_factory):
     """A private copy of the firmware project and the board catalogue."""
-    dst = tmp_path_factory.mktemp("project")
-    shutil.copytree(root / "firmware", dst / "firmware",
-                    ignore=shutil.ignore_patterns(".pio", "model_data.*"))
-    shutil.copytree(root / "boards", dst / "boards")
-    return dst
+    return copy_firmware_project(root, tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +65,7 @@ def device(e2e):
         yield state
     finally:
         emulator.stop_state(state)
-        assert not _alive(state.pid)
+        assert not process_alive(state.pid)
 
 
 def _fresh_run(e2e, tmp_path):
@@ -98,6 +82,7 @@ def test_run_writes_device_and_host_results(e2e):
     assert set(on_disk) >= {"dataset", "board", "tasks", "known_tasks", "method", "device"}
     R = on_disk["device"]["accuracy_matrix"]
     assert len(R) == 5 and all(R[i][j] is not None for i in range(5) for j in range(i + 1))
+    assert results["device"] == on_disk["device"]  # what run returns is what it wrote
     assert on_disk["device"]["instructions_per_train_sample"] > 0
     assert "device" in (run_dir / "summary.md").read_text()
 
@@ -205,7 +190,7 @@ def test_ctrl_c_during_a_run_leaves_no_emulator(e2e, project, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_end_to_end("digits", BOARD, run, root=project, progress=False, echo=lambda *_: None,
                        link_wrapper=interrupt, reuse=True)
-    assert seen["pid"] and not _alive(seen["pid"])
+    assert seen["pid"] and not process_alive(seen["pid"])
 
 
 def _qemu_pids():
@@ -216,7 +201,7 @@ def _qemu_pids():
                 cmd = (p / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"qemu-system-arm" in cmd and _alive(int(p.name)):
+            if b"qemu-system-arm" in cmd and process_alive(int(p.name)):
                 pids.append(int(p.name))
     return pids
 

@@ -90,4 +90,9 @@ def device_training_options(func):
                      help="Buffer samples per mini-batch (default per data set)."),
         click.option("--clip-norm", type=float, default=None,
                      help="Global gradient norm clip (default 5.0)."),
+        click.option("--replay-store", type=click.Choice(["inputs", "latents"]), default="inputs",
+                     show_default=True,
+                     help="What the device's replay buffer keeps: int8 inputs (as the paper), or "
+                          "the frozen backbone's int8 latents (same training, replayed samples "
+                          "skip the backbone)."),
     ])

@@ -81,7 +81,7 @@ def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new,
 @_friendly
 def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
         distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
-        batch_new, batch_replay, clip_norm, board_id, port, output, no_progress):
+        batch_new, batch_replay, clip_norm, replay_store, board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
     from tinycil.run import run_end_to_end
@@ -91,7 +91,7 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family
         data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
         tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
-        batch_replay=batch_replay, clip_norm=clip_norm)
+        batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
                    progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)

@@ -31,7 +31,9 @@ from tinycil import memplan
 EXPORT_DIR = "export"            # inside the run folder
 MANIFEST = "manifest.json"
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
-FORMAT_VERSION = 1               # TC_MODEL_FORMAT_VERSION in tc_model.h
+FORMAT_VERSION = 2               # TC_MODEL_FORMAT_VERSION in tc_model.h
+# What a replay-buffer sample holds on the device (tc_buffer_store in tc_model.h), by index.
+BUFFER_STORES = ("inputs", "latents")
 MAX_TAIL_LAYERS = 4              # TC_MAX_TAIL_LAYERS
 # The int8 convolution's working memory: at most this much, so a wide layer takes a few passes
 # over its input instead of a large buffer.
@@ -289,10 +291,15 @@ class ExportModel:
     plan: list[dict]                 # classes_seen, out (per tail layer)
     known_tasks: int
     classes_max: int
-    buffer_x: np.ndarray             # int8 [n, input_size]
+    buffer_x: np.ndarray             # int8 [n, input_size], or [n, latent_size] (buffer_store)
     buffer_y: np.ndarray             # uint8 class indices (output units)
     buffer_ram_capacity: int
     defaults: dict                   # lr, momentum, clip_norm, batch_new, batch_replay, seed
+    buffer_store: str = "inputs"     # one of BUFFER_STORES
+
+    @property
+    def buffer_sample_size(self) -> int:
+        return self.latent_size if self.buffer_store == "latents" else self.input_size
 
     @property
     def input_size(self) -> int:
@@ -317,7 +324,8 @@ class ExportModel:
             kernel_scratch_bytes=kernel_scratch_bytes(self.table),
             buffer_flash_count=int(len(self.buffer_y)),
             buffer_ram_capacity=int(self.buffer_ram_capacity),
-            backbone_bytes=backbone, plan_steps=len(self.plan))
+            backbone_bytes=backbone, plan_steps=len(self.plan),
+            buffer_sample_size=self.buffer_sample_size)
 
 
 def _config_get(cfg: dict, *keys, default=None):
@@ -351,10 +359,12 @@ def _find_tflite(run, cfg: dict) -> Path | None:
     return found[0] if found else None
 
 
-def load_export_model(run_dir) -> ExportModel:
-    """Read a prepared run folder into an ExportModel."""
+def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
+    """Read a prepared run folder into an ExportModel. `buffer_store` (one of BUFFER_STORES)
+    overrides the run's "replay_store" (default "inputs")."""
     from tinycil.models import split_model
-    from tinycil.quantize import QuantizeError, quantize_backbone, quantize_inputs, read_layers
+    from tinycil.quantize import (QuantizedModel, QuantizeError, quantize_backbone, quantize_inputs,
+                                  read_layers)
     from tinycil.runfolder import RunFolder
 
     run = RunFolder(run_dir)
@@ -364,6 +374,9 @@ def load_export_model(run_dir) -> ExportModel:
     if not isinstance(plan_list, list) or not plan_list:
         raise ExportError(f"{run.plan_path} holds no growth plan (a list of per-task entries)")
     tasks = _task_classes(cfg, plan_list)
+    store = buffer_store or cfg.get("replay_store") or "inputs"
+    if store not in BUFFER_STORES:
+        raise ExportError(f"the replay buffer can hold {' or '.join(BUFFER_STORES)}, not {store!r}")
     known = int(_config_get(cfg, "known_tasks", "known", default=1))
     if not 1 <= known <= len(tasks):
         raise ExportError(f"known_tasks must be between 1 and {len(tasks)}, config says {known}")
@@ -411,6 +424,15 @@ def load_export_model(run_dir) -> ExportModel:
     if buffer_x.shape[1] != size:
         raise ExportError(f"buffer samples have {buffer_x.shape[1]} values, the model's input "
                           f"{size}")
+    if store == "latents" and len(buffer_x):
+        # What the device's backbone makes of each sample: LiteRT is bit-exact with it.
+        backbone_q = QuantizedModel(tflite_bytes, float(first["scale"]), int(first["zero_point"]),
+                                    float(last["scale"]), int(last["zero_point"]), input_shape,
+                                    tuple(int(d) for d in last["shape"][1:]))
+        buffer_x = backbone_q.run(buffer_x.reshape(len(buffer_x), *input_shape))
+        buffer_x = buffer_x.reshape(len(buffer_x), latent_size)
+    elif store == "latents":
+        buffer_x = np.zeros((0, latent_size), np.int8)
 
     # Growth plan of the tail: hidden widths are the last tail_layers-1 of the plan's widths.
     plan = []
@@ -451,7 +473,8 @@ def load_export_model(run_dir) -> ExportModel:
         latent_size=latent_size, latent_scale=float(last["scale"]),
         latent_zero_point=int(last["zero_point"]), tail_weights=weights, tail_biases=biases,
         tail_max=tail_max, plan=plan, known_tasks=known, classes_max=int(plan[-1]["classes_seen"]),
-        buffer_x=buffer_x, buffer_y=buffer_y, buffer_ram_capacity=ram_capacity, defaults=defaults)
+        buffer_x=buffer_x, buffer_y=buffer_y, buffer_ram_capacity=ram_capacity, defaults=defaults,
+        buffer_store=store)
 
 
 def _buffer_units(y: np.ndarray, classes: list[int], unit_of: dict, task: int) -> np.ndarray:
@@ -512,6 +535,7 @@ def _meta(em: ExportModel) -> dict:
         "latent": [em.latent_size, np.float32(em.latent_scale).tobytes().hex(), em.latent_zero_point],
         "tail_max": [list(t) for t in em.tail_max], "plan": em.plan, "known_tasks": em.known_tasks,
         "classes_max": em.classes_max, "buffer_ram_capacity": em.buffer_ram_capacity,
+        "buffer_store": em.buffer_store,
         "defaults": {k: (np.float32(v).tobytes().hex() if isinstance(v, float) else v)
                      for k, v in em.defaults.items()},
     }
@@ -608,6 +632,7 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
         f"    {{{_c_float(d['lr'])}, {_c_float(d['momentum'])}, {_c_float(d['clip_norm'])}, "
         f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u}},\n"
         f"    {arena}u,\n"
+        f"    {BUFFER_STORES.index(em.buffer_store)},  // buffer_store: {em.buffer_store}\n"
         "};\n")
     return {"model_data.h": header, "model_data.cpp": "".join(parts)}
 
@@ -639,16 +664,18 @@ def export_model(em: ExportModel, board, out_dirs: list[Path], run_name: str | N
     return sig, plan, written
 
 
-def export_run(run_dir, board, root: Path | None = None, firmware: bool = True) -> ExportResult:
+def export_run(run_dir, board, root: Path | None = None, firmware: bool = True,
+               buffer_store: str | None = None) -> ExportResult:
     """Export a prepared run for `board` (id or Board) into firmware/generated/ and RUN/export/.
 
-    firmware=False writes only RUN/export/ (what the host twin builds from).
+    firmware=False writes only RUN/export/ (what the host twin builds from). `buffer_store`
+    overrides what the run's config says the replay buffer holds.
     """
     from tinycil.boards import load_board
 
     b = load_board(board, root) if isinstance(board, str) else board
     run_dir = Path(run_dir)
-    em = load_export_model(run_dir)
+    em = load_export_model(run_dir, buffer_store)
     out_dirs = [run_dir / EXPORT_DIR]
     if firmware:
         out_dirs.append(generated_dir(root))
@@ -661,7 +688,8 @@ def export_run(run_dir, board, root: Path | None = None, firmware: bool = True) 
         "classes_max": em.classes_max, "known_tasks": em.known_tasks, "plan": em.plan,
         "backbone_layers": [e["name"] for e in em.table],
         "buffer": {"flash_samples": int(len(em.buffer_y)), "ram_capacity": em.buffer_ram_capacity,
-                   "bytes": int(em.buffer_x.nbytes)},
+                   "bytes": int(em.buffer_x.nbytes), "store": em.buffer_store,
+                   "sample_bytes": em.buffer_sample_size},
         "arena_bytes": memplan.arena_bytes(fp), "memory": plan.to_dict(),
         "training_defaults": em.defaults, "files": list(GENERATED_FILES),
     }

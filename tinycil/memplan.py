@@ -64,6 +64,11 @@ class Footprint:
     buffer_ram_capacity: int
     backbone_bytes: int              # int8 weights, int32 biases, multipliers, shifts, layer table
     plan_steps: int
+    buffer_sample_size: int | None = None  # bytes of one buffered sample; None: an input
+
+    @property
+    def buffer_sample_bytes(self) -> int:
+        return self.input_size if self.buffer_sample_size is None else self.buffer_sample_size
 
 
 def _align(n: int) -> int:
@@ -87,7 +92,7 @@ def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
                ("delta_a", 4 * fp.max_batch * max_width), ("delta_b", 4 * fp.max_batch * max_width),
                ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
                ("kernel_scratch", fp.kernel_scratch_bytes), ("batch_labels", 4 * fp.max_batch),
-               ("replay_ram_x", fp.buffer_ram_capacity * fp.input_size),
+               ("replay_ram_x", fp.buffer_ram_capacity * fp.buffer_sample_bytes),
                ("replay_ram_y", fp.buffer_ram_capacity)]
     out, used = [], 0
     for name, size in blocks:
@@ -106,7 +111,7 @@ def persist_state_bytes(fp: Footprint) -> int:
     """Slot bytes of the largest learned state: the tail at its final size, the RAM replay area
     full (what tc_rt_state_bytes reports then), plus the slot header."""
     tail = sum(PERSIST_STATE_PER_LAYER + 4 * (n_in * n_out + n_out) for n_in, n_out in fp.tail)
-    replay = fp.buffer_ram_capacity * (fp.input_size + 1)
+    replay = fp.buffer_ram_capacity * (fp.buffer_sample_bytes + 1)
     return PERSIST_SLOT_HEADER + PERSIST_STATE_FIXED + tail + replay
 
 
@@ -195,7 +200,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
         "backbone": fp.backbone_bytes,
         "tail_initial_weights": tail_init,
         "growth_plan": fp.plan_steps * 12,
-        "known_buffer": fp.buffer_flash_count * (fp.input_size + 1),
+        "known_buffer": fp.buffer_flash_count * (fp.buffer_sample_bytes + 1),
     }
     return plan
 

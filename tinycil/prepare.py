@@ -83,7 +83,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                 seed: int = 0, family: str = "auto", tail_layers: int = 2, resize=None, data_dir=None,
                 board: str | None = None, epochs: int | None = None, lr: float | None = None,
                 momentum: float | None = None, batch_new: int | None = None,
-                batch_replay: int | None = None, clip_norm: float | None = None, distill: str = "dm",
+                batch_replay: int | None = None, clip_norm: float | None = None,
+                replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
                 echo=print) -> dict:
@@ -120,6 +121,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         raise PrepareError(f"--tail-layers must be at least 1 (the output layer), got {tail_layers}")
     if distill not in ("dm", "gm"):
         raise PrepareError(f"--distill must be dm or gm, got {distill!r}")
+    if replay_store not in ("inputs", "latents"):
+        raise PrepareError(f"--replay-store must be inputs or latents, got {replay_store!r}")
 
     d = defaults_for(dataset)
     if resize is None and not keep_size:
@@ -212,6 +215,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         "buffer_fraction": buffer_fraction,
         "distill": {"method": distill, "iterations": iters, "seconds_per_task": distill_seconds},
         "family": family, "width_policy": policy.to_dict(), "tail_layers": tail_layers,
+        "replay_store": replay_store,
         "training": cfg.to_dict(), "board": board, "quick": quick,
         "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
         "class_names": list(ds.class_names), "modality": ds.modality,
@@ -222,7 +226,9 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         "latent_quantization": {"scale": q.output_scale, "zero_point": q.output_zero_point},
         "latent_shape": list(q.output_shape),
         "backbone_file": bpath.name,
-        "buffer": {"samples": n_buffer, "bytes": buffer_bytes(n_buffer, ds.input_shape),
+        "buffer": {"samples": n_buffer,
+                   "bytes": buffer_bytes(n_buffer, q.output_shape if replay_store == "latents"
+                                         else ds.input_shape),
                    "fraction": n_buffer / n_train,
                    "samples_per_task": [len(dset.x) for dset, _ in buffers]},
         "host": {"train_flops": host_flops, "train_samples": stats["samples"],

@@ -21,7 +21,8 @@ from tinycil.cli_options import device_training_options, scenario_options, split
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default runs/<dataset>-device).")
 def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, tail_layers,
-                    board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, distill_method,
+                    board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, replay_store,
+                    distill_method,
                     distill_iters, max_train, max_test, quick, simulate, output):
     """The host half of a device run: train the model on the known tasks, quantise its backbone to
     int8, distil every task to a small buffer, and write the growth plan into a run folder."""
@@ -38,7 +39,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
             family=family, tail_layers=tail_layers, resize=resize,
             keep_size=keep_size, data_dir=data_dir, board=board, epochs=epochs, lr=lr,
             momentum=momentum, batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
-            distill=distill_method, distill_iters=distill_iters, quick=quick, max_train=max_train,
+            replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick, max_train=max_train,
             max_test=max_test, echo=click.echo)
         if simulate:
             from tinycil.simulate import SimulationError, record_simulation

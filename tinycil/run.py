@@ -62,7 +62,7 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     from tinycil.build import build
     from tinycil.export import export_run
     from tinycil.prepare import prepare_run
-    from tinycil.report import format_table, write_report
+    from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
     from tinycil.simulate import record_simulation
     from tinycil.stream import RunData, stream_task

@@ -354,7 +354,6 @@ def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dic
 
     cfg = data.config
     rows = results["device_log"]["rows"]
-    T = len(data.tasks)
     # Rows of host-learned tasks before the last one cannot be measured on the device: they are
     # the host's (the deployed model is what the host evaluated).
     host = (results.get("method") or {}).get("accuracy_matrix")

@@ -43,6 +43,8 @@ constexpr uint32_t CR_HSEBYP = 1u << 18;
 constexpr uint32_t CR_PLLON = 1u << 24;
 constexpr uint32_t CR_PLLRDY = 1u << 25;
 constexpr uint32_t PLLCFGR_PLLSRC_HSE = 1u << 22;
+// PLLM [5:0], PLLN [14:6], PLLP [17:16], PLLSRC [22], PLLQ [27:24]; every other bit is reserved.
+constexpr uint32_t PLLCFGR_FIELDS = 0x3Fu | (0x1FFu << 6) | (3u << 16) | (1u << 22) | (0xFu << 24);
 constexpr uint32_t CFGR_SW_MASK = 3u << 0;
 constexpr uint32_t CFGR_SW_PLL = 2u << 0;
 constexpr uint32_t CFGR_SWS_MASK = 3u << 2;
@@ -170,8 +172,10 @@ uint32_t clock_init() {
     reg(RCC_CR) &= ~CR_PLLON;
     for (uint32_t i = 0; i < kReadyTimeout && (reg(RCC_CR) & CR_PLLRDY); ++i) {
     }
-    reg(RCC_PLLCFGR) = (pll_m << 0) | (pll_n << 6) | (pll_p_bits << 16) |
-                       (hse ? PLLCFGR_PLLSRC_HSE : 0) | (pll_q << 24);
+    // Read-modify-write: the reserved bits (the reset value 0x24003010 sets bit 29) must keep
+    // their reset value (RM0385 §5.3.2).
+    reg(RCC_PLLCFGR) = (reg(RCC_PLLCFGR) & ~PLLCFGR_FIELDS) | (pll_m << 0) | (pll_n << 6) |
+                       (pll_p_bits << 16) | (hse ? PLLCFGR_PLLSRC_HSE : 0) | (pll_q << 24);
     reg(RCC_CR) |= CR_PLLON;
     if (!wait_set(RCC_CR, CR_PLLRDY, kReadyTimeout)) return source_hz;
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TC_MODEL_FORMAT_VERSION 1
+#define TC_MODEL_FORMAT_VERSION 2
 #define TC_MAX_TAIL_LAYERS 4
 
 // Operators of the frozen int8 backbone (TFLite semantics, NHWC).
@@ -36,6 +36,15 @@ struct tc_layer {
     const int32_t* bias;        // [out_c], or null
     const int32_t* multiplier;  // per output channel (conv/dense), or one (mean)
     const int32_t* shift;
+};
+
+// What a replay-buffer sample holds. The backbone is frozen, so a sample's int8 latent is the
+// same every time the sample is drawn: keeping the latent instead of the input skips the
+// backbone (most of a training sample's cost) for every replayed sample, and gives the very same
+// training. Inputs are the default, as in the paper; latents are smaller for most backbones too.
+enum tc_buffer_store : uint8_t {
+    TC_BUFFER_STORES_INPUTS = 0,
+    TC_BUFFER_STORES_LATENTS = 1,
 };
 
 // One trainable float32 dense layer of the tail, y = W x + b, W [out][in] (row-major, rows packed
@@ -91,11 +100,17 @@ struct tc_model {
 
     // Replay buffer: the known tasks' samples in flash, room in RAM for the field tasks'.
     uint32_t buffer_flash_count;
-    const int8_t* buffer_x;       // [count][input_size]
+    const int8_t* buffer_x;       // [count][input_size], or [count][latent_size] (buffer_store)
     const uint8_t* buffer_y;      // class indices
     uint32_t buffer_ram_capacity;
 
     uint16_t max_batch;           // batch_new + batch_replay the arena is planned for
     tc_train_defaults defaults;
     uint32_t arena_bytes;         // the runtime's static arena (TC_ARENA_BYTES)
+    uint8_t buffer_store;         // tc_buffer_store: what buffer_x and the RAM area hold
 };
+
+// Bytes of one replay-buffer sample (without its label).
+static inline uint32_t tc_buffer_sample_size(const tc_model* m) {
+    return m->buffer_store == TC_BUFFER_STORES_LATENTS ? m->latent_size : m->input_size;
+}

@@ -115,10 +115,11 @@ bool carve(Runtime* rt) {
     rt->scratch_b = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->kernel_scratch = c.take(m->kernel_scratch_bytes);
     rt->batch_y = static_cast<int32_t*>(c.take(4u * m->max_batch));
-    int8_t* ram_x = static_cast<int8_t*>(c.take(m->buffer_ram_capacity * m->input_size));
+    const uint32_t sample_size = tc_buffer_sample_size(m);
+    int8_t* ram_x = static_cast<int8_t*>(c.take(m->buffer_ram_capacity * sample_size));
     uint8_t* ram_y = static_cast<uint8_t*>(c.take(m->buffer_ram_capacity));
     if (c.overflow) return false;
-    tc_buffer_init(&rt->buffer, m->input_size, m->buffer_x, m->buffer_y, m->buffer_flash_count,
+    tc_buffer_init(&rt->buffer, sample_size, m->buffer_x, m->buffer_y, m->buffer_flash_count,
                    ram_x, ram_y, m->buffer_ram_capacity);
     rt->arena_used = c.used;
     return true;
@@ -220,7 +221,8 @@ int tc_rt_init(void) {
     const tc_model* m = tc_model_get();
     if (m == nullptr) return TC_STATUS_NO_MODEL;
     if (m->format_version != TC_MODEL_FORMAT_VERSION || m->n_tail < 1 ||
-        m->n_tail > TC_MAX_TAIL_LAYERS || m->known_tasks < 1 || m->known_tasks > m->n_plan)
+        m->n_tail > TC_MAX_TAIL_LAYERS || m->known_tasks < 1 || m->known_tasks > m->n_plan ||
+        m->buffer_store > TC_BUFFER_STORES_LATENTS)
         return TC_STATUS_NO_MODEL;
     g_rt.m = m;
     if (!carve(&g_rt)) return TC_STATUS_FULL;
@@ -341,7 +343,12 @@ int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t e
     if (g_rt.params.batch_replay > 0 && tc_buffer_fill(&g_rt.buffer) > 0) {
         for (uint16_t r = 0; r < g_rt.params.batch_replay; ++r) {
             const uint32_t k = tc_buffer_draw(&g_rt.buffer, &g_rt.prng);
-            embed(&g_rt, tc_buffer_x(&g_rt.buffer, k), g_rt.latent + (size_t)batch * m->latent_size);
+            float* row = g_rt.latent + (size_t)batch * m->latent_size;
+            if (m->buffer_store == TC_BUFFER_STORES_LATENTS)
+                tc_dequantize_s8(tc_buffer_x(&g_rt.buffer, k), row, (int32_t)m->latent_size,
+                                 m->latent_scale, m->latent_zero_point);
+            else
+                embed(&g_rt, tc_buffer_x(&g_rt.buffer, k), row);
             g_rt.batch_y[batch++] = tc_buffer_y(&g_rt.buffer, k);
         }
     }
@@ -363,7 +370,18 @@ int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
     const uint16_t seen = g_rt.m->plan[g_rt.plan_index].classes_seen;
     for (uint16_t i = 0; i < n; ++i)
         if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
-    return tc_buffer_add(&g_rt.buffer, x, y, n) ? TC_STATUS_OK : TC_STATUS_FULL;
+    const tc_model* m = g_rt.m;
+    if (m->buffer_store != TC_BUFFER_STORES_LATENTS)
+        return tc_buffer_add(&g_rt.buffer, x, y, n) ? TC_STATUS_OK : TC_STATUS_FULL;
+    // Latents: the samples arrive as inputs (the host need not know the store) and are kept as
+    // what this backbone makes of them. All or nothing, as tc_buffer_add.
+    if (g_rt.buffer.ram_count + n > g_rt.buffer.ram_capacity) return TC_STATUS_FULL;
+    for (uint16_t i = 0; i < n; ++i) {
+        const int8_t* q = tc_backbone_run(m, x + (size_t)i * m->input_size, g_rt.scratch_a,
+                                          g_rt.scratch_b, g_rt.kernel_scratch);
+        if (q == nullptr || !tc_buffer_add(&g_rt.buffer, q, y + i, 1)) return TC_STATUS_NO_MODEL;
+    }
+    return TC_STATUS_OK;
 }
 
 int32_t tc_rt_logits(const int8_t* x, float* logits) {
@@ -543,7 +561,7 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
     const uint32_t ram_count = in.u32();
     const uint32_t sample_size = in.u32();
     if (!in.ok || !valid_params(m, &params) || prng_state == 0 ||
-        ram_count > m->buffer_ram_capacity || sample_size != m->input_size)
+        ram_count > m->buffer_ram_capacity || sample_size != tc_buffer_sample_size(m))
         return TC_STATUS_BAD_ARGUMENT;
     const tc_plan_step& to = m->plan[step];
     const uint8_t* weights[TC_MAX_TAIL_LAYERS];
