@@ -91,10 +91,15 @@ def kernels_section(d) -> list[str]:
         out.append(f"| {k} | {v:.3f} | {targets.get(k, '-')} |")
     per_sample = d.get("instructions_per_train_sample")
     if per_sample:
-        out += ["", "| demo model | instructions per training sample |", "|---|---:|"]
+        costs = d.get("train_sample_cost") or {}
+        out += ["", "| demo model | instructions per streamed training sample | with `--replay-store "
+                "latents` |", "|---|---:|---:|"]
+        fmt = lambda v: f"{v:,.0f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
         for k, v in per_sample.items():
             value = v.get("instructions_per_train_sample", v.get("total")) if isinstance(v, dict) else v
-            out.append(f"| {k} | {value:,.0f} |" if isinstance(value, (int, float)) else f"| {k} | - |")
+            latent = (costs.get(k, {}).get("device_latent_replay") or {}).get(
+                "instructions_per_streamed_sample")
+            out.append(f"| {k} | {fmt(value)} | {fmt(latent)} |")
     return out + [""]
 
 

@@ -8,6 +8,9 @@ instructions):
   tinycil.emulator; one field task is streamed over the serial protocol (tinycil.stream) and the
   device's STATS give instructions per streamed training sample, as a device run reports them
   (they include the serial handler's work and the receive interrupts that arrive meanwhile);
+- device, latent replay: the same task streamed again to firmware built with the same run
+  exported with `--replay-store latents` (the buffer keeps backbone outputs, so replayed samples
+  skip the backbone; the training is the same);
 - calls: a small image (train_sample_cost.cpp) linked with the same runtime, kernels and
   export times the runtime's own calls: the backbone forward, one prediction, and the calls that
   form and step one mini-batch. This splits a training step into backbone forward and tail
@@ -240,6 +243,14 @@ def measure_model(name: str, demo: dict, tmp: Path, project: Path, echo=print) -
     device["instructions_per_train_sample"] = per_stream * bn / (bn + br)
     device["instructions_per_mac"] = device["instructions_per_train_sample"] / macs["total"]
     row["device"] = device
+    # The same task with the buffer holding latents (the run's export is then the latents one).
+    export_run(run_dir, BOARD, root=project, buffer_store="latents")
+    latent = stream_one_task(project, run_dir, echo)
+    latent["instructions_per_train_sample"] = (latent["instructions_per_streamed_sample"]
+                                               * bn / (bn + br))
+    latent["saving"] = 1 - latent["instructions_per_streamed_sample"] / per_stream
+    latent["same_accuracy_row"] = latent["row"] == device["row"]
+    row["device_latent_replay"] = latent
     row["seconds"] = time.monotonic() - started
     return row
 
@@ -281,7 +292,9 @@ def summary_line(name: str, r: dict) -> str:
     return (f"{name}: {d['instructions_per_streamed_sample']:,.0f} instructions per streamed "
             f"sample on the device, {c['instructions_per_train_sample']:,.0f} per training "
             f"sample ({100 * c['backbone_share']:.0f}% backbone forward), "
-            f"{r['macs_per_train_sample']['total']:,} MACs, {c['instructions_per_mac']:.2f} per MAC")
+            f"{r['macs_per_train_sample']['total']:,} MACs, {c['instructions_per_mac']:.2f} per MAC; "
+            f"with latent replay {r['device_latent_replay']['instructions_per_streamed_sample']:,.0f} "
+            f"per streamed sample ({100 * r['device_latent_replay']['saving']:.0f}% fewer)")
 
 
 def headline(rows: dict) -> dict:
@@ -317,6 +330,15 @@ def markdown(rows: dict) -> list[str]:
             f"{c['tail_fwd_bwd_update']:,.0f} | {100 * c['backbone_share']:.0f}% | "
             f"{m['total']:,} ({m['backbone_fwd']:,} + {m['tail_fwd'] + m['tail_bwd']:,}) | "
             f"{c['instructions_per_mac']:.2f} | {c['backbone_instructions_per_mac']:.2f} | {tail_ipm} |")
+    lines += ["", "With the replay buffer holding latents (`--replay-store latents`), the same task "
+              "streamed to firmware built with the same run exported that way:", "",
+              "| model | instr. / streamed sample, inputs buffer | latents buffer | fewer | "
+              "same accuracy row |", "| --- | ---: | ---: | ---: | --- |"]
+    for name, r in rows.items():
+        d, lat = r["device"], r["device_latent_replay"]
+        lines.append(f"| {r['model']} | {d['instructions_per_streamed_sample']:,.0f} | "
+                     f"{lat['instructions_per_streamed_sample']:,.0f} | {100 * lat['saving']:.0f}% | "
+                     f"{lat['same_accuracy_row']} |")
     lines += ["", dominance(rows), "",
               "Backbone layers (int8 forward, one sample; each layer's instructions are the "
               "difference between running the first k and the first k - 1 layers):", "",

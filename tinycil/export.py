@@ -242,11 +242,11 @@ CONV_S8_MAX_BLOCK = 32
 
 
 def conv2d_s8_scratch_bytes(k_h: int, k_w: int, in_c: int, out_block: int) -> int:
-    """Mirror of tc_conv2d_s8_scratch_bytes(): three int16 input patches plus `out_block` widened
-    filters. A test checks it against the C function built for the host."""
+    """Mirror of tc_conv2d_s8_scratch_bytes(): an int8 staging patch, three int16 input patches
+    plus `out_block` widened filters. A test checks it against the C function built for the host."""
     kp = (k_h * k_w * in_c + 3) & ~3
     out_block = max(2, (out_block + 1) & ~1)
-    return (3 + out_block) * kp * 2
+    return (3 + out_block) * kp * 2 + kp
 
 
 def kernel_scratch_bytes(table) -> int:

@@ -50,7 +50,8 @@ float conv_y[C_OH * C_OW * C_OUT], conv_dx[C_H * C_W * C_IN], conv_dw[C_OUT * C_
 float conv_db[C_OUT];
 int8_t s8_x[C_H * C_W * S_IN], s8_w[S_OUT * C_K * C_K * S_IN], s8_y[C_OH * C_OW * S_OUT];
 int32_t s8_b[S_OUT], s8_mult[S_OUT], s8_shift[S_OUT];
-int32_t s8_scratch[(3 + S_OUT) * C_K * C_K * S_IN / 2 + 4];
+// Words: three patches and S_OUT filters as int16, one int8 staging patch, slack.
+int32_t s8_scratch[(3 + S_OUT) * C_K * C_K * S_IN / 2 + C_K * C_K * S_IN / 4 + 4];
 
 }  // namespace
 

@@ -8,7 +8,10 @@
 //   2. for each block of three output pixels, gather the input patches ("im2col") once as int16
 //      with the input offset already added, interleaved the same way: [p0 w0][p1 w0][p2 w0]...;
 //      out-of-image taps are 0, which is exactly TFLite's "skip padding" rule; the block then
-//      serves every output channel;
+//      serves every output channel. A window inside the image whose kernel rows are whole words
+//      is widened straight from the input; any other is first copied as int8 into a staging
+//      area, out-of-image taps as the input zero point (0 once the offset is added), and then
+//      widened four taps at a time like the rest;
 //   3. a 2 channels x 3 pixels inner loop: per word of taps one LDRD of weights, one LDM of
 //      inputs and six dual 16-bit multiply-accumulates (SMLAD): 8 instructions per 12 MACs.
 //      Six accumulators, five operands and three loop registers use all 14 general registers;
@@ -49,42 +52,65 @@ void clear_lane(uint32_t* op, int32_t kp, int32_t lanes, int32_t lane) {
     for (int32_t i = 0; i < lane_words(kp); ++i) op[i * lanes + lane] = 0;
 }
 
+// Byte loops for the staging area, kept as loops: its runs are a few bytes (a kernel row of a
+// thin input), for which a call to memset or memcpy costs more than the bytes themselves.
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+inline int8_t* stage_fill(int8_t* dst, int8_t value, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) dst[i] = value;
+    return dst + n;
+}
+
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+inline int8_t* stage_copy(int8_t* dst, const int8_t* src, int32_t n) {
+    if (n >= 16) {  // a longer run: the library's word copy wins
+        memcpy(dst, src, (size_t)n);
+        return dst + n;
+    }
+    for (int32_t i = 0; i < n; ++i) dst[i] = src[i];
+    return dst + n;
+}
+
 // Gathers the patch of output pixel p (batch, row and column flattened) into one lane of
-// `cols`, in tap order ky, kx, ci.
+// `cols`, in tap order ky, kx, ci. `stage` holds kp bytes.
 void gather_patch(const tc_window_dims* d, const int8_t* x, int32_t p, int32_t input_offset,
-                  uint32_t* cols, int32_t kp, int32_t lanes, int32_t lane) {
+                  uint32_t* cols, int32_t kp, int32_t lanes, int32_t lane, int8_t* stage) {
     const int32_t in_c = d->in_c;
     const int32_t per_image = d->out_h * d->out_w;
     const int32_t b = p / per_image, r = p % per_image;
     const int32_t y0 = (r / d->out_w) * d->stride_h - d->pad_top;
     const int32_t x0 = (r % d->out_w) * d->stride_w - d->pad_left;
     const int32_t row = d->k_w * in_c;
-    if ((row & 3) == 0 && y0 >= 0 && x0 >= 0 && y0 + d->k_h <= d->in_h &&
-        x0 + d->k_w <= d->in_w) {
-        // Whole window inside the image: each kernel row is one contiguous run of bytes.
-        const uint32_t off2 = ((uint32_t)input_offset & 0xffffu) | ((uint32_t)input_offset << 16);
+    const int8_t* image = x + b * d->in_h * d->in_w * in_c;
+    const uint32_t off2 = ((uint32_t)input_offset & 0xffffu) | ((uint32_t)input_offset << 16);
+    const bool inside = y0 >= 0 && x0 >= 0 && y0 + d->k_h <= d->in_h && x0 + d->k_w <= d->in_w;
+    if (inside && (row & 3) == 0) {
+        // Each kernel row is one contiguous run of whole words: widen it in place.
         for (int32_t ky = 0; ky < d->k_h; ++ky)
-            widen_taps(x + ((b * d->in_h + y0 + ky) * d->in_w + x0) * in_c, row, off2,
+            widen_taps(image + ((y0 + ky) * d->in_w + x0) * in_c, row, off2,
                        cols + (ky * row >> 1) * lanes + lane, lanes);
         return;  // kp == k: no padding taps
     }
-    int16_t* col = (int16_t*)cols;
-    int32_t k = 0;
+    // The input zero point: an int8 (input_offset is its negation), 0 after the offset.
+    const int8_t pad = (int8_t)(-input_offset);
+    // Columns of the window inside the image: kx in [kx_lo, kx_hi).
+    int32_t kx_lo = x0 < 0 ? -x0 : 0;
+    if (kx_lo > d->k_w) kx_lo = d->k_w;
+    int32_t kx_hi = d->in_w - x0 < d->k_w ? d->in_w - x0 : d->k_w;
+    if (kx_hi < kx_lo) kx_hi = kx_lo;
+    const int32_t before = kx_lo * in_c, run = (kx_hi - kx_lo) * in_c, after = row - before - run;
+    int8_t* s = stage;
     for (int32_t ky = 0; ky < d->k_h; ++ky) {
         const int32_t iy = y0 + ky;
-        const bool row_ok = iy >= 0 && iy < d->in_h;
-        for (int32_t kx = 0; kx < d->k_w; ++kx) {
-            const int32_t ix = x0 + kx;
-            if (row_ok && ix >= 0 && ix < d->in_w) {
-                const int8_t* xp = x + ((b * d->in_h + iy) * d->in_w + ix) * in_c;
-                for (int32_t c = 0; c < in_c; ++c, ++k)
-                    col[tap_index(k, lanes, lane)] = (int16_t)(xp[c] + input_offset);
-            } else {
-                for (int32_t c = 0; c < in_c; ++c, ++k) col[tap_index(k, lanes, lane)] = 0;
-            }
+        if (iy < 0 || iy >= d->in_h) {
+            s = stage_fill(s, pad, row);
+            continue;
         }
+        s = stage_fill(s, pad, before);
+        s = stage_copy(s, image + (iy * d->in_w + x0 + kx_lo) * in_c, run);
+        s = stage_fill(s, pad, after);
     }
-    for (; k < kp; ++k) col[tap_index(k, lanes, lane)] = 0;
+    stage_fill(s, pad, kp - d->k_h * row);  // taps padded to a multiple of four
+    widen_taps(stage, kp, off2, cols + lane, lanes);
 }
 
 // Widens filters c0 .. c0 + count - 1 (count even; channels >= out_c become zeros) into
@@ -180,8 +206,8 @@ constexpr int32_t kMaxBlock = 32;
 // Every pixel block for channels c0 .. c_end - 1, whose filters are widened in `wide`.
 template <int32_t Pixels>
 void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
-              const int32_t* bias, int8_t* y, uint32_t* cols, const uint32_t* wide, int32_t kp,
-              int32_t c0, int32_t c_end) {
+              const int32_t* bias, int8_t* y, int8_t* stage, uint32_t* cols,
+              const uint32_t* wide, int32_t kp, int32_t c0, int32_t c_end) {
     const int32_t out_c = d->out_c;
     tc_requant_channel rq[kMaxBlock];
     int32_t b0[kMaxBlock];
@@ -197,7 +223,7 @@ void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
         const int32_t here = pixels - p < Pixels ? pixels - p : Pixels;
         for (int32_t j = 0; j < Pixels; ++j) {
             if (j < here)
-                gather_patch(d, x, p + j, q->input_offset, cols, kp, Pixels, j);
+                gather_patch(d, x, p + j, q->input_offset, cols, kp, Pixels, j, stage);
             else
                 clear_lane(cols, kp, Pixels, j);
         }
@@ -218,9 +244,10 @@ void run_pass(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
     }
 }
 
-// Channels per pass that fit next to `pixels` patches (even, 0 when not even two fit).
+// Channels per pass that fit next to the staging area and `pixels` patches (even, 0 when not
+// even two fit).
 int32_t channel_block(int32_t scratch_bytes, int32_t kp, int32_t pixels) {
-    const int32_t words = scratch_bytes / 4 - pixels * lane_words(kp);
+    const int32_t words = scratch_bytes / 4 - kp / 4 - pixels * lane_words(kp);
     return words < kp ? 0 : 2 * (words / kp);
 }
 
@@ -229,11 +256,11 @@ int32_t channel_block(int32_t scratch_bytes, int32_t kp, int32_t pixels) {
 int32_t tc_conv2d_s8_scratch_bytes(const tc_window_dims* d, int32_t out_block) {
     if (out_block < 2) out_block = 2;
     out_block = (out_block + 1) & ~1;
-    return (3 + out_block) * padded_taps(d) * (int32_t)sizeof(int16_t);
+    return (3 + out_block) * padded_taps(d) * (int32_t)sizeof(int16_t) + padded_taps(d);
 }
 
 int32_t tc_conv2d_s8_min_scratch_bytes(const tc_window_dims* d) {
-    return (2 + 2) * padded_taps(d) * (int32_t)sizeof(int16_t);
+    return (2 + 2) * padded_taps(d) * (int32_t)sizeof(int16_t) + padded_taps(d);
 }
 
 bool tc_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x,
@@ -254,15 +281,16 @@ bool tc_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x
     const int32_t out_c_even = (out_c + 1) & ~1;
     if (block > out_c_even) block = out_c_even;
     if (block > kMaxBlock) block = kMaxBlock;
-    uint32_t* cols = (uint32_t*)scratch;                // `pixels` patches, interleaved
+    int8_t* stage = (int8_t*)scratch;                   // one patch as int8 (kp bytes)
+    uint32_t* cols = (uint32_t*)(stage + kp);           // `pixels` patches, interleaved
     uint32_t* wide = cols + pixels * lane_words(kp);    // `block` filters, pairs interleaved
     for (int32_t c0 = 0; c0 < out_c; c0 += block) {
         const int32_t c_end = c0 + block < out_c ? c0 + block : out_c;
         widen_filters(w, k, kp, c0, block, out_c, wide);
         if (pixels == 3)
-            run_pass<3>(d, q, x, bias, y, cols, wide, kp, c0, c_end);
+            run_pass<3>(d, q, x, bias, y, stage, cols, wide, kp, c0, c_end);
         else
-            run_pass<2>(d, q, x, bias, y, cols, wide, kp, c0, c_end);
+            run_pass<2>(d, q, x, bias, y, stage, cols, wide, kp, c0, c_end);
     }
     return true;
 }

@@ -4,9 +4,9 @@
 #pragma once
 #include "tc_kernels_common.h"
 
-// Bytes of scratch memory for the fast layout: three output pixels per block and `out_block`
-// output channels (an even number >= 2) widened per pass; out_c rounded up to even = one pass
-// over the input. The kernel itself never allocates.
+// Bytes of scratch memory for the fast layout: a staging area of one patch, three output pixels
+// per block and `out_block` output channels (an even number >= 2) widened per pass; out_c
+// rounded up to even = one pass over the input. The kernel itself never allocates.
 int32_t tc_conv2d_s8_scratch_bytes(const tc_window_dims* d, int32_t out_block);
 
 // The least scratch the kernel runs with (two pixels and two channels per block: slower).
