@@ -71,7 +71,7 @@ const tc_model tc_model_data = {{
     2, tail, {len(PLAN)}, 1, plan, 6,
     {FLASH_SAMPLES}, bx, by, {RAM_CAPACITY},
     {MAX_BATCH}, {{0.05f, 0.0f, 5.0f, 4, 2, 7}},
-    TC_ARENA_BYTES,
+    TC_ARENA_BYTES, TC_BUFFER_STORES_INPUTS,
 }};
 """)
     return out_dir
