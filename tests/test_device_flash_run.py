@@ -73,6 +73,7 @@ def test_flash_run_then_info_shows_the_runs_model(home, digits_run):
     buffer = manifest["buffer"]
     assert info["buffer_capacity"] == buffer["flash_samples"] + buffer["ram_capacity"]
     assert info["buffer_fill"] == buffer["flash_samples"]
+    assert info["buffer_store_name"] == buffer["store"].upper() == "INPUTS"
     assert info["persist"] == 0  # OFF: built without --persist
 
     text = runner.invoke(main, ["info", "--board", BOARD])
@@ -80,6 +81,7 @@ def test_flash_run_then_info_shows_the_runs_model(home, digits_run):
     assert f"signature {sig}" in text.output
     assert f"int8 {manifest['input_shape']}" in text.output
     assert f"{info['classes_seen']} seen of 10" in text.output
+    assert f"{info['buffer_fill']} / {info['buffer_capacity']} samples (inputs)" in text.output
     assert "not kept across resets" in text.output
 
     stopped = runner.invoke(main, ["stop"])

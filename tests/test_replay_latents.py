@@ -61,6 +61,8 @@ def test_training_with_latents_is_the_same_as_with_inputs(runs):
     run, latents_dir = runs
     inp = RunInputs(run)
     with_inputs, with_latents = Twin(run), Twin(model_dir=latents_dir)
+    # what INFO reports: TC_BUFFER_STORES_* of the protocol
+    assert (with_inputs.describe()["buffer_store"], with_latents.describe()["buffer_store"]) == (0, 1)
     assert with_latents.describe()["buffer_fill"] == with_inputs.describe()["buffer_fill"]
     R_inputs = run_device_procedure(with_inputs, inp)
     R_latents = run_device_procedure(with_latents, inp)
@@ -93,9 +95,12 @@ def test_host_and_firmware_agree_on_the_model_format():
 
     header = (FIRMWARE / "lib" / "runtime" / "tc_model.h").read_text()
     assert int(re.search(r"#define TC_MODEL_FORMAT_VERSION (\d+)", header).group(1)) == FORMAT_VERSION
-    enum = dict((name.lower(), int(v)) for name, v in
-                re.findall(r"TC_BUFFER_STORES_(\w+) = (\d+)", header))
-    assert enum == {name: i for i, name in enumerate(BUFFER_STORES)}
+    # the store codes are the protocol's (INFO reports them), from its generated header
+    assert '#include "tc_protocol_spec.h"' in header
+    generated = (FIRMWARE / "lib" / "protocol" / "tc_protocol_spec.h").read_text()
+    codes = {name.lower(): int(v) for name, v in
+             re.findall(r"#define TC_BUFFER_STORES_(\w+) (\d+)", generated)}
+    assert codes == {name: i for i, name in enumerate(BUFFER_STORES)}
 
 
 def test_prepare_refuses_an_unknown_replay_store(tmp_path):

@@ -229,7 +229,9 @@ def format_info(info: dict) -> str:
         ("Model", f"signature {sig}" if has_model else "none (firmware built without a model)"),
         ("Input", f"{input_type.lower()} {list(shape)}" if input_type != "NONE" else "-"),
         ("Classes", f"{info.get('classes_seen', 0)} seen of {info.get('classes_max', 0)}"),
-        ("Replay buffer", f"{info.get('buffer_fill', 0)} / {info.get('buffer_capacity', 0)} samples"),
+        ("Replay buffer", f"{info.get('buffer_fill', 0)} / {info.get('buffer_capacity', 0)} samples"
+                          + (f" ({str(info.get('buffer_store_name', '?')).lower()})" if has_model
+                             else "")),
         ("Learned state", _learned_state(info)),
         ("RAM", _usage(info.get("ram_used"), info.get("ram_total"))),
         ("Flash", _usage(info.get("flash_used"), info.get("flash_total"))),

@@ -23,6 +23,7 @@ MESSAGE_NAMES = {value: name for name, value in spec.MESSAGES.items()}
 STATUS_NAMES = {value: name for name, value in spec.STATUS.items()}
 COUNTER_KIND_NAMES = {value: name for name, value in spec.COUNTER_KINDS.items()}
 INPUT_TYPE_NAMES = {value: name for name, value in spec.INPUT_TYPES.items()}
+BUFFER_STORE_NAMES = {v: k for k, v in spec.BUFFER_STORES.items()}
 
 _HEADER = struct.Struct("<BBHH")
 _CRC = struct.Struct("<I")
@@ -215,6 +216,7 @@ def parse_info(payload: bytes) -> dict:
     info["input_shape"] = info["input_shape"][:info["input_rank"]]
     info["counter_kind_name"] = COUNTER_KIND_NAMES.get(info["counter_kind"], "UNKNOWN")
     info["input_type_name"] = INPUT_TYPE_NAMES.get(info["input_type"], "UNKNOWN")
+    info["buffer_store_name"] = BUFFER_STORE_NAMES.get(info["buffer_store"], "UNKNOWN")
     return info
 
 

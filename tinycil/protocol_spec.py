@@ -104,6 +104,10 @@ COUNTER_KINDS = {"NONE": 0, "CYCLES": 1, "INSTRUCTIONS": 2}
 # ---- input element types (INFO.input_type) ------------------------------------------------------
 INPUT_TYPES = {"NONE": 0, "INT8": 1, "FLOAT32": 2}
 
+# ---- what a replay-buffer sample holds (INFO.buffer_store; tc_model.buffer_store) ---------------
+# INPUTS: the int8 input, as the paper keeps it; LATENTS: the frozen backbone's int8 output of it.
+BUFFER_STORES = {"INPUTS": 0, "LATENTS": 1}
+
 # ---- fixed payload layouts ----------------------------------------------------------------------
 # (name, C type, count). Little endian, packed, in this order.
 _CTYPES = {"u8": ("uint8_t", "B"), "u16": ("uint16_t", "H"), "u32": ("uint32_t", "I"),
@@ -118,7 +122,7 @@ INFO_FIELDS = [
     ("counter_kind", "u8", 1),         # COUNTER_KINDS
     ("input_type", "u8", 1),           # INPUT_TYPES
     ("input_rank", "u8", 1),
-    ("reserved0", "u8", 1),
+    ("buffer_store", "u8", 1),         # BUFFER_STORES
     ("input_shape", "u16", 4),         # first input_rank entries are used (no batch dimension)
     ("model_signature", "u8", 8),      # hash of the exported model; all zero: no model
     ("classes_max", "u16", 1),         # classes the final grown model can hold
@@ -304,6 +308,8 @@ def render_header() -> str:
     out += [f"#define TC_COUNTER_{name} {value}" for name, value in COUNTER_KINDS.items()]
     out.append("")
     out += [f"#define TC_INPUT_{name} {value}" for name, value in INPUT_TYPES.items()]
+    out.append("")
+    out += [f"#define TC_BUFFER_STORES_{name} {value}" for name, value in BUFFER_STORES.items()]
     out.append("")
     out += [f"#define TC_PERSIST_STATE_{name} {value}" for name, value in PERSIST_STATES.items()]
     out += ["", "typedef struct __attribute__((packed)) {"]

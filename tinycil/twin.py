@@ -34,7 +34,7 @@ class TwinError(RuntimeError):
 class RtDesc(ctypes.Structure):
     _fields_ = [("signature", ctypes.c_uint8 * 8), ("has_model", ctypes.c_uint8),
                 ("input_type", ctypes.c_uint8), ("input_rank", ctypes.c_uint8),
-                ("reserved0", ctypes.c_uint8), ("input_shape", ctypes.c_uint16 * 4),
+                ("buffer_store", ctypes.c_uint8), ("input_shape", ctypes.c_uint16 * 4),
                 ("input_scale", ctypes.c_float), ("input_zero_point", ctypes.c_int32),
                 ("input_size", ctypes.c_uint32), ("classes_max", ctypes.c_uint16),
                 ("classes_seen", ctypes.c_uint16), ("buffer_capacity", ctypes.c_uint32),

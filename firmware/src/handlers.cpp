@@ -39,6 +39,7 @@ void fill_info(tc_info_t& info) {
     if (desc.has_model) {
         info.input_type = desc.input_type;
         info.input_rank = desc.input_rank;
+        info.buffer_store = desc.buffer_store;
         for (size_t i = 0; i < 4; ++i) info.input_shape[i] = desc.input_shape[i];
         memcpy(info.model_signature, desc.signature, sizeof(info.model_signature));
         info.classes_max = desc.classes_max;

@@ -57,6 +57,9 @@
 #define TC_INPUT_INT8 1
 #define TC_INPUT_FLOAT32 2
 
+#define TC_BUFFER_STORES_INPUTS 0
+#define TC_BUFFER_STORES_LATENTS 1
+
 #define TC_PERSIST_STATE_OFF 0
 #define TC_PERSIST_STATE_EMPTY 1
 #define TC_PERSIST_STATE_RESTORED 2
@@ -72,7 +75,7 @@ typedef struct __attribute__((packed)) {
     uint8_t counter_kind;
     uint8_t input_type;
     uint8_t input_rank;
-    uint8_t reserved0;
+    uint8_t buffer_store;
     uint16_t input_shape[4];
     uint8_t model_signature[8];
     uint16_t classes_max;

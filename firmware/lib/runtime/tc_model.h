@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tc_protocol_spec.h"
+
 #define TC_MODEL_FORMAT_VERSION 2
 #define TC_MAX_TAIL_LAYERS 4
 
@@ -38,14 +40,11 @@ struct tc_layer {
     const int32_t* shift;
 };
 
-// What a replay-buffer sample holds. The backbone is frozen, so a sample's int8 latent is the
-// same every time the sample is drawn: keeping the latent instead of the input skips the
-// backbone (most of a training sample's cost) for every replayed sample, and gives the very same
-// training. Inputs are the default, as in the paper; latents are smaller for most backbones too.
-enum tc_buffer_store : uint8_t {
-    TC_BUFFER_STORES_INPUTS = 0,
-    TC_BUFFER_STORES_LATENTS = 1,
-};
+// What a replay-buffer sample holds: TC_BUFFER_STORES_* of tc_protocol_spec.h (INFO reports it).
+// The backbone is frozen, so a sample's int8 latent is the same every time the sample is drawn:
+// keeping the latent instead of the input skips the backbone (most of a training sample's cost)
+// for every replayed sample, and gives the very same training. Inputs are the default, as in the
+// paper; latents are smaller for most backbones too.
 
 // One trainable float32 dense layer of the tail, y = W x + b, W [out][in] (row-major, rows packed
 // at the current size). ReLU follows every tail layer except the last (the logits).
@@ -107,7 +106,7 @@ struct tc_model {
     uint16_t max_batch;           // batch_new + batch_replay the arena is planned for
     tc_train_defaults defaults;
     uint32_t arena_bytes;         // the runtime's static arena (TC_ARENA_BYTES)
-    uint8_t buffer_store;         // tc_buffer_store: what buffer_x and the RAM area hold
+    uint8_t buffer_store;         // TC_BUFFER_STORES_*: what buffer_x and the RAM area hold
 };
 
 // Bytes of one replay-buffer sample (without its label).

@@ -258,6 +258,7 @@ void tc_rt_describe(tc_rt_desc* out) {
     out->has_model = 1;
     out->input_type = TC_INPUT_INT8;
     out->input_rank = m->input_rank;
+    out->buffer_store = m->buffer_store;
     for (int i = 0; i < 4; ++i) out->input_shape[i] = m->input_shape[i];
     out->input_scale = m->input_scale;
     out->input_zero_point = m->input_zero_point;

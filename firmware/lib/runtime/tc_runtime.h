@@ -16,7 +16,7 @@ typedef struct {
     uint8_t has_model;
     uint8_t input_type;          // TC_INPUT_*
     uint8_t input_rank;
-    uint8_t reserved0;
+    uint8_t buffer_store;        // TC_BUFFER_STORES_*
     uint16_t input_shape[4];
     float input_scale;
     int32_t input_zero_point;
