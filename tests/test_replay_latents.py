@@ -108,3 +108,36 @@ def test_prepare_refuses_an_unknown_replay_store(tmp_path):
 
     with pytest.raises(PrepareError, match="--replay-store must be inputs or latents"):
         prepare_run("digits", tmp_path / "run", replay_store="activations", progress=False)
+
+
+def test_the_command_line_carries_the_store_into_the_export(tmp_path):
+    """`tinycil prepare --replay-store latents` records it; `tinycil export` then keeps latents."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tinycil.cli import main
+
+    run = tmp_path / "run"
+    runner = CliRunner()
+    prepared = runner.invoke(main, ["prepare", "--dataset", "digits", "--quick", "--no-simulate",
+                                    "--replay-store", "latents", "-o", str(run)])
+    assert prepared.exit_code == 0, prepared.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["replay_store"] == "latents"
+    latent_size = int(np.prod(config["latent_shape"]))
+    assert config["buffer"]["bytes"] == config["buffer"]["samples"] * (latent_size + 1)
+    exported = runner.invoke(main, ["export", str(run), "--board", "mps2_an500", "--host-only"])
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["buffer"]["store"] == "latents"
+    assert manifest["buffer"]["sample_bytes"] == latent_size
+    assert "1,  // buffer_store: latents" in (run / "export" / "model_data.cpp").read_text()
+    assert "replay buffer of latents" in exported.output
+    # and back: the export's option overrides what the run was prepared with
+    again = runner.invoke(main, ["export", str(run), "--board", "mps2_an500", "--host-only",
+                                 "--replay-store", "inputs"])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["buffer"]["store"] == "inputs"
+    assert manifest["buffer"]["sample_bytes"] == int(np.prod(config["input_shape"]))

@@ -12,7 +12,10 @@ import click
 @click.option("--board", "-b", required=True, help="Board id (see `tinycil boards`).")
 @click.option("--host-only", is_flag=True,
               help="Write only RUN/export/ (for the host twin), not firmware/generated/.")
-def export_command(run: Path, board: str, host_only: bool) -> None:
+@click.option("--replay-store", type=click.Choice(["inputs", "latents"]), default=None,
+              help="What the device's replay buffer keeps (default: what the run was prepared "
+                   "with).")
+def export_command(run: Path, board: str, host_only: bool, replay_store: str | None) -> None:
     """Export a prepared run (int8 backbone, float32 tail, growth plan, replay buffer) for BOARD,
     after checking that it fits the board's RAM and flash."""
     from tinycil.boards import BoardError
@@ -21,11 +24,12 @@ def export_command(run: Path, board: str, host_only: bool) -> None:
     from tinycil.runfolder import RunFolderError
 
     try:
-        result = export_run(run, board, firmware=not host_only)
+        result = export_run(run, board, firmware=not host_only, buffer_store=replay_store)
     except (BoardError, ExportError, MemoryPlanError, RunFolderError) as exc:
         raise click.ClickException(str(exc)) from None
     mem = result.memory
-    click.echo(f"exported {run} for {result.board}: signature {result.signature_hex}")
+    click.echo(f"exported {run} for {result.board}: signature {result.signature_hex}, replay "
+               f"buffer of {result.manifest['buffer']['store']}")
     click.echo(f"  RAM   {mem['ram_used']:>8} of {mem['ram_total']} bytes (planned; the linker "
                f"checks the final image)")
     click.echo(f"  flash {mem['flash_used']:>8} of {mem['flash_total']} bytes")
