@@ -100,6 +100,27 @@ def test_device_matches_the_host_twin_exactly(e2e):
     assert e2e["results"]["device"]["accuracy_matrix"] == e2e["results"]["twin"]["accuracy_matrix"]
 
 
+def test_a_latent_replay_buffer_gives_the_same_device_run(e2e, root, tmp_path):
+    """The run again with `replay_store: latents`, in a project copy of its own (its firmware
+    differs): on the emulated board the accuracy matrix is the very same, for fewer instructions
+    per training sample, and the buffer takes fewer bytes."""
+    from tinycil.run import run_end_to_end
+
+    run = _fresh_run(e2e, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["replay_store"] = "latents"
+    (run / "config.json").write_text(json.dumps(config))
+    project = copy_firmware_project(root, tmp_path / "project")
+    results = run_end_to_end("digits", BOARD, run, root=project, progress=False,
+                             echo=lambda *_: None, reuse=True)
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["buffer"]["store"] == "latents"
+    assert manifest["buffer"]["sample_bytes"] < config["input_shape"][0] * config["input_shape"][1]
+    inputs = e2e["results"]["device"]
+    assert results["device"]["accuracy_matrix"] == inputs["accuracy_matrix"]
+    assert results["device"]["instructions_per_train_sample"] < 0.7 * inputs["instructions_per_train_sample"]
+
+
 def test_a_damaged_link_gives_the_same_results(e2e, device, tmp_path):
     run = _fresh_run(e2e, tmp_path)
     # Per 64-byte chunk: about one 1 KB frame in three is damaged while the faults last.
