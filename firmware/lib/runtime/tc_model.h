@@ -40,12 +40,6 @@ struct tc_layer {
     const int32_t* shift;
 };
 
-// What a replay-buffer sample holds: TC_BUFFER_STORES_* of tc_protocol_spec.h (INFO reports it).
-// The backbone is frozen, so a sample's int8 latent is the same every time the sample is drawn:
-// keeping the latent instead of the input skips the backbone (most of a training sample's cost)
-// for every replayed sample, and gives the very same training. Inputs are the default, as in the
-// paper; latents are smaller for most backbones too.
-
 // One trainable float32 dense layer of the tail, y = W x + b, W [out][in] (row-major, rows packed
 // at the current size). ReLU follows every tail layer except the last (the logits).
 struct tc_tail_layer {
@@ -106,7 +100,13 @@ struct tc_model {
     uint16_t max_batch;           // batch_new + batch_replay the arena is planned for
     tc_train_defaults defaults;
     uint32_t arena_bytes;         // the runtime's static arena (TC_ARENA_BYTES)
-    uint8_t buffer_store;         // TC_BUFFER_STORES_*: what buffer_x and the RAM area hold
+
+    // What buffer_x and the RAM area hold: TC_BUFFER_STORES_* of tc_protocol_spec.h (INFO
+    // reports it). The backbone is frozen, so a sample's int8 latent is the same every time the
+    // sample is drawn: keeping the latent instead of the input skips the backbone (most of a
+    // training sample's cost) for every replayed sample and gives the very same training. Inputs
+    // are the default, as in the paper; latents are smaller for most backbones too.
+    uint8_t buffer_store;
 };
 
 // Bytes of one replay-buffer sample (without its label).
