@@ -99,7 +99,8 @@ def summary_markdown(results: dict) -> str:
         "accuracy from right after learning it to the end. Forgetting: mean drop from a task's best "
         "accuracy to its final one. Train FLOPs: forward + backward FLOPs of every training sample "
         "processed (new and replay), at the model's width while it learned each task. Buffer bytes: "
-        "int8 inputs + a one-byte label per replay sample.", ""]
+        "int8 inputs (with `--replay-store latents`: the backbone's int8 latents) + a one-byte label "
+        "per replay sample.", ""]
     details = results.get("details", {})
     runs = details.get("runs", {})
     if runs:
