@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from tinycil.protocol_spec import BUFFER_STORE_NAMES
+
 FAMILY_CHOICES = ("auto", "mlp", "cnn2d", "cnn1d", "dscnn")
 
 
@@ -90,7 +92,7 @@ def device_training_options(func):
                      help="Buffer samples per mini-batch (default per data set)."),
         click.option("--clip-norm", type=float, default=None,
                      help="Global gradient norm clip (default 5.0)."),
-        click.option("--replay-store", type=click.Choice(["inputs", "latents"]), default="inputs",
+        click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default="inputs",
                      show_default=True,
                      help="What the device's replay buffer keeps: int8 inputs (as the paper), or "
                           "the frozen backbone's int8 latents (same training, replayed samples "

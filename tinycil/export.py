@@ -33,8 +33,7 @@ MANIFEST = "manifest.json"
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
 FORMAT_VERSION = 2               # TC_MODEL_FORMAT_VERSION in tc_model.h
 # What a replay-buffer sample holds on the device, in the order of the protocol's codes.
-BUFFER_STORES = tuple(name.lower() for name, _ in sorted(protocol_spec.BUFFER_STORES.items(),
-                                                          key=lambda item: item[1]))
+BUFFER_STORES = protocol_spec.BUFFER_STORE_NAMES
 MAX_TAIL_LAYERS = 4              # TC_MAX_TAIL_LAYERS
 # The int8 convolution's working memory: at most this much, so a wide layer takes a few passes
 # over its input instead of a large buffer.

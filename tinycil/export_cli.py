@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
+from tinycil.protocol_spec import BUFFER_STORE_NAMES
+
 
 @click.command("export")
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--board", "-b", required=True, help="Board id (see `tinycil boards`).")
 @click.option("--host-only", is_flag=True,
               help="Write only RUN/export/ (for the host twin), not firmware/generated/.")
-@click.option("--replay-store", type=click.Choice(["inputs", "latents"]), default=None,
+@click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default=None,
               help="What the device's replay buffer keeps (default: what the run was prepared "
                    "with).")
 def export_command(run: Path, board: str, host_only: bool, replay_store: str | None) -> None:

@@ -96,6 +96,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     from tinycil.datasets import load_dataset
     from tinycil.distill import distill_task
     from tinycil.experiment import QUICK, buffer_bytes, defaults_for
+    from tinycil.protocol_spec import BUFFER_STORE_NAMES
     from tinycil.models import (DEFAULT_WIDTHS, build_model, family_for_modality, split_model,
                                 train_flops_per_sample)
     from tinycil.quantize import quantize_backbone, quantize_inputs
@@ -121,8 +122,9 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         raise PrepareError(f"--tail-layers must be at least 1 (the output layer), got {tail_layers}")
     if distill not in ("dm", "gm"):
         raise PrepareError(f"--distill must be dm or gm, got {distill!r}")
-    if replay_store not in ("inputs", "latents"):
-        raise PrepareError(f"--replay-store must be inputs or latents, got {replay_store!r}")
+    if replay_store not in BUFFER_STORE_NAMES:
+        raise PrepareError(f"--replay-store must be {' or '.join(BUFFER_STORE_NAMES)}, got "
+                           f"{replay_store!r}")
 
     d = defaults_for(dataset)
     if resize is None and not keep_size:

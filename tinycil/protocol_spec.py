@@ -107,6 +107,9 @@ INPUT_TYPES = {"NONE": 0, "INT8": 1, "FLOAT32": 2}
 # ---- what a replay-buffer sample holds (INFO.buffer_store; tc_model.buffer_store) ---------------
 # INPUTS: the int8 input, as the paper keeps it; LATENTS: the frozen backbone's int8 output of it.
 BUFFER_STORES = {"INPUTS": 0, "LATENTS": 1}
+# Their names on the command line and in run folders, in code order.
+BUFFER_STORE_NAMES = tuple(name.lower() for name, _ in sorted(BUFFER_STORES.items(),
+                                                              key=lambda item: item[1]))
 
 # ---- fixed payload layouts ----------------------------------------------------------------------
 # (name, C type, count). Little endian, packed, in this order.
