@@ -40,7 +40,7 @@ def private_project(tmp: Path) -> Path:
 
 
 def device_run(dataset: str, quick: bool) -> dict:
-    from tinycil.run import run_end_to_end
+    from tinycil.cli.run import run_end_to_end
 
     with tempfile.TemporaryDirectory(prefix="tinycil-bench-") as tmp:
         tmp = Path(tmp)

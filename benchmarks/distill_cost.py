@@ -64,8 +64,8 @@ def main():
     import tensorflow as tf
 
     from tinycil.datasets import load_dataset
-    from tinycil.distill import DEFAULT_ITERATIONS, distill_task, matching_loss, random_subset
-    from tinycil.tasks import task_subset
+    from tinycil.learn.distill import DEFAULT_ITERATIONS, distill_task, matching_loss, random_subset
+    from tinycil.learn.tasks import task_subset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", default="0,1")

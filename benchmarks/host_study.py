@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
 
-    from tinycil.experiment import run_experiment
+    from tinycil.learn.experiment import run_experiment
 
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     studies = [(n, t) for n, t in STUDIES if args.datasets is None or n in args.datasets]

@@ -29,12 +29,12 @@ sys.path.insert(0, str(HERE))
 def main() -> None:
     from device_runs import private_project
 
-    from tinycil import emulator
-    from tinycil.boards import load_board
-    from tinycil.bridge import DeviceLink
-    from tinycil.faultproxy import FaultProxy, Faults
-    from tinycil.run import run_end_to_end
-    from tinycil.stream import stream_task
+    from tinycil.deploy import emulator
+    from tinycil.deploy.boards import load_board
+    from tinycil.link.bridge import DeviceLink
+    from tinycil.link.faultproxy import FaultProxy, Faults
+    from tinycil.cli.run import run_end_to_end
+    from tinycil.link.stream import stream_task
 
     with tempfile.TemporaryDirectory(prefix="tinycil-link-") as tmp:
         tmp = Path(tmp)

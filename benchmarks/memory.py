@@ -54,9 +54,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", default="nucleo_f746zg")
     args = ap.parse_args()
-    from tinycil.export import GENERATED_FILES, ExportError, export_run
-    from tinycil.memplan import MemoryPlanError
-    from tinycil.prepare import prepare_run
+    from tinycil.deploy.export import GENERATED_FILES, ExportError, export_run
+    from tinycil.deploy.memplan import MemoryPlanError
+    from tinycil.learn.prepare import prepare_run
 
     gen = ROOT / "firmware" / "generated"
     saved = {f: (gen / f).read_bytes() for f in GENERATED_FILES if (gen / f).exists()}
@@ -96,7 +96,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory.json").write_text(json.dumps({"board": args.board, "models": rows}, indent=2) + "\n")
     lines = [f"# RAM and flash of the demo models ({args.board}: 320 KB RAM, 1 MB flash)", "",
-             "Planned: tinycil.memplan before the build (arena for the final grown tail, replay RAM "
+             "Planned: tinycil.deploy.memplan before the build (arena for the final grown tail, replay RAM "
              "area, protocol buffers, stack). Linked: the linker's figures for the firmware built "
              "with the export (runtime linked in).", "",
              "| model | RAM planned | RAM linked | flash planned | flash linked | arena | buffer (flash + RAM slots) |",

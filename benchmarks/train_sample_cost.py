@@ -4,8 +4,8 @@ For each demo model: a quick `tinycil prepare`, the export into a private copy o
 project, then two measurements under QEMU `-icount shift=0` (the board's counter counts executed
 instructions):
 
-- device: the product firmware built with the export (tinycil.build), started by
-  tinycil.emulator; one field task is streamed over the serial protocol (tinycil.stream) and the
+- device: the product firmware built with the export (tinycil.deploy.build), started by
+  tinycil.deploy.emulator; one field task is streamed over the serial protocol (tinycil.link.stream) and the
   device's STATS give instructions per streamed training sample, as a device run reports them
   (they include the serial handler's work and the receive interrupts that arrive meanwhile);
 - device, latent replay: the same task streamed again to firmware built with the same run
@@ -16,8 +16,8 @@ instructions):
   form and step one mini-batch. This splits a training step into backbone forward and tail
   forward + backward + SGD update.
 
-MACs per training sample come from tinycil.models.count_cost of the model at the size the
-device trains the task at (as tinycil.prepare's device_flops_per_sample counts FLOPs): backbone
+MACs per training sample come from tinycil.learn.models.count_cost of the model at the size the
+device trains the task at (as tinycil.learn.prepare's device_flops_per_sample counts FLOPs): backbone
 forward, tail forward, tail backward (weight gradients, and input gradients of every tail layer
 but the first: nothing below the tail trains).
 
@@ -87,7 +87,7 @@ def private_project(dest: Path) -> Path:
 
 def macs_per_sample(run_dir: Path) -> dict:
     """Multiply-accumulates of one training sample at the size of the first device task."""
-    from tinycil.models import build_model, count_cost, weight_layers
+    from tinycil.learn.models import build_model, count_cost, weight_layers
     from tinycil.runfolder import RunFolder
 
     run = RunFolder(run_dir)
@@ -159,12 +159,12 @@ def time_calls(project: Path, out_dir: Path) -> dict:
 # ---- the product firmware, one streamed task -------------------------------------------------
 
 def stream_one_task(project: Path, run_dir: Path, echo) -> dict:
-    from tinycil import emulator
-    from tinycil.boards import load_board
-    from tinycil.bridge import DeviceLink
-    from tinycil.build import build
-    from tinycil.session import Session, parse_stats
-    from tinycil.stream import RunData, stream_task
+    from tinycil.deploy import emulator
+    from tinycil.deploy.boards import load_board
+    from tinycil.link.bridge import DeviceLink
+    from tinycil.deploy.build import build
+    from tinycil.link.session import Session, parse_stats
+    from tinycil.link.stream import RunData, stream_task
 
     board = load_board(BOARD, project)
     built = build(board, root=project)
@@ -222,8 +222,8 @@ def split(calls: dict, macs: dict) -> dict:
 
 
 def measure_model(name: str, demo: dict, tmp: Path, project: Path, echo=print) -> dict:
-    from tinycil.export import export_run
-    from tinycil.prepare import prepare_run
+    from tinycil.deploy.export import export_run
+    from tinycil.learn.prepare import prepare_run
 
     started = time.monotonic()
     run_dir = tmp / f"run-{name}"
@@ -307,12 +307,12 @@ def markdown(rows: dict) -> list[str]:
     lines = [
         "## Instructions per training sample of the demo models",
         "",
-        "One field task streamed to the product firmware on the emulated board (`tinycil.stream`, "
+        "One field task streamed to the product firmware on the emulated board (`tinycil.link.stream`, "
         "one epoch, quick prepare), counted by the device (STATS) under `-icount shift=0`; the "
         "split from a small image that times the runtime's own calls on the same export "
         "(`benchmarks/train_sample_cost.cpp`). A mini-batch is `new + replay` samples; a "
         "*training sample* is one of them, a *streamed sample* carries `(new + replay) / new` of "
-        "them. MACs per training sample from `tinycil.models.count_cost` at the size the device "
+        "them. MACs per training sample from `tinycil.learn.models.count_cost` at the size the device "
         "trains (backbone forward; tail forward and backward, no input gradient below the tail).",
         "",
         "| model | batch new+replay | instr. / streamed sample (device) | instr. / training sample "

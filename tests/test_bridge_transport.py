@@ -6,8 +6,8 @@ import pytest
 import threading
 
 from tinycil import protocol_spec as spec
-from tinycil.faultproxy import FaultProxy, Faults
-from tinycil.session import (begin_task_payload, pack_fields, samples_payload, samples_per_frame,
+from tinycil.link.faultproxy import FaultProxy, Faults
+from tinycil.link.session import (begin_task_payload, pack_fields, samples_payload, samples_per_frame,
                              unpack_fields)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tinycil.boards import BoardError, list_boards, load_board, project_root
+from tinycil.deploy.boards import BoardError, list_boards, load_board, project_root
 from tinycil.cli import main
 
 

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from tinycil.boards import load_board
-from tinycil.build import BuildError, build, build_env
+from tinycil.deploy.boards import load_board
+from tinycil.deploy.build import BuildError, build, build_env
 
 pytestmark = pytest.mark.skipif(not shutil.which("arm-none-eabi-g++"),
                                 reason="needs the Arm cross compiler")

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tinycil import emulator
+from tinycil.deploy import emulator
 from tinycil import protocol_spec as spec
-from tinycil.boards import load_board
-from tinycil.bridge import DeviceLink
-from tinycil.build import build
+from tinycil.deploy.boards import load_board
+from tinycil.link.bridge import DeviceLink
+from tinycil.deploy.build import build
 from helpers import process_alive
 
 pytestmark = [
@@ -130,7 +130,7 @@ def test_flash_info_stop_as_a_user_types_them(state_dir, tmp_path):
 
 
 def test_flashing_again_replaces_the_running_emulator(state_dir, firmware):
-    from tinycil.flash import start_emulated
+    from tinycil.deploy.flash import start_emulated
 
     folder, pids = state_dir
     board = load_board(BOARD)

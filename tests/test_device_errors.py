@@ -11,9 +11,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from tinycil import emulator
-from tinycil.boards import load_board
-from tinycil.build import explain_failure
+from tinycil.deploy import emulator
+from tinycil.deploy.boards import load_board
+from tinycil.deploy.build import explain_failure
 from tinycil.cli import main
 
 
@@ -216,7 +216,7 @@ def test_nucleo_info_without_a_board_attached():
 
 @pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
 def test_firmware_that_never_answers_is_reported_and_its_qemu_ended(tmp_path, state_dir):
-    from tinycil.flash import FlashError, start_emulated
+    from tinycil.deploy.flash import FlashError, start_emulated
 
     not_firmware = tmp_path / "firmware.elf"
     not_firmware.write_bytes(b"this is not firmware" * 10)  # QEMU loads it raw and runs garbage
@@ -232,7 +232,7 @@ def test_firmware_that_never_answers_is_reported_and_its_qemu_ended(tmp_path, st
 
 def test_device_with_another_protocol_version_is_refused_with_the_fix():
     """A device built by another tinycil (INFO of protocol version + 1) over a real socket."""
-    from tinycil import protocol
+    from tinycil.link import protocol
     from tinycil import protocol_spec as spec
 
     listener = socket.socket()

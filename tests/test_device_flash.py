@@ -7,9 +7,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from tinycil.boards import load_board
+from tinycil.deploy.boards import load_board
 from tinycil.cli import main
-from tinycil.flash import FlashError, flash_board, mass_storage_volumes, stlink_ports
+from tinycil.deploy.flash import FlashError, flash_board, mass_storage_volumes, stlink_ports
 
 STLINK_VENDOR = "0483"
 

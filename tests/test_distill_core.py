@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinycil.distill import (
+from tinycil.learn.distill import (
     DistillError,
     class_allocation,
     distill_task,

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycil import emulator
-from tinycil.boards import load_board
-from tinycil.bridge import DeviceLink, NoAnswer
-from tinycil.faultproxy import FaultProxy, Faults
-from tinycil.session import (DeviceReset, Session, begin_task_payload, reset_device,
+from tinycil.deploy import emulator
+from tinycil.deploy.boards import load_board
+from tinycil.link.bridge import DeviceLink, NoAnswer
+from tinycil.link.faultproxy import FaultProxy, Faults
+from tinycil.link.session import (DeviceReset, Session, begin_task_payload, reset_device,
                              samples_payload, train_control_payload)
-from tinycil.stream import StreamError, reset_advice, stream_task
+from tinycil.link.stream import StreamError, reset_advice, stream_task
 from helpers import copy_firmware_project, process_alive
 
 pytestmark = [
@@ -40,7 +40,7 @@ def project(root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def e2e(project, tmp_path_factory):
     """`tinycil run --dataset digits --board mps2_an500` (small epochs), through run_end_to_end."""
-    from tinycil.run import run_end_to_end
+    from tinycil.cli.run import run_end_to_end
 
     os.environ["TINYCIL_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
     run_dir = tmp_path_factory.mktemp("runs") / "digits"
@@ -104,7 +104,7 @@ def test_a_latent_replay_buffer_gives_the_same_device_run(e2e, root, tmp_path):
     """The run again with `replay_store: latents`, in a project copy of its own (its firmware
     differs): on the emulated board the accuracy matrix is the very same, for fewer instructions
     per training sample, and the buffer takes fewer bytes."""
-    from tinycil.run import run_end_to_end
+    from tinycil.cli.run import run_end_to_end
 
     run = _fresh_run(e2e, tmp_path)
     config = json.loads((run / "config.json").read_text())
@@ -140,7 +140,7 @@ def test_a_damaged_link_gives_the_same_results(e2e, device, tmp_path):
 
 def test_a_device_reset_mid_task_is_detected(e2e, device, tmp_path):
     run = _fresh_run(e2e, tmp_path)
-    from tinycil.stream import RunData
+    from tinycil.link.stream import RunData
 
     data = RunData.load(run)
     x, y = data.samples("train", 1)
@@ -189,7 +189,7 @@ def test_garbage_answers_read_as_a_wrong_baud_rate(e2e, device):
 def test_a_missing_port_is_a_clear_error(e2e, tmp_path):
     from click.testing import CliRunner
 
-    from tinycil.cli_stream import stream
+    from tinycil.cli.stream import stream
 
     out = CliRunner().invoke(stream, ["--run", str(e2e["run_dir"]), "--port",
                                       "socket://127.0.0.1:9", "--task", "1", "--no-progress"])
@@ -198,7 +198,7 @@ def test_a_missing_port_is_a_clear_error(e2e, tmp_path):
 
 
 def test_ctrl_c_during_a_run_leaves_no_emulator(e2e, project, tmp_path):
-    from tinycil.run import run_end_to_end
+    from tinycil.cli.run import run_end_to_end
 
     run = _fresh_run(e2e, tmp_path)
     seen = {}
@@ -230,7 +230,7 @@ def _qemu_pids():
 def test_selftest_runs_the_kernel_checks_on_the_device(device):
     from click.testing import CliRunner
 
-    from tinycil.cli_stream import selftest
+    from tinycil.cli.stream import selftest
 
     out = CliRunner().invoke(selftest, ["--port", device.url, "--json"])
     assert out.exit_code == 0, out.output

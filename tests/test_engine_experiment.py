@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinycil.cli import main
-from tinycil.metrics import RESULT_KEYS
+from tinycil.learn.metrics import RESULT_KEYS
 
 RUNS = ("naive", "random_replay", "fixed_size", "joint")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tinycil.metrics import (RESULT_KEYS, avg_accuracy_after_each_task, backward_transfer, check_matrix,
+from tinycil.learn.metrics import (RESULT_KEYS, avg_accuracy_after_each_task, backward_transfer, check_matrix,
                              final_avg_accuracy, forgetting, make_result)
 
 # A hand-made 3-task matrix: task 0 drops then partly recovers, task 1 drops.

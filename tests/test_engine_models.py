@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from tinycil.models import (DEFAULT_WIDTHS, FAMILIES, ModelError, build_model, count_cost, model_widths,
+from tinycil.learn.models import (DEFAULT_WIDTHS, FAMILIES, ModelError, build_model, count_cost, model_widths,
                             split_model)
-from tinycil.sizing import WidthPolicy, flops_ratio, grow_model, growth_plan
+from tinycil.learn.sizing import WidthPolicy, flops_ratio, grow_model, growth_plan
 
 SHAPES = {"mlp": (8, 8, 1), "cnn2d": (14, 14, 1), "cnn1d": (100, 6), "dscnn": (49, 10, 1)}
 

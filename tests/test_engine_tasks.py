@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tinycil.tasks import TaskSplitError, classes_seen, make_tasks, task_subset
+from tinycil.learn.tasks import TaskSplitError, classes_seen, make_tasks, task_subset
 
 
 def test_default_split_is_in_class_order():

@@ -28,7 +28,7 @@ def digits_run(tmp_path_factory):
 @contextlib.contextmanager
 def exported_into(run, root, board="nucleo_f746zg"):
     """Export `run` into firmware/generated/, and put back what was there afterwards."""
-    from tinycil.export import GENERATED_FILES, export_run
+    from tinycil.deploy.export import GENERATED_FILES, export_run
 
     gen = root / "firmware" / "generated"
     saved = {f: (gen / f).read_bytes() for f in GENERATED_FILES if (gen / f).exists()}
@@ -85,7 +85,7 @@ def test_export_builds_for_both_boards(exported_into_firmware, root, tmp_path):
 def test_manifest_and_signature_recorded(digits_run):
     import json
 
-    from tinycil.export import read_signature
+    from tinycil.deploy.export import read_signature
 
     manifest = json.loads((digits_run / "export" / "manifest.json").read_text())
     assert bytes.fromhex(manifest["signature"]) == read_signature(digits_run)

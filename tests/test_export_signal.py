@@ -19,7 +19,7 @@ def basic_motions_run(tmp_path_factory):
 
 
 def test_cnn1d_export_builds_for_the_emulated_board(basic_motions_run, root, tmp_path):
-    from tinycil.export import OP_MEAN, OP_RESHAPE, load_export_model
+    from tinycil.deploy.export import OP_MEAN, OP_RESHAPE, load_export_model
 
     em = load_export_model(basic_motions_run)
     ops = [e["op"] for e in em.table]
@@ -34,9 +34,9 @@ def test_cnn1d_export_builds_for_the_emulated_board(basic_motions_run, root, tmp
 def _dscnn_export_model(seed=0):
     """An ExportModel for a DS-CNN on keywords' MFCC maps (49 frames x 10 coefficients), straight
     from the model family and the quantiser; no training needed to check the arithmetic."""
-    from tinycil.export import ExportModel, backbone_table
-    from tinycil.models import build_model, split_model
-    from tinycil.quantize import quantize_backbone
+    from tinycil.deploy.export import ExportModel, backbone_table
+    from tinycil.learn.models import build_model, split_model
+    from tinycil.learn.quantize import quantize_backbone
 
     shape = (49, 10, 1)
     model = build_model("dscnn", shape, 4, [8, 16, 16, 24], seed=seed)
@@ -64,9 +64,9 @@ def _dscnn_export_model(seed=0):
 
 
 def test_dscnn_backbone_exports_and_equals_litert(tmp_path):
-    from tinycil.boards import load_board
-    from tinycil.export import OP_DEPTHWISE, OP_MEAN, export_model
-    from tinycil.twin import Twin
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.export import OP_DEPTHWISE, OP_MEAN, export_model
+    from tinycil.deploy.twin import Twin
 
     em, q, rng = _dscnn_export_model()
     ops = [e["op"] for e in em.table]
@@ -81,7 +81,7 @@ def test_dscnn_backbone_exports_and_equals_litert(tmp_path):
 def test_mean_keep_dims_over_an_image_is_refused():
     """LiteRT's optimised kernel for keep_dims MEAN over H and W is not its reference kernel:
     the exporter says what to change instead of exporting a model the device would not match."""
-    from tinycil.export import ExportError, _mean_entry
+    from tinycil.deploy.export import ExportError, _mean_entry
 
     layer = {"input": {"shape": (1, 5, 5, 8), "scale": 0.1, "zero_point": 0},
              "output": {"shape": (1, 1, 1, 8), "scale": 0.05, "zero_point": 0},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycil.export import (OP_DENSE, ExportModel, quantize_multiplier, render_sources, signature)
+from tinycil.deploy.export import (OP_DENSE, ExportModel, quantize_multiplier, render_sources, signature)
 
 
 def small_model(**change) -> ExportModel:

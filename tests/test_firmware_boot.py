@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from tinycil import protocol as p
+from tinycil.link import protocol as p
 from tinycil import protocol_spec as spec
 
 

@@ -299,6 +299,6 @@ def _trunc_div(a: int, b: int) -> int:
     ((1, 9, 9, 13), 16, 3, 16)])
 def test_exporter_plans_the_scratch_the_conv_kernel_wants(k, shape, out_c, ksize, block):
     """The exporter sizes the arena's kernel scratch with a Python mirror of the C formula."""
-    from tinycil.export import conv2d_s8_scratch_bytes
+    from tinycil.deploy.export import conv2d_s8_scratch_bytes
     got = conv2d_s8_scratch_bytes(ksize, ksize, shape[3], block)
     assert got == k.conv2d_s8_scratch_bytes(shape, out_c, ksize, 1, "valid", block)

@@ -1,6 +1,6 @@
 """Int8 MEAN (global average pooling) of the host-built firmware kernel against the LiteRT
 interpreter, on single-operator models from the TFLite converter. The multiplier is the one the
-exporter writes (tinycil.export.quantize_multiplier of input scale / output scale)."""
+exporter writes (tinycil.deploy.export.quantize_multiplier of input scale / output scale)."""
 
 import math
 
@@ -40,7 +40,7 @@ def equal_quantisation(model: bytes) -> bytes:
 
 
 def run_case(k, model, shape, resolvers, seed):
-    from tinycil.export import quantize_multiplier
+    from tinycil.deploy.export import quantize_multiplier
 
     for resolver in resolvers:
         op = Op(model, "MEAN", resolver)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tinycil.boards import load_board
-from tinycil.memplan import Footprint, MemoryPlanError, arena_bytes, arena_layout, check_fits
+from tinycil.deploy.boards import load_board
+from tinycil.deploy.memplan import Footprint, MemoryPlanError, arena_bytes, arena_layout, check_fits
 
 
 def footprint(width: int, ram_capacity: int = 50) -> Footprint:
@@ -28,7 +28,7 @@ def test_huge_tail_is_refused_with_the_overshoot_and_what_to_shrink():
     with pytest.raises(MemoryPlanError) as err:
         check_fits(fp, board, "run big")
     msg = str(err.value)
-    from tinycil.memplan import plan_memory
+    from tinycil.deploy.memplan import plan_memory
     over = plan_memory(fp, board).ram_used - board.ram_bytes
     assert f"{over} bytes too many" in msg and "run big does not fit mps2_an500" in msg
     for hint in ("tail width", "buffer fraction", "input size", "trainable layers"):

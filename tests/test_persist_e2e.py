@@ -18,12 +18,12 @@ from click.testing import CliRunner
 
 from test_device_flash_run import digits_run, home  # noqa: F401  (fixtures)
 from tinycil import protocol_spec as spec
-from tinycil.bridge import DeviceLink
+from tinycil.link.bridge import DeviceLink
 from tinycil.cli import main
-from tinycil.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
+from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
                              reset_device, samples_payload, samples_per_frame,
                              train_control_payload)
-from tinycil.stream import RunData, StreamError, check_device, reset_advice, stream_task
+from tinycil.link.stream import RunData, StreamError, check_device, reset_advice, stream_task
 
 pytestmark = [
     pytest.mark.slow,

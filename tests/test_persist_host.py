@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from persist_host import tiny_model
-from tinycil import memplan
-from tinycil.boards import load_board as get_board
+from tinycil.deploy import memplan
+from tinycil.deploy.boards import load_board as get_board
 
 pytestmark = pytest.mark.slow  # the sanitised host build takes about 20 s
 

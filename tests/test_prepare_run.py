@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tinycil.prepare_cli import prepare_command
+from tinycil.cli.prepare import prepare_command
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(run_dir):
-    from tinycil.simulate import RunInputs
+    from tinycil.learn.simulate import RunInputs
 
     return RunInputs(run_dir)
 
@@ -69,9 +69,9 @@ def test_plan_grows_only_the_tail_and_never_shrinks(run_dir):
 
 def test_buffers_hold_one_percent_class_balanced_int8(run_dir):
     from tinycil.datasets import load_dataset
-    from tinycil.quantize import quantize_inputs
+    from tinycil.learn.quantize import quantize_inputs
     from tinycil.runfolder import RunFolder
-    from tinycil.tasks import task_subset
+    from tinycil.learn.tasks import task_subset
 
     run = RunFolder(run_dir)
     cfg = run.read_config()
@@ -93,14 +93,14 @@ def test_buffers_hold_one_percent_class_balanced_int8(run_dir):
 
 
 def test_the_backbone_tflite_runs_and_matches_the_float_model(run_dir, inputs):
-    from tinycil.train import predict
+    from tinycil.learn.train import predict
 
     model = inputs.run.load_model()
     x8, lat, y = inputs.test[0]
     assert lat.shape == (len(y), int(np.prod(inputs.config["latent_shape"])))
     int8_pred = np.argmax(inputs.tail.logits(lat), axis=1)
     from tinycil.datasets import load_dataset
-    from tinycil.tasks import task_subset
+    from tinycil.learn.tasks import task_subset
 
     ds = load_dataset("digits")
     x, _ = task_subset(ds.x_test, ds.y_test, inputs.tasks[0])
@@ -111,7 +111,7 @@ def test_the_backbone_tflite_runs_and_matches_the_float_model(run_dir, inputs):
 
 def test_simulate_is_deterministic_and_recorded(run_dir, inputs):
     from tinycil.runfolder import RunFolder
-    from tinycil.simulate import simulate_run
+    from tinycil.learn.simulate import simulate_run
 
     a = simulate_run(run_dir, inputs=inputs)
     b = simulate_run(run_dir, inputs=inputs)
@@ -136,7 +136,7 @@ def test_simulate_learns_the_first_field_task(run_dir):
 
 
 def test_growth_in_simulate_changes_no_old_logit(inputs):
-    from tinycil.prng import Prng
+    from tinycil.learn.prng import Prng
 
     tail = inputs.tail.copy()
     lat = np.concatenate([inputs.test[j][1] for j in range(N_TASKS)])

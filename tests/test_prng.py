@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tinycil.prng import Prng, he_scale, seed_state, task_seed
+from tinycil.learn.prng import Prng, he_scale, seed_state, task_seed
 
 # Computed once from the specification and frozen: any change to the generator breaks devices
 # that were flashed before it.

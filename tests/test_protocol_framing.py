@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tinycil import protocol as p
+from tinycil.link import protocol as p
 from tinycil import protocol_spec as spec
 
 HELLO = spec.MESSAGES["HELLO"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinycil.quantize import (
+from tinycil.learn.quantize import (
     QuantizeError,
     dequantize,
     dequantized_weights,

@@ -24,8 +24,8 @@ FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(run folder exported with inputs, folder of the same run exported with latents)."""
-    from tinycil.boards import load_board
-    from tinycil.export import export_model, load_export_model
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.export import export_model, load_export_model
 
     run = prepared_digits_run(tmp_path_factory)
     latents_dir = tmp_path_factory.mktemp("latents-export")
@@ -34,8 +34,8 @@ def runs(tmp_path_factory):
 
 
 def test_exported_latents_are_what_the_device_backbone_makes_of_the_samples(runs):
-    from tinycil.export import load_export_model
-    from tinycil.twin import Twin
+    from tinycil.deploy.export import load_export_model
+    from tinycil.deploy.twin import Twin
 
     run, _ = runs
     inputs = load_export_model(run, "inputs")
@@ -48,15 +48,15 @@ def test_exported_latents_are_what_the_device_backbone_makes_of_the_samples(runs
     assert fp_in.buffer_sample_bytes == inputs.input_size == 64
     assert fp_lat.buffer_sample_bytes == inputs.latent_size < 64
     # and the two exports are different models to the device: the signature tells them apart
-    from tinycil.export import signature
+    from tinycil.deploy.export import signature
     assert signature(inputs) != signature(latents)
 
 
 def test_training_with_latents_is_the_same_as_with_inputs(runs):
     """Every field task: the same accuracy matrix and bit-identical tail weights, since the
     replayed latents are exactly what the backbone makes of the replayed inputs."""
-    from tinycil.simulate import RunInputs
-    from tinycil.twin import Twin, run_device_procedure
+    from tinycil.learn.simulate import RunInputs
+    from tinycil.deploy.twin import Twin, run_device_procedure
 
     run, latents_dir = runs
     inp = RunInputs(run)
@@ -75,7 +75,7 @@ def test_training_with_latents_is_the_same_as_with_inputs(runs):
 
 
 def test_a_full_latent_buffer_refuses_more_samples_and_keeps_what_it_has(runs):
-    from tinycil.twin import Twin, TwinError
+    from tinycil.deploy.twin import Twin, TwinError
 
     run, latents_dir = runs
     twin = Twin(model_dir=latents_dir)
@@ -91,7 +91,7 @@ def test_a_full_latent_buffer_refuses_more_samples_and_keeps_what_it_has(runs):
 
 
 def test_host_and_firmware_agree_on_the_model_format():
-    from tinycil.export import BUFFER_STORES, FORMAT_VERSION
+    from tinycil.deploy.export import BUFFER_STORES, FORMAT_VERSION
 
     header = (FIRMWARE / "lib" / "runtime" / "tc_model.h").read_text()
     assert int(re.search(r"#define TC_MODEL_FORMAT_VERSION (\d+)", header).group(1)) == FORMAT_VERSION
@@ -104,7 +104,7 @@ def test_host_and_firmware_agree_on_the_model_format():
 
 
 def test_prepare_refuses_an_unknown_replay_store(tmp_path):
-    from tinycil.prepare import PrepareError, prepare_run
+    from tinycil.learn.prepare import PrepareError, prepare_run
 
     with pytest.raises(PrepareError, match="--replay-store must be inputs or latents"):
         prepare_run("digits", tmp_path / "run", replay_store="activations", progress=False)

@@ -1,6 +1,6 @@
-"""The device runtime built for the host (tinycil.twin) on a prepared digits run: its int8 backbone
+"""The device runtime built for the host (tinycil.deploy.twin) on a prepared digits run: its int8 backbone
 equals LiteRT's, growth changes no prediction, and a short task sequence agrees with the numpy
-reference (tinycil.simulate)."""
+reference (tinycil.learn.simulate)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def prepared_run(tmp_path_factory, dataset: str, **options):
     """One quick run of `dataset` per test session, exported for the host twin (the export
     tests use it too)."""
     if dataset not in _PREPARED:
-        from tinycil.export import export_run
-        from tinycil.prepare import prepare_run
+        from tinycil.deploy.export import export_run
+        from tinycil.learn.prepare import prepare_run
 
         run = tmp_path_factory.mktemp("runs") / dataset
         prepare_run(dataset, run, quick=True, progress=False, seed=0, **options)
@@ -44,8 +44,8 @@ def digits_run(tmp_path_factory):
 
 
 def test_describe_matches_export(digits_run):
-    from tinycil.export import read_signature
-    from tinycil.twin import Twin
+    from tinycil.deploy.export import read_signature
+    from tinycil.deploy.twin import Twin
 
     d = Twin(digits_run).describe()
     manifest = json.loads((digits_run / "export" / "manifest.json").read_text())
@@ -60,9 +60,9 @@ def test_describe_matches_export(digits_run):
 def _run_data(run):
     """Config, tasks (class ids), the quantised test/train data per task as output units."""
     from tinycil.datasets import load_dataset
-    from tinycil.quantize import quantize_inputs
+    from tinycil.learn.quantize import quantize_inputs
     from tinycil.runfolder import RunFolder
-    from tinycil.tasks import task_subset
+    from tinycil.learn.tasks import task_subset
 
     rf = RunFolder(run)
     cfg = rf.read_config()
@@ -82,8 +82,8 @@ def _run_data(run):
 
 
 def assert_backbone_equals_litert(run, n_samples):
-    from tinycil.quantize import make_interpreter
-    from tinycil.twin import Twin
+    from tinycil.learn.quantize import make_interpreter
+    from tinycil.deploy.twin import Twin
 
     rf, cfg, tasks, _, parts = _run_data(run)
     tflite = (run / cfg["backbone_file"]).read_bytes()
@@ -125,7 +125,7 @@ def test_signal_backbone_with_mean_equals_litert(basic_motions_run):
 
 
 def test_signal_run_growth_changes_no_prediction(basic_motions_run):
-    from tinycil.twin import Twin
+    from tinycil.deploy.twin import Twin
 
     _, cfg, tasks, _, parts = _run_data(basic_motions_run)
     twin = Twin(basic_motions_run)
@@ -138,7 +138,7 @@ def test_signal_run_growth_changes_no_prediction(basic_motions_run):
 
 
 def test_growth_changes_no_prediction(digits_run):
-    from tinycil.twin import Twin
+    from tinycil.deploy.twin import Twin
 
     _, cfg, tasks, _, parts = _run_data(digits_run)
     twin = Twin(digits_run)
@@ -163,9 +163,9 @@ def test_growth_changes_no_prediction(digits_run):
 
 def test_growth_init_matches_simulate(digits_run):
     """Same PRNG draws, same rule: the grown tail equals simulate's Tail.grow bit for bit."""
-    from tinycil.prng import Prng
-    from tinycil.simulate import Tail
-    from tinycil.twin import Twin
+    from tinycil.learn.prng import Prng
+    from tinycil.learn.simulate import Tail
+    from tinycil.deploy.twin import Twin
 
     twin = Twin(digits_run)
     params = twin.tail_params()
@@ -180,9 +180,9 @@ def test_growth_init_matches_simulate(digits_run):
 
 def test_twin_agrees_with_simulate(digits_run):
     """Every field task of the run: accuracy matrices within 1 point; weights close after N steps."""
-    from tinycil.prng import Prng
-    from tinycil.simulate import ReplayBuffer, RunInputs, evaluate_units, train_task
-    from tinycil.twin import Twin, run_device_procedure
+    from tinycil.learn.prng import Prng
+    from tinycil.learn.simulate import ReplayBuffer, RunInputs, evaluate_units, train_task
+    from tinycil.deploy.twin import Twin, run_device_procedure
 
     inp = RunInputs(digits_run)
     cfg, plan, tasks = inp.config, inp.plan, inp.tasks

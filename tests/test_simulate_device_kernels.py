@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tinycil.prng import Prng
-from tinycil.simulate import Tail, expf
+from tinycil.learn.prng import Prng
+from tinycil.learn.simulate import Tail, expf
 
 pytestmark = [pytest.mark.slow,  # builds the kernels with g++
               pytest.mark.skipif(shutil.which("g++") is None, reason="needs the host C++ compiler")]

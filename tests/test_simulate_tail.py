@@ -4,8 +4,8 @@ SGD with momentum, function-preserving growth, class-balanced replay draws."""
 import numpy as np
 import pytest
 
-from tinycil.prng import Prng
-from tinycil.simulate import ReplayBuffer, Tail, stream_order
+from tinycil.learn.prng import Prng
+from tinycil.learn.simulate import ReplayBuffer, Tail, stream_order
 
 
 def _random_tail(rng, sizes):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinycil.metrics import avg_accuracy_after_each_task
+from tinycil.learn.metrics import avg_accuracy_after_each_task
 from tinycil.runfolder import RunFolder
 
 LABELS = {

@@ -6,6 +6,7 @@
     <run>/buffer/task_<i>.npz  distilled samples of task i: x (float32), y, y_soft?, x_int8?
     <run>/results.json       the results contract (DESIGN.md, "Contracts")
     <run>/summary.md, <run>/plot.png
+    <run>/export/manifest.json  what the last export wrote (written by tinycil.deploy.export)
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ BUFFER_DIR = "buffer"
 RESULTS = "results.json"
 SUMMARY = "summary.md"
 PLOT = "plot.png"
+EXPORT_DIR = "export"
+MANIFEST = "manifest.json"
 
 
 class RunFolderError(FileNotFoundError):
@@ -32,6 +35,14 @@ class RunFolderError(FileNotFoundError):
 def default_run_dir(dataset: str, kind: str) -> Path:
     """runs/<dataset>-<kind>, e.g. runs/digits-experiment."""
     return Path("runs") / f"{dataset}-{kind}"
+
+
+def read_signature(run_dir) -> bytes | None:
+    """The signature the run's last export recorded (None when it was never exported)."""
+    path = Path(run_dir) / EXPORT_DIR / MANIFEST
+    if not path.is_file():
+        return None
+    return bytes.fromhex(json.loads(path.read_text())["signature"])
 
 
 class RunFolder:

@@ -405,7 +405,7 @@ void cmd_runtime(uint32_t cut_stride) {
     CHECK(tc_rt_init() == TC_STATUS_OK && tc_persist_load_runtime(&m, nullptr) == TC_PERSIST_OK &&
               state_now() == state2, "task 2 lost after a refused save");
 
-    // The largest state: final size, RAM replay area full (compared with tinycil.memplan).
+    // The largest state: final size, RAM replay area full (compared with tinycil.deploy.memplan).
     const uint8_t t3[2] = {4, 5};
     CHECK(tc_rt_begin_task(t3, 2) == TC_STATUS_OK, "task 3");
     tc_rt_describe(&d);

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycil import memplan
+from tinycil.deploy import memplan
 
 INPUT = 6
 TAIL_MAX = ((INPUT, 8), (8, 6))          # (in, out) at the final size

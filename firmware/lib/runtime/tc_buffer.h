@@ -1,6 +1,6 @@
 // The replay buffer: the known tasks' int8 samples (in flash, from the export) followed by the
 // field tasks' host-distilled samples (in a RAM area planned at export). Samples are drawn
-// class-balanced, exactly as tinycil/simulate.py's ReplayBuffer.draw: a class uniformly among the
+// class-balanced, exactly as tinycil/learn/simulate.py's ReplayBuffer.draw: a class uniformly among the
 // buffer's classes (in the order they first joined), then a sample uniformly among that class's
 // samples (in the order they joined).
 #pragma once

@@ -1,5 +1,5 @@
 // Function-preserving growth of one float32 dense layer stored [out][in], rows packed at the
-// current size (the same rule as tinycil/simulate.py's Tail.grow):
+// current size (the same rule as tinycil/learn/simulate.py's Tail.grow):
 //  - inputs added (the previous layer's new units) get zero weights in every existing row, so
 //    the new units' outgoing weights are zero;
 //  - new rows (new units) get He-normal incoming weights over the grown input width, drawn

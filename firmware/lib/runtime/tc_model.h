@@ -1,4 +1,4 @@
-// The exported model as data: what tinycil/export.py writes into firmware/generated/ and the one
+// The exported model as data: what tinycil/deploy/export.py writes into firmware/generated/ and the one
 // runtime (tc_runtime.cpp) interprets. Nothing here is model specific; a model is a table of
 // frozen int8 layers, a table of trainable float32 dense layers, a growth plan and a replay
 // buffer, all const so that they stay in flash.

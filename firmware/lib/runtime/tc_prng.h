@@ -1,4 +1,4 @@
-// The pseudo-random generator shared with the host (tinycil/prng.py holds the specification).
+// The pseudo-random generator shared with the host (tinycil/learn/prng.py holds the specification).
 // Every random decision of the device (weights of grown units, replay draws) comes from here, so
 // the host can reproduce a device run draw for draw. Integer arithmetic only, plus one exact
 // float scaling, so host and device agree bit for bit.

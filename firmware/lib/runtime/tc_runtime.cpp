@@ -1,5 +1,5 @@
 // The on-device learning runtime (see tc_runtime.h). It follows "the device procedure" of the
-// project's design operation for operation, in the same order as tinycil/simulate.py: the same
+// project's design operation for operation, in the same order as tinycil/learn/simulate.py: the same
 // PRNG draws, the same batch composition (new samples first, then replay), the same growth rule.
 
 #include "tc_runtime.h"
@@ -65,7 +65,7 @@ alignas(16) uint8_t g_arena[16];
 constexpr uint32_t kArenaBytes = 0;
 #endif
 
-// Carves the arena front to back in 16-byte aligned blocks. tinycil/memplan.py computes the same
+// Carves the arena front to back in 16-byte aligned blocks. tinycil/deploy/memplan.py computes the same
 // layout (and so the TC_ARENA_BYTES the export writes); keep the two in step.
 struct Carver {
     uint32_t used = 0;

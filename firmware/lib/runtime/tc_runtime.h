@@ -1,7 +1,7 @@
 // The on-device learning runtime: runs the exported model (tc_model.h) - frozen int8 backbone,
 // trainable float32 tail - grows the tail at every new task, keeps the replay buffer and trains
 // with SGD. No heap: everything lives in one static arena whose size the export plans.
-// The serial handlers and the host twin (tinycil/twin.py, through ctypes) call exactly this API.
+// The serial handlers and the host twin (tinycil/deploy/twin.py, through ctypes) call exactly this API.
 // Statuses are TC_STATUS_* of tc_protocol_spec.h.
 #pragma once
 

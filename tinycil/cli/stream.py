@@ -1,4 +1,4 @@
-"""Learning on the device: stream, run, selftest."""
+"""Learning on the device: stream, selftest."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from pathlib import Path
 
 import click
 
-from tinycil.cli_options import device_training_options, scenario_options, split_resize
+from tinycil.cli.options import device_training_options
 
 
 def _friendly(func):
     """Device, board and run errors as one clear line; Ctrl-C as a clear stop."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from tinycil import emulator
-        from tinycil.boards import BoardError
-        from tinycil.bridge import DeviceError
-        from tinycil.build import BuildError
+        from tinycil.deploy import emulator
+        from tinycil.deploy.boards import BoardError
+        from tinycil.link.bridge import DeviceError
+        from tinycil.deploy.build import BuildError
         from tinycil.runfolder import RunFolderError
 
         try:
@@ -33,7 +33,7 @@ def _friendly(func):
 
 
 def _port(board_id, port):
-    from tinycil.cli_device import _resolve_port
+    from tinycil.cli.device import _resolve_port
 
     return _resolve_port(board_id, port)
 
@@ -58,8 +58,8 @@ def _port(board_id, port):
 def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new, batch_replay,
            clip_norm, timeout, no_progress):
     """Teach the device one task of a run over the serial link, then record its accuracy."""
-    from tinycil.bridge import DeviceLink
-    from tinycil.stream import stream_task
+    from tinycil.link.bridge import DeviceLink
+    from tinycil.link.stream import stream_task
 
     url, default_baud, board = _port(board_id, port)
     hint = f"--board {board.id}" if board else f"--board B --port {url}"
@@ -68,33 +68,6 @@ def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new,
                     batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
                     progress=not no_progress, echo=click.echo, board_hint=hint, timeout=timeout)
     click.echo(f"recorded in {run_dir / 'results.json'} (\"device\")")
-
-
-@click.command("run")
-@scenario_options
-@device_training_options
-@click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
-@click.option("--port", "-p", help="Serial port of a real board.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder (default runs/<dataset>-device).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_friendly
-def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
-        distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
-        batch_new, batch_replay, clip_norm, replay_store, board_id, port, output, no_progress):
-    """Everything end to end: prepare, export, build, flash, stream every new task, compare with
-    the host reference, and write results.json, summary.md and plot.png."""
-    from tinycil.run import run_end_to_end
-
-    resize, keep_size = split_resize(resize)
-    prepare_kwargs = dict(
-        data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
-        family=family, distill=distill_method, max_train=max_train, max_test=max_test,
-        tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
-        batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store)
-    run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
-                   epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
-                   progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)
 
 
 @click.command()
@@ -108,8 +81,8 @@ def selftest(board_id, port, baud, as_json):
     with the board's counter (cycles on the NUCLEO, instructions on the emulated board)."""
     import json
 
-    from tinycil.bridge import DeviceLink
-    from tinycil.session import Session, parse_selftest
+    from tinycil.link.bridge import DeviceLink
+    from tinycil.link.session import Session, parse_selftest
 
     url, default_baud, _board = _port(board_id, port)
     with DeviceLink(url, baudrate=baud or default_baud or 115200, timeout=1.0, retries=5) as link:
@@ -130,4 +103,4 @@ def selftest(board_id, port, baud, as_json):
         raise click.ClickException("some kernel checks failed on the device")
 
 
-COMMANDS = [stream, run, selftest]
+COMMANDS = [stream, selftest]

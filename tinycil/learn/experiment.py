@@ -1,8 +1,8 @@
 """The host-only class-incremental study: the method against its baselines on one data set.
 
 Runs, on the same task split, data and seed:
-  method         the size-adaptive model (tinycil.sizing) + a replay buffer of distilled samples
-                 (tinycil.distill, ``buffer_fraction`` of every task's training data)
+  method         the size-adaptive model (tinycil.learn.sizing) + a replay buffer of distilled samples
+                 (tinycil.learn.distill, ``buffer_fraction`` of every task's training data)
   naive          the same adaptive model, fine-tuned on each task with no replay (lower bound)
   random_replay  the same adaptive model + a buffer of random real samples, same size and class
                  balance as the distilled one (what distillation must beat)
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinycil.metrics import avg_accuracy_after_each_task, make_result
-from tinycil.models import DEFAULT_WIDTHS, family_for_modality, model_widths
-from tinycil.sizing import WidthPolicy, growth_plan
-from tinycil.tasks import make_tasks, task_subset
-from tinycil.train import TrainConfig
+from tinycil.learn.metrics import avg_accuracy_after_each_task, make_result
+from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality, model_widths
+from tinycil.learn.sizing import WidthPolicy, growth_plan
+from tinycil.learn.tasks import make_tasks, task_subset
+from tinycil.learn.train import TrainConfig
 
 METHOD = "method"
 BASELINES = ("naive", "random_replay", "fixed_size", "joint")
@@ -82,7 +82,7 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
     "details" (per run: widths, FLOPs and average accuracy per task; distillation cost).
     """
     from tinycil.datasets import load_dataset
-    from tinycil.distill import distill_task, random_subset
+    from tinycil.learn.distill import distill_task, random_subset
 
     d = defaults_for(dataset)
     if resize is None and not keep_size:
@@ -166,9 +166,9 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
 
 def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_parts, buffers,
              policy, cfg, seed, n_train_total, progress):
-    from tinycil.models import build_model, num_outputs, train_flops_per_sample
-    from tinycil.sizing import grow_model
-    from tinycil.train import Trainer, accuracy
+    from tinycil.learn.models import build_model, num_outputs, train_flops_per_sample
+    from tinycil.learn.sizing import grow_model
+    from tinycil.learn.train import Trainer, accuracy
 
     adaptive = name in ("method", "naive", "random_replay")
     T = len(tasks)

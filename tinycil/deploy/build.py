@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinycil.boards import Board, project_root
+from tinycil.deploy.boards import Board, project_root
 
 OFFLINE_ENV = {
     "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",

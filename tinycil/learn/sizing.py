@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tinycil.models import WEIGHT_LAYER_TYPES, build_model, model_family
+from tinycil.learn.models import WEIGHT_LAYER_TYPES, build_model, model_family
 
 SCHEDULES = ("power", "linear", "fixed")
 
@@ -159,7 +159,7 @@ def flops_ratio(family: str, input_shape, num_classes: int, n_tasks: int, policy
     Equal tasks process equal sample counts, so the ratio is the mean per-sample training cost
     over the tasks' widths divided by the full-width cost (classes grow with the tasks in both).
     """
-    from tinycil.models import train_flops_per_sample
+    from tinycil.learn.models import train_flops_per_sample
 
     per = num_classes // n_tasks
     adaptive = fixed = 0

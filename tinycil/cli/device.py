@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from tinycil import emulator
-from tinycil.boards import Board, BoardError, list_boards, load_board
-from tinycil.bridge import DeviceError, DeviceLink, NoAnswer, available_ports
-from tinycil.build import BuildError, build as build_firmware
+from tinycil.deploy import emulator
+from tinycil.deploy.boards import Board, BoardError, list_boards, load_board
+from tinycil.link.bridge import DeviceError, DeviceLink, NoAnswer, available_ports
+from tinycil.deploy.build import BuildError, build as build_firmware
 from tinycil import protocol_spec as spec
-from tinycil.flash import (PERSIST_FLAG, FlashError, export_for_flash, flash_board, start_emulated,
+from tinycil.deploy.flash import (PERSIST_FLAG, FlashError, export_for_flash, flash_board, start_emulated,
                            stlink_ports, wait_for_hello)
 
 _ERRORS = (BoardError, BuildError, emulator.EmulatorError, FlashError, DeviceError)
@@ -112,7 +112,7 @@ def build(board_id, persist, verbose):
 @_friendly
 def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
     """Build and flash the firmware; for the emulated board, start QEMU in the background."""
-    from tinycil.build import artifacts
+    from tinycil.deploy.build import artifacts
 
     board = load_board(board_id)
     if no_build and (run_dir or persist):

@@ -2,8 +2,8 @@
 
 prepare (host: train the known tasks, quantise, distil) -> export -> build -> flash (the emulated
 board: QEMU in the background) -> stream every task the host did not know, evaluating after each
--> the host reference (tinycil.simulate, and the firmware's own runtime built for the host,
-tinycil.twin, when a host compiler is present) -> results.json, summary.md, plot.png.
+-> the host reference (tinycil.learn.simulate, and the firmware's own runtime built for the host,
+tinycil.deploy.twin, when a host compiler is present) -> results.json, summary.md, plot.png.
 The emulator is always stopped at the end, also on errors and Ctrl-C.
 """
 
@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import click
+
+from tinycil.cli.options import device_training_options, scenario_options, split_resize
+from tinycil.cli.stream import _friendly
 
 
 def compare_matrices(a, b) -> float:
@@ -26,9 +31,9 @@ def compare_matrices(a, b) -> float:
 def twin_result(run_dir, results: dict, echo=print) -> dict | None:
     """The device procedure run by the firmware's own C++ runtime on the host (None when it
     cannot be built here). Rows of the known tasks are the host simulation's."""
-    from tinycil.metrics import make_result
-    from tinycil.simulate import RunInputs
-    from tinycil.twin import Twin, TwinError, run_device_procedure
+    from tinycil.learn.metrics import make_result
+    from tinycil.learn.simulate import RunInputs
+    from tinycil.deploy.twin import Twin, TwinError, run_device_procedure
 
     try:
         twin = Twin(run_dir)
@@ -56,16 +61,16 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     """Returns results.json's content. `link_wrapper(url) -> url` may put something (the fault
     proxy of the tests) between the host and the device. `reuse` keeps an already prepared run
     folder instead of preparing it again."""
-    from tinycil import emulator
-    from tinycil.boards import load_board
-    from tinycil.bridge import DeviceLink
-    from tinycil.build import build
-    from tinycil.export import export_run
-    from tinycil.prepare import prepare_run
+    from tinycil.deploy import emulator
+    from tinycil.deploy.boards import load_board
+    from tinycil.link.bridge import DeviceLink
+    from tinycil.deploy.build import build
+    from tinycil.deploy.export import export_run
+    from tinycil.learn.prepare import prepare_run
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
-    from tinycil.simulate import record_simulation
-    from tinycil.stream import RunData, stream_task
+    from tinycil.learn.simulate import record_simulation
+    from tinycil.link.stream import RunData, stream_task
 
     started = time.monotonic()
     board = load_board(board_id, root) if root else load_board(board_id)
@@ -96,7 +101,7 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
             url = state.url
             echo(f"== emulated board running (QEMU pid {state.pid}) at {url}")
         else:
-            from tinycil.flash import flash_board, stlink_ports
+            from tinycil.deploy.flash import flash_board, stlink_ports
 
             res = flash_board(board, built.elf, built.bin, echo=echo)
             echo(f"flashed: {res.detail}")
@@ -139,3 +144,31 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     echo(f"results: {run.results_path}, {run.summary_path}, {run.plot_path} "
          f"({results['seconds']:.0f} s)")
     return results
+
+
+@click.command("run")
+@scenario_options
+@device_training_options
+@click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
+@click.option("--port", "-p", help="Serial port of a real board.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default runs/<dataset>-device).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_friendly
+def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
+        distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
+        batch_new, batch_replay, clip_norm, replay_store, board_id, port, output, no_progress):
+    """Everything end to end: prepare, export, build, flash, stream every new task, compare with
+    the host reference, and write results.json, summary.md and plot.png."""
+    resize, keep_size = split_resize(resize)
+    prepare_kwargs = dict(
+        data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
+        family=family, distill=distill_method, max_train=max_train, max_test=max_test,
+        tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
+        batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store)
+    run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
+                   epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
+                   progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)
+
+
+COMMANDS = [run]

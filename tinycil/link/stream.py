@@ -1,6 +1,6 @@
 """Teaching a device one task over the serial link: `tinycil stream`.
 
-The device procedure (see tinycil.simulate) seen from the host: check that the device runs the
+The device procedure (see tinycil.learn.simulate) seen from the host: check that the device runs the
 run's model, send the training parameters, BEGIN_TASK, stream the task's int8 training samples
 epoch by epoch in the order the host shuffles (numpy default_rng(seed + 1000 * task + epoch),
 full mini-batches of batch_new only, as the simulation does), add the task's host-distilled
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinycil import protocol_spec as spec
-from tinycil.bridge import DeviceError
-from tinycil.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
+from tinycil.link.bridge import DeviceError
+from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
                              parse_stats, samples_payload, samples_per_frame,
                              train_control_payload)
 
@@ -58,7 +58,7 @@ class RunData:
 
     @classmethod
     def load(cls, run_dir) -> "RunData":
-        from tinycil.export import read_signature
+        from tinycil.runfolder import read_signature
         from tinycil.runfolder import RunFolder
 
         run = RunFolder(run_dir)
@@ -91,8 +91,8 @@ class RunData:
 
     def samples(self, part: str, task: int) -> tuple[np.ndarray, np.ndarray]:
         """(int8 inputs, output units) of a task's train or test data, in the data set's order."""
-        from tinycil.quantize import quantize_inputs
-        from tinycil.tasks import task_subset
+        from tinycil.learn.quantize import quantize_inputs
+        from tinycil.learn.tasks import task_subset
 
         ds = self.dataset()
         x, y = task_subset(getattr(ds, f"x_{part}"), getattr(ds, f"y_{part}"), self.tasks[task])
@@ -280,7 +280,7 @@ def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epoc
 
     session.on_progress = on_progress
     t_train = time.monotonic()
-    from tinycil.simulate import stream_order
+    from tinycil.learn.simulate import stream_order
 
     for epoch in range(int(tr["epochs"])):
         order = stream_order(len(y), data.seed, task, epoch)[:used]
@@ -349,7 +349,7 @@ def _read_results(run_dir) -> dict:
 def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dict) -> None:
     """results.json: the "device" RESULT over the tasks measured so far (a square matrix of the
     tasks 0..last streamed one until every task is done), the raw rows in "device_log"."""
-    from tinycil.metrics import make_result
+    from tinycil.learn.metrics import make_result
     from tinycil.runfolder import RunFolder
 
     cfg = data.config

@@ -2,14 +2,14 @@
 
 What is exported (all const, so it stays in flash; 16-byte aligned):
   * the frozen backbone as a layer table of int8 operators read back from the run's full-int8
-    .tflite (tinycil.quantize.read_layers): int8 weights, int32 biases, per-channel output
+    .tflite (tinycil.learn.quantize.read_layers): int8 weights, int32 biases, per-channel output
     multipliers and shifts computed here exactly as TFLite's QuantizeMultiplier does (double
     precision frexp), and the fused activation ranges;
   * the float32 tail (the last `tail_layers` dense layers) with its weights after the known tasks,
     stored [out][in] as the runtime's kernels take them;
   * the growth plan (the tail's widths per task), the input and latent quantisation;
   * the known tasks' int8 replay buffer and the size of the RAM area for the field tasks';
-  * the training defaults; the static arena size from tinycil.memplan.
+  * the training defaults; the static arena size from tinycil.deploy.memplan.
 
 The model is data for the one runtime in firmware/lib/runtime: there are no per-model code paths.
 Its signature is the first 8 bytes of a SHA-256 over everything exported; the run folder keeps it
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycil import memplan, protocol_spec
+from tinycil import protocol_spec
+from tinycil.deploy import memplan
+from tinycil.runfolder import EXPORT_DIR, MANIFEST, read_signature  # noqa: F401 (part of this API)
 
-EXPORT_DIR = "export"            # inside the run folder
-MANIFEST = "manifest.json"
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
 FORMAT_VERSION = 2               # TC_MODEL_FORMAT_VERSION in tc_model.h
 # What a replay-buffer sample holds on the device, in the order of the protocol's codes.
@@ -124,7 +124,7 @@ def _spatial(shape) -> tuple[int, int, int]:
 
 
 def backbone_table(layers: list[dict]) -> list[dict]:
-    """The runtime's layer table from tinycil.quantize.read_layers' op list."""
+    """The runtime's layer table from tinycil.learn.quantize.read_layers' op list."""
     table = []
     for L in layers:
         op = L["op"]
@@ -216,7 +216,7 @@ def _mean_entry(L: dict, entry: dict) -> dict:
     operand = L["inputs"][1] if len(L["inputs"]) > 1 else None
     if operand is None or operand.get("data") is None:
         raise ExportError("MEAN's axes are not a constant of the model: export a backbone from "
-                          "tinycil.quantize.quantize_backbone")
+                          "tinycil.learn.quantize.quantize_backbone")
     axes = sorted({int(a) % rank for a in np.ravel(operand["data"])})
     if rank not in (3, 4) or axes != list(range(1, rank - 1)):
         raise ExportError(f"MEAN over axes {axes} of a {tuple(inp['shape'])} tensor: the device "
@@ -362,8 +362,8 @@ def _find_tflite(run, cfg: dict) -> Path | None:
 def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     """Read a prepared run folder into an ExportModel. `buffer_store` (one of BUFFER_STORES)
     overrides the run's "replay_store" (default "inputs")."""
-    from tinycil.models import split_model
-    from tinycil.quantize import (QuantizedModel, QuantizeError, quantize_backbone, quantize_inputs,
+    from tinycil.learn.models import split_model
+    from tinycil.learn.quantize import (QuantizedModel, QuantizeError, quantize_backbone, quantize_inputs,
                                   read_layers)
     from tinycil.runfolder import RunFolder
 
@@ -638,7 +638,7 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
 
 
 def generated_dir(root: Path | None = None) -> Path:
-    from tinycil.boards import project_root
+    from tinycil.deploy.boards import project_root
 
     return (root or project_root()) / "firmware" / "generated"
 
@@ -671,7 +671,7 @@ def export_run(run_dir, board, root: Path | None = None, firmware: bool = True,
     firmware=False writes only RUN/export/ (what the host twin builds from). `buffer_store`
     overrides what the run's config says the replay buffer holds.
     """
-    from tinycil.boards import load_board
+    from tinycil.deploy.boards import load_board
 
     b = load_board(board, root) if isinstance(board, str) else board
     run_dir = Path(run_dir)
@@ -697,14 +697,6 @@ def export_run(run_dir, board, root: Path | None = None, firmware: bool = True,
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportResult(run_dir=run_dir, board=b.id, signature=sig, files=written,
                         manifest_path=manifest_path, memory=plan.to_dict(), manifest=manifest)
-
-
-def read_signature(run_dir) -> bytes | None:
-    """The signature the run's last export recorded (None when it was never exported)."""
-    path = Path(run_dir) / EXPORT_DIR / MANIFEST
-    if not path.is_file():
-        return None
-    return bytes.fromhex(json.loads(path.read_text())["signature"])
 
 
 def remove_generated(root: Path | None = None) -> None:

@@ -34,7 +34,7 @@ def project_root() -> Path:
             raise BoardError(f"{HOME_ENV}={override} has no boards/ folder: point it at the tinycil "
                              "project folder (the one holding boards/ and firmware/)")
         return root
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     if not (root / "boards").is_dir():
         raise BoardError(f"no boards/ folder next to the tinycil package ({root}): set {HOME_ENV} "
                          "to the tinycil project folder (the one holding boards/ and firmware/)")

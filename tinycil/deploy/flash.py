@@ -24,9 +24,9 @@ from pathlib import Path
 
 import serial.tools.list_ports
 
-from tinycil import emulator
-from tinycil.boards import Board
-from tinycil.bridge import DeviceError, DeviceLink
+from tinycil.deploy import emulator
+from tinycil.deploy.boards import Board
+from tinycil.link.bridge import DeviceError, DeviceLink
 
 FLASH_ORIGIN = "0x08000000"
 # The build flag of a firmware that keeps its learned state in flash (lib/persist).
@@ -54,13 +54,13 @@ class FlashResult:
 # ---- the run's model ----------------------------------------------------------------------------
 
 def export_for_flash(board: Board, run_dir, persist: bool = False, root: Path | None = None):
-    """Export ``run_dir`` into the firmware for ``board`` (tinycil.export.ExportResult).
+    """Export ``run_dir`` into the firmware for ``board`` (tinycil.deploy.export.ExportResult).
 
     The memory plan refuses a run that does not fit, saying by how much and what to shrink; with
     ``persist`` it also counts the persistence slots and the learned state they must hold. Raises
     FlashError with that message (nothing is built then)."""
-    from tinycil import memplan
-    from tinycil.export import ExportError, export_run, load_export_model
+    from tinycil.deploy import memplan
+    from tinycil.deploy.export import ExportError, export_run, load_export_model
     from tinycil.runfolder import RunFolderError
 
     run_dir = Path(run_dir)

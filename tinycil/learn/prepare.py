@@ -37,7 +37,7 @@ def plan_for_device(policy, tasks, num_classes: int, known: int, tail_layers: in
     Tasks < known are learned on the host at the policy's widths for the known classes; from
     then on the backbone keeps those widths and only the tail's hidden layers follow the policy.
     """
-    from tinycil.sizing import growth_plan
+    from tinycil.learn.sizing import growth_plan
 
     plan = growth_plan(policy, tasks, num_classes)
     n_tail_hidden = tail_layers - 1
@@ -64,7 +64,7 @@ def device_flops_per_sample(model, tail_layers: int) -> dict:
     The device computes no input gradient for the first tail layer (nothing below it trains), so
     that term of models.count_cost's backward count is left out.
     """
-    from tinycil.models import count_cost, weight_layers
+    from tinycil.learn.models import count_cost, weight_layers
 
     cost = count_cost(model)
     first_tail = weight_layers(model)[-tail_layers].name
@@ -90,20 +90,20 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                 echo=print) -> dict:
     """Prepare a device run in `out_dir`; returns the config written to config.json.
 
-    None for a hyper-parameter takes the data set's default (tinycil.experiment.DEFAULTS and
-    tinycil.train.TrainConfig); `resize` None takes the data set's default size unless keep_size.
+    None for a hyper-parameter takes the data set's default (tinycil.learn.experiment.DEFAULTS and
+    tinycil.learn.train.TrainConfig); `resize` None takes the data set's default size unless keep_size.
     """
     from tinycil.datasets import load_dataset
-    from tinycil.distill import distill_task
-    from tinycil.experiment import QUICK, buffer_bytes, defaults_for
+    from tinycil.learn.distill import distill_task
+    from tinycil.learn.experiment import QUICK, buffer_bytes, defaults_for
     from tinycil.protocol_spec import BUFFER_STORE_NAMES
-    from tinycil.models import (DEFAULT_WIDTHS, build_model, family_for_modality, split_model,
+    from tinycil.learn.models import (DEFAULT_WIDTHS, build_model, family_for_modality, split_model,
                                 train_flops_per_sample)
-    from tinycil.quantize import quantize_backbone, quantize_inputs
+    from tinycil.learn.quantize import quantize_backbone, quantize_inputs
     from tinycil.runfolder import RunFolder
-    from tinycil.sizing import WidthPolicy
-    from tinycil.tasks import make_tasks, task_subset
-    from tinycil.train import TrainConfig, Trainer, accuracy
+    from tinycil.learn.sizing import WidthPolicy
+    from tinycil.learn.tasks import make_tasks, task_subset
+    from tinycil.learn.train import TrainConfig, Trainer, accuracy
 
     started = time.perf_counter()
     n_steps = 7  # progress lines: load, train, quantise, distil, cost, save, done

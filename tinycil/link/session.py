@@ -28,9 +28,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from tinycil import protocol
+from tinycil.link import protocol
 from tinycil import protocol_spec as spec
-from tinycil.bridge import DeviceError, DeviceLink, DeviceStatusError, NoAnswer
+from tinycil.link.bridge import DeviceError, DeviceLink, DeviceStatusError, NoAnswer
 
 MSG = spec.MESSAGES
 STATUS_NAMES = {v: k for k, v in spec.STATUS.items()}

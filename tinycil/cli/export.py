@@ -20,9 +20,9 @@ from tinycil.protocol_spec import BUFFER_STORE_NAMES
 def export_command(run: Path, board: str, host_only: bool, replay_store: str | None) -> None:
     """Export a prepared run (int8 backbone, float32 tail, growth plan, replay buffer) for BOARD,
     after checking that it fits the board's RAM and flash."""
-    from tinycil.boards import BoardError
-    from tinycil.export import ExportError, export_run
-    from tinycil.memplan import MemoryPlanError
+    from tinycil.deploy.boards import BoardError
+    from tinycil.deploy.export import ExportError, export_run
+    from tinycil.deploy.memplan import MemoryPlanError
     from tinycil.runfolder import RunFolderError
 
     try:

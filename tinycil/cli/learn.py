@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tinycil.cli_options import scenario_options, split_resize
+from tinycil.cli.options import scenario_options, split_resize
 
 
 @click.command("experiment")
@@ -22,10 +22,10 @@ def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed,
     """Host-only study: the method (size-adaptive model + distilled replay) against naive
     fine-tuning, random replay, a fixed final-size model and joint training."""
     from tinycil.datasets import DatasetError
-    from tinycil.experiment import run_experiment
+    from tinycil.learn.experiment import run_experiment
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
-    from tinycil.tasks import TaskSplitError
+    from tinycil.learn.tasks import TaskSplitError
 
     run = RunFolder(output or default_run_dir(dataset, "experiment"), create=True)
     resize, keep_size = split_resize(resize)
@@ -65,6 +65,6 @@ def report(run_dir):
 
 
 # `prepare` (the host half of a device run) lives in its own module.
-from tinycil.prepare_cli import prepare_command  # noqa: E402
+from tinycil.cli.prepare import prepare_command  # noqa: E402
 
 COMMANDS = [experiment, prepare_command, report]

@@ -1,7 +1,7 @@
 """Model families sized for microcontrollers, their backbone/tail split and their computed cost.
 
 Every family is a plain chain of named Keras layers (no branches, no BatchNorm) so that the same
-layer table can be exported to the firmware, grown function-preservingly (tinycil.sizing) and
+layer table can be exported to the firmware, grown function-preservingly (tinycil.learn.sizing) and
 costed layer by layer. ``widths`` lists the hidden widths in order: the output channels of each
 convolution (depthwise convolutions keep their input's channels and take no width) and then the
 units of the hidden dense layer(s). The last layer ("logits") has one unit per class, no softmax.

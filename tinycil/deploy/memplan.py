@@ -163,7 +163,7 @@ class MemoryPlan:
 
 
 def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
-    """RAM and flash of the model on `board` (a tinycil.boards.Board). With `persist` (a firmware
+    """RAM and flash of the model on `board` (a tinycil.deploy.boards.Board). With `persist` (a firmware
     built with -DTC_PERSIST=1) the two state slots leave the code region: the flash budget shrinks
     by what they reserve, and the largest learned state must fit one slot."""
     layout = arena_layout(fp)

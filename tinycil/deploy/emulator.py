@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tinycil.boards import Board
+from tinycil.deploy.boards import Board
 
 QEMU = "qemu-system-arm"
 STATE_DIR_ENV = "TINYCIL_STATE_DIR"

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycil.prng import Prng
+from tinycil.learn.prng import Prng
 
 F32 = np.float32
 
@@ -368,11 +368,11 @@ class RunInputs:
 
     def __init__(self, run_dir, progress: bool = False):
         from tinycil.datasets import load_dataset
-        from tinycil.models import split_model
-        from tinycil.prepare import backbone_path
-        from tinycil.quantize import QuantizedModel, quantize_inputs
+        from tinycil.learn.models import split_model
+        from tinycil.learn.prepare import backbone_path
+        from tinycil.learn.quantize import QuantizedModel, quantize_inputs
         from tinycil.runfolder import RunFolder
-        from tinycil.tasks import task_subset
+        from tinycil.learn.tasks import task_subset
 
         self.run = RunFolder(run_dir)
         cfg = self.config = self.run.read_config()
@@ -424,7 +424,7 @@ class RunInputs:
 
     def latents(self, x_int8: np.ndarray) -> np.ndarray:
         """The device's latent: the int8 backbone's output dequantised, (float)(q - zp) * scale."""
-        from tinycil.quantize import dequantize
+        from tinycil.learn.quantize import dequantize
 
         if len(x_int8) == 0:
             return np.zeros((0, *self.backbone.output_shape), F32)
@@ -456,8 +456,8 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
     """
     import time
 
-    from tinycil.metrics import make_result
-    from tinycil.prng import Prng
+    from tinycil.learn.metrics import make_result
+    from tinycil.learn.prng import Prng
 
     started = time.perf_counter()
     inp = inputs or RunInputs(run_dir, progress=progress)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tinycil.cli_options import device_training_options, scenario_options, split_resize
+from tinycil.cli.options import device_training_options, scenario_options, split_resize
 
 
 @click.command("prepare")
@@ -27,9 +27,9 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
     """The host half of a device run: train the model on the known tasks, quantise its backbone to
     int8, distil every task to a small buffer, and write the growth plan into a run folder."""
     from tinycil.datasets import DatasetError
-    from tinycil.prepare import PrepareError, prepare_run
+    from tinycil.learn.prepare import PrepareError, prepare_run
     from tinycil.runfolder import default_run_dir
-    from tinycil.tasks import TaskSplitError
+    from tinycil.learn.tasks import TaskSplitError
 
     out = output or default_run_dir(dataset, "device")
     resize, keep_size = split_resize(resize)
@@ -42,7 +42,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
             replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick, max_train=max_train,
             max_test=max_test, echo=click.echo)
         if simulate:
-            from tinycil.simulate import SimulationError, record_simulation
+            from tinycil.learn.simulate import SimulationError, record_simulation
 
             try:
                 result = record_simulation(out, progress=True, echo=click.echo)

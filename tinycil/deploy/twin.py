@@ -70,7 +70,7 @@ def _struct_dict(s) -> dict:
 
 
 def firmware_dir(root: Path | None = None) -> Path:
-    from tinycil.boards import project_root
+    from tinycil.deploy.boards import project_root
 
     return (root or project_root()) / "firmware"
 
@@ -268,12 +268,12 @@ def run_device_procedure(twin: Twin, inputs, epochs: int | None = None, last_tas
                          on_task=None) -> list[list[float | None]]:
     """The device procedure driven through the twin, as the bridge drives a device.
 
-    `inputs` is a tinycil.simulate.RunInputs of the run. Rows of the known tasks are left None
+    `inputs` is a tinycil.learn.simulate.RunInputs of the run. Rows of the known tasks are left None
     (the host evaluates the deployed model for them); from the first field task on, each row is
     the twin's accuracy on the test data of every task so far. `on_task(t, twin)` is called after
     each field task.
     """
-    from tinycil.simulate import stream_order
+    from tinycil.learn.simulate import stream_order
 
     cfg, plan, tasks = inputs.config, inputs.plan, inputs.tasks
     tr = cfg["training"]

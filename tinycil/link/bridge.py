@@ -2,7 +2,7 @@
 
 `DeviceLink` opens anything pyserial's ``serial_for_url`` opens (``/dev/ttyACM0``, ``COM3``,
 ``socket://127.0.0.1:PORT`` for the emulated board) and sends requests framed by
-``tinycil.protocol``. Every request carries a fresh sequence number and every answer carries the
+``tinycil.link.protocol``. Every request carries a fresh sequence number and every answer carries the
 number of its request, which makes the link robust with little code:
 
 - no answer in time, or a STATUS saying the device received a damaged frame (BAD_CRC, MALFORMED,
@@ -12,7 +12,7 @@ number of its request, which makes the link robust with little code:
 - LOG and PROGRESS frames the device sends on its own are collected (or handed to a callback) and
   never mistaken for an answer.
 
-The windowed, flow-controlled transfer of many samples (tinycil.session) builds on this class
+The windowed, flow-controlled transfer of many samples (tinycil.link.session) builds on this class
 through its small public plumbing: ``write`` (raw bytes out), ``read_frames`` (whatever frames
 arrived, never waiting long) and ``handle_unsolicited`` (a LOG or PROGRESS frame it came across).
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import serial
 import serial.tools.list_ports
 
-from tinycil import protocol
+from tinycil.link import protocol
 from tinycil import protocol_spec as spec
 
 MSG = spec.MESSAGES

@@ -1,8 +1,10 @@
 """The `tinycil` command line.
 
-Each area keeps its commands in its own module (``cli_<area>.py``, a ``COMMANDS`` list) so that
-this file stays a table of contents. Heavy libraries (TensorFlow) are imported inside commands,
-never at start-up, so that `tinycil --help` and the device commands answer at once.
+Each command group keeps its commands in its own module of this package (``cli/<group>.py``, a
+``COMMANDS`` list) so that this file stays a table of contents. The command line is the top layer:
+it may import every other part of tinycil, and nothing imports it. Heavy libraries (TensorFlow) are
+imported inside commands, never at start-up, so that `tinycil --help` and the device commands
+answer at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tinycil import __version__
 
 # Modules that contribute commands, in the order `--help` lists them.
-_COMMAND_MODULES = ("tinycil.cli_device", "tinycil.cli_learn", "tinycil.export_cli", "tinycil.cli_stream")
+_COMMAND_MODULES = ("tinycil.cli.device", "tinycil.cli.learn", "tinycil.cli.export", "tinycil.cli.stream",
+                    "tinycil.cli.run")
 
 
 class _Group(click.Group):
