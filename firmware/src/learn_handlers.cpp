@@ -6,6 +6,10 @@
 // or the link duplicated it) is answered again from a cache of recent replies and not run twice;
 // a frame after a gap (its predecessor was lost or damaged) is dropped and answered once with
 // OUT_OF_SEQUENCE and the seq the device expects, so the host goes back to it (go-back-N).
+// The cache belongs to the host session: a cached reply answers only a frame with the same seq
+// and the same fingerprint (type, seq, payload), and a SYNC frame that is not such a repeat
+// starts a new session and empties the cache, so a new host session whose seqs overlap the last
+// one's gets its own requests run, never the old replies.
 //
 // Flow control. Every reply advertises the receive ring's free space at the moment it is sent
 // (rx_free), and the host keeps its unanswered bytes below it. The main loop only leaves bytes in
@@ -20,6 +24,7 @@
 
 #include "bsp.h"
 #include "learned_state.h"
+#include "tc_crc32.h"
 #include "tc_dense_f32.h"
 #include "tc_fully_connected_s8.h"
 #include "tc_persist.h"
@@ -71,6 +76,7 @@ struct Reply {
 struct CachedReply {
     bool valid;
     uint16_t seq;
+    uint32_t fingerprint;  // of the request: a new session's frame with the same seq differs
     uint8_t type;
     uint16_t length;
     uint8_t payload[TC_REPLY_CACHE_PAYLOAD];
@@ -135,10 +141,10 @@ void send_reply(const tc::Frame& request, tc::Responder& out, uint8_t type, cons
     out.send(type, request.seq, payload, length);
 }
 
-void finish_head(Reply& r) {
+void finish_head(Reply& r, const tc::Frame& request) {
     tc_ack_t head;
     head.code = r.code;
-    head.reserved0 = 0;
+    head.req_flags = request.flags;  // names the copy of the request (the host's send count)
     head.detail = r.detail;
     head.rx_free = credit();
     head.next_seq = seq_state.expected;
@@ -148,9 +154,17 @@ void finish_head(Reply& r) {
 
 using Body = void (*)(const tc::Frame& request, tc::Responder& out, Reply& r);
 
-CachedReply* cached(uint16_t seq) {
+// CRC-32 of the request's type, seq and payload: the flags are left out, as they count the
+// host's sends of the same frame.
+uint32_t fingerprint(const tc::Frame& request) {
+    const uint8_t head[3] = {request.type, static_cast<uint8_t>(request.seq),
+                             static_cast<uint8_t>(request.seq >> 8)};
+    return tc::crc32(request.payload, request.length, tc::crc32(head, sizeof(head)));
+}
+
+CachedReply* cached(uint16_t seq, uint32_t print) {
     for (CachedReply& c : seq_state.cache)
-        if (c.valid && c.seq == seq) return &c;
+        if (c.valid && c.seq == seq && c.fingerprint == print) return &c;
     return nullptr;
 }
 
@@ -159,12 +173,16 @@ int16_t distance(uint16_t seq, uint16_t expected) { return static_cast<int16_t>(
 
 void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
     Sequencer& s = seq_state;
-    if (CachedReply* c = cached(request.seq)) {
+    const uint32_t print = fingerprint(request);
+    if (CachedReply* c = cached(request.seq, print)) {
         ++s.frames_repeated;
         send_reply(request, out, c->type, c->payload, c->length);
         return;
     }
     if (request.flags & TC_FLAG_SYNC) {
+        // A new host session: the replies of the last one must never answer its frames.
+        for (CachedReply& c : s.cache) c.valid = false;
+        s.next_slot = 0;
         s.synced = true;
         s.expected = request.seq;
         s.nacked = false;
@@ -185,7 +203,7 @@ void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
                         : "no session: the device restarted or was never synced; start a new "
                           "session",
                request.seq);
-        finish_head(r);
+        finish_head(r, request);
         send_reply(request, out, r.type, r.payload, r.length);
         return;
     }
@@ -196,14 +214,15 @@ void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
     Reply& r = reply;
     r = Reply();
     const int status = runtime();
-    if (status != TC_STATUS_OK && request.type != TC_MSG_STATS && request.type != TC_MSG_SELFTEST) {
+    if (status != TC_STATUS_OK && request.type != TC_MSG_STATS && request.type != TC_MSG_SELFTEST &&
+        request.type != TC_MSG_SYNC) {
         r.fail(static_cast<uint8_t>(status), status == TC_STATUS_NO_MODEL
                    ? "firmware built without a model: export a run and flash again"
                    : "the runtime could not start (its arena does not fit)");
     } else {
         body(request, out, r);
     }
-    finish_head(r);
+    finish_head(r, request);
     send_reply(request, out, r.type, r.payload, r.length);
 
     CachedReply& slot = s.cache[s.next_slot];
@@ -211,6 +230,7 @@ void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
     if (r.length <= TC_REPLY_CACHE_PAYLOAD) {
         slot.valid = true;
         slot.seq = request.seq;
+        slot.fingerprint = print;
         slot.type = r.type;
         slot.length = static_cast<uint16_t>(r.length);
         memcpy(slot.payload, r.payload, r.length);
@@ -249,6 +269,13 @@ void fail_status(Reply& r, int status, const char* what) {
 }
 
 // ---- bodies -------------------------------------------------------------------------------------
+
+// SYNC: the sequencer did the work (a new session, an empty cache); the payload is the host's
+// session, which makes this frame's fingerprint its own.
+void sync(const tc::Frame& f, tc::Responder&, Reply& r) {
+    if (f.length != sizeof(tc_sync_t)) return r.fail(TC_STATUS_MALFORMED, "SYNC has a wrong size");
+    r.text("session started");
+}
 
 void begin_task(const tc::Frame& f, tc::Responder&, Reply& r) {
     tc_begin_task_t head;
@@ -296,7 +323,10 @@ void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
     if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
     tc_rt_desc desc;
     tc_rt_describe(&desc);
-    const uint64_t t0 = bsp::counter_read();
+    // train_ticks counts the training alone: the PROGRESS frame of a step is sent after the step
+    // was measured. Its transmission is a busy wait on a real UART (about 2.7 ms per step at
+    // 115200 baud on the NUCLEO: 10 bits per byte of a ~30-byte frame) that the emulated board
+    // does not have, so counting it would make the two boards' figures incomparable.
     for (uint16_t i = 0; i < head.count; ++i) {
         // Mini-batches of batch_new are formed here from the stream, so frames need not follow
         // batch boundaries; END_OF_BATCH steps on a short batch (the end of the data).
@@ -304,10 +334,11 @@ void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
         const bool end = learner.pending + 1u >= learner.batch_new ||
                          (last && (head.flags & TC_SAMPLES_END_OF_BATCH));
         tc_step_report rep;
+        const uint64_t t0 = bsp::counter_read();
         const int status = tc_rt_train_samples(x + static_cast<size_t>(i) * desc.input_size,
                                                labels + i, 1, end ? 1 : 0, &rep);
+        learner.train_ticks += bsp::counter_read() - t0;
         if (status != TC_STATUS_OK) {
-            learner.train_ticks += bsp::counter_read() - t0;
             return r.fail(static_cast<uint8_t>(status),
                           "training sample refused (label beyond the classes seen?)", i);
         }
@@ -324,10 +355,9 @@ void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
             p.loss = rep.loss;
             p.grad_norm = rep.grad_norm;
             p.step_ticks = static_cast<uint32_t>(st.last_step_ticks);
-            out.send(TC_MSG_PROGRESS, f.seq, &p, sizeof(p));
+            out.send(TC_MSG_PROGRESS, f.seq, &p, sizeof(p));  // after the measurement
         }
     }
-    learner.train_ticks += bsp::counter_read() - t0;
     r.detail = learner.pending;
 }
 
@@ -535,6 +565,7 @@ void selftest(const tc::Frame&, tc::Responder&, Reply& r) {
 
 }  // namespace
 
+void handle_sync(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, sync); }
 void handle_begin_task(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, begin_task); }
 void handle_train_control(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, train_control); }
 void handle_train_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, train_samples); }
@@ -542,6 +573,8 @@ void handle_buffer_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f
 void handle_eval_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, eval_samples); }
 void handle_stats(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, stats); }
 void handle_selftest(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, selftest); }
+
+uint16_t expected_seq() { return seq_state.expected; }
 
 void set_runtime_status(int status) {
     learner.runtime_status = status;

@@ -74,11 +74,15 @@ _PERSIST_HELP = ("Keep the learned state in flash across resets (builds with -DT
                  "512 KB of the flash hold the two slots).")
 
 
-def _build(board: Board, verbose: bool, persist: bool = False):
+def _build(board: Board, verbose: bool, persist: bool = False, baud: int | None = None):
     click.echo(f"Building firmware for {board.id} ({board.name})"
-               + (" with persistence of the learned state" if persist else "") + " ...")
+               + (" with persistence of the learned state" if persist else "")
+               + (f" at {baud} baud" if baud else "") + " ...")
+    # The firmware's baud rate is the board manifest's unless --baud chose another.
+    flags = " ".join(filter(None, [PERSIST_FLAG if persist else None,
+                                   f"-DTC_SERIAL_BAUD={baud}" if baud else None]))
     result = build_firmware(board, echo=click.echo if verbose else None,
-                            extra_flags=PERSIST_FLAG if persist else None)
+                            extra_flags=flags or None)
     click.echo(f"Built in {result.seconds:.1f} s: {result.size_line()}")
     return result
 
@@ -100,7 +104,9 @@ def build(board_id, persist, verbose):
 @click.command()
 @click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
 @click.option("--port", "-p", help="Serial port of a real board, checked with HELLO after flashing.")
-@click.option("--baud", type=int, help="Baud rate (default: the board's).")
+@click.option("--baud", type=click.IntRange(1200, 4_000_000),
+              help="Build the firmware for this baud rate (default: the board's); other commands "
+                   "then need the same --baud.")
 @click.option("--icount", is_flag=True,
               help="Emulated board: run QEMU with -icount so the counter counts instructions exactly.")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -115,9 +121,9 @@ def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
     from tinycil.deploy.build import artifacts
 
     board = load_board(board_id)
-    if no_build and (run_dir or persist):
-        raise click.UsageError("--no-build flashes the last build as it is: drop --run/--persist, "
-                               "or drop --no-build")
+    if no_build and (run_dir or persist or baud):
+        raise click.UsageError("--no-build flashes the last build as it is: drop "
+                               "--run/--persist/--baud, or drop --no-build")
     if run_dir is not None:
         exported = export_for_flash(board, run_dir, persist=persist)
         mem = exported.memory
@@ -130,7 +136,7 @@ def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
         if not elf.is_file():
             raise click.ClickException(f"no firmware built for {board.id} yet: drop --no-build")
     else:
-        result = _build(board, verbose, persist)
+        result = _build(board, verbose, persist, baud)
         elf, binary = result.elf, result.bin
     if board.emulated:
         if port:
@@ -144,6 +150,9 @@ def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
         raise click.ClickException("--icount applies to the emulated board only")
     result = flash_board(board, elf, binary, echo=click.echo)
     click.echo(f"Flashed {board.id}: {result.detail}")
+    if baud and baud != board.baudrate:
+        click.echo(f"The firmware speaks {baud} baud: pass --baud {baud} to info, stream and "
+                   "selftest.")
     ports = [port] if port else stlink_ports()
     if len(ports) == 1:
         click.echo(f"Waiting for the firmware on {ports[0]} ...")

@@ -114,7 +114,12 @@ constexpr uint32_t RNG_CR_RNGEN = 1u << 2;
 constexpr uint32_t RNG_SR_DRDY = 1u << 0;
 constexpr uint32_t RNG_SR_ERRORS = (1u << 1) | (1u << 2);  // clock error, seed error
 
-constexpr uint32_t kBaudrate = 115200;
+// The serial line's baud rate: the board manifest's tinycil.serial.baudrate, passed by the
+// dev-platform's build script (or `tinycil flash --baud N`), so host and firmware agree.
+#ifndef TC_SERIAL_BAUD
+#error "TC_SERIAL_BAUD is not defined: build with PlatformIO (the dev-platform sets it)"
+#endif
+constexpr uint32_t kBaudrate = TC_SERIAL_BAUD;
 constexpr uint32_t kHsiHz = 16000000;
 constexpr uint32_t kHseHz = TC_HSE_BYPASS_HZ;  // ST-LINK MCO, 8 MHz (board manifest)
 constexpr uint32_t kSysclkHz = 216000000;
@@ -139,8 +144,36 @@ bool wait_set(uint32_t address, uint32_t mask, uint32_t limit) {
     return false;
 }
 
+// The clock SYSCLK actually runs from, read back from RCC_CFGR.SWS (RM0385 §5.3.3: 00 HSI,
+// 01 HSE, 10 PLL): what the USART's baud rate divider and INFO's clock must be computed from,
+// whatever the set-up below asked for.
+uint32_t sysclk_running_hz() {
+    switch ((reg(RCC_CFGR) & CFGR_SWS_MASK) >> 2) {
+        case 1: return kHseHz;
+        case 2: return kSysclkHz;  // only ever switched to once the PLL was set up for 216 MHz
+        default: return kHsiHz;
+    }
+}
+
+// A step of the set-up failed (no PLL lock, no over-drive, the switch not reported): stay on the
+// 16 MHz HSI, the clock the core runs from after reset (RM0385 §5.2: "HSI ... selected as system
+// clock after reset"; RCC_CFGR.SW = 00 selects it). The bus prescalers go back to /1 (AHB, APB1
+// and APB2 all within their limits at 16 MHz) so PCLK1, the USART3 kernel clock, is 16 MHz too.
+// Earlier code returned the PLL's source here (8 MHz from the ST-LINK) while SYSCLK was still
+// the HSI: the baud rate divider was then computed for half the real clock and the host heard
+// nothing. The value returned is read back from SWS, never assumed.
+uint32_t clock_fallback() {
+    reg(RCC_CFGR) &= ~CFGR_SW_MASK;  // SW = 00: HSI (HSION is set at reset and never cleared)
+    for (uint32_t i = 0; i < kReadyTimeout; ++i) {
+        if ((reg(RCC_CFGR) & CFGR_SWS_MASK) == 0) break;
+    }
+    if ((reg(RCC_CFGR) & CFGR_SWS_MASK) == 0)
+        reg(RCC_CFGR) &= ~(CFGR_HPRE_MASK | CFGR_PPRE1_MASK | CFGR_PPRE2_MASK);
+    return sysclk_running_hz();
+}
+
 // RM0385 §5.2 (clocks), §4.1.4 (over-drive), §3.3.2 (flash read latency). Returns the SYSCLK
-// frequency reached.
+// frequency running at the end (read back from the hardware, see sysclk_running_hz).
 uint32_t clock_init() {
     // Power interface clock, then voltage scale 1 (RM0385 §4.4.1 PWR_CR1.VOS). VOS may only be
     // changed while the PLL is off; it takes effect when the PLL starts.
@@ -158,7 +191,7 @@ uint32_t clock_init() {
         // No MCO (for example a board cut from its ST-LINK): run from HSI instead.
         reg(RCC_CR) &= ~(CR_HSEON | CR_HSEBYP);
         reg(RCC_CR) |= CR_HSION;
-        if (!wait_set(RCC_CR, CR_HSIRDY, kReadyTimeout)) return kHsiHz;
+        if (!wait_set(RCC_CR, CR_HSIRDY, kReadyTimeout)) return clock_fallback();
     }
 
     // Main PLL (RM0385 §5.2.3, §5.3.2 RCC_PLLCFGR): VCO input = source / M = 2 MHz (the manual
@@ -177,20 +210,20 @@ uint32_t clock_init() {
     reg(RCC_PLLCFGR) = (reg(RCC_PLLCFGR) & ~PLLCFGR_FIELDS) | (pll_m << 0) | (pll_n << 6) |
                        (pll_p_bits << 16) | (hse ? PLLCFGR_PLLSRC_HSE : 0) | (pll_q << 24);
     reg(RCC_CR) |= CR_PLLON;
-    if (!wait_set(RCC_CR, CR_PLLRDY, kReadyTimeout)) return source_hz;
+    if (!wait_set(RCC_CR, CR_PLLRDY, kReadyTimeout)) return clock_fallback();
 
     // Over-drive (RM0385 §4.1.4 "Entering Over-drive mode"): needed above 180 MHz. ODEN, wait
     // ODRDY, then ODSWEN, wait ODSWRDY; done while SYSCLK is still HSE/HSI.
     reg(PWR_CR1) |= CR1_ODEN;
-    if (!wait_set(PWR_CSR1, CSR1_ODRDY, kReadyTimeout)) return source_hz;
+    if (!wait_set(PWR_CSR1, CSR1_ODRDY, kReadyTimeout)) return clock_fallback();
     reg(PWR_CR1) |= CR1_ODSWEN;
-    if (!wait_set(PWR_CSR1, CSR1_ODSWRDY, kReadyTimeout)) return source_hz;
+    if (!wait_set(PWR_CSR1, CSR1_ODSWRDY, kReadyTimeout)) return clock_fallback();
 
     // Flash wait states before raising the clock (RM0385 §3.3.2, Table 5: 7 WS for
     // 210 < HCLK <= 216 MHz at 2.7-3.6 V), then the ART accelerator and prefetch
     // (RM0385 §3.3.2 / §3.7.1). The ART is reset while disabled before it is enabled.
     reg(FLASH_ACR) = (reg(FLASH_ACR) & ~ACR_LATENCY_MASK) | ACR_LATENCY_7WS;
-    if ((reg(FLASH_ACR) & ACR_LATENCY_MASK) != ACR_LATENCY_7WS) return source_hz;
+    if ((reg(FLASH_ACR) & ACR_LATENCY_MASK) != ACR_LATENCY_7WS) return clock_fallback();
     reg(FLASH_ACR) &= ~ACR_ARTEN;
     reg(FLASH_ACR) |= ACR_ARTRST;
     reg(FLASH_ACR) &= ~ACR_ARTRST;
@@ -206,9 +239,9 @@ uint32_t clock_init() {
     // Switch SYSCLK to the PLL and wait until the switch is reported (RCC_CFGR.SWS).
     reg(RCC_CFGR) = (reg(RCC_CFGR) & ~CFGR_SW_MASK) | CFGR_SW_PLL;
     for (uint32_t i = 0; i < kReadyTimeout; ++i) {
-        if ((reg(RCC_CFGR) & CFGR_SWS_MASK) == CFGR_SWS_PLL) return kSysclkHz;
+        if ((reg(RCC_CFGR) & CFGR_SWS_MASK) == CFGR_SWS_PLL) return sysclk_running_hz();
     }
-    return source_hz;
+    return clock_fallback();
 }
 
 uint32_t apb1_hz(uint32_t hclk) {

@@ -126,6 +126,12 @@ def build_id():
 
 env.Append(CPPDEFINES=[("TC_BUILD_ID", env.StringifyMacro(build_id()))])
 
+# The serial line's baud rate: the board manifest's tinycil.serial.baudrate, the same field the
+# host opens the port with, unless the build flags choose another (`tinycil flash --baud N`
+# passes -DTC_SERIAL_BAUD=N).
+if not any("TC_SERIAL_BAUD" in str(flag) for flag in env.get("BUILD_FLAGS", [])):
+    env.Append(CPPDEFINES=[("TC_SERIAL_BAUD", int(board.get("tinycil.serial.baudrate", 115200)))])
+
 # ---- targets ------------------------------------------------------------------------------------
 env.Append(
     BUILDERS=dict(
