@@ -21,12 +21,19 @@ class BoardError(ValueError):
     """A board id that is not in the catalogue, or a manifest that cannot be read."""
 
 
+def _is_project(folder: Path) -> bool:
+    return (folder / "boards").is_dir() and (folder / "firmware" / "platformio.ini").is_file()
+
+
 def project_root() -> Path:
     """The project folder that holds ``boards/`` and ``firmware/``.
 
-    ``TINYCIL_HOME`` wins (useful with an installed package or a second checkout); otherwise the
-    folder above this package, which is the checkout in an editable install.
+    ``TINYCIL_HOME`` wins (a second checkout, or your own copy of the firmware project); then the
+    checkout this package runs from (an editable install); then, for a tinycil installed from a
+    wheel, the per-user work copy of the project it ships (see tinycil.deploy.workspace).
     """
+    from tinycil.deploy.workspace import WorkspaceError, installed_project
+
     override = os.environ.get(HOME_ENV)
     if override:
         root = Path(override).expanduser().resolve()
@@ -34,11 +41,19 @@ def project_root() -> Path:
             raise BoardError(f"{HOME_ENV}={override} has no boards/ folder: point it at the tinycil "
                              "project folder (the one holding boards/ and firmware/)")
         return root
-    root = Path(__file__).resolve().parent.parent.parent
-    if not (root / "boards").is_dir():
-        raise BoardError(f"no boards/ folder next to the tinycil package ({root}): set {HOME_ENV} "
-                         "to the tinycil project folder (the one holding boards/ and firmware/)")
-    return root
+    checkout = Path(__file__).resolve().parent.parent.parent
+    if _is_project(checkout):
+        return checkout
+    try:
+        installed = installed_project()
+    except WorkspaceError as exc:
+        raise BoardError(str(exc)) from exc
+    if installed is not None:
+        return installed
+    raise BoardError(f"this tinycil has neither a checkout around it ({checkout}) nor a packaged "
+                     f"firmware project: reinstall it from a checkout (`pip install <checkout>`) or "
+                     f"set {HOME_ENV} to the tinycil project folder (the one holding boards/ and "
+                     "firmware/)")
 
 
 def boards_dir(root: Path | None = None) -> Path:

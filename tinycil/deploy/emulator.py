@@ -1,7 +1,8 @@
 """The emulated board: QEMU running the firmware in the background, its serial port on a socket.
 
 `tinycil flash --board mps2_an500` starts QEMU and returns; later commands (`info`, `stream`)
-find it through a small state file, and `tinycil stop` ends it. The state file records the pid and
+find it through a small state file in a per-user folder (so from any directory; see
+tinycil.deploy.workspace), and `tinycil stop` ends it. The state file records the pid and
 the serial URL; before anything is killed the pid is checked to still be that QEMU, because pids
 are reused.
 """
@@ -20,10 +21,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tinycil.deploy import workspace
 from tinycil.deploy.boards import Board
 
 QEMU = "qemu-system-arm"
-STATE_DIR_ENV = "TINYCIL_STATE_DIR"
+STATE_DIR_ENV = workspace.STATE_DIR_ENV
 STATE_FILE = "state.json"
 LOG_FILE = "qemu.log"
 
@@ -45,8 +47,8 @@ class EmulatorState:
 
 
 def state_dir() -> Path:
-    override = os.environ.get(STATE_DIR_ENV)
-    return Path(override).expanduser() if override else Path.cwd() / ".tinycil"
+    """A per-user folder (or TINYCIL_STATE_DIR), the same from every directory."""
+    return workspace.state_dir()
 
 
 def state_path() -> Path:
