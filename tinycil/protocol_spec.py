@@ -40,6 +40,11 @@ FLAG_NONE = 0x00
 # On a sequenced request (SEQUENCED below): this frame starts the host's sequence, the device
 # expects seq + 1 next. Every later frame of the session is accepted only in order.
 FLAG_SYNC = 0x01
+# Bits 4-7 of a sequenced request: how many times the host sent this frame before (mod 16). The
+# device echoes the flags in ACK.req_flags, so an OUT_OF_SEQUENCE answer names the copy that caused
+# it and the host acts on it only if that copy left after its last resend of the missing frame.
+FLAG_SEND_SHIFT = 4
+FLAG_SEND_MASK = 0xF0
 
 # ---- the reliable transport of the learning messages --------------------------------------------
 # The learning requests are sequenced: the device runs them strictly in seq order, once each. A
@@ -47,7 +52,16 @@ FLAG_SYNC = 0x01
 # of recent replies and not run again; a frame past a gap is dropped and answered once with
 # OUT_OF_SEQUENCE carrying the seq it expects (go-back-N). Every reply carries the free space of the
 # device's receive ring, and the host never has more encoded bytes unanswered than that.
-SEND_WINDOW = 8          # frames the host may have unanswered
+#
+# The reply cache belongs to one host session: the host starts each session with a SYNC request
+# (FLAG_SYNC, a random host_session) and the device, unless that very frame is a repeat, clears
+# the cache there. A repeat is recognised by its seq and a fingerprint of its type, seq and payload,
+# so a new session whose seqs overlap the previous one's never gets the previous one's replies.
+# The host's window is bounded in sequence span (the oldest unanswered seq to the newest sent), not
+# in frames, so every frame it may still resend has its reply in the cache.
+# A damaged frame (BAD_CRC, MALFORMED, TOO_LONG) and a receive overrun are reported at once with
+# STATUS.detail = the seq the device expects next: the host resends from there without waiting.
+SEND_WINDOW = 8          # sequence span the host may have unanswered (<= REPLY_CACHE)
 REPLY_CACHE = 8          # replies the device keeps for repeats (>= SEND_WINDOW)
 REPLY_CACHE_PAYLOAD = 512  # bytes of reply payload a cache entry holds
 EVAL_MAX_SAMPLES = 128   # samples per EVAL_SAMPLES frame (one prediction byte each in the reply)
@@ -67,6 +81,7 @@ MESSAGES = {
     "STATS": 0x08,          # -> STATS_RESULT
     "TRAIN_RUN": 0x09,      # train on what was streamed; PROGRESS frames, then STATUS
     "SELFTEST": 0x0A,       # fixed kernel checks on the device -> SELFTEST_RESULT
+    "SYNC": 0x0B,           # starts a host session (SYNC_FIELDS): clears the reply cache; -> ACK
     "INFO": 0x81,
     "EVAL_RESULT": 0x87,
     "STATS_RESULT": 0x88,
@@ -95,7 +110,7 @@ STATUS = {
 }
 
 # Requests that go through the sequenced transport (a frame of any other type is answered at once).
-SEQUENCED = ("BEGIN_TASK", "TRAIN_SAMPLES", "TRAIN_CONTROL", "BUFFER_SAMPLES", "EVAL_SAMPLES",
+SEQUENCED = ("SYNC", "BEGIN_TASK", "TRAIN_SAMPLES", "TRAIN_CONTROL", "BUFFER_SAMPLES", "EVAL_SAMPLES",
              "STATS", "SELFTEST")
 
 # ---- counter kinds (INFO.counter_kind) ----------------------------------------------------------
@@ -160,12 +175,16 @@ PERSIST_STATES = {
 # UTF-8 text; EVAL_RESULT, STATS_RESULT and SELFTEST_RESULT continue with their own fields).
 ACK_FIELDS = [
     ("code", "u8", 1),                 # STATUS code of the request
-    ("reserved0", "u8", 1),
+    ("req_flags", "u8", 1),            # the flags of the request answered (FLAG_SEND_MASK: its copy)
     ("detail", "u16", 1),
     ("rx_free", "u16", 1),             # free bytes of the device's receive ring now: the credit
     ("next_seq", "u16", 1),            # the seq the device expects next
     ("session_id", "u32", 1),          # as INFO.session_id: a change means the device restarted
 ]
+
+# SYNC: the host session it starts (random): the fingerprint that keeps its frames apart from an
+# earlier session's with the same seqs.
+SYNC_FIELDS = [("host_session", "u32", 1)]
 
 # BEGIN_TASK: count, then count u8 labels (output units, in order of first appearance).
 BEGIN_TASK_FIELDS = [("count", "u16", 1)]
@@ -271,7 +290,7 @@ def struct_format(fields) -> str:
 
 # The layouts the header declares as packed structs (tc_<name>_t).
 LAYOUTS = {
-    "ack": ACK_FIELDS, "begin_task": BEGIN_TASK_FIELDS, "train_control": TRAIN_CONTROL_FIELDS,
+    "ack": ACK_FIELDS, "sync": SYNC_FIELDS, "begin_task": BEGIN_TASK_FIELDS, "train_control": TRAIN_CONTROL_FIELDS,
     "samples": SAMPLES_FIELDS, "eval_result": EVAL_RESULT_FIELDS, "progress": PROGRESS_FIELDS,
     "stats": STATS_FIELDS, "selftest": SELFTEST_FIELDS,
 }
@@ -298,6 +317,8 @@ def render_header() -> str:
         f"#define TC_REPLY_BIT 0x{REPLY_BIT:02X}",
         f"#define TC_FLAG_NONE 0x{FLAG_NONE:02X}",
         f"#define TC_FLAG_SYNC 0x{FLAG_SYNC:02X}",
+        f"#define TC_FLAG_SEND_SHIFT {FLAG_SEND_SHIFT}",
+        f"#define TC_FLAG_SEND_MASK 0x{FLAG_SEND_MASK:02X}",
         f"#define TC_SEND_WINDOW {SEND_WINDOW}",
         f"#define TC_REPLY_CACHE {REPLY_CACHE}",
         f"#define TC_REPLY_CACHE_PAYLOAD {REPLY_CACHE_PAYLOAD}",

@@ -11,6 +11,10 @@ namespace app {
 // What tc_rt_init() said at boot: the learning requests answer with it when it is not OK.
 void set_runtime_status(int status);
 
+// The seq the sequenced transport expects next: what a damage report tells the host to resend.
+uint16_t expected_seq();
+
+void handle_sync(const tc::Frame& request, tc::Responder& out);
 void handle_begin_task(const tc::Frame& request, tc::Responder& out);
 void handle_train_control(const tc::Frame& request, tc::Responder& out);
 void handle_train_samples(const tc::Frame& request, tc::Responder& out);

@@ -24,7 +24,7 @@ namespace {
 size_t write_serial(const uint8_t* data, size_t n) { return bsp::serial_write(data, n); }
 
 tc::Responder responder(write_serial);
-tc::Dispatcher dispatcher(app::kRoutes, app::kRouteCount, responder);
+tc::Dispatcher dispatcher(app::kRoutes, app::kRouteCount, responder, app::expected_seq);
 
 }  // namespace
 
@@ -64,13 +64,16 @@ int main() {
             bsp::wait_for_interrupt();
         }
 
-        // Lost bytes are never silent: tell the host, which retransmits what went unanswered.
+        // Lost bytes are never silent: tell the host at once, with the seq to resend from (as a
+        // damage report does); the count of lost bytes is in the text.
         const uint32_t overruns = bsp::rx_overruns();
         if (overruns != overruns_reported) {
             const uint32_t lost = overruns - overruns_reported;
             overruns_reported = overruns;
-            responder.status(0, TC_STATUS_RX_OVERRUN, lost > 0xFFFF ? 0xFFFF : lost,
-                             "receive overrun: bytes lost");
+            char text[48];
+            snprintf(text, sizeof(text), "receive overrun: %lu bytes lost",
+                     static_cast<unsigned long>(lost));
+            responder.status(0, TC_STATUS_RX_OVERRUN, app::expected_seq(), text);
         }
     }
 }

@@ -38,18 +38,20 @@ void Dispatcher::receive(const uint8_t* data, size_t n) {
 }
 
 void Dispatcher::handle(FrameEvent event, const Frame& frame) {
-    // A frame that failed its checks has no sequence number worth trusting: reply with seq 0.
+    // A frame that failed its checks has no sequence number worth trusting: reply with seq 0,
+    // and tell which seq the device still waits for (most likely the damaged frame's).
+    const uint16_t expected = expected_ ? expected_() : 0;
     switch (event) {
         case FrameEvent::none:
             return;
         case FrameEvent::bad_crc:
-            out_.status(0, TC_STATUS_BAD_CRC, 0, "frame CRC mismatch");
+            out_.status(0, TC_STATUS_BAD_CRC, expected, "frame CRC mismatch");
             return;
         case FrameEvent::malformed:
-            out_.status(0, TC_STATUS_MALFORMED, 0, "malformed frame");
+            out_.status(0, TC_STATUS_MALFORMED, expected, "malformed frame");
             return;
         case FrameEvent::too_long:
-            out_.status(0, TC_STATUS_TOO_LONG, TC_MAX_ENCODED_FRAME, "frame too long");
+            out_.status(0, TC_STATUS_TOO_LONG, expected, "frame too long");
             return;
         case FrameEvent::frame:
             break;

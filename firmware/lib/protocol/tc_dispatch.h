@@ -41,10 +41,15 @@ struct Route {
 
 class Dispatcher {
 public:
-    Dispatcher(const Route* routes, size_t count, Responder& out)
-        : routes_(routes), count_(count), out_(out) {}
+    // The seq the device expects next, for the detail of a damage report (see below).
+    using ExpectedFn = uint16_t (*)();
+
+    Dispatcher(const Route* routes, size_t count, Responder& out, ExpectedFn expected = nullptr)
+        : routes_(routes), count_(count), out_(out), expected_(expected) {}
 
     // Feeds received bytes through the decoder; every completed frame or error gets its answer.
+    // A damaged frame (BAD_CRC, MALFORMED, TOO_LONG) is answered at once with seq 0 and detail =
+    // the seq the device expects next, so the host resends from there without a timeout.
     void receive(const uint8_t* data, size_t n);
 
     // Handles one decoder event (the frame is read from `decoder` when event is `frame`).
@@ -54,6 +59,7 @@ private:
     const Route* routes_;
     size_t count_;
     Responder& out_;
+    ExpectedFn expected_;
     FrameDecoder decoder_;
 };
 

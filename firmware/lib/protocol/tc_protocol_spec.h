@@ -13,6 +13,8 @@
 #define TC_REPLY_BIT 0x80
 #define TC_FLAG_NONE 0x00
 #define TC_FLAG_SYNC 0x01
+#define TC_FLAG_SEND_SHIFT 4
+#define TC_FLAG_SEND_MASK 0xF0
 #define TC_SEND_WINDOW 8
 #define TC_REPLY_CACHE 8
 #define TC_REPLY_CACHE_PAYLOAD 512
@@ -28,6 +30,7 @@
 #define TC_MSG_STATS 0x08
 #define TC_MSG_TRAIN_RUN 0x09
 #define TC_MSG_SELFTEST 0x0A
+#define TC_MSG_SYNC 0x0B
 #define TC_MSG_INFO 0x81
 #define TC_MSG_EVAL_RESULT 0x87
 #define TC_MSG_STATS_RESULT 0x88
@@ -107,7 +110,7 @@ static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the h
 
 typedef struct __attribute__((packed)) {
     uint8_t code;
-    uint8_t reserved0;
+    uint8_t req_flags;
     uint16_t detail;
     uint16_t rx_free;
     uint16_t next_seq;
@@ -115,6 +118,13 @@ typedef struct __attribute__((packed)) {
 } tc_ack_t;
 #ifdef __cplusplus
 static_assert(sizeof(tc_ack_t) == 12, "ack layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint32_t host_session;
+} tc_sync_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_sync_t) == 4, "sync layout differs from the host");
 #endif
 
 typedef struct __attribute__((packed)) {
