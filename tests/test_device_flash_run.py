@@ -97,7 +97,7 @@ def test_a_run_that_does_not_fit_is_refused_before_building(home, digits_run):
     out = CliRunner().invoke(main, ["flash", "--board", BOARD, "--run", str(digits_run)])
     assert out.exit_code != 0
     assert f"run {digits_run.name} does not fit {BOARD}" in out.output
-    assert "bytes too many" in out.output and "Shrink the tail width" in out.output
+    assert "bytes too many" in out.output and "--tail-layers" in out.output
     assert "Building firmware" not in out.output
     assert not (home / "firmware" / ".pio").exists()
     assert not (home / "firmware" / "generated" / "model_data.h").exists()
@@ -119,5 +119,5 @@ def test_persist_counts_the_learned_state_against_the_slots(home, digits_run):
                                     "--persist"])
     assert out.exit_code != 0
     assert "persistence: the learned state needs" in out.output
-    assert "a slot holds 1024" in out.output and "build without -DTC_PERSIST=1" in out.output
+    assert "a slot holds 1024" in out.output and "flash without --persist" in out.output
     assert "Building firmware" not in out.output

@@ -17,6 +17,36 @@ COLUMNS = ("run", "final avg acc", "BWT", "forgetting", "train FLOPs", "FLOPs / 
            "buffer %")
 
 
+class ReportError(ValueError):
+    """results.json does not follow the results format."""
+
+
+def device_notes(results: dict) -> list[str]:
+    """What a reader must know about the device RESULT: which rows are not the device's, and
+    which earlier device sessions are kept aside (never mixed into it)."""
+    notes = []
+    dev = results.get("device")
+    if isinstance(dev, dict):
+        session = dev.get("session") or {}
+        sid = session.get("session_id")
+        done = dev.get("tasks_completed")
+        if isinstance(sid, int):
+            notes.append(f"device: one learning session (model {session.get('signature')}, device "
+                         f"session 0x{sid:08x})"
+                         + (f"; tasks completed on the device: {', '.join(map(str, done))}"
+                            if done else ""))
+        host_rows = dev.get("rows_from_host") or []
+        if host_rows:
+            notes.append(f"device rows {', '.join(map(str, host_rows))} of the accuracy matrix "
+                         "are the host reference's: the device did not measure them in this "
+                         "session")
+    history = results.get("device_history") or []
+    if history:
+        notes.append(f"{len(history)} earlier device session(s) are kept in results.json "
+                     "(\"device_history\") and not shown")
+    return notes
+
+
 def named_results(results: dict) -> list[tuple[str, dict]]:
     """(name, RESULT) for every run in the results, method first."""
     out = []
@@ -33,6 +63,8 @@ def display_name(name: str, results: dict) -> str:
     simulation of the device procedure: call it the host reference there."""
     if name == "method" and results.get("device"):
         return "host reference (simulation)"
+    if name == "device" and (results.get("device") or {}).get("rows_from_host"):
+        return "device (some rows: host)"
     return LABELS.get(name, name)
 
 
@@ -57,7 +89,7 @@ def table_rows(results: dict) -> list[list[str]]:
 
 
 def format_table(results: dict) -> str:
-    """A fixed-width text table for the terminal."""
+    """A fixed-width text table for the terminal, then the notes on the device record."""
     rows = [list(COLUMNS)] + table_rows(results)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
@@ -66,6 +98,7 @@ def format_table(results: dict) -> str:
         lines.append("  ".join(cells))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines += [f"note: {n}" for n in device_notes(results)]
     return "\n".join(lines)
 
 
@@ -94,6 +127,7 @@ def summary_markdown(results: dict) -> str:
     if results.get("board"):
         facts.append(f"board: {results['board']}")
     lines += [f"- {f}" for f in facts] + ["", markdown_table(results), ""]
+    lines += [f"Note: {n}." for n in device_notes(results)] + ([""] if device_notes(results) else [])
     lines += [
         "Final avg acc: mean accuracy over all tasks after the last one. BWT: mean change of a task's "
         "accuracy from right after learning it to the end. Forgetting: mean drop from a task's best "
@@ -167,9 +201,18 @@ def write_report(run: RunFolder, results: dict | None = None) -> str:
     """Write summary.md and plot.png for ``run`` (reading results.json if not given); return the table."""
     if results is None:
         results = run.read_results()
-    run.summary_path.write_text(summary_markdown(results))
+    try:
+        if not isinstance(results, dict) or not named_results(results):
+            raise ValueError("it holds no RESULT (\"method\", \"baselines\" or \"device\")")
+        table = format_table(results)
+        summary = summary_markdown(results)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ReportError(f"{run.results_path} does not follow the results format ({exc}): "
+                          "re-create the run (`tinycil experiment` or `tinycil prepare`/`run`)") \
+            from None
+    run.summary_path.write_text(summary)
     plot(results, run.plot_path)
-    return format_table(results)
+    return table
 
 
 def _si(x: float) -> str:

@@ -5,6 +5,7 @@
     <run>/model.keras        trained model after the known tasks
     <run>/buffer/task_<i>.npz  distilled samples of task i: x (float32), y, y_soft?, x_int8?
     <run>/results.json       the results contract (DESIGN.md, "Contracts")
+    <run>/accuracy_matrix.csv, <run>/metrics.csv  every RESULT of results.json, for spreadsheets
     <run>/summary.md, <run>/plot.png
     <run>/export/manifest.json  what the last export wrote (written by tinycil.deploy.export)
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,12 @@ SUMMARY = "summary.md"
 PLOT = "plot.png"
 EXPORT_DIR = "export"
 MANIFEST = "manifest.json"
+MATRIX_CSV = "accuracy_matrix.csv"
+METRICS_CSV = "metrics.csv"
+# metrics.csv's columns after "run": the RESULT's scalars (DESIGN.md, "Contracts").
+METRIC_COLUMNS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops", "buffer_samples",
+                  "buffer_bytes", "buffer_fraction", "instructions_per_train_sample", "ram_bytes",
+                  "flash_bytes")
 
 
 class RunFolderError(FileNotFoundError):
@@ -42,7 +50,16 @@ def read_signature(run_dir) -> bytes | None:
     path = Path(run_dir) / EXPORT_DIR / MANIFEST
     if not path.is_file():
         return None
-    return bytes.fromhex(json.loads(path.read_text())["signature"])
+    manifest = _read_json(path, "export manifest", advice="export the run again (`tinycil export "
+                          f"{run_dir} --board B` or `tinycil flash --board B --run {run_dir}`)")
+    try:
+        signature = bytes.fromhex(manifest["signature"])
+    except (TypeError, KeyError, ValueError):
+        signature = b""
+    if len(signature) != 8:
+        raise RunFolderError(f"{path} holds no valid model signature: export the run again "
+                             f"(`tinycil flash --board B --run {run_dir}`)")
+    return signature
 
 
 class RunFolder:
@@ -72,6 +89,14 @@ class RunFolder:
         return self.path / RESULTS
 
     @property
+    def matrix_csv_path(self) -> Path:
+        return self.path / MATRIX_CSV
+
+    @property
+    def metrics_csv_path(self) -> Path:
+        return self.path / METRICS_CSV
+
+    @property
     def summary_path(self) -> Path:
         return self.path / SUMMARY
 
@@ -96,7 +121,10 @@ class RunFolder:
         return _read_json(self.plan_path, "growth plan")
 
     def write_results(self, results: dict) -> Path:
-        return _write_json(self.results_path, results)
+        """results.json, and beside it the same RESULTs as accuracy_matrix.csv and metrics.csv."""
+        path = _write_json(self.results_path, results)
+        write_results_csv(self.path, results)
+        return path
 
     def read_results(self) -> dict:
         return _read_json(self.results_path, "results")
@@ -129,14 +157,81 @@ class RunFolder:
         path = self.buffer_path(task)
         if not path.is_file():
             raise RunFolderError(f"{path} is missing; the run folder holds no buffer for task {task}")
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise RunFolderError(f"{path} is damaged ({type(exc).__name__}: {exc}); prepare the "
+                                 f"run again (`tinycil prepare ... -o {self.path}`)") from None
+        for key in ("x", "y"):
+            if key not in arrays:
+                raise RunFolderError(f"{path} holds no {key!r} array; prepare the run again "
+                                     f"(`tinycil prepare ... -o {self.path}`)")
+        if len(arrays["x"]) != len(arrays["y"]):
+            raise RunFolderError(f"{path} holds {len(arrays['x'])} samples but {len(arrays['y'])} "
+                                 f"labels; prepare the run again (`tinycil prepare ... -o "
+                                 f"{self.path}`)")
+        return arrays
 
     def buffer_tasks(self) -> list[int]:
         folder = self.path / BUFFER_DIR
         if not folder.is_dir():
             return []
         return sorted(int(p.stem.split("_", 1)[1]) for p in folder.glob("task_*.npz"))
+
+
+def result_records(results: dict) -> list[tuple[str, dict]]:
+    """(name, RESULT) of every RESULT in results.json: "method", each baseline by its name,
+    "device", the host "twin", and earlier device sessions as "device_session_<id>"."""
+    out = []
+    if isinstance(results.get("method"), dict):
+        out.append(("method", results["method"]))
+    out += [(k, v) for k, v in (results.get("baselines") or {}).items() if isinstance(v, dict)]
+    for key in ("device", "twin"):
+        if isinstance(results.get(key), dict):
+            out.append((key, results[key]))
+    for old in results.get("device_history") or []:
+        if isinstance(old, dict) and isinstance(old.get("device"), dict):
+            sid = (old.get("session") or {}).get("session_id")
+            out.append((f"device_session_{sid:08x}" if isinstance(sid, int) else
+                        "device_session_unknown", old["device"]))
+    return [(n, r) for n, r in out if isinstance(r.get("accuracy_matrix"), list)]
+
+
+def write_results_csv(folder, results: dict) -> tuple[Path, Path]:
+    """accuracy_matrix.csv (one line per RESULT and row i: run, after_task, task_0..task_T-1;
+    empty where j > i) and metrics.csv (one line per RESULT), written whole or not at all."""
+    import csv
+    import io
+
+    records = result_records(results)
+    width = max((len(r["accuracy_matrix"]) for _, r in records), default=0)
+    matrix = io.StringIO()
+    w = csv.writer(matrix, lineterminator="\n")
+    w.writerow(["run", "after_task"] + [f"task_{j}" for j in range(width)])
+    for name, r in records:
+        for i, row in enumerate(r["accuracy_matrix"]):
+            w.writerow([name, i] + ["" if a is None else a for a in row])
+    metrics = io.StringIO()
+    w = csv.writer(metrics, lineterminator="\n")
+    w.writerow(("run",) + METRIC_COLUMNS)
+    for name, r in records:
+        buf = r.get("buffer") or {}
+        values = {**r, "buffer_samples": buf.get("samples"), "buffer_bytes": buf.get("bytes"),
+                  "buffer_fraction": buf.get("fraction")}
+        w.writerow([name] + ["" if values.get(c) is None else jsonable(values[c])
+                             for c in METRIC_COLUMNS])
+    folder = Path(folder)
+    return (_write_text(folder / MATRIX_CSV, matrix.getvalue()),
+            _write_text(folder / METRICS_CSV, metrics.getvalue()))
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # a reader never sees half a file
+    return path
 
 
 def _write_json(path: Path, data) -> Path:
@@ -147,14 +242,20 @@ def _write_json(path: Path, data) -> Path:
     return path
 
 
-def _read_json(path: Path, what: str):
+def _read_json(path: Path, what: str, advice: str = "re-create the run (`tinycil prepare` or "
+               "`tinycil experiment`)"):
     if not path.is_file():
         raise RunFolderError(f"{path} is missing: this folder holds no {what} "
                              f"(was the run finished? re-run `tinycil experiment` or `tinycil prepare`)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{path} is not valid JSON ({exc}); re-create the run") from None
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path} is not valid JSON ({exc}); {advice}") from None
+    except OSError as exc:
+        raise RunFolderError(f"{path} cannot be read ({exc.strerror}); {advice}") from None
+    if not isinstance(data, (dict, list)):
+        raise RunFolderError(f"{path} holds no {what} (a JSON {type(data).__name__}); {advice}")
+    return data
 
 
 def jsonable(obj):

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import click
 
+from tinycil.cli.errors import friendly
 from tinycil.deploy import emulator
-from tinycil.deploy.boards import Board, BoardError, list_boards, load_board
-from tinycil.link.bridge import DeviceError, DeviceLink, NoAnswer, available_ports
-from tinycil.deploy.build import BuildError, build as build_firmware
+from tinycil.deploy.boards import Board, list_boards, load_board
+from tinycil.link.bridge import DeviceLink, NoAnswer, available_ports
+from tinycil.deploy.build import build as build_firmware
 from tinycil import protocol_spec as spec
-from tinycil.deploy.flash import (PERSIST_FLAG, FlashError, export_for_flash, flash_board, start_emulated,
+from tinycil.deploy.flash import (PERSIST_FLAG, export_for_flash, flash_board, start_emulated,
                            stlink_ports, wait_for_hello)
-
-_ERRORS = (BoardError, BuildError, emulator.EmulatorError, FlashError, DeviceError)
-
-
-def _friendly(func):
-    """Turn the device modules' errors into one clear line and a non-zero exit code."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except _ERRORS as exc:
-            raise click.ClickException(str(exc)) from exc
-    return wrapper
 
 
 def _kb(n: int | None) -> str:
@@ -53,7 +40,7 @@ def _table(rows: list[list[str]]) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
-@_friendly
+@friendly
 def boards(as_json):
     """List the boards tinycil builds for."""
     catalogue = list_boards()
@@ -91,7 +78,7 @@ def _build(board: Board, verbose: bool, persist: bool = False, baud: int | None 
 @click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
 @click.option("--persist", is_flag=True, help=_PERSIST_HELP)
 @click.option("--verbose", "-v", is_flag=True, help="Show PlatformIO's output.")
-@_friendly
+@friendly
 def build(board_id, persist, verbose):
     """Build the firmware for a board with PlatformIO (offline)."""
     board = load_board(board_id)
@@ -115,7 +102,7 @@ def build(board_id, persist, verbose):
 @click.option("--persist", is_flag=True, help=_PERSIST_HELP)
 @click.option("--no-build", is_flag=True, help="Flash the firmware built last instead of building.")
 @click.option("--verbose", "-v", is_flag=True, help="Show PlatformIO's output.")
-@_friendly
+@friendly
 def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
     """Build and flash the firmware; for the emulated board, start QEMU in the background."""
     from tinycil.deploy.build import artifacts
@@ -198,7 +185,29 @@ def _resolve_port(board_id: str | None, port: str | None) -> tuple[str, int | No
     raise click.ClickException(f"several ST-LINK ports found ({', '.join(found)}): pass --port")
 
 
-_COUNTERS = {"CYCLES": "cycles", "INSTRUCTIONS": "instructions", "NONE": "none"}
+
+
+def icount_of(board: Board | None, port: str | None) -> bool | None:
+    """Whether the emulated board behind the port runs QEMU with -icount (its counter then counts
+    instructions exactly); None when that cannot be known (a real board, or a port given by hand)."""
+    if board is None or not board.emulated or port:
+        return None
+    state = emulator.running()
+    return bool(getattr(state, "icount", False)) if state is not None else None
+
+
+def counter_label(kind: str, icount: bool | None) -> str:
+    """What the device's counter counts, said truthfully. The emulated board's timer counts
+    instructions only when QEMU runs with -icount; otherwise it follows wall time."""
+    if kind != "INSTRUCTIONS":
+        return {"CYCLES": "CPU cycles (DWT CYCCNT)", "NONE": "none"}.get(kind, kind.lower())
+    if icount:
+        return "instructions (QEMU -icount: exact, repeatable)"
+    if icount is False:
+        return ("timer ticks that follow wall time, not instructions (QEMU without -icount: "
+                "`tinycil flash --board B --icount` for exact counts)")
+    return ("instructions when QEMU runs with -icount; without it, timer ticks that follow wall "
+            "time")
 
 
 _PERSIST_NAMES = {v: k for k, v in spec.PERSIST_STATES.items()}
@@ -223,7 +232,7 @@ def _learned_state(info: dict) -> str:
     return f"the last load or save failed (persistence status {info.get('persist_error')})"
 
 
-def format_info(info: dict) -> str:
+def format_info(info: dict, icount: bool | None = None) -> str:
     sig = info.get("model_signature") or ""
     has_model = _has_model(info)
     shape = info.get("input_shape") or []
@@ -234,7 +243,7 @@ def format_info(info: dict) -> str:
         ("Build", str(info.get("build_id", "?"))),
         ("Protocol", f"v{info.get('protocol_version')} (max payload {info.get('max_payload', '?')} bytes)"),
         ("Clock", f"{clock / 1e6:g} MHz"),
-        ("Counter", _COUNTERS.get(str(info.get("counter_kind_name")), str(info.get("counter_kind_name")))),
+        ("Counter", counter_label(str(info.get("counter_kind_name")), icount)),
         ("Model", f"signature {sig}" if has_model else "none (firmware built without a model)"),
         ("Input", f"{input_type.lower()} {list(shape)}" if input_type != "NONE" else "-"),
         ("Classes", f"{info.get('classes_seen', 0)} seen of {info.get('classes_max', 0)}"),
@@ -257,7 +266,7 @@ def format_info(info: dict) -> str:
 @click.option("--baud", type=int, help="Baud rate (default: the board's, else 115200).")
 @click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait per try.")
 @click.option("--json", "as_json", is_flag=True, help="Print INFO as JSON.")
-@_friendly
+@friendly
 def info(board_id, port, baud, timeout, as_json):
     """Ask a device who it is (HELLO) and print its INFO."""
     url, default_baud, board = _resolve_port(board_id, port)
@@ -274,13 +283,13 @@ def info(board_id, port, baud, timeout, as_json):
         click.echo(json.dumps({"port": url, **fields}, indent=2, default=str))
     else:
         click.echo(f"Port           {url}")
-        click.echo(format_info(fields))
+        click.echo(format_info(fields, icount_of(board, port)))
 
 
 # ---- stop ---------------------------------------------------------------------------------------
 
 @click.command()
-@_friendly
+@friendly
 def stop():
     """End the emulated board started by `tinycil flash`."""
     state = emulator.stop()

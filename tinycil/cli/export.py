@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from tinycil.cli.errors import friendly
 from tinycil.protocol_spec import BUFFER_STORE_NAMES
 
 
@@ -17,18 +18,13 @@ from tinycil.protocol_spec import BUFFER_STORE_NAMES
 @click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default=None,
               help="What the device's replay buffer keeps (default: what the run was prepared "
                    "with).")
+@friendly
 def export_command(run: Path, board: str, host_only: bool, replay_store: str | None) -> None:
     """Export a prepared run (int8 backbone, float32 tail, growth plan, replay buffer) for BOARD,
     after checking that it fits the board's RAM and flash."""
-    from tinycil.deploy.boards import BoardError
-    from tinycil.deploy.export import ExportError, export_run
-    from tinycil.deploy.memplan import MemoryPlanError
-    from tinycil.runfolder import RunFolderError
+    from tinycil.deploy.export import export_run
 
-    try:
-        result = export_run(run, board, firmware=not host_only, buffer_store=replay_store)
-    except (BoardError, ExportError, MemoryPlanError, RunFolderError) as exc:
-        raise click.ClickException(str(exc)) from None
+    result = export_run(run, board, firmware=not host_only, buffer_store=replay_store)
     mem = result.memory
     click.echo(f"exported {run} for {result.board}: signature {result.signature_hex}, replay "
                f"buffer of {result.manifest['buffer']['store']}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from tinycil.cli.errors import friendly
 from tinycil.cli.options import scenario_options, split_resize
 
 
@@ -17,26 +18,22 @@ from tinycil.cli.options import scenario_options, split_resize
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default runs/<dataset>-experiment).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly(also=(ValueError,))
 def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
                distill_method, distill_iters, max_train, max_test, quick, output, no_progress):
     """Host-only study: the method (size-adaptive model + distilled replay) against naive
     fine-tuning, random replay, a fixed final-size model and joint training."""
-    from tinycil.datasets import DatasetError
     from tinycil.learn.experiment import run_experiment
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
-    from tinycil.learn.tasks import TaskSplitError
 
     run = RunFolder(output or default_run_dir(dataset, "experiment"), create=True)
     resize, keep_size = split_resize(resize)
-    try:
-        results = run_experiment(
-            dataset, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
-            family=family, epochs=epochs, data_dir=data_dir, resize=resize, keep_size=keep_size,
-            distill_method=distill_method, distill_iters=distill_iters, quick=quick,
-            max_train=max_train, max_test=max_test, progress=not no_progress)
-    except (DatasetError, TaskSplitError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    results = run_experiment(
+        dataset, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
+        family=family, epochs=epochs, data_dir=data_dir, resize=resize, keep_size=keep_size,
+        distill_method=distill_method, distill_iters=distill_iters, quick=quick,
+        max_train=max_train, max_test=max_test, progress=not no_progress)
     run.write_config(results["config"])
     run.write_plan(results["config"]["plan"])
     run.write_results(results)
@@ -47,21 +44,21 @@ def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed,
 
 @click.command("report")
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@friendly
 def report(run_dir):
-    """Print the table of a finished run and re-render its summary.md and plot.png."""
-    from tinycil.report import write_report
-    from tinycil.runfolder import RunFolder, RunFolderError
+    """Print the table of a finished run and re-render its summary.md, plot.png and CSV files."""
+    from tinycil.report import ReportError, write_report
+    from tinycil.runfolder import RunFolder, write_results_csv
 
+    run = RunFolder(run_dir)
     try:
-        run = RunFolder(run_dir)
         table = write_report(run)
-    except RunFolderError as exc:
+    except ReportError as exc:
         raise click.ClickException(str(exc)) from None
-    except (KeyError, TypeError) as exc:
-        raise click.ClickException(f"{run_dir}/results.json does not follow the results format "
-                                   f"({exc!r}); re-create the run") from None
+    write_results_csv(run.path, run.read_results())
     click.echo(table)
-    click.echo(f"\nwrote {run.summary_path}, {run.plot_path}")
+    click.echo(f"\nwrote {run.summary_path}, {run.plot_path}, {run.matrix_csv_path}, "
+               f"{run.metrics_csv_path}")
 
 
 # `prepare` (the host half of a device run) lives in its own module.

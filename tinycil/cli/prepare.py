@@ -9,51 +9,55 @@ from pathlib import Path
 
 import click
 
+from tinycil.cli.errors import friendly
 from tinycil.cli.options import device_training_options, scenario_options, split_resize
 
 
 @click.command("prepare")
 @scenario_options
 @device_training_options
-@click.option("--board", default=None, help="Board the run is meant for (recorded in config.json).")
+@click.option("--board", default=None,
+              help="Board the run is meant for (recorded in config.json); a model that cannot "
+                   "fit it is refused before training.")
 @click.option("--simulate/--no-simulate", default=True, show_default=True,
               help="Run the host reference of the device's training and store it in results.json.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default runs/<dataset>-device).")
+@friendly(also=(ValueError,))
 def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, tail_layers,
                     board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, replay_store,
                     distill_method,
                     distill_iters, max_train, max_test, quick, simulate, output):
     """The host half of a device run: train the model on the known tasks, quantise its backbone to
     int8, distil every task to a small buffer, and write the growth plan into a run folder."""
-    from tinycil.datasets import DatasetError
-    from tinycil.learn.prepare import PrepareError, prepare_run
+    from tinycil.learn.prepare import prepare_run
     from tinycil.runfolder import default_run_dir
-    from tinycil.learn.tasks import TaskSplitError
 
     out = output or default_run_dir(dataset, "device")
     resize, keep_size = split_resize(resize)
-    try:
-        config = prepare_run(
-            dataset, out, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
-            family=family, tail_layers=tail_layers, resize=resize,
-            keep_size=keep_size, data_dir=data_dir, board=board, epochs=epochs, lr=lr,
-            momentum=momentum, batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
-            replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick, max_train=max_train,
-            max_test=max_test, echo=click.echo)
-        if simulate:
-            from tinycil.learn.simulate import SimulationError, record_simulation
+    check_model = None
+    if board is not None:
+        from tinycil.cli.fit import board_fit_check
+        from tinycil.deploy.boards import load_board
 
-            try:
-                result = record_simulation(out, progress=True, echo=click.echo)
-            except SimulationError as exc:
-                raise click.ClickException(str(exc)) from None
-            rows = [" ".join("  -  " if a is None else f"{a:.3f}" for a in row)
-                    for row in result["accuracy_matrix"]]
-            click.echo("host reference of the device run (accuracy matrix, rows: after task i):")
-            click.echo("\n".join("  " + r for r in rows))
-            click.echo(f"final average accuracy {result['final_avg_accuracy']:.3f}")
-    except (DatasetError, TaskSplitError, PrepareError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        target = load_board(board)
+        check_model, board = board_fit_check(target), target.id
+    config = prepare_run(
+        dataset, out, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
+        family=family, tail_layers=tail_layers, resize=resize,
+        keep_size=keep_size, data_dir=data_dir, board=board, epochs=epochs, lr=lr,
+        momentum=momentum, batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
+        replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
+        max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model)
+    if simulate:
+        from tinycil.learn.simulate import record_simulation
+
+        result = record_simulation(out, progress=True, echo=click.echo)
+        rows = [" ".join("  -  " if a is None else f"{a:.3f}" for a in row)
+                for row in result["accuracy_matrix"]]
+        click.echo("host reference of the device run (accuracy matrix, rows: after task i):")
+        click.echo("\n".join("  " + r for r in rows))
+        click.echo(f"final average accuracy {result['final_avg_accuracy']:.3f}")
     click.echo(f"run folder {out}: {config['buffer']['samples']} buffer samples "
-               f"({config['buffer']['bytes']} bytes); next: `tinycil flash --run {out} --board B`")
+               f"({config['buffer']['bytes']} bytes); next: `tinycil flash --run {out} --board "
+               f"{board or 'B'}`")

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from tinycil.cli.options import device_training_options, scenario_options, split_resize
-from tinycil.cli.stream import _friendly
+from tinycil.cli.errors import friendly
 
 
 def compare_matrices(a, b) -> float:
@@ -75,13 +75,18 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     started = time.monotonic()
     board = load_board(board_id, root) if root else load_board(board_id)
     run_dir = Path(out_dir) if out_dir else default_run_dir(dataset, "device")
+    # What can fail without the host's work is checked before it: the board's serial port.
+    if not board.emulated:
+        url = device_port(board, port)
     if reuse and (run_dir / "config.json").is_file():
         echo(f"== reusing the prepared run {run_dir}")
     else:
+        from tinycil.cli.fit import board_fit_check
+
         echo(f"== prepare {dataset} into {run_dir}")
         prepare_run(dataset, run_dir, n_tasks=n_tasks, known=known, seed=seed, board=board.id,
                     epochs=epochs, distill_iters=distill_iters, quick=quick, progress=progress,
-                    echo=echo, **(prepare_kwargs or {}))
+                    echo=echo, check_model=board_fit_check(board), **(prepare_kwargs or {}))
     echo(f"== export for {board.id}")
     exported = export_run(run_dir, board, root=root)
     echo(f"model signature {exported.signature_hex}")
@@ -91,25 +96,19 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
 
     state = None
     run = RunFolder(run_dir)
-    results = run.read_results() if run.results_path.is_file() else {}
-    results.pop("device", None)
-    results.pop("device_log", None)
-    run.write_results(results)
+    # The device record of an earlier run in this folder moves to "device_history" when this
+    # run's device session writes its own (tinycil.link.stream.open_session_log).
     try:
         if board.emulated:
             state = emulator.start(board, built.elf, icount=icount, record=False)
             url = state.url
             echo(f"== emulated board running (QEMU pid {state.pid}) at {url}")
         else:
-            from tinycil.deploy.flash import flash_board, stlink_ports
+            from tinycil.deploy.flash import flash_board, wait_for_hello
 
             res = flash_board(board, built.elf, built.bin, echo=echo)
             echo(f"flashed: {res.detail}")
-            ports = [port] if port else stlink_ports()
-            if len(ports) != 1:
-                raise RuntimeError("pass --port: the board's serial port could not be chosen")
-            url = ports[0]
-            time.sleep(1.0)  # the board restarts after flashing
+            wait_for_hello(url, board.baudrate or 115200, timeout=10.0)  # it restarts after flashing
         if link_wrapper is not None:
             url = link_wrapper(url)
         data = RunData.load(run_dir)
@@ -146,6 +145,24 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     return results
 
 
+def device_port(board, port: str | None) -> str:
+    """The serial port of a real board: --port, or the one ST-LINK attached; refused with what
+    to do when there is none or several."""
+    from tinycil.deploy.flash import stlink_ports
+    from tinycil.link.bridge import PortNotFound, available_ports
+
+    if port:
+        return port
+    found = stlink_ports()
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        present = ", ".join(available_ports()) or "none"
+        raise PortNotFound(f"no ST-LINK serial port found for {board.id}: plug the board in or "
+                           f"pass --port (ports present: {present}); nothing was prepared yet")
+    raise PortNotFound(f"several ST-LINK ports found ({', '.join(found)}): pass --port")
+
+
 @click.command("run")
 @scenario_options
 @device_training_options
@@ -154,7 +171,7 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default runs/<dataset>-device).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_friendly
+@friendly(also=(ValueError,))
 def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
         distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
         batch_new, batch_replay, clip_norm, replay_store, board_id, port, output, no_progress):

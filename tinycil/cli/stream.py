@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
-from tinycil.cli.options import device_training_options
-
-
-def _friendly(func):
-    """Device, board and run errors as one clear line; Ctrl-C as a clear stop."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from tinycil.deploy import emulator
-        from tinycil.deploy.boards import BoardError
-        from tinycil.link.bridge import DeviceError
-        from tinycil.deploy.build import BuildError
-        from tinycil.runfolder import RunFolderError
-
-        try:
-            return func(*args, **kwargs)
-        except KeyboardInterrupt:
-            raise click.ClickException(
-                "interrupted: the device stopped part-way through; what it learned of this task "
-                "is incomplete. Flash it again and stream from the first device task, or rerun.")
-        except (DeviceError, BoardError, BuildError, emulator.EmulatorError, RunFolderError,
-                FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
-    return wrapper
+from tinycil.cli.errors import friendly
 
 
 def _port(board_id, port):
@@ -53,20 +30,32 @@ def _port(board_id, port):
 @click.option("--clip-norm", type=float, help="Gradient norm clip (default: the run's).")
 @click.option("--timeout", type=float, default=2.0, show_default=True,
               help="Seconds of silence before unanswered frames are sent again.")
+@click.option("--restart", is_flag=True,
+              help="Restart the device first, so that it falls back to the state it saved after "
+                   "the previous task (or its deployed model): for a task that was interrupted.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_friendly
+@friendly
 def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new, batch_replay,
-           clip_norm, timeout, no_progress):
+           clip_norm, timeout, restart, no_progress):
     """Teach the device one task of a run over the serial link, then record its accuracy."""
     from tinycil.link.bridge import DeviceLink
-    from tinycil.link.stream import stream_task
+    from tinycil.link.stream import RunData, stream_task, training_settings
 
+    if not timeout > 0:
+        raise click.BadParameter(f"must be above 0 seconds, got {timeout}", param_hint="--timeout")
+    # The run folder's files and the settings are checked before the device is touched.
+    data = RunData.load(run_dir)
+    training_settings(data, epochs=epochs, lr=lr, momentum=momentum, batch_new=batch_new,
+                      batch_replay=batch_replay, clip_norm=clip_norm)
     url, default_baud, board = _port(board_id, port)
     hint = f"--board {board.id}" if board else f"--board B --port {url}"
+    if board is not None and port:
+        hint += f" --port {port}"
     with DeviceLink(url, baudrate=baud or default_baud or 115200, timeout=1.0, retries=5) as link:
         stream_task(run_dir, link, task, epochs=epochs, lr=lr, momentum=momentum,
                     batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
-                    progress=not no_progress, echo=click.echo, board_hint=hint, timeout=timeout)
+                    progress=not no_progress, echo=click.echo, board_hint=hint, timeout=timeout,
+                    data=data, restart=restart)
     click.echo(f"recorded in {run_dir / 'results.json'} (\"device\")")
 
 
@@ -75,7 +64,7 @@ def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new,
 @click.option("--port", "-p", help="Serial port or URL.")
 @click.option("--baud", type=int, help="Baud rate (default: the board's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_friendly
+@friendly
 def selftest(board_id, port, baud, as_json):
     """Run the firmware's kernel checks on the device and print their cost per MAC, measured
     with the board's counter (cycles on the NUCLEO, instructions on the emulated board)."""
@@ -84,14 +73,30 @@ def selftest(board_id, port, baud, as_json):
     from tinycil.link.bridge import DeviceLink
     from tinycil.link.session import Session, parse_selftest
 
-    url, default_baud, _board = _port(board_id, port)
+    from tinycil.cli.device import counter_label, icount_of
+
+    url, default_baud, board = _port(board_id, port)
     with DeviceLink(url, baudrate=baud or default_baud or 115200, timeout=1.0, retries=5) as link:
         result = parse_selftest(Session(link).call("SELFTEST"))
+    kind = result["counter_kind_name"]
+    icount = icount_of(board, port)
+    result["counter"] = counter_label(kind, icount)
+    exact = kind == "CYCLES" or (kind == "INSTRUCTIONS" and icount)
+    warning = None
+    if kind == "INSTRUCTIONS" and not icount:
+        warning = ("warning: " + ("QEMU runs without -icount" if icount is False else
+                                  "cannot tell whether QEMU runs with -icount")
+                   + ": the per-MAC figures below follow wall time (host load, QEMU speed), not "
+                     "instructions; restart the emulator with `tinycil flash --board "
+                   + (board.id if board else "B") + " --icount` for exact instruction counts")
+    result["counter_exact"] = bool(exact)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    unit = {"CYCLES": "cycles", "INSTRUCTIONS": "instructions"}.get(result["counter_kind_name"],
-                                                                     "ticks")
+    if warning:
+        click.echo(warning, err=True)
+    unit = {"CYCLES": "cycles", "INSTRUCTIONS": "instructions" if icount else "ticks"}.get(
+        kind, "ticks")
     for r in result["results"]:
         click.echo(f"{r['check']:<20} {'pass' if r['passed'] else 'FAIL'}  "
                    f"{r['ticks_per_mac']:.2f} {unit}/MAC")

@@ -123,7 +123,7 @@ def persist_layout(board) -> dict:
     spec = data.get("tinycil", {}).get("persist")
     if not spec:
         raise MemoryPlanError(f"{board.id} has no persistence slots (no \"persist\" object in "
-                              f"{board.manifest.name}): build without -DTC_PERSIST=1")
+                              f"{board.manifest.name}): flash without --persist")
     return {"slot_bytes": int(spec["slot_bytes"]),
             "flash_reserved_bytes": int(spec["flash_reserved_bytes"]),
             "slot_addresses": [int(a, 16) for a in spec["slot_addresses"]]}
@@ -215,19 +215,21 @@ def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = Fa
         biggest = ", ".join(f"{k.replace('_', ' ')} {v} B" for v, k in parts)
         problems.append(
             f"RAM: needs {plan.ram_used} bytes, {board.id} has {plan.ram_total}: "
-            f"{over} bytes too many (largest parts: {biggest}). Shrink the tail width "
-            f"(tail parameters and activations grow with it: --width / the width policy), the "
-            f"buffer fraction (--buffer: the RAM replay area holds the field tasks' samples), the "
-            f"input size (--resize: backbone scratch and every buffered sample), the number of "
-            f"trainable layers (--tail-layers) or the mini-batch (--batch-new/--batch-replay)")
+            f"{over} bytes too many (largest parts: {biggest}). Prepare the run again "
+            f"(`tinycil prepare`) with fewer trainable layers (--tail-layers: the tail's "
+            f"parameters and activations at its final width), a smaller buffer fraction "
+            f"(--buffer: the RAM replay area holds the field tasks' samples), smaller inputs "
+            f"(--resize: backbone scratch and every buffered sample), a smaller mini-batch "
+            f"(--batch-new/--batch-replay) or another model family (--family)")
     if plan.flash_used > plan.flash_total:
         over = plan.flash_used - plan.flash_total
         parts = sorted(((v, k) for k, v in plan.flash.items()), reverse=True)[:3]
         biggest = ", ".join(f"{k.replace('_', ' ')} {v} B" for v, k in parts)
         problems.append(
             f"flash: needs {plan.flash_used} bytes, {board.id} has {plan.flash_total}: "
-            f"{over} bytes too many (largest parts: {biggest}). Shrink the model widths, the "
-            f"buffer fraction (--buffer) or the input size (--resize)")
+            f"{over} bytes too many (largest parts: {biggest}). Prepare the run again "
+            f"(`tinycil prepare`) with another model family (--family), a smaller buffer "
+            f"fraction (--buffer) or smaller inputs (--resize)")
     if plan.flash_used > plan.flash_total and plan.persist is not None:
         problems[-1] += (f" ({plan.persist['flash_reserved_bytes']} bytes of the flash hold the "
                          f"persistence slots of this TC_PERSIST build)")
@@ -235,9 +237,9 @@ def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = Fa
         over = plan.persist["state_bytes"] - plan.persist["slot_bytes"]
         problems.append(
             f"persistence: the learned state needs {plan.persist['state_bytes']} bytes, a slot "
-            f"holds {plan.persist['slot_bytes']}: {over} bytes too many. Shrink the tail width or "
-            f"the buffer fraction (--buffer: the RAM replay area is saved with the weights), or "
-            f"build without -DTC_PERSIST=1")
+            f"holds {plan.persist['slot_bytes']}: {over} bytes too many. Prepare the run again "
+            f"with fewer trainable layers (--tail-layers) or a smaller buffer fraction (--buffer: "
+            f"the RAM replay area is saved with the weights), or flash without --persist")
     if problems:
         raise MemoryPlanError(f"{what} does not fit {board.id}. " + " ".join(problems))
     return plan

@@ -87,11 +87,12 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                 replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
-                echo=print) -> dict:
+                echo=print, check_model=None) -> dict:
     """Prepare a device run in `out_dir`; returns the config written to config.json.
 
     None for a hyper-parameter takes the data set's default (tinycil.learn.experiment.DEFAULTS and
     tinycil.learn.train.TrainConfig); `resize` None takes the data set's default size unless keep_size.
+    `check_model(model, plan, sizing)`, when given, may refuse the untrained model (raise).
     """
     from tinycil.datasets import load_dataset
     from tinycil.learn.distill import distill_task
@@ -169,6 +170,16 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     say(f"training a {family} model {plan[known - 1]['widths']} on the known task(s) "
         f"{tasks[:known]} for {cfg.epochs} epochs")
     model = build_model(family, ds.input_shape, len(known_classes), plan[known - 1]["widths"], seed=seed)
+    if check_model is not None:
+        # The caller's check of the model against its target (the command line plans its
+        # memory on the board named with --board): a refusal comes now, before minutes of
+        # training and distillation. learn/ knows no board, hence the callback.
+        check_model(model, plan, {
+            "tail_layers": tail_layers, "known": known, "tasks": tasks,
+            "batch_new": cfg.batch_new, "batch_replay": cfg.batch_replay,
+            "replay_store": replay_store, "input_shape": list(ds.input_shape),
+            "buffer_samples_per_task": [
+                max(len(t), int(round(buffer_fraction * len(p[0])))) for t, p in zip(tasks, parts)]})
     x_known = np.concatenate([p[0] for p in parts[:known]])
     y_known = to_units(np.concatenate([p[1] for p in parts[:known]]))
     bar = _bar(progress, cfg.epochs, "train (host)")

@@ -34,6 +34,12 @@ class StreamError(DeviceError):
     """A run and a device that do not go together; the message says how to fix it."""
 
 
+class TaskInterrupted(StreamError):
+    """Ctrl-C during a task; the message says what the device holds now and how to go on."""
+
+    interrupted = True
+
+
 def _bar(total: int, desc: str, unit: str, progress: bool):
     if not progress:
         return None
@@ -58,22 +64,66 @@ class RunData:
 
     @classmethod
     def load(cls, run_dir) -> "RunData":
-        from tinycil.runfolder import read_signature
-        from tinycil.runfolder import RunFolder
+        """Read and check the run folder's files (config, plan, export manifest and the buffer of
+        every device task) before anything is sent to a device: a damaged file is refused here,
+        not half-way through a task."""
+        from tinycil.runfolder import RunFolder, read_signature
 
         run = RunFolder(run_dir)
         cfg = run.read_config()
         plan = run.read_plan()
-        if "input_quantization" not in cfg or "task_classes" not in cfg:
-            raise StreamError(f"{run.config_path} was not written by `tinycil prepare`: prepare "
-                              "the run first")
-        tasks = [list(map(int, t)) for t in cfg["task_classes"]]
-        unit_of = {int(c): k for k, c in enumerate(plan[-1]["seen_classes"])}
-        size = int(np.prod(cfg["input_shape"]))
-        data = cls(run_dir, cfg, plan, tasks, int(cfg["known_tasks"]), int(cfg["seed"]), unit_of,
+        again = f"prepare the run again (`tinycil prepare ... -o {run_dir}`)"
+        needed = ("input_quantization", "task_classes", "input_shape", "known_tasks", "seed",
+                  "training", "dataset")
+        if not isinstance(cfg, dict) or any(k not in cfg for k in needed):
+            raise StreamError(f"{run.config_path} was not written by `tinycil prepare`: {again}")
+        try:
+            tasks = [list(map(int, t)) for t in cfg["task_classes"]]
+            known = int(cfg["known_tasks"])
+            size = int(np.prod(cfg["input_shape"]))
+            q = cfg["input_quantization"]
+            float(q["scale"]), int(q["zero_point"])
+            tr = cfg["training"]
+            for key in ("epochs", "lr", "momentum", "clip_norm", "batch_new", "batch_replay"):
+                float(tr[key])
+            if not isinstance(plan, list) or len(plan) != len(tasks):
+                raise ValueError("the growth plan has no entry per task")
+            unit_of = {int(c): k for k, c in enumerate(plan[-1]["seen_classes"])}
+            for t, entry in enumerate(plan):
+                int(entry["classes_seen"])
+        except (TypeError, KeyError, ValueError, IndexError) as exc:
+            raise StreamError(f"{run.path}'s config.json or plan.json is damaged "
+                              f"({type(exc).__name__}: {exc}): {again}") from None
+        if not 1 <= known < len(tasks) or any(c not in unit_of for t in tasks for c in t):
+            raise StreamError(f"{run.config_path} does not describe a device run (known tasks "
+                              f"{known} of {len(tasks)}): {again}")
+        data = cls(run_dir, cfg, plan, tasks, known, int(cfg["seed"]), unit_of,
                    read_signature(run_dir), size)
         data._ds = None
+        data._buffers = {t: data._check_buffer(run, t) for t in range(known, len(tasks))}
         return data
+
+    def _check_buffer(self, run, task: int) -> tuple[np.ndarray, np.ndarray]:
+        buf = run.load_buffer(task)
+        where = f"{run.buffer_path(task)}"
+        if "x_int8" not in buf:
+            raise StreamError(f"{where} holds no int8 samples: prepare the run again")
+        x = np.asarray(buf["x_int8"])
+        y = np.asarray(buf["y"])
+        if x.dtype != np.int8 or len(x) != len(y) or (len(x) and x[0].size != self.input_size):
+            raise StreamError(f"{where} holds samples that do not match the model's input "
+                              f"({self.input_size} int8 values each): prepare the run again")
+        classes = set(self.tasks[task])
+        units = {self.unit_of[c] for c in classes}
+        labels = set(int(v) for v in np.unique(y))
+        if labels <= classes:
+            units_y = self.units(y)
+        elif labels <= units:
+            units_y = y.astype(np.uint8)
+        else:
+            raise StreamError(f"{where} has labels {sorted(labels)}, not the classes of task "
+                              f"{task} {sorted(classes)}: prepare the run again")
+        return x.reshape(len(y), -1), units_y
 
     def units(self, y) -> np.ndarray:
         return np.array([self.unit_of[int(c)] for c in y], dtype=np.uint8)
@@ -101,13 +151,8 @@ class RunData:
         return x8.reshape(len(x8), -1), self.units(y)
 
     def buffer(self, task: int) -> tuple[np.ndarray, np.ndarray]:
-        from tinycil.runfolder import RunFolder
-
-        buf = RunFolder(self.run_dir).load_buffer(task)
-        if "x_int8" not in buf:
-            raise StreamError(f"the buffer of task {task} holds no int8 samples: prepare the run "
-                              "again")
-        return np.asarray(buf["x_int8"]).reshape(len(buf["y"]), -1), self.units(buf["y"])
+        """(int8 samples, output units) of a device task's distilled buffer (checked at load)."""
+        return self._buffers[task]
 
 
 def _has_signature(sig: str) -> bool:
@@ -116,15 +161,68 @@ def _has_signature(sig: str) -> bool:
 
 def tasks_held(data: RunData, info: dict) -> int | None:
     """The last task whose classes the device has seen (from INFO.classes_seen), or None when
-    the count matches no task boundary of the run's plan."""
+    the count matches no task boundary of the run's plan. The count alone does not say the task
+    is complete: see `confirmed_task`."""
     seen = int(info.get("classes_seen", 0))
-    done = [t for t in range(len(data.tasks)) if data.plan[t]["classes_seen"] == seen]
+    done = [t for t in range(len(data.tasks)) if int(data.plan[t]["classes_seen"]) == seen]
     return done[-1] if done else None
 
 
-def check_device(data: RunData, info: dict, task: int, run_name: str, board_hint: str) -> None:
+def _persisted_task(info: dict) -> int | None:
+    """The task whose state the device restored at boot or saved since (persistence), else None."""
+    if PERSIST_NAMES.get(int(info.get("persist", 0))) in ("RESTORED", "SAVED"):
+        return int(info.get("persist_task", -1))
+    return None
+
+
+def confirmed_task(data: RunData, info: dict, log: dict | None) -> int | None:
+    """The last task the device is known to hold completely, or None when its state cannot be
+    vouched for. It is: the deployed model (the host's tasks), a task this device session
+    completed with every sample confirmed (`log`, the run's record of this very session), or a
+    state the device saved at the end of a task (persistence saves only at END_OF_TASK, which
+    the host sends after every other frame of the task was answered)."""
+    held = tasks_held(data, info)
+    if held is None:
+        return None
+    if held < data.known:
+        return held
+    if log is not None and str(held) in log.get("tasks", {}):
+        return held
+    if _persisted_task(info) == held:
+        return held
+    return None
+
+
+def state_after_reset(data: RunData, info: dict) -> int | None:
+    """The task whose state the device will hold after a restart: the one it saved last
+    (persistence), the deployed model when nothing was saved, None when its last save or load
+    failed."""
+    persist = PERSIST_NAMES.get(int(info.get("persist", 0)), "OFF")
+    if persist in ("RESTORED", "SAVED"):
+        return int(info.get("persist_task", 0))
+    if persist in ("OFF", "EMPTY"):
+        return data.known - 1
+    return None
+
+
+def recovery_advice(data: RunData, info: dict, run_name: str, board_hint: str) -> str:
+    """The ways on from a device whose state is not a completed task, each one that works."""
+    flash = (f"flash it again (`tinycil flash {board_hint} --run {run_name}`) and stream from "
+             f"task {data.known}")
+    after = state_after_reset(data, info)
+    if after is None or after + 1 >= len(data.tasks):
+        return flash[0].upper() + flash[1:] + "."
+    saved = ("the state it saved after task" if after >= data.known else
+             "its deployed model (the host's tasks, up to task")
+    return (f"Restart it from {saved} {after}{')' if after < data.known else ''} and stream task "
+            f"{after + 1}: `tinycil stream --run {run_name} {board_hint} --task {after + 1} "
+            f"--restart`; or {flash}.")
+
+
+def check_device(data: RunData, info: dict, task: int, run_name: str, board_hint: str,
+                 log: dict | None = None) -> None:
     """Refuse a device (its INFO) that runs another model or is not at the point `task`
-    continues from."""
+    continues from. `log` is the run's record of the device's current session (None: none)."""
     if data.signature is None:
         raise StreamError(f"run {run_name} was never exported: run `tinycil flash {board_hint} "
                           f"--run {run_name}` first")
@@ -143,30 +241,48 @@ def check_device(data: RunData, info: dict, task: int, run_name: str, board_hint
         raise StreamError(f"task {task} is not a device task of run {run_name}: the device "
                           f"learns tasks {data.known}..{T - 1} (tasks before {data.known} were "
                           "learned on the host)")
-    before = data.plan[task - 1]["classes_seen"]
-    seen = int(info["classes_seen"])
-    if seen != before:
-        held = tasks_held(data, info)
-        state = f"has learned up to task {held}" if held is not None else f"has seen {seen} classes"
-        nxt = held + 1 if held is not None else data.known
-        raise StreamError(f"the device {state}, task {task} continues from task {task - 1}: "
-                          + (f"stream task {nxt} next" if held is not None and nxt < task else
-                             f"flash it again (`tinycil flash {board_hint} --run {run_name}`) "
-                             f"and stream from task {data.known}"))
+    held = tasks_held(data, info)
+    confirmed = confirmed_task(data, info, log)
+    if confirmed is not None and confirmed == task - 1:
+        return
+    sid = f"0x{int(info.get('session_id', 0)):08x}"
+    if confirmed is not None:
+        if confirmed < task - 1:
+            raise StreamError(f"the device has learned up to task {confirmed}, task {task} "
+                              f"continues from task {task - 1}: stream task {confirmed + 1} next")
+        nxt = (f"stream task {confirmed + 1} next" if confirmed + 1 < T else
+               "it has learned every task of the run")
+        raise StreamError(f"the device has already learned task {confirmed}: {nxt}. To learn "
+                          f"task {task} again: {recovery_advice(data, info, run_name, board_hint)}")
+    if held is not None:
+        interrupted = log is not None and (log.get("in_progress") or {}).get("task") == held
+        why = ("was interrupted" if interrupted else
+               f"is not recorded as complete in run {run_name} for this device session ({sid})")
+        raise StreamError(f"the device began task {held} but its learning of that task {why}: "
+                          f"its state is not that of a completed task. "
+                          + recovery_advice(data, info, run_name, board_hint))
+    seen = int(info.get("classes_seen", 0))
+    raise StreamError(f"the device has seen {seen} classes, which matches no task of run "
+                      f"{run_name}: " + recovery_advice(data, info, run_name, board_hint))
 
 
 def reset_advice(data: RunData, info: dict, run_name: str, board_hint: str) -> str:
     """What to do after the device restarted, from its INFO after the restart."""
-    persist = PERSIST_NAMES.get(int(info.get("persist", 0)), "OFF")
-    held = tasks_held(data, info)
-    if persist in ("RESTORED", "SAVED") and held is not None and held + 1 < len(data.tasks):
+    held = _persisted_task(info)
+    if held is not None and tasks_held(data, info) == held and held + 1 < len(data.tasks):
         return (f"It restored the state it saved after task {held} (save "
                 f"#{info.get('persist_sequence')}): stream task {held + 1} again (`tinycil "
                 f"stream --run {run_name} {board_hint} --task {held + 1}`).")
-    if persist in ("RESTORED", "SAVED") and held is not None:
+    if held is not None and tasks_held(data, info) == held:
         return f"It restored the state it saved after task {held}, the run's last task."
-    return (f"Everything it learned since it was flashed is gone: flash it again (`tinycil "
-            f"flash {board_hint} --run {run_name}`) and stream again from task {data.known}.")
+    if state_after_reset(data, info) is None:
+        return (f"Its last load or save of the learned state failed, so what it holds is not "
+                f"known: flash it again (`tinycil flash {board_hint} --run {run_name}`) and "
+                f"stream from task {data.known}.")
+    return (f"Everything it learned since it was flashed is gone: it runs its deployed model "
+            f"again, so stream again from task {data.known} (`tinycil stream --run {run_name} "
+            f"{board_hint} --task {data.known}`), or flash it again (`tinycil flash "
+            f"{board_hint} --run {run_name}`).")
 
 
 def evaluate(session: Session, data: RunData, upto: int, progress: bool) -> tuple[list, dict]:
@@ -212,18 +328,36 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
                 momentum: float | None = None, batch_new: int | None = None,
                 batch_replay: int | None = None, clip_norm: float | None = None,
                 progress: bool = True, echo=print, board_hint: str = "--board B",
-                timeout: float = 2.0, max_sends: int = 10, data: RunData | None = None) -> dict:
+                timeout: float = 2.0, max_sends: int = 10, data: RunData | None = None,
+                restart: bool = False) -> dict:
     """Teach the device behind `link` task `task` of the run; returns what was measured and
-    records the accuracy row in the run's results.json ("device")."""
+    records the accuracy row in the run's results.json ("device", the record of the device's
+    current learning session). `restart` first restarts the device so that it falls back to the
+    state it saved last (or its deployed model), for a task that was interrupted."""
     run_name = str(run_dir)
     data = data or RunData.load(run_dir)
+    tr = training_settings(data, epochs=epochs, lr=lr, momentum=momentum, batch_new=batch_new,
+                           batch_replay=batch_replay, clip_norm=clip_norm)
+    results = _read_results(run_dir)
     info = link.hello()
-    check_device(data, info, task, run_name, board_hint)
+    if restart:
+        info = restart_device(link, data, info, task, run_name, board_hint, echo)
+    log = session_log(results, data, info)
+    check_device(data, info, task, run_name, board_hint, log)
     session = Session(link, info, timeout=timeout, max_sends=max_sends)
+    where = {"begun": False}
     try:
-        return _stream_checked(session, data, run_dir, task, epochs=epochs, lr=lr,
-                               momentum=momentum, batch_new=batch_new, batch_replay=batch_replay,
-                               clip_norm=clip_norm, progress=progress, echo=echo)
+        return _stream_checked(session, data, run_dir, results, task, where, tr=tr,
+                               progress=progress, echo=echo, board_hint=board_hint)
+    except KeyboardInterrupt:
+        if not where["begun"]:
+            raise TaskInterrupted(f"interrupted before task {task} began on the device: it still "
+                                  f"holds what it held before; stream task {task} again.") from None
+        _mark_interrupted(run_dir, results, task)
+        raise TaskInterrupted(
+            f"interrupted during task {task}: the device began the task but did not complete it, "
+            f"so what it holds is not the state after a completed task and nothing of task "
+            f"{task} was recorded. " + recovery_advice(data, info, run_name, board_hint)) from None
     except DeviceReset as exc:
         # Ask the restarted device what it holds now: a firmware with persistence restored the
         # state of the last task it completed.
@@ -237,19 +371,117 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
             exc.old_session, exc.new_session) from None
 
 
-def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epochs, lr,
-                    momentum, batch_new, batch_replay, clip_norm, progress, echo) -> dict:
-    info = session.info
-    stats0 = parse_stats(session.call("STATS"))
+def restart_device(link, data: RunData, info: dict, task: int, run_name: str, board_hint: str,
+                   echo=print, wait: float = 20.0) -> dict:
+    """Restart the device (RESET) when that brings it to the state `task` continues from;
+    returns its INFO after the restart."""
+    from tinycil.link.session import reset_device
+
+    after = state_after_reset(data, info)
+    flash = f"`tinycil flash {board_hint} --run {run_name}`"
+    if after is None:
+        raise StreamError(f"the device's last load or save of its learned state failed, so a "
+                          f"restart would not bring back a known state: flash it again ({flash})")
+    if after != task - 1:
+        raise StreamError(f"after a restart the device would hold the state after task {after}, "
+                          f"and task {task} continues from task {task - 1}: restart with "
+                          f"--task {after + 1}, or flash it again ({flash})")
+    echo(f"restarting the device: it falls back to the state after task {after} ...")
+    old = int(info["session_id"])
+    reset_device(link)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = link.hello()
+            if int(info["session_id"]) != old:
+                return info
+        except DeviceError:
+            pass
+        if time.monotonic() > deadline:
+            raise StreamError(f"the device did not come back within {wait:.0f} s of its restart: "
+                              f"check it with `tinycil info {board_hint}`")
+        time.sleep(0.2)
+
+
+def session_identity(data: RunData, info: dict) -> dict:
+    """A device learning session: one flash of the run's model signature, one boot of the device
+    (INFO.session_id, new at every boot)."""
+    return {"signature": data.signature.hex() if data.signature else None,
+            "session_id": int(info.get("session_id", 0))}
+
+
+def session_log(results: dict, data: RunData, info: dict) -> dict | None:
+    """The run's record of the device's current session, None when the run has none."""
+    log = results.get("device_log")
+    if isinstance(log, dict) and log.get("session") == session_identity(data, info):
+        return log
+    return None
+
+
+def open_session_log(results: dict, data: RunData, info: dict) -> dict:
+    """The record of the device's current session, started when there is none. The record of an
+    earlier session (with its "device" RESULT) moves to "device_history": records of different
+    sessions are never mixed."""
+    log = session_log(results, data, info)
+    if log is not None:
+        return log
+    old = results.pop("device_log", None)
+    old_result = results.pop("device", None)
+    if old or old_result:
+        old = old if isinstance(old, dict) else {}
+        results.setdefault("device_history", []).append(
+            {"session": old.get("session"), "device_log": old, "device": old_result})
+    restored = _persisted_task(info)
+    log = {"session": session_identity(data, info), "rows": {}, "tasks": {},
+           "started_from_task": confirmed_task(data, info, None),
+           "restored": ({"task": restored, "save": info.get("persist_sequence")}
+                        if PERSIST_NAMES.get(int(info.get("persist", 0))) == "RESTORED" else None)}
+    results["device_log"] = log
+    return log
+
+
+def _mark_interrupted(run_dir, results: dict, task: int) -> None:
+    from tinycil.runfolder import RunFolder
+
+    log = results.get("device_log")
+    if isinstance(log, dict):
+        log["in_progress"] = {"task": task, "interrupted": True}
+        RunFolder(run_dir).write_results(results)
+
+
+def training_settings(data: RunData, **overrides) -> dict:
+    """The run's training settings with the given overrides (None: the run's), checked before
+    anything is sent to the device."""
+    import math
 
     tr = dict(data.config["training"])
-    overrides = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_new": batch_new,
-                 "batch_replay": batch_replay, "clip_norm": clip_norm}
     tr.update({k: v for k, v in overrides.items() if v is not None})
+    rules = {"epochs": (1, None, "--epochs"), "batch_new": (1, 65535, "--batch-new"),
+             "batch_replay": (0, 65535, "--batch-replay")}
+    for key, (low, high, option) in rules.items():
+        v = tr[key]
+        if int(v) != v or v < low or (high is not None and v > high):
+            raise StreamError(f"{option} must be a whole number of at least {low}"
+                              + (f" and at most {high}" if high else "") + f", got {v}")
+        tr[key] = int(v)
+    for key, option, ok, what in (
+            ("lr", "--lr", lambda v: 0 < v <= 10, "in (0, 10]"),
+            ("momentum", "--momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("clip_norm", "--clip-norm", lambda v: v > 0, "above 0")):
+        v = float(tr[key])
+        if not math.isfinite(v) or not ok(v):
+            raise StreamError(f"{option} must be {what}, got {tr[key]}")
+        tr[key] = v
+    return tr
+
+
+def _stream_checked(session: Session, data: RunData, run_dir, results: dict, task: int,
+                    where: dict, *, tr: dict, progress, echo, board_hint) -> dict:
+    info = session.info
+    stats0 = parse_stats(session.call("STATS"))
     started = time.monotonic()
 
-    results = _read_results(run_dir)
-    device_log = results.setdefault("device_log", {"rows": {}, "tasks": {}})
+    device_log = open_session_log(results, data, info)
     # The first device task also measures the deployed model: the row of the last known task.
     deploy_row = str(data.known - 1)
     if task == data.known and deploy_row not in device_log["rows"]:
@@ -257,18 +489,25 @@ def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epoc
         row, _ = evaluate(session, data, data.known - 1, progress)
         device_log["rows"][deploy_row] = row
 
-    session.call("TRAIN_CONTROL", train_control_payload(
-        lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
-        batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed,
-        epochs=tr["epochs"]))
-    session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[task])))
-
     x8, y = data.samples("train", task)
     bn = int(tr["batch_new"])
     if len(y) < bn:
         raise StreamError(f"task {task} has {len(y)} training samples, fewer than one mini-batch "
                           f"of {bn}: lower --batch-new")
     used = (len(y) // bn) * bn
+    bx, by = data.buffer(task)
+
+    where["begun"] = True  # from here on the device's state may change
+    device_log["in_progress"] = {"task": task, "interrupted": False}
+    from tinycil.runfolder import RunFolder
+
+    RunFolder(run_dir).write_results(results)
+    session.call("TRAIN_CONTROL", train_control_payload(
+        lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
+        batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed,
+        epochs=tr["epochs"]))
+    session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[task])))
+
     per_frame = samples_per_frame(data.input_size)
     losses: list[float] = []
     bar = _bar(int(tr["epochs"]) * used, f"task {task} train", "sample", progress)
@@ -294,7 +533,11 @@ def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epoc
     if bar is not None:
         bar.close()
 
-    bx, by = data.buffer(task)
+    # Every training sample must have reached the device before the task may end.
+    expected = int(tr["epochs"]) * used
+    mid = parse_stats(session.call("STATS"))
+    _confirm(mid["new_samples"] - stats0["new_samples"], expected, "training samples", task,
+             data, info, run_dir, board_hint)
     per_frame_b = samples_per_frame(data.input_size)
     starts = list(range(0, len(by), per_frame_b)) or [0]
     for s in starts[:-1]:
@@ -311,8 +554,14 @@ def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epoc
         echo(f"warning: the device could not save its learned state ({done.text}); it keeps "
              "learning but forgets this task at a reset")
 
-    row, summary = evaluate(session, data, task, progress)
+    if done.code != spec.STATUS["OK"]:
+        raise StreamError(f"the device did not confirm the end of task {task} ({done.code_name}): "
+                          + recovery_advice(data, info, str(run_dir), board_hint))
     stats1 = parse_stats(session.call("STATS"))
+    _confirm(stats1["buffer_fill"] - mid["buffer_fill"], len(by), "buffer samples", task, data,
+             info, run_dir, board_hint)
+
+    row, summary = evaluate(session, data, task, progress)
     new = stats1["new_samples"] - stats0["new_samples"]
     ticks = stats1["train_ticks"] - stats0["train_ticks"]
     steps = stats1["steps"] - stats0["steps"]
@@ -330,13 +579,23 @@ def _stream_checked(session: Session, data: RunData, run_dir, task: int, *, epoc
         "link": session.stats.as_dict(), "training": tr, "per_class": summary["per_class"],
         "state_saved": saved,
     }
+    # The task is complete: every sample, buffer sample and the end of the task confirmed.
     device_log["rows"][str(task)] = row
     device_log["tasks"][str(task)] = measured
     device_log["signature"] = data.signature.hex()
+    device_log.pop("in_progress", None)
     _record_device(run_dir, data, results, info, stats1)
     echo(f"task {task}: {int(steps)} steps on {int(new)} samples in {train_seconds:.1f} s, "
          f"accuracy " + " ".join(f"{100 * a:.1f}" for a in row))
     return measured
+
+
+def _confirm(got: int, want: int, what: str, task: int, data: RunData, info: dict, run_dir,
+             board_hint: str) -> None:
+    if got != want:
+        raise StreamError(f"the device confirmed {got} of the {want} {what} of task {task}: the "
+                          f"task is not complete and was not recorded. "
+                          + recovery_advice(data, info, str(run_dir), board_hint))
 
 
 def _read_results(run_dir) -> dict:
@@ -347,27 +606,33 @@ def _read_results(run_dir) -> dict:
 
 
 def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dict) -> None:
-    """results.json: the "device" RESULT over the tasks measured so far (a square matrix of the
-    tasks 0..last streamed one until every task is done), the raw rows in "device_log"."""
+    """results.json: the "device" RESULT of the device's current session over the tasks it
+    completed so far (a square matrix up to the last one), the raw rows in "device_log".
+
+    A row the device did not measure in this session (a host-learned task before the last known
+    one, or tasks completed before a restored state) is the host reference's: it is marked in
+    "rows_from_host", never passed off as the device's; without a host reference the RESULT
+    waits until every row is the device's."""
     from tinycil.learn.metrics import make_result
     from tinycil.runfolder import RunFolder
 
     cfg = data.config
-    rows = results["device_log"]["rows"]
-    # Rows of host-learned tasks before the last one cannot be measured on the device: they are
-    # the host's (the deployed model is what the host evaluated).
+    log = results["device_log"]
+    rows = log["rows"]
     host = (results.get("method") or {}).get("accuracy_matrix")
     last = max(int(k) for k in rows)
-    R = []
+    R, from_host = [], []
     for i in range(last + 1):
         if str(i) in rows:
             R.append(list(rows[str(i)]) + [None] * (last - i))
-        elif host is not None:
+        elif host is not None and i < len(host):
             R.append(list(host[i][:i + 1]) + [None] * (last - i))
+            from_host.append(i)
         else:
+            RunFolder(run_dir).write_results(results)
             return
-    tasks_done = [int(k) for k in results["device_log"]["tasks"]]
-    ticks = [results["device_log"]["tasks"][str(t)]["ticks_per_train_sample"] for t in tasks_done]
+    tasks_done = sorted(int(k) for k in log["tasks"])
+    ticks = [log["tasks"][str(t)]["ticks_per_train_sample"] for t in tasks_done]
     ticks = [t for t in ticks if t]
     buf = cfg.get("buffer", {})
     result = make_result(R, train_flops=_device_flops(results, data) or 0.0,
@@ -377,6 +642,9 @@ def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dic
                          ram_bytes=info.get("ram_used") or stats.get("ram_used"),
                          flash_bytes=info.get("flash_used"))
     result["tasks_measured"] = last + 1
+    result["tasks_completed"] = tasks_done
+    result["rows_from_host"] = from_host
+    result["session"] = dict(log["session"])
     result["counter"] = stats["counter_kind_name"].lower()
     results.update({"dataset": cfg["dataset"], "board": cfg.get("board") or results.get("board"),
                     "seed": cfg["seed"], "tasks": cfg["task_classes"],
