@@ -113,3 +113,33 @@ def test_linker_scripts_and_manifests_agree(root):
             assert re.search(rf"__persist_slot{i} = 0x{address:08X};", ld, re.I), (board_id, i)
         assert f"__persist_slot_size = {layout['slot_bytes'] // 1024}K;" in ld
         assert f"DEFINED(__tc_persist) ? {layout['flash_reserved_bytes'] // 1024}K : 0" in ld
+
+
+def test_a_save_that_fails_keeps_both_slots_with_power_cut_at_every_step(harness):
+    """Nothing is erased before the producer succeeded: a save refused for a half-way failure,
+    a state too large or a non-finite state leaves both slots byte for byte (the backup too); a
+    producer that fails after the erase (it wrote something else the second time) leaves the
+    newest state loadable, with the power cut at every byte step of that save."""
+    out = run(harness, "failing")
+    lines = dict((name, (int(cuts), int(steps))) for name, cuts, steps in
+                 re.findall(r"ok failing (\S+) cuts=(\d+) steps=(\d+)", out))
+    assert set(lines) == {"half-way", "too-large", "not-finite", "unstable"}
+    for name in ("half-way", "too-large", "not-finite"):
+        assert lines[name] == (1, 0)  # no flash step at all before the refusal
+    cuts, steps = lines["unstable"]
+    assert steps > 600 and cuts == steps + 1
+
+
+def test_a_save_never_overwrites_the_state_the_runtime_runs(harness):
+    """The newest slot holds a state the runtime refused at boot, so it runs the older one; the
+    next save overwrites the refused slot, with the power cut at every byte step."""
+    out = run(harness, "running", 1)
+    cuts, steps, old, new = map(int, re.search(
+        r"ok running cuts=(\d+) steps=(\d+) old=(\d+) new=(\d+)", out).groups())
+    assert cuts == steps + 1 and old >= steps - 1 and new >= 1 and old + new == cuts
+
+
+def test_a_diverged_state_is_never_saved(harness):
+    """lr = 1e30 drives the weights to NaN/infinity: the save is refused before the flash is
+    touched, and the last good state still loads."""
+    assert "ok not_finite" in run(harness, "not_finite")

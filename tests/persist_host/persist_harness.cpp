@@ -318,7 +318,7 @@ void cmd_runtime(uint32_t cut_stride) {
     train(make_data(in, 16, {0, 1, 2, 3}, 21), 4);
     const Data buf1 = make_data(in, 3, {2, 3}, 22);
     CHECK(tc_rt_add_buffer_samples(buf1.x.data(), buf1.y.data(), 3) == TC_STATUS_OK, "buffer 1");
-    int st = tc_persist_save_runtime(&m, &info);
+    int st = tc_persist_save_runtime(&m, -1, &info);
     CHECK(st == TC_PERSIST_OK, "save 1: %s", tc_persist_status_name(st));
     const auto state1 = state_now();
 
@@ -328,7 +328,7 @@ void cmd_runtime(uint32_t cut_stride) {
     train(make_data(in, 12, {0, 2, 4, 5}, 23), 4);
     const Data buf2 = make_data(in, 4, {4, 5}, 24);
     CHECK(tc_rt_add_buffer_samples(buf2.x.data(), buf2.y.data(), 4) == TC_STATUS_OK, "buffer 2");
-    st = tc_persist_save_runtime(&m, &info);
+    st = tc_persist_save_runtime(&m, info.slot, &info);
     CHECK(st == TC_PERSIST_OK, "save 2: %s", tc_persist_status_name(st));
     const auto state2 = state_now();
     const auto params2 = params_now();
@@ -368,7 +368,8 @@ void cmd_runtime(uint32_t cut_stride) {
         s2.rng.seed(k);
         s2.budget = k;
         tc_persist_medium m2 = s2.medium();
-        CHECK(tc_persist_save_runtime(&m2, nullptr) != TC_PERSIST_OK, "cut %u reported ok", k);
+        CHECK(tc_persist_save_runtime(&m2, info.slot, nullptr) != TC_PERSIST_OK,
+              "cut %u reported ok", k);
         s2.revive();
         CHECK(tc_rt_init() == TC_STATUS_OK, "init after cut");
         CHECK(tc_persist_load_runtime(&m2, nullptr) == TC_PERSIST_OK && state_now() == state2,
@@ -401,7 +402,11 @@ void cmd_runtime(uint32_t cut_stride) {
     // A save while a mini-batch is half formed is refused; the slots keep task 2.
     CHECK(tc_rt_load_state(state2.data(), (uint32_t)state2.size()) == TC_STATUS_OK, "back to 2");
     CHECK(tc_rt_train_samples(more.x.data(), more.y.data(), 1, 0, nullptr) == TC_STATUS_OK, "half");
-    CHECK(tc_persist_save_runtime(&m, nullptr) == TC_PERSIST_PRODUCER_FAILED, "half batch saved");
+    const NorSim before_half = sim;
+    CHECK(tc_persist_save_runtime(&m, info.slot, nullptr) == TC_PERSIST_PRODUCER_FAILED,
+          "half batch saved");
+    CHECK(sim.mem[0] == before_half.mem[0] && sim.mem[1] == before_half.mem[1],
+          "a refused save touched the flash");
     CHECK(tc_rt_init() == TC_STATUS_OK && tc_persist_load_runtime(&m, nullptr) == TC_PERSIST_OK &&
               state_now() == state2, "task 2 lost after a refused save");
 
@@ -417,9 +422,210 @@ void cmd_runtime(uint32_t cut_stride) {
            total, tc_rt_state_bytes());
 }
 
+// ---- saves that fail, and the slot a save may overwrite -----------------------------------------
+
+// Producers that fail in the ways a real one can: part-way through its output, with a state too
+// large for a slot, with a state that is not finite, or by writing something else the second
+// time it runs (the real write after the dry run).
+struct FailingProducer {
+    const std::vector<uint8_t>* payload;
+    int mode;  // 0: fails half-way, 1: writes one byte too many, 2: NOT_FINITE, 3: unstable
+    uint32_t room;
+    uint32_t calls;
+    static int produce(tc_state_writer* w, void* arg) {
+        FailingProducer* f = static_cast<FailingProducer*>(arg);
+        const std::vector<uint8_t>& p = *f->payload;
+        ++f->calls;
+        switch (f->mode) {
+            case 0:
+                if (w->write(w, p.data(), (uint32_t)p.size() / 2)) return 1;
+                return 1;
+            case 1: {
+                std::vector<uint8_t> big(f->room + 1, 0x5A);
+                return w->write(w, big.data(), (uint32_t)big.size());
+            }
+            case 2:
+                if (w->write(w, p.data(), (uint32_t)p.size())) return 1;
+                return TC_PERSIST_NOT_FINITE;
+            default: {
+                if (w->write(w, p.data(), (uint32_t)p.size())) return 1;
+                const uint8_t tail = (uint8_t)f->calls;  // differs between the two runs
+                return w->write(w, &tail, 1);
+            }
+        }
+    }
+};
+
+// Two valid saves (older A, newer B); a save that fails, with the power cut at every byte step it
+// takes (and uncut). A failure before the flash is touched must leave both slots exactly as they
+// were (the backup A too); a failure after (the unstable producer) must leave B loadable and its
+// slot untouched.
+void cmd_failing() {
+    std::mt19937 rng(17);
+    NorSim base(4096, 3);
+    const auto a = random_bytes(rng, 700), b = random_bytes(rng, 650), c = random_bytes(rng, 600);
+    tc_persist_slot_info ia, ib;
+    CHECK(save(base, kSigA, a, &ia) == TC_PERSIST_OK && save(base, kSigA, b, &ib) == TC_PERSIST_OK,
+          "setup");
+    const char* names[4] = {"half-way", "too-large", "not-finite", "unstable"};
+    const int expect[4] = {TC_PERSIST_PRODUCER_FAILED, TC_PERSIST_TOO_LARGE, TC_PERSIST_NOT_FINITE,
+                           TC_PERSIST_PRODUCER_FAILED};
+    for (int mode = 0; mode < 4; ++mode) {
+        // The uncut failing save: how many byte steps it takes on the flash.
+        NorSim probe = base;
+        tc_persist_medium pm = probe.medium();
+        FailingProducer fp = {&c, mode, probe.slot_size - TC_PERSIST_HEADER_BYTES, 0};
+        const uint64_t steps_before = probe.steps;
+        const int st = tc_persist_save(&pm, kSigA, &FailingProducer::produce, &fp, nullptr);
+        CHECK(st == expect[mode], "%s: save gave %s", names[mode], tc_persist_status_name(st));
+        const uint32_t total = (uint32_t)(probe.steps - steps_before);
+        if (mode < 3) {
+            CHECK(total == 0, "%s: the failing save took %u flash steps before failing",
+                  names[mode], total);
+            CHECK(probe.mem[0] == base.mem[0] && probe.mem[1] == base.mem[1],
+                  "%s: a save that failed changed the slots", names[mode]);
+        }
+        uint32_t cuts = 0;
+        for (uint32_t k = 0; k <= total; ++k) {
+            NorSim sim = base;
+            sim.rng.seed(1000u * mode + k);
+            sim.budget = k;
+            tc_persist_medium m = sim.medium();
+            FailingProducer f = {&c, mode, sim.slot_size - TC_PERSIST_HEADER_BYTES, 0};
+            CHECK(tc_persist_save(&m, kSigA, &FailingProducer::produce, &f, nullptr) !=
+                      TC_PERSIST_OK, "%s: reported ok (cut at %u)", names[mode], k);
+            sim.revive();
+            std::vector<uint8_t> got;
+            CHECK(loaded(sim, kSigA, &got) && got == b, "%s: cut at step %u lost the newest state",
+                  names[mode], k);
+            CHECK(sim.mem[ib.slot] == base.mem[ib.slot], "%s: the newest slot was touched",
+                  names[mode]);
+            if (mode < 3)
+                CHECK(sim.mem[ia.slot] == base.mem[ia.slot], "%s: the backup slot was touched "
+                      "(cut at %u)", names[mode], k);
+            ++cuts;
+        }
+        printf("ok failing %s cuts=%u steps=%u\n", names[mode], cuts, total);
+    }
+}
+
+// The slot a save overwrites is chosen from what the runtime runs. The newest slot holds a state
+// the runtime refuses (valid CRC, but not a state of this model's shape); at boot it runs the
+// older slot. The next save must overwrite the refused slot, never the running one, with the
+// power cut at every byte step: every reboot finds the running state or the new one.
+void cmd_running(uint32_t cut_stride) {
+    CHECK(tc_rt_init() == TC_STATUS_OK, "init");
+    const uint32_t in = input_size();
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7};
+    CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
+    NorSim sim(64 * 1024, 4);
+    tc_persist_medium m = sim.medium();
+    const uint8_t t1[2] = {2, 3};
+    CHECK(tc_rt_begin_task(t1, 2) == TC_STATUS_OK, "begin task 1");
+    train(make_data(in, 16, {0, 1, 2, 3}, 31), 4);
+    tc_persist_slot_info good;
+    CHECK(tc_persist_save_runtime(&m, -1, &good) == TC_PERSIST_OK, "save task 1");
+    const auto state1 = state_now();
+    // A newer slot with the model's signature and a valid CRC whose payload the runtime refuses.
+    tc_rt_desc d;
+    tc_rt_describe(&d);
+    std::vector<uint8_t> refused = state1;
+    refused[12] = 200;  // task index beyond the plan
+    tc_persist_slot_info bad;
+    CHECK(tc_persist_save_bytes(&m, d.signature, refused.data(), (uint32_t)refused.size(), &bad) ==
+              TC_PERSIST_OK && bad.slot != good.slot && bad.sequence == good.sequence + 1,
+          "setup of the refused slot");
+
+    // Boot: the runtime refuses the newest slot and runs the older.
+    CHECK(tc_rt_init() == TC_STATUS_OK, "reboot");
+    tc_persist_slot_info running;
+    CHECK(tc_persist_load_runtime(&m, &running) == TC_PERSIST_OK && running.slot == good.slot &&
+              state_now() == state1, "boot did not fall back to the older slot");
+    // Learn more, then save: slot `bad` is overwritten, the running slot is kept.
+    const uint8_t t2[2] = {4, 5};
+    CHECK(tc_rt_begin_task(t2, 2) == TC_STATUS_OK, "begin task 2");
+    train(make_data(in, 12, {0, 2, 4, 5}, 32), 4);
+    const auto state2 = state_now();
+    const NorSim before = sim;
+    const uint32_t total = save_steps(tc_rt_state_bytes());
+    uint32_t cuts = 0, old_loads = 0, new_loads = 0;
+    std::vector<uint32_t> cut_at;  // every cut_stride-th step, the last byte, and no cut
+    for (uint32_t k = 0; k + 1 < total; k += cut_stride) cut_at.push_back(k);
+    cut_at.push_back(total - 1);
+    cut_at.push_back(total);
+    for (uint32_t k : cut_at) {
+        NorSim s2 = before;
+        s2.rng.seed(77u + k);
+        s2.budget = k;
+        tc_persist_medium m2 = s2.medium();
+        CHECK(tc_rt_load_state(state2.data(), (uint32_t)state2.size()) == TC_STATUS_OK, "state 2");
+        tc_persist_slot_info info;
+        const int st = tc_persist_save_runtime(&m2, running.slot, &info);
+        CHECK(s2.mem[running.slot] == before.mem[running.slot],
+              "cut at %u: the save touched the slot the runtime runs", k);
+        if (k == total) {
+            CHECK(st == TC_PERSIST_OK && info.slot == bad.slot && info.sequence > bad.sequence,
+                  "uncut save: %s slot %d seq %u", tc_persist_status_name(st), info.slot,
+                  info.sequence);
+        }
+        s2.revive();
+        CHECK(tc_rt_init() == TC_STATUS_OK, "reboot after cut");
+        tc_persist_slot_info after;
+        const int lst = tc_persist_load_runtime(&m2, &after);
+        const auto now = state_now();
+        CHECK(lst == TC_PERSIST_OK && (now == state1 || now == state2),
+              "cut at step %u of %u: boot found neither state (%s)", k, total,
+              tc_persist_status_name(lst));
+        if (k + 1 < total) CHECK(now == state1, "cut at step %u loaded an unfinished save", k);
+        if (k == total) CHECK(now == state2 && after.slot == bad.slot, "the new save did not load");
+        if (now == state1) ++old_loads;
+        if (now == state2) ++new_loads;
+        ++cuts;
+    }
+    // The old choice (the slot after the newest valid one) would have erased the running state.
+    CHECK(1 - bad.slot == running.slot, "the scenario must have the newest slot refused");
+    printf("ok running cuts=%u steps=%u old=%u new=%u\n", cuts, total, old_loads, new_loads);
+}
+
+// A diverged state (the lr = 1e30) is never saved: both slots stay as they were.
+void cmd_not_finite() {
+    CHECK(tc_rt_init() == TC_STATUS_OK, "init");
+    const uint32_t in = input_size();
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7};
+    CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
+    NorSim sim(64 * 1024, 5);
+    tc_persist_medium m = sim.medium();
+    const uint8_t t1[2] = {2, 3};
+    CHECK(tc_rt_begin_task(t1, 2) == TC_STATUS_OK, "begin task 1");
+    train(make_data(in, 16, {0, 1, 2, 3}, 41), 4);
+    tc_persist_slot_info info;
+    CHECK(tc_persist_save_runtime(&m, -1, &info) == TC_PERSIST_OK, "save");
+    const auto good = state_now();
+    tc_train_params wild = {1e30f, 0.0f, 0.0f, 4, 2, 7};
+    CHECK(tc_rt_set_training(&wild) == TC_STATUS_OK, "the runtime takes any finite lr");
+    const Data d = make_data(in, 40, {0, 1, 2, 3}, 42);
+    const uint32_t in_size = input_size();
+    bool diverged = false;
+    for (size_t i = 0; i + 4 <= d.y.size() && !diverged; i += 4) {
+        tc_step_report rep;
+        tc_rt_train_samples(d.x.data() + i * in_size, d.y.data() + i, 4, 1, &rep);
+        for (float v : params_now())
+            if (!(v == v) || v > 3.4e38f || v < -3.4e38f) diverged = true;
+    }
+    CHECK(diverged, "lr = 1e30 did not make the weights non-finite");
+    const NorSim before = sim;
+    const int st = tc_persist_save_runtime(&m, info.slot, nullptr);
+    CHECK(st == TC_PERSIST_NOT_FINITE, "diverged state: %s", tc_persist_status_name(st));
+    CHECK(sim.mem[0] == before.mem[0] && sim.mem[1] == before.mem[1], "the flash was touched");
+    CHECK(tc_rt_init() == TC_STATUS_OK && tc_persist_load_runtime(&m, nullptr) == TC_PERSIST_OK &&
+              state_now() == good, "the good state was lost");
+    printf("ok not_finite\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IONBF, 0);  // FAIL lines stay visible if a sanitizer aborts
     const std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "roundtrip") cmd_roundtrip();
     else if (cmd == "torn") cmd_torn(argc > 2 ? atoi(argv[2]) : 600, argc > 3 ? atoi(argv[3]) : 2);
@@ -427,8 +633,12 @@ int main(int argc, char** argv) {
     else if (cmd == "corrupt") cmd_corrupt();
     else if (cmd == "wrap") cmd_wrap();
     else if (cmd == "runtime") cmd_runtime(argc > 2 ? atoi(argv[2]) : 1);
+    else if (cmd == "failing") cmd_failing();
+    else if (cmd == "running") cmd_running(argc > 2 ? atoi(argv[2]) : 1);
+    else if (cmd == "not_finite") cmd_not_finite();
     else {
-        printf("usage: persist_harness roundtrip|torn [bytes seeds]|signature|corrupt|wrap|runtime [stride]\n");
+        printf("usage: persist_harness roundtrip|torn [bytes seeds]|signature|corrupt|wrap|runtime "
+               "[stride]|failing|running [stride]|not_finite\n");
         return 2;
     }
     printf(failures ? "FAILED %d\n" : "PASSED\n", failures);

@@ -130,9 +130,10 @@ int main() {
         case 0: {  // power-on: nothing saved yet
             if (tc_persist_load_runtime(m, &info) != TC_PERSIST_NOTHING) return 20;
             if (!learn_task(1)) return 21;
-            if (tc_persist_save_runtime(m, &info) != TC_PERSIST_OK || info.slot != 0) return 22;
+            if (tc_persist_save_runtime(m, -1, &info) != TC_PERSIST_OK || info.slot != 0) return 22;
             if (!learn_task(2)) return 23;
-            if (tc_persist_save_runtime(m, &info) != TC_PERSIST_OK || info.slot != 1) return 24;
+            if (tc_persist_save_runtime(m, info.slot, &info) != TC_PERSIST_OK || info.slot != 1)
+                return 24;
             say("saved tasks 1 and 2, resetting\n");
             bsp::reset();
         }
@@ -149,7 +150,7 @@ int main() {
             cut.program = &reset_program;
             cut.view = &reset_view;
             g_reset_after = tc_rt_state_bytes() / 2;  // half the payload programmed
-            tc_persist_save_runtime(&cut, &info);
+            tc_persist_save_runtime(&cut, info.slot, &info);
             return 34;  // not reached: the reset came first
         }
         case 2: {  // after the torn save: still task 2; now save task 3 for real
@@ -159,7 +160,8 @@ int main() {
             if (info.slot != 1 || state_crc() != want) return 42;
             say("torn save lost nothing; saving task 3\n");
             if (!learn_task(3)) return 43;
-            if (tc_persist_save_runtime(m, &info) != TC_PERSIST_OK || info.slot != 0) return 44;
+            if (tc_persist_save_runtime(m, info.slot, &info) != TC_PERSIST_OK || info.slot != 0)
+                return 44;
             bsp::reset();
         }
         case 3: {  // task 3's state, in slot 0 with the highest sequence

@@ -95,6 +95,36 @@ struct SlotWriter {
     }
 };
 
+// The dry run's writer: measures the payload and its CRC, refuses what would not fit a slot.
+struct MeasureWriter {
+    tc_state_writer base;
+    uint32_t room;
+    uint32_t total;
+    uint32_t crc;
+    int failure;
+
+    static int write(tc_state_writer* self, const void* data, uint32_t n) {
+        MeasureWriter* w = static_cast<MeasureWriter*>(self->ctx);
+        if (w->failure) return 1;
+        if (n > w->room - w->total) {
+            w->failure = TC_PERSIST_TOO_LARGE;
+            return 1;
+        }
+        w->crc = tc::crc32(static_cast<const uint8_t*>(data), n, w->crc);
+        w->total += n;
+        return 0;
+    }
+};
+
+// The save's result for a producer's return value (0 when it succeeded).
+int producer_status(int produced) {
+    if (produced == 0) return TC_PERSIST_OK;
+    if (produced >= TC_PERSIST_TOO_LARGE && produced <= TC_PERSIST_NOT_FINITE &&
+        produced != TC_PERSIST_REJECTED)
+        return produced;
+    return TC_PERSIST_PRODUCER_FAILED;
+}
+
 struct BytesProducer {
     const uint8_t* data;
     uint32_t n;
@@ -143,14 +173,30 @@ int tc_persist_find(const tc_persist_medium* m, const uint8_t signature[8],
     return best.slot < 0 ? TC_PERSIST_NOTHING : TC_PERSIST_OK;
 }
 
-int tc_persist_save(const tc_persist_medium* m, const uint8_t signature[8],
-                    tc_persist_producer produce, void* arg, tc_persist_slot_info* out) {
+int tc_persist_save_keeping(const tc_persist_medium* m, const uint8_t signature[8], int keep,
+                            tc_persist_producer produce, void* arg, tc_persist_slot_info* out) {
     if (!medium_ok(m)) return TC_PERSIST_UNAVAILABLE;
-    // The slot to write: never the newest valid one. With two valid slots, the older.
     tc_persist_slot_info newest;
     const bool have = tc_persist_find(m, signature, &newest) == TC_PERSIST_OK;
-    const int target = have ? 1 - newest.slot : 0;
+    // The slot to write: never `keep`, the state the caller runs (which need not be the newest
+    // valid one: a runtime that refused the newest at boot runs the older). Without one, never
+    // the newest valid slot: with two valid slots, the older is written.
+    const int target = (keep == 0 || keep == 1) ? 1 - keep : have ? 1 - newest.slot : 0;
+    // Newer than every valid save, so the new state is the one loaded next.
     uint32_t sequence = have ? newest.sequence + 1u : 1u;
+
+    // Dry run: nothing is erased before the producer has succeeded and its payload fits, so a
+    // save that fails there (a half-formed mini-batch, a state too large, non-finite weights)
+    // leaves both slots as they were.
+    MeasureWriter dry;
+    dry.base.write = &MeasureWriter::write;
+    dry.base.ctx = &dry;
+    dry.room = m->slot_size - TC_PERSIST_HEADER_BYTES;
+    dry.total = dry.crc = 0;
+    dry.failure = 0;
+    const int dry_status = producer_status(produce(&dry.base, arg));
+    if (dry.failure) return dry.failure;
+    if (dry_status != TC_PERSIST_OK) return dry_status;
 
     if (!m->erase(m->ctx, target)) return TC_PERSIST_ERASE_FAILED;
 
@@ -161,10 +207,12 @@ int tc_persist_save(const tc_persist_medium* m, const uint8_t signature[8],
     w.slot = target;
     w.written = w.total = w.crc = w.staged = 0;
     w.failure = 0;
-    const int produced = produce(&w.base, arg);
+    const int produced = producer_status(produce(&w.base, arg));
     if (w.failure) return w.failure;
-    if (produced != 0) return TC_PERSIST_PRODUCER_FAILED;
+    if (produced != TC_PERSIST_OK) return produced;
     if (!w.flush(true)) return w.failure;
+    // The producer must have written what its dry run measured.
+    if (w.total != dry.total || w.crc != dry.crc) return TC_PERSIST_PRODUCER_FAILED;
 
     // Read back: the payload as programmed must carry the CRC of what the producer wrote.
     const uint8_t* view = m->view(m->ctx, target);
@@ -200,6 +248,11 @@ int tc_persist_save(const tc_persist_medium* m, const uint8_t signature[8],
     return TC_PERSIST_OK;
 }
 
+int tc_persist_save(const tc_persist_medium* m, const uint8_t signature[8],
+                    tc_persist_producer produce, void* arg, tc_persist_slot_info* out) {
+    return tc_persist_save_keeping(m, signature, -1, produce, arg, out);
+}
+
 int tc_persist_save_bytes(const tc_persist_medium* m, const uint8_t signature[8],
                           const uint8_t* payload, uint32_t n, tc_persist_slot_info* out) {
     BytesProducer b = {payload, n};
@@ -217,6 +270,9 @@ const char* tc_persist_status_name(int status) {
         case TC_PERSIST_VERIFY_FAILED: return "flash read-back differs from what was written";
         case TC_PERSIST_PRODUCER_FAILED: return "the state could not be serialised";
         case TC_PERSIST_REJECTED: return "the runtime refused the saved state";
+        case TC_PERSIST_NOT_FINITE:
+            return "the learned state holds NaN or infinite weights: not saved (lower the "
+                   "learning rate)";
         default: return "unknown";
     }
 }

@@ -5,8 +5,11 @@
 //     header (32 bytes): magic, format version, header size, model signature, sequence number,
 //                        payload length, payload CRC-32, header CRC-32
 //     payload
-// A save goes to the older (or an invalid) slot: erase, program the payload, read it back and
-// check its CRC, then program the header LAST. The header is the commit record: its own CRC is
+// A save first runs its producer without writing anything (a dry run that measures the payload
+// and its CRC): a producer that fails, or a payload too large for a slot, then costs nothing and
+// both slots stay as they were. Only then is the slot to write erased. The slot written is never
+// the one whose state the caller runs (tc_persist_save_keeping; by default the newest valid
+// one): erase, program the payload, read it back and check its CRC, then program the header LAST. The header is the commit record: its own CRC is
 // its last word, so until that word is fully programmed the slot is invalid and the other slot -
 // untouched by this save - still holds the previous state. Load picks the valid slot with the
 // highest sequence number (compared modulo 2^32, so the counter may wrap) whose signature is the
@@ -37,6 +40,7 @@ enum tc_persist_status {
     TC_PERSIST_VERIFY_FAILED = 6,  // save: what was read back differs from what was written
     TC_PERSIST_PRODUCER_FAILED = 7,  // save: the payload's producer reported an error
     TC_PERSIST_REJECTED = 8,     // load: the runtime refused every valid slot's state
+    TC_PERSIST_NOT_FINITE = 9,   // save: the state holds NaN or infinite values: never saved
 };
 
 // The flash medium: two slots of slot_size bytes, NOR semantics (erase to 0xFF, program clears
@@ -67,12 +71,21 @@ int tc_persist_check_slot(const tc_persist_medium* m, int slot, const uint8_t si
 int tc_persist_find(const tc_persist_medium* m, const uint8_t signature[8],
                     tc_persist_slot_info* out);
 
-// Produces the payload by writing it, in pieces of any size, to the writer it is given.
-// Returns 0 on success; anything else aborts the save.
+// Produces the payload by writing it, in pieces of any size, to the writer it is given. It is
+// called twice per save (a dry run, then the real write) and must write the same bytes both
+// times. Returns 0 on success; a TC_PERSIST_* failure code (passed on as the save's result) or
+// anything else (TC_PERSIST_PRODUCER_FAILED) aborts the save.
 typedef int (*tc_persist_producer)(tc_state_writer* writer, void* arg);
 
-// Saves the payload `produce` writes, as described above. On success *out (may be null) names
-// the slot written and its sequence number. On any failure the previous save stays loadable.
+// Saves the payload `produce` writes, as described above, never writing slot `keep` (the slot
+// whose state the caller runs; -1: none, then the older of the two is written). The new save's
+// sequence number is above every valid one, so it loads first. On success *out (may be null)
+// names the slot written and its sequence number. On any failure the slot `keep` (and, when the
+// producer failed, both slots) stays as it was.
+int tc_persist_save_keeping(const tc_persist_medium* m, const uint8_t signature[8], int keep,
+                            tc_persist_producer produce, void* arg, tc_persist_slot_info* out);
+
+// tc_persist_save_keeping that keeps the newest valid slot.
 int tc_persist_save(const tc_persist_medium* m, const uint8_t signature[8],
                     tc_persist_producer produce, void* arg, tc_persist_slot_info* out);
 
