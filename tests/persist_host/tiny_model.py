@@ -59,8 +59,10 @@ alignas(16) static const float b1[] = {{{_floats(b1)}}};
 alignas(16) static const int8_t bx[] = {{{", ".join(map(str, bx.ravel()))}}};
 static const uint8_t by[] = {{{", ".join(map(str, by))}}};
 static const tc_tail_layer tail[] = {{
-    {{{TAIL_INIT[0][0]}, {TAIL_INIT[0][1]}, {TAIL_MAX[0][0]}, {TAIL_MAX[0][1]}, w0, b0}},
-    {{{TAIL_INIT[1][0]}, {TAIL_INIT[1][1]}, {TAIL_MAX[1][0]}, {TAIL_MAX[1][1]}, w1, b1}},
+    {{TC_OP_DENSE, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+      {TAIL_INIT[0][0]}, {TAIL_INIT[0][1]}, {TAIL_MAX[0][0]}, {TAIL_MAX[0][1]}, w0, b0}},
+    {{TC_OP_DENSE, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+      {TAIL_INIT[1][0]}, {TAIL_INIT[1][1]}, {TAIL_MAX[1][0]}, {TAIL_MAX[1][1]}, w1, b1}},
 }};
 static const tc_plan_step plan[] = {{{plan}}};
 const tc_model tc_model_data = {{

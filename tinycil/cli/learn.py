@@ -19,8 +19,9 @@ from tinycil.cli.options import scenario_options, split_resize
               help="Run folder (default runs/<dataset>-experiment).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @friendly(also=(ValueError,))
-def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
-               distill_method, distill_iters, max_train, max_test, quick, output, no_progress):
+def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order,
+               family, epochs, distill_method, distill_iters, max_train, max_test, quick, output,
+               no_progress):
     """Host-only study: the method (size-adaptive model + distilled replay) against naive
     fine-tuning, random replay, a fixed final-size model and joint training."""
     from tinycil.learn.experiment import run_experiment
@@ -33,7 +34,7 @@ def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed,
         dataset, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
         family=family, epochs=epochs, data_dir=data_dir, resize=resize, keep_size=keep_size,
         distill_method=distill_method, distill_iters=distill_iters, quick=quick,
-        max_train=max_train, max_test=max_test, progress=not no_progress)
+        max_train=max_train, max_test=max_test, progress=not no_progress, class_order=class_order)
     run.write_config(results["config"])
     run.write_plan(results["config"]["plan"])
     run.write_results(results)

@@ -37,6 +37,33 @@ def split_resize(resize):
     return resize, False
 
 
+def parse_trainable(ctx, param, value):
+    """`auto` or a positive number of trainable weight layers."""
+    if value is None or str(value).lower() == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"give a number of layers or 'auto', got {value!r}") from None
+    if n < 1:
+        raise click.BadParameter(f"at least the output layer trains: give 1 or more, got {n}")
+    return n
+
+
+def parse_class_order(ctx, param, value):
+    """`9,8,7,...` -> [9, 8, 7, ...]; the split into tasks checks it names every class once."""
+    if value is None:
+        return None
+    try:
+        order = [int(p) for p in value.replace(" ", "").split(",") if p != ""]
+    except ValueError:
+        raise click.BadParameter(f"list class ids separated by commas, e.g. 9,8,7,6,5,4,3,2,1,0; "
+                                 f"got {value!r}") from None
+    if not order:
+        raise click.BadParameter("the class order is empty")
+    return order
+
+
 def _apply(func, options):
     for option in reversed(options):
         func = option(func)
@@ -62,6 +89,9 @@ def scenario_options(func):
                      help="Replay buffer per task, as a fraction of its training data "
                           "(at least one sample per class)."),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--class-order", callback=parse_class_order, default=None, metavar="C,C,...",
+                     help="Order of the classes before they are split into tasks, e.g. "
+                          "9,8,7,6,5,4,3,2,1,0 (default: the seed's order); recorded in the run."),
         click.option("--family", type=click.Choice(FAMILY_CHOICES), default="auto", show_default=True,
                      help="Model family; auto picks by modality (image cnn2d, inertial cnn1d, "
                           "audio dscnn)."),
@@ -82,8 +112,12 @@ def scenario_options(func):
 def device_training_options(func):
     """What the device trains and how: trainable tail and SGD settings."""
     return _apply(func, [
-        click.option("--tail-layers", type=int, default=2, show_default=True,
-                     help="Dense layers at the end that the device trains (and grows) in float32."),
+        click.option("--trainable", "--tail-layers", "tail_layers", callback=parse_trainable,
+                     default="auto", show_default=True, metavar="N|auto",
+                     help="Weight layers at the end that the device trains (and grows) in float32 "
+                          "- conv2d, depthwise conv2d, dense, with the pooling between them; the "
+                          "rest is the frozen int8 prefix. auto: the most whose memory at the "
+                          "final size fits the board's RAM (chosen by the memory plan)."),
         click.option("--lr", type=float, default=None, help="SGD learning rate (default 0.05)."),
         click.option("--momentum", type=float, default=None, help="SGD momentum (default 0.9)."),
         click.option("--batch-new", type=int, default=None,

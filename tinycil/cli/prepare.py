@@ -24,7 +24,8 @@ from tinycil.cli.options import device_training_options, scenario_options, split
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default runs/<dataset>-device).")
 @friendly(also=(ValueError,))
-def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, tail_layers,
+def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order,
+                    family, tail_layers,
                     board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, replay_store,
                     distill_method,
                     distill_iters, max_train, max_test, quick, simulate, output):
@@ -35,20 +36,27 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
 
     out = output or default_run_dir(dataset, "device")
     resize, keep_size = split_resize(resize)
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.cut import cut_chooser
+
     check_model = None
     if board is not None:
         from tinycil.cli.fit import board_fit_check
-        from tinycil.deploy.boards import load_board
 
         target = load_board(board)
         check_model, board = board_fit_check(target), target.id
+    elif tail_layers == "auto":
+        click.echo("--trainable auto without --board: planning for mps2_an500 (the STM32F746's "
+                   "320 KB RAM budget)")
+    choose_cut = cut_chooser(load_board(board or "mps2_an500"))
     config = prepare_run(
         dataset, out, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
         family=family, tail_layers=tail_layers, resize=resize,
         keep_size=keep_size, data_dir=data_dir, board=board, epochs=epochs, lr=lr,
         momentum=momentum, batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
         replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
-        max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model)
+        max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model,
+        class_order=class_order, choose_cut=choose_cut)
     if simulate:
         from tinycil.learn.simulate import record_simulation
 

@@ -82,11 +82,13 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
         echo(f"== reusing the prepared run {run_dir}")
     else:
         from tinycil.cli.fit import board_fit_check
+        from tinycil.deploy.cut import cut_chooser
 
         echo(f"== prepare {dataset} into {run_dir}")
         prepare_run(dataset, run_dir, n_tasks=n_tasks, known=known, seed=seed, board=board.id,
                     epochs=epochs, distill_iters=distill_iters, quick=quick, progress=progress,
-                    echo=echo, check_model=board_fit_check(board), **(prepare_kwargs or {}))
+                    echo=echo, check_model=board_fit_check(board),
+                    choose_cut=cut_chooser(board), **(prepare_kwargs or {}))
     echo(f"== export for {board.id}")
     exported = export_run(run_dir, board, root=root)
     echo(f"model signature {exported.signature_hex}")
@@ -172,7 +174,7 @@ def device_port(board, port: str | None) -> str:
               help="Run folder (default runs/<dataset>-device).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @friendly(also=(ValueError,))
-def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family, epochs,
+def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order, family, epochs,
         distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
         batch_new, batch_replay, clip_norm, replay_store, board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
@@ -182,7 +184,8 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, family
         data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
         tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
-        batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store)
+        batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store,
+        class_order=class_order)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
                    progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)

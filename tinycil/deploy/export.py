@@ -5,8 +5,10 @@ What is exported (all const, so it stays in flash; 16-byte aligned):
     .tflite (tinycil.learn.quantize.read_layers): int8 weights, int32 biases, per-channel output
     multipliers and shifts computed here exactly as TFLite's QuantizeMultiplier does (double
     precision frexp), and the fused activation ranges;
-  * the float32 tail (the last `tail_layers` dense layers) with its weights after the known tasks,
-    stored [out][in] as the runtime's kernels take them;
+  * the float32 tail (every layer after the cut: the last `tail_layers` weight layers with the
+    pooling between them) with its weights after the known tasks, in the layouts the runtime's
+    kernels take (tc_model.h: conv2d [out][kh][kw][in], depthwise [kh][kw][c], dense
+    [out][in_h][in_w][in]);
   * the growth plan (the tail's widths per task), the input and latent quantisation;
   * the known tasks' int8 replay buffer and the size of the RAM area for the field tasks';
   * the training defaults; the static arena size from tinycil.deploy.memplan.
@@ -31,16 +33,18 @@ from tinycil.deploy import memplan
 from tinycil.runfolder import EXPORT_DIR, MANIFEST, read_signature  # noqa: F401 (part of this API)
 
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
-FORMAT_VERSION = 2               # TC_MODEL_FORMAT_VERSION in tc_model.h
+FORMAT_VERSION = 3               # TC_MODEL_FORMAT_VERSION in tc_model.h
 # What a replay-buffer sample holds on the device, in the order of the protocol's codes.
 BUFFER_STORES = protocol_spec.BUFFER_STORE_NAMES
-MAX_TAIL_LAYERS = 4              # TC_MAX_TAIL_LAYERS
+MAX_TAIL_LAYERS = 12             # TC_MAX_TAIL_LAYERS
 # The int8 convolution's working memory: at most this much, so a wide layer takes a few passes
 # over its input instead of a large buffer.
 KERNEL_SCRATCH_CAP = 16 * 1024
 
 # tc_op_kind in tc_model.h
 OP_CONV2D, OP_DEPTHWISE, OP_DENSE, OP_MAX_POOL, OP_AVG_POOL, OP_MEAN, OP_RESHAPE = 1, 2, 3, 4, 5, 6, 7
+TAIL_OPS = {"conv2d": OP_CONV2D, "depthwise": OP_DEPTHWISE, "dense": OP_DENSE,
+            "max_pool": OP_MAX_POOL, "avg_pool": OP_AVG_POOL}
 PADDING = {"VALID": 0, "SAME": 1}
 _NO_DATA_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
@@ -285,9 +289,9 @@ class ExportModel:
     latent_size: int
     latent_scale: float
     latent_zero_point: int
-    tail_weights: list[np.ndarray]   # [out][in] float32, after the known tasks
-    tail_biases: list[np.ndarray]
-    tail_max: list[tuple[int, int]]  # (in, out) at the final size
+    tail_weights: list[np.ndarray]   # float32 after the known tasks: [out][rest] (dense, conv2d),
+    tail_biases: list[np.ndarray]    # [taps][channels] (depthwise), empty (pooling)
+    tail_max: list[tuple[int, int]]  # (in, out) channels at the final size
     plan: list[dict]                 # classes_seen, out (per tail layer)
     known_tasks: int
     classes_max: int
@@ -296,6 +300,32 @@ class ExportModel:
     buffer_ram_capacity: int
     defaults: dict                   # lr, momentum, clip_norm, batch_new, batch_replay, seed
     buffer_store: str = "inputs"     # one of BUFFER_STORES
+    # Per tail layer: op (conv2d, depthwise, dense, max_pool, avg_pool), relu, padding, strides,
+    # kernel, in_hw, out_hw (models.tail_layer_specs without the weights). None: a chain of
+    # dense layers over vectors, ReLU after all but the last.
+    tail_layout: list[dict] | None = None
+
+    @property
+    def layout(self) -> list[dict]:
+        if self.tail_layout is not None:
+            return self.tail_layout
+        n = len(self.tail_weights)
+        return [{"op": "dense", "relu": l < n - 1, "padding": "VALID", "strides": (1, 1),
+                 "kernel": (1, 1), "in_hw": (1, 1), "out_hw": (1, 1)} for l in range(n)]
+
+    def tail_init(self) -> list[tuple[int, int]]:
+        """(in, out) channels of every tail layer after the known tasks."""
+        out = []
+        for l, (w, b, spec) in enumerate(zip(self.tail_weights, self.tail_biases, self.layout)):
+            if spec["op"] in ("dense", "conv2d"):
+                taps = int(np.prod(spec["in_hw"] if spec["op"] == "dense" else spec["kernel"]))
+                out.append((int(w.size // max(1, w.shape[0]) // taps), int(w.shape[0])))
+            elif spec["op"] == "depthwise":
+                out.append((int(b.size), int(b.size)))
+            else:  # pooling keeps the channels of the layer before it (or the latent's)
+                c = out[-1][1] if out else int(self.tail_max[l][0])
+                out.append((c, c))
+        return out
 
     @property
     def buffer_sample_size(self) -> int:
@@ -316,10 +346,15 @@ class ExportModel:
                 if e[key] is not None:
                     backbone += size * int(np.asarray(e[key]).size)
             backbone += 64  # the table entry
+        init = self.tail_init()
+        specs = tuple(memplan.TailSpec(
+            TAIL_OPS[spec["op"]], tuple(spec["in_hw"]), tuple(spec["out_hw"]),
+            tuple(spec["kernel"]), int(i), int(o), int(ii), int(oi))
+            for spec, (i, o), (ii, oi) in zip(self.layout, self.tail_max, init))
         return memplan.Footprint(
             input_size=self.input_size, latent_size=self.latent_size,
-            tail=tuple((int(i), int(o)) for i, o in self.tail_max),
-            tail_init=tuple((int(w.shape[1]), int(w.shape[0])) for w in self.tail_weights),
+            tail=tuple((int(i), int(o)) for i, o in self.tail_max), tail_init=tuple(init),
+            tail_specs=specs,
             max_batch=self.max_batch, scratch_bytes=scratch_bytes(self.table),
             kernel_scratch_bytes=kernel_scratch_bytes(self.table),
             buffer_flash_count=int(len(self.buffer_y)),
@@ -362,7 +397,8 @@ def _find_tflite(run, cfg: dict) -> Path | None:
 def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     """Read a prepared run folder into an ExportModel. `buffer_store` (one of BUFFER_STORES)
     overrides the run's "replay_store" (default "inputs")."""
-    from tinycil.learn.models import split_model
+    from tinycil.learn.models import (ModelError, layer_channels, model_family, split_model,
+                                      tail_layer_specs, weight_layers)
     from tinycil.learn.quantize import (QuantizedModel, QuantizeError, quantize_backbone, quantize_inputs,
                                   read_layers)
     from tinycil.runfolder import RunFolder
@@ -381,12 +417,16 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     if not 1 <= known <= len(tasks):
         raise ExportError(f"known_tasks must be between 1 and {len(tasks)}, config says {known}")
     tail_layers = int(_config_get(cfg, "tail_layers", default=2))
-    if not 1 <= tail_layers <= MAX_TAIL_LAYERS:
-        raise ExportError(f"tail_layers must be 1..{MAX_TAIL_LAYERS}, config says {tail_layers}")
 
     model = run.load_model()
-    backbone, tail = split_model(model, tail_layers)
-    dense = [layer for layer in tail.layers if type(layer).__name__ == "Dense"]
+    try:
+        backbone, tail = split_model(model, tail_layers)
+        specs = tail_layer_specs(tail)
+    except ModelError as exc:
+        raise ExportError(f"the run's model cannot be cut there: {exc}") from exc
+    if len(specs) > MAX_TAIL_LAYERS:
+        raise ExportError(f"the tail holds {len(specs)} layers, the runtime at most "
+                          f"{MAX_TAIL_LAYERS}: train fewer layers (--trainable)")
 
     # Known tasks' buffers (int8 inputs, output-unit labels).
     order = [c for t in tasks for c in t]
@@ -402,12 +442,22 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
                               "calibrate one: re-run `tinycil prepare`")
         rep = np.concatenate([b["x"] for b in bufs]).astype(np.float32)
         tflite_bytes = quantize_backbone(backbone, rep).tflite_bytes
-    try:
-        layers = read_layers(tflite_bytes)
-    except QuantizeError as exc:
-        raise ExportError(f"cannot read the backbone .tflite: {exc}") from exc
+    if len(tflite_bytes) == 0:
+        # Empty backbone (the whole model trains): the latent is the int8 input itself.
+        iq = cfg.get("input_quantization") or {}
+        if "scale" not in iq:
+            raise ExportError("the run has no backbone and its config.json no "
+                              "input_quantization: re-run `tinycil prepare`")
+        io = {"shape": [1, *cfg["input_shape"]], "scale": float(iq["scale"]),
+              "zero_point": int(iq["zero_point"])}
+        layers, first, last = [], io, io
+    else:
+        try:
+            layers = read_layers(tflite_bytes)
+        except QuantizeError as exc:
+            raise ExportError(f"cannot read the backbone .tflite: {exc}") from exc
+        first, last = layers[0]["input"], layers[-1]["output"]
     table = backbone_table(layers)
-    first, last = layers[0]["input"], layers[-1]["output"]
     input_shape = tuple(int(d) for d in first["shape"][1:])
     latent_size = int(np.prod(last["shape"][1:]))
 
@@ -434,28 +484,41 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     elif store == "latents":
         buffer_x = np.zeros((0, latent_size), np.int8)
 
-    # Growth plan of the tail: hidden widths are the last tail_layers-1 of the plan's widths.
+    # Growth plan of the tail: the output channels of every tail layer per task.
+    family = cfg.get("family") or model_family(model)
+    n_weight = len(weight_layers(model))
     plan = []
     for step in plan_list:
-        widths = [int(w) for w in step.get("tail_widths") or step["widths"]]
-        hidden = widths[len(widths) - (tail_layers - 1):] if tail_layers > 1 else []
         outputs = int(step.get("outputs", step["classes_seen"]))
-        plan.append({"classes_seen": outputs, "out": hidden + [outputs]})
+        channels = layer_channels(family, step["widths"], outputs)[n_weight - tail_layers:]
+        plan.append({"classes_seen": outputs, "out": tail_channels(specs, channels)})
     for a, b in zip(plan, plan[1:]):
         if any(y < x for x, y in zip(a["out"], b["out"])):
             raise ExportError("the growth plan shrinks a tail layer; widths must not decrease")
-    weights = [np.ascontiguousarray(np.asarray(d.kernel.numpy(), np.float32).T) for d in dense]
-    biases = [np.asarray(d.bias.numpy(), np.float32) for d in dense]
+    weights, biases = [], []
+    for spec in specs:
+        if spec["weights"] is None:
+            weights.append(np.zeros((0,), np.float32))
+            biases.append(np.zeros((0,), np.float32))
+            continue
+        w = spec["weights"]
+        rows = w.shape[0] * w.shape[1] if spec["op"] == "depthwise" else w.shape[0]
+        weights.append(np.ascontiguousarray(w.reshape(rows, -1), np.float32))
+        biases.append(np.asarray(spec["bias"], np.float32))
     start = plan[known - 1]["out"]
-    got = [int(w.shape[0]) for w in weights]
+    got = [int(spec["out_c"]) for spec in specs]
     if got != start:
-        raise ExportError(f"the run's model has tail widths {got} but its plan says {start} after "
-                          f"the known tasks: re-run `tinycil prepare`")
-    if int(weights[0].shape[1]) != latent_size:
-        raise ExportError(f"the tail takes {weights[0].shape[1]} inputs, the backbone gives "
-                          f"{latent_size}")
+        raise ExportError(f"the run's model has tail channels {got} but its plan says {start} "
+                          f"after the known tasks: re-run `tinycil prepare`")
+    first_in = int(np.prod(specs[0]["in_hw"])) * int(specs[0]["in_c"])
+    if first_in != latent_size:
+        raise ExportError(f"the tail takes {first_in} inputs, the backbone gives {latent_size}")
     final = plan[-1]["out"]
-    tail_max = [(latent_size if l == 0 else final[l - 1], final[l]) for l in range(len(final))]
+    tail_max = [(int(specs[0]["in_c"]) if l == 0 else final[l - 1], final[l])
+                for l in range(len(final))]
+    layout = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()
+               if k in ("op", "relu", "padding", "strides", "kernel", "in_hw", "out_hw")}
+              for spec in specs]
 
     per_class = max((np.bincount(y).max() for y in ys if len(y)), default=1)
     ram_capacity = _field_buffer_capacity(cfg, tasks, known, per_class)
@@ -474,7 +537,19 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         latent_zero_point=int(last["zero_point"]), tail_weights=weights, tail_biases=biases,
         tail_max=tail_max, plan=plan, known_tasks=known, classes_max=int(plan[-1]["classes_seen"]),
         buffer_x=buffer_x, buffer_y=buffer_y, buffer_ram_capacity=ram_capacity, defaults=defaults,
-        buffer_store=store)
+        buffer_store=store, tail_layout=layout)
+
+
+def tail_channels(specs: list[dict], weight_channels: list[int]) -> list[int]:
+    """Output channels of every tail layer from those of the tail's weight layers: depthwise and
+    pooling layers keep the channels they are given."""
+    it = iter(weight_channels)
+    out, ch = [], int(specs[0]["in_c"])
+    for spec in specs:
+        if spec["op"] in ("dense", "conv2d"):
+            ch = int(next(it))
+        out.append(ch)
+    return out
 
 
 def _buffer_units(y: np.ndarray, classes: list[int], unit_of: dict, task: int) -> np.ndarray:
@@ -518,6 +593,8 @@ def _arrays(em: ExportModel) -> list[tuple[str, np.ndarray]]:
             if e[key] is not None:
                 out.append((f"layer{i}_{key}", np.ascontiguousarray(e[key])))
     for l, (w, b) in enumerate(zip(em.tail_weights, em.tail_biases)):
+        if w.size == 0:
+            continue  # pooling: no parameters
         out.append((f"tail{l}_weights", np.ascontiguousarray(w, np.float32)))
         out.append((f"tail{l}_bias", np.ascontiguousarray(b, np.float32)))
     out.append(("buffer_x", np.ascontiguousarray(em.buffer_x, np.int8)))
@@ -534,6 +611,7 @@ def _meta(em: ExportModel) -> dict:
                     if k not in ("weights", "bias", "multiplier", "shift")} for e in em.table],
         "latent": [em.latent_size, np.float32(em.latent_scale).tobytes().hex(), em.latent_zero_point],
         "tail_max": [list(t) for t in em.tail_max], "plan": em.plan, "known_tasks": em.known_tasks,
+        "tail_layout": em.tail_layout,
         "classes_max": em.classes_max, "buffer_ram_capacity": em.buffer_ram_capacity,
         "buffer_store": em.buffer_store,
         "defaults": {k: (np.float32(v).tobytes().hex() if isinstance(v, float) else v)
@@ -606,9 +684,14 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
     if not em.table:
         parts.append("    {}\n")
     parts.append("};\n\nconst tc_tail_layer tail[] = {\n")
-    for l, (w, (n_in, n_out)) in enumerate(zip(em.tail_weights, em.tail_max)):
-        parts.append(f"    {{{w.shape[1]}, {w.shape[0]}, {n_in}, {n_out}, tail{l}_weights, "
-                     f"tail{l}_bias}},\n")
+    for l, (w, spec, (i0, o0), (n_in, n_out)) in enumerate(
+            zip(em.tail_weights, em.layout, em.tail_init(), em.tail_max)):
+        refs = (f"tail{l}_weights, tail{l}_bias" if w.size else "nullptr, nullptr")
+        (ih, iw), (oh, ow) = spec["in_hw"], spec["out_hw"]
+        (sh, sw), (kh, kw) = spec["strides"], spec["kernel"]
+        parts.append(f"    {{{TAIL_OPS[spec['op']]}, {int(bool(spec['relu']))}, "
+                     f"{PADDING[spec['padding']]}, {sh}, {sw}, {kh}, {kw}, {ih}, {iw}, {oh}, {ow}, "
+                     f"{i0}, {o0}, {n_in}, {n_out}, {refs}}},  // {spec['op']}\n")
     parts.append("};\n\nconst tc_plan_step plan[] = {\n")
     for step in em.plan:
         outs = ", ".join(str(v) for v in step["out"])

@@ -1,9 +1,18 @@
 """Memory plan of an exported model against a board's budget, computed before anything is built.
 
-RAM: the runtime's one static arena, sized for the FINAL grown tail (weights, gradients, momentum,
-activations of a mini-batch), the backbone's ping-pong activation buffers and the convolution's
-working memory, the RAM replay area for the samples of the tasks learnt in the field; plus the
-protocol buffers, the rest of the firmware's static data and the stack reserve of the board.
+RAM: the runtime's one static arena, sized for the FINAL grown tail, the backbone's ping-pong
+activation buffers and the convolution's working memory, the RAM replay area for the samples of the
+tasks learnt in the field; plus the protocol buffers, the rest of the firmware's static data and
+the stack reserve of the board.
+
+The arithmetic of training memory (gradients accumulate sample by sample, tc_runtime.cpp):
+  tail parameters  3 x 4 x (weights + biases) at the final size: the weights, their gradient
+                   accumulators and their momentum;
+  activations      4 x (every tail layer's output map of ONE sample + the latent of one sample)
+                   + 2 x 4 x the largest map (gradients flowing back) + 4 x the largest conv
+                   weight tensor (one sample's conv gradient before it is added);
+  pending batch    batch_new x latent bytes (int8) + 4 bytes of label per batch slot: the only
+                   part that grows with the mini-batch, at one byte per latent value.
 Flash: the code, the backbone's int8 parameters, the tail's initial weights, the growth plan and
 the known tasks' int8 buffer.
 
@@ -49,6 +58,59 @@ class MemoryPlanError(ValueError):
     """The model does not fit the board; the message says by how much and what to shrink."""
 
 
+# tc_op_kind of tc_model.h for the trainable layers.
+OP_CONV2D, OP_DEPTHWISE, OP_DENSE, OP_MAX_POOL, OP_AVG_POOL = 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class TailSpec:
+    """One trainable layer as the runtime holds it (tc_tail_layer): channels grow, maps do not."""
+
+    op: int
+    in_hw: tuple[int, int]           # input map (dense: the positions it flattens)
+    out_hw: tuple[int, int]
+    kernel: tuple[int, int]          # conv / pool window; (1, 1) for dense
+    in_max: int                      # channels at the final size
+    out_max: int
+    in_init: int = 0                 # channels after the known tasks
+    out_init: int = 0
+
+    @property
+    def has_params(self) -> bool:
+        return self.op in (OP_CONV2D, OP_DEPTHWISE, OP_DENSE)
+
+    def positions(self) -> int:
+        if self.op == OP_DENSE:
+            return self.in_hw[0] * self.in_hw[1]
+        return self.kernel[0] * self.kernel[1]
+
+    def weights(self, n_in: int | None = None, n_out: int | None = None) -> int:
+        """tc_runtime.cpp's weight_count at (n_in, n_out) channels (default: the final size)."""
+        n_in = self.in_max if n_in is None else n_in
+        n_out = self.out_max if n_out is None else n_out
+        if self.op in (OP_CONV2D, OP_DENSE):
+            return n_out * self.positions() * n_in
+        if self.op == OP_DEPTHWISE:
+            return self.positions() * n_out
+        return 0
+
+    def biases(self, n_out: int | None = None) -> int:
+        return (self.out_max if n_out is None else n_out) if self.has_params else 0
+
+    def in_size(self) -> int:
+        return self.in_hw[0] * self.in_hw[1] * self.in_max
+
+    def out_size(self) -> int:
+        return self.out_hw[0] * self.out_hw[1] * self.out_max
+
+
+def dense_specs(pairs, init=None) -> tuple[TailSpec, ...]:
+    """A chain of dense layers over vectors from (inputs, outputs) pairs."""
+    init = init or pairs
+    return tuple(TailSpec(OP_DENSE, (1, 1), (1, 1), (1, 1), int(i), int(o), int(ii), int(oi))
+                 for (i, o), (ii, oi) in zip(pairs, init))
+
+
 @dataclass(frozen=True)
 class Footprint:
     """What the memory plan needs to know about an exported model."""
@@ -65,10 +127,16 @@ class Footprint:
     backbone_bytes: int              # int8 weights, int32 biases, multipliers, shifts, layer table
     plan_steps: int
     buffer_sample_size: int | None = None  # bytes of one buffered sample; None: an input
+    # The trainable layers in full; None: `tail` is a chain of dense layers over vectors.
+    tail_specs: tuple[TailSpec, ...] | None = None
 
     @property
     def buffer_sample_bytes(self) -> int:
         return self.input_size if self.buffer_sample_size is None else self.buffer_sample_size
+
+    @property
+    def specs(self) -> tuple[TailSpec, ...]:
+        return self.tail_specs if self.tail_specs is not None else dense_specs(self.tail, self.tail_init)
 
 
 def _align(n: int) -> int:
@@ -77,19 +145,21 @@ def _align(n: int) -> int:
 
 def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
     """(block name, offset, bytes) in the runtime's carving order."""
-    rows = fp.max_batch + 1  # one row more: prediction never disturbs a half-formed batch
-    max_width = 0
-    for i, (n_in, n_out) in enumerate(fp.tail):
-        max_width = max(max_width, n_out, n_in if i > 0 else 0)
+    max_map = max_sample_w = max_sample_b = 0
     blocks: list[tuple[str, int]] = []
-    for i, (n_in, n_out) in enumerate(fp.tail):
-        nw, nb = 4 * n_in * n_out, 4 * n_out
+    for i, t in enumerate(fp.specs):
+        nw, nb = 4 * t.weights(), 4 * t.biases()
         blocks += [(f"tail{i}.weights", nw), (f"tail{i}.bias", nb),
                    (f"tail{i}.grad_weights", nw), (f"tail{i}.grad_bias", nb),
                    (f"tail{i}.momentum_weights", nw), (f"tail{i}.momentum_bias", nb),
-                   (f"tail{i}.activations", 4 * rows * n_out)]
-    blocks += [("latent", 4 * rows * fp.latent_size),
-               ("delta_a", 4 * fp.max_batch * max_width), ("delta_b", 4 * fp.max_batch * max_width),
+                   (f"tail{i}.activations", 4 * t.out_size())]
+        max_map = max(max_map, t.in_size(), t.out_size())
+        if t.op in (OP_CONV2D, OP_DEPTHWISE):
+            max_sample_w, max_sample_b = max(max_sample_w, t.weights()), max(max_sample_b, t.biases())
+    blocks += [("latent", 4 * fp.latent_size),
+               ("delta_a", 4 * max_map), ("delta_b", 4 * max_map),
+               ("sample_grad_weights", 4 * max_sample_w), ("sample_grad_bias", 4 * max_sample_b),
+               ("pending_latents", fp.max_batch * fp.latent_size),
                ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
                ("kernel_scratch", fp.kernel_scratch_bytes), ("batch_labels", 4 * fp.max_batch),
                ("replay_ram_x", fp.buffer_ram_capacity * fp.buffer_sample_bytes),
@@ -110,7 +180,7 @@ def arena_bytes(fp: Footprint) -> int:
 def persist_state_bytes(fp: Footprint) -> int:
     """Slot bytes of the largest learned state: the tail at its final size, the RAM replay area
     full (what tc_rt_state_bytes reports then), plus the slot header."""
-    tail = sum(PERSIST_STATE_PER_LAYER + 4 * (n_in * n_out + n_out) for n_in, n_out in fp.tail)
+    tail = sum(PERSIST_STATE_PER_LAYER + 4 * (t.weights() + t.biases()) for t in fp.specs)
     replay = fp.buffer_ram_capacity * (fp.buffer_sample_bytes + 1)
     return PERSIST_SLOT_HEADER + PERSIST_STATE_FIXED + tail + replay
 
@@ -173,7 +243,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
 
     tail_params = sum(size for name, _, size in layout
                       if name.startswith("tail") and not name.endswith("activations"))
-    activations = (blocks(("latent", "delta_", "batch_labels"))
+    activations = (blocks(("latent", "delta_", "sample_grad", "pending_latents", "batch_labels"))
                    + sum(size for name, _, size in layout if name.endswith("activations")))
     scratch = blocks(("backbone_scratch", "kernel_scratch"))
     replay = blocks("replay_ram")
@@ -186,7 +256,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
                         "flash_reserved_bytes": layout["flash_reserved_bytes"]}
     plan.ram = {
         "tail_parameters": tail_params,      # weights, gradients, momentum at the final size
-        "activations": activations,          # of a mini-batch, forward and backward
+        "activations": activations,          # of one sample, forward and backward, + the pending int8 latents
         "backbone_scratch": scratch,
         "replay_ram_area": replay,
         "arena_alignment": padding,
@@ -194,7 +264,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
         "firmware_static": FIRMWARE_STATIC_RAM,
         "stack": board.stack_bytes,
     }
-    tail_init = sum(4 * (n_in * n_out + n_out) for n_in, n_out in fp.tail_init)
+    tail_init = sum(4 * (t.weights(t.in_init, t.out_init) + t.biases(t.out_init)) for t in fp.specs)
     plan.flash = {
         "code": CODE_FLASH_ESTIMATE,
         "backbone": fp.backbone_bytes,
@@ -216,10 +286,11 @@ def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = Fa
         problems.append(
             f"RAM: needs {plan.ram_used} bytes, {board.id} has {plan.ram_total}: "
             f"{over} bytes too many (largest parts: {biggest}). Prepare the run again "
-            f"(`tinycil prepare`) with fewer trainable layers (--tail-layers: the tail's "
-            f"parameters and activations at its final width), a smaller buffer fraction "
-            f"(--buffer: the RAM replay area holds the field tasks' samples), smaller inputs "
-            f"(--resize: backbone scratch and every buffered sample), a smaller mini-batch "
+            f"(`tinycil prepare`) with fewer trainable layers (--trainable N or auto: the "
+            f"tail's parameters, gradients, momentum and one sample's activations at its final "
+            f"tail width), a smaller buffer fraction (--buffer: the RAM replay area holds the "
+            f"field tasks' samples), a smaller input size (--resize: backbone scratch and every "
+            f"buffered sample), a smaller mini-batch "
             f"(--batch-new/--batch-replay) or another model family (--family)")
     if plan.flash_used > plan.flash_total:
         over = plan.flash_used - plan.flash_total

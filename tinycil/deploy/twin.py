@@ -150,6 +150,8 @@ class Twin:
         L.tc_rt_tail_params.argtypes = [ctypes.c_uint16, P(ctypes.c_float), P(ctypes.c_float),
                                         P(ctypes.c_uint16), P(ctypes.c_uint16)]
         L.tc_rt_tail_params.restype = ctypes.c_int32
+        L.tc_rt_tail_grads.argtypes = [ctypes.c_uint16, P(ctypes.c_float), P(ctypes.c_float)]
+        L.tc_rt_tail_grads.restype = ctypes.c_int32
         L.tc_rt_backbone.argtypes = [P(ctypes.c_int8), P(ctypes.c_int8)]
         L.tc_rt_backbone.restype = ctypes.c_int32
         L.tc_rt_logits.argtypes = [P(ctypes.c_int8), P(ctypes.c_float)]
@@ -221,21 +223,45 @@ class Twin:
         return _struct_dict(s)
 
     # inspection ----------------------------------------------------------------------------------
+    def _layer_sizes(self, layer: int):
+        """(weights, out channels, in channels) of a tail layer, or None past the last."""
+        o, i = ctypes.c_uint16(), ctypes.c_uint16()
+        n = self._lib.tc_rt_tail_params(layer, None, None, ctypes.byref(o), ctypes.byref(i))
+        return None if n < 0 else (n, o.value, i.value)
+
+    @staticmethod
+    def _shaped(w: np.ndarray, n_out: int, n_in: int) -> np.ndarray:
+        # A dense layer over a vector as [out][in]; any other layer flat, in tc_model.h's layout.
+        return w.reshape(n_out, n_in) if w.size == n_out * n_in and w.size else w
+
     def tail_params(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(weights [out][in], bias) of every tail layer at the current size."""
+        """(weights, bias) of every tail layer at the current size: a dense layer over a vector
+        as [out][in], any other layer flat in tc_model.h's layout (empty for pooling)."""
         out = []
         layer = 0
-        while True:
-            o, i = ctypes.c_uint16(), ctypes.c_uint16()
-            n = self._lib.tc_rt_tail_params(layer, None, None, ctypes.byref(o), ctypes.byref(i))
-            if n < 0:
-                return out
-            w = np.zeros((o.value, i.value), np.float32)
-            b = np.zeros(o.value, np.float32)
+        while (sizes := self._layer_sizes(layer)) is not None:
+            n, o, i = sizes
+            w = np.zeros(max(n, 1), np.float32)
+            b = np.zeros(max(o, 1), np.float32)
             self._lib.tc_rt_tail_params(layer, self._ptr(w, ctypes.c_float),
                                         self._ptr(b, ctypes.c_float), None, None)
-            out.append((w, b))
+            out.append((self._shaped(w[:n], o, i), b[:o] if n else b[:0]))
             layer += 1
+        return out
+
+    def tail_grads(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The gradient the last SGD step applied (after clipping), laid out as tail_params."""
+        out = []
+        layer = 0
+        while (sizes := self._layer_sizes(layer)) is not None:
+            n, o, i = sizes
+            gw = np.zeros(max(n, 1), np.float32)
+            gb = np.zeros(max(o, 1), np.float32)
+            self._lib.tc_rt_tail_grads(layer, self._ptr(gw, ctypes.c_float),
+                                       self._ptr(gb, ctypes.c_float))
+            out.append((self._shaped(gw[:n], o, i), gb[:o] if n else gb[:0]))
+            layer += 1
+        return out
 
     def backbone(self, x) -> np.ndarray:
         x = self._samples(x)

@@ -74,7 +74,8 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
                    distill_iters: int | None = None, quick: bool = False,
                    max_train: int | None = None, max_test: int | None = None,
                    train_config: TrainConfig | None = None, policy: WidthPolicy | None = None,
-                   runs: Sequence[str] = ALL_RUNS, progress: bool = True, ds=None) -> dict:
+                   runs: Sequence[str] = ALL_RUNS, progress: bool = True, ds=None,
+                   class_order: Sequence[int] | None = None) -> dict:
     """Run the method and the baselines; return the results dict (DESIGN.md "Contracts").
 
     ``resize`` None takes the data set's default size (see DEFAULTS) unless ``keep_size``.
@@ -105,7 +106,7 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
         cfg.epochs = epochs
     iters = distill_iters or (QUICK["distill_iters"] if quick else d.distill_iters)
     policy = policy or WidthPolicy(DEFAULT_WIDTHS[family])
-    tasks = make_tasks(ds.num_classes, n_tasks, seed)
+    tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
 
     order = [c for t in tasks for c in t]
     unit_of = np.full(ds.num_classes, -1, np.int64)
@@ -153,6 +154,7 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
         "dataset": dataset, "data_dir": None if data_dir is None else str(data_dir),
         "resize": list(resize) if resize and ds.modality == "image" else None, "seed": seed,
         "tasks": n_tasks, "known_tasks": known, "buffer_fraction": buffer_fraction,
+        "class_order": [int(c) for t in tasks for c in t],
         "distill": {"method": distill_method, "iterations": iters}, "family": family,
         "width_policy": policy.to_dict(), "plan": growth_plan(policy, tasks, ds.num_classes),
         "training": cfg.to_dict(), "input_shape": list(ds.input_shape),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 FAMILIES = ("mlp", "cnn2d", "cnn1d", "dscnn")
 
 # Full widths at which each family keeps to tens of thousands of parameters for the input sizes
@@ -143,36 +145,160 @@ def num_outputs(model) -> int:
     return int(weight_layers(model)[-1].units)
 
 
+# The weight layers of every family in order (see build_model): what a cut may leave trainable.
+WEIGHT_KINDS = {
+    "mlp": ("Dense", "Dense", "Dense"),
+    "cnn2d": ("Conv2D", "Conv2D", "Dense", "Dense"),
+    "cnn1d": ("Conv1D", "Conv1D", "Dense", "Dense"),
+    "dscnn": ("Conv2D", "DepthwiseConv2D", "Conv2D", "DepthwiseConv2D", "Conv2D", "Dense", "Dense"),
+}
+
+
+def weight_layer_count(family: str) -> int:
+    return len(WEIGHT_KINDS[_check_family(family)])
+
+
+def backbone_width_count(family: str, trainable: int) -> int:
+    """How many of the family's widths belong to the frozen prefix when the last `trainable`
+    weight layers train (depthwise layers and the logits take no width)."""
+    kinds = WEIGHT_KINDS[_check_family(family)]
+    frozen = kinds[:len(kinds) - trainable]
+    return sum(1 for k in frozen if k != "DepthwiseConv2D")
+
+
 def split_model(model, tail_layers: int):
     """Split ``model`` into (backbone, tail) with the last ``tail_layers`` weight layers in the tail.
 
     Both parts share the layers (and so the weights) of ``model``. The backbone's output is the
-    tail's input (the "latent"). Only dense layers may be in the tail: the device trains them in
-    float32 while the backbone runs in int8.
+    tail's input (the "latent"). The tail may hold any layer the device trains in float32
+    (conv2d, conv1d, depthwise conv2d, pooling, dense); the backbone runs in int8. With every
+    weight layer in the tail the backbone is empty (a model whose output is its input;
+    quantize_backbone gives it no .tflite).
     """
     import keras
 
     wl = weight_layers(model)
-    if not 1 <= tail_layers < len(wl):
-        raise ModelError(f"tail_layers must be between 1 and {len(wl) - 1} for this model, got {tail_layers}")
+    if not 1 <= tail_layers <= len(wl):
+        raise ModelError(f"the trainable layers must number between 1 and {len(wl)} for this "
+                         f"model, got {tail_layers}")
     first_tail = wl[-tail_layers]
-    if any(type(layer).__name__ != "Dense" for layer in wl[-tail_layers:]):
-        raise ModelError(f"the tail may hold only dense layers; at most "
-                         f"{sum(1 for _ in _trailing_dense(wl))} for family {model.name}")
     cut = model.layers.index(first_tail)
-    backbone = keras.Sequential([keras.Input(shape=model.input_shape[1:], name="input")]
-                                + model.layers[:cut], name=f"{model.name}_backbone")
+    input_shape = tuple(model.input_shape[1:])
+    if cut > 0:
+        backbone = keras.Sequential([keras.Input(shape=input_shape, name="input")] + model.layers[:cut],
+                                    name=f"{model.name}_backbone")
+    else:  # the identity: its output is its input
+        inp = keras.Input(shape=input_shape, name="input")
+        backbone = keras.Model(inp, inp, name=f"{model.name}_backbone")
     latent_shape = backbone.output_shape[1:]
     tail = keras.Sequential([keras.Input(shape=latent_shape, name="latent")] + model.layers[cut:],
                             name=f"{model.name}_tail")
     return backbone, tail
 
 
-def _trailing_dense(wl):
-    for layer in reversed(wl):
-        if type(layer).__name__ != "Dense":
-            return
-        yield layer
+def _map_shape(shape) -> tuple[int, int, int]:
+    """(H, W, C) of a Keras activation shape without the batch: images as they are, sequences
+    (T, C) as one row of T, vectors (F,) as one position of F channels."""
+    s = [int(d) for d in shape]
+    if len(s) == 3:
+        return s[0], s[1], s[2]
+    if len(s) == 2:
+        return 1, s[0], s[1]
+    if len(s) == 1:
+        return 1, 1, s[0]
+    raise ModelError(f"activation shape {tuple(shape)} has an unsupported rank")
+
+
+def _pair(v, one_d: bool) -> tuple[int, int]:
+    v = tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v,)))
+    if one_d:
+        return 1, v[0]
+    return (v[0], v[1]) if len(v) == 2 else (v[0], v[0])
+
+
+def tail_layer_specs(tail_model) -> list[dict]:
+    """The trainable layers of a tail (split_model's second part) as the device runtime holds them.
+
+    One dict per layer (Flatten is left out: a dense layer flattens its input map, channels
+    fastest, as Keras does): "op" (conv2d, depthwise, dense, max_pool, avg_pool), "name", "relu",
+    "padding" (VALID/SAME), "strides", "kernel" (window), "in_hw", "out_hw" (maps), "in_c",
+    "out_c" (channels; a dense layer's units), "weights" in the runtime's layout (conv2d
+    [out][kh][kw][in], depthwise [kh][kw][c], dense [out][in_h][in_w][in]) and "bias".
+    Global average pooling is an average pool whose window is the whole map.
+    """
+    specs: list[dict] = []
+    kshape = tuple(int(d) for d in tail_model.input_shape[1:])
+    shape = _map_shape(kshape)
+    for layer in tail_model.layers:
+        kind = type(layer).__name__
+        in_h, in_w, in_c = shape
+        if kind == "Flatten":
+            kshape = (int(np.prod(kshape)),)
+            continue
+        kshape = tuple(int(d) for d in layer.compute_output_shape((1,) + kshape)[1:])
+        out_shape = _map_shape(kshape)
+        act = getattr(layer, "activation", None)
+        act_name = act.__name__ if act is not None else "linear"
+        if act_name not in ("relu", "linear"):
+            raise ModelError(f"layer {layer.name} has activation {act_name}; the device trains "
+                             "ReLU or no activation")
+        one_d = kind.endswith("1D")
+        spec = {"name": layer.name, "relu": act_name == "relu", "padding": "VALID",
+                "strides": (1, 1), "kernel": (1, 1), "in_hw": (in_h, in_w),
+                "out_hw": out_shape[:2], "in_c": in_c, "out_c": out_shape[2],
+                "weights": None, "bias": None}
+        if kind in ("Conv2D", "Conv1D"):
+            if tuple(layer.dilation_rate) not in ((1, 1), (1,)):
+                raise ModelError(f"layer {layer.name}: dilated convolutions do not train on the device")
+            k, b = (w.numpy() for w in layer.weights)
+            if one_d:
+                k = k[None]  # (1, k, in, out)
+            spec.update(op="conv2d", padding=layer.padding.upper(),
+                        strides=_pair(layer.strides, one_d), kernel=(k.shape[0], k.shape[1]),
+                        weights=np.ascontiguousarray(k.transpose(3, 0, 1, 2), np.float32),
+                        bias=np.asarray(b, np.float32))
+        elif kind == "DepthwiseConv2D":
+            k, b = (w.numpy() for w in layer.weights)
+            if k.shape[3] != 1:
+                raise ModelError(f"layer {layer.name}: the device trains depth multiplier 1 only")
+            spec.update(op="depthwise", padding=layer.padding.upper(),
+                        strides=_pair(layer.strides, False), kernel=(k.shape[0], k.shape[1]),
+                        weights=np.ascontiguousarray(k[..., 0], np.float32),
+                        bias=np.asarray(b, np.float32))
+        elif kind == "Dense":
+            k, b = (w.numpy() for w in layer.weights)
+            spec.update(op="dense", out_hw=(1, 1),
+                        weights=np.ascontiguousarray(k.T.reshape(k.shape[1], in_h, in_w, in_c),
+                                                     np.float32),
+                        bias=np.asarray(b, np.float32))
+        elif kind in ("MaxPooling2D", "MaxPooling1D", "AveragePooling2D", "AveragePooling1D"):
+            spec.update(op="max_pool" if kind.startswith("Max") else "avg_pool",
+                        padding=layer.padding.upper(), strides=_pair(layer.strides, one_d),
+                        kernel=_pair(layer.pool_size, one_d))
+        elif kind in ("GlobalAveragePooling2D", "GlobalAveragePooling1D"):
+            spec.update(op="avg_pool", kernel=(in_h, in_w), strides=(1, 1), out_hw=(1, 1))
+        else:
+            raise ModelError(f"layer {layer.name} ({kind}) cannot train on the device; move the "
+                             "cut after it (fewer --trainable layers)")
+        specs.append(spec)
+        shape = out_shape
+    if not specs or specs[-1]["op"] != "dense" or specs[-1]["relu"]:
+        raise ModelError("the tail must end with the logits: a dense layer without activation")
+    return specs
+
+
+def layer_channels(family: str, widths, outputs: int) -> list[int]:
+    """Output channels of every weight layer of a family model with these widths (depthwise
+    layers keep their input's channels, the logits have `outputs`)."""
+    it = iter(int(w) for w in widths)
+    out, ch = [], None
+    for i, kind in enumerate(WEIGHT_KINDS[_check_family(family)]):
+        if i == len(WEIGHT_KINDS[family]) - 1:
+            ch = int(outputs)
+        elif kind != "DepthwiseConv2D":
+            ch = next(it)
+        out.append(ch)
+    return out
 
 
 def count_cost(model) -> dict:

@@ -6,8 +6,11 @@ data into a small buffer (the known tasks' buffers are the device's initial repl
 field tasks' buffers are sent by the bridge after each task: the host sees a field task's data
 while it streams it), writes the growth plan and saves it all in a run folder.
 
-The backbone is frozen at the size it has after the known tasks; on the device only the tail (the
-last `tail_layers` dense layers) grows, following the width policy as classes arrive.
+The model is cut in two: the frozen int8 prefix (possibly empty) keeps the size it has after the
+known tasks; the tail (the last `tail_layers` weight layers with the pooling between them: conv2d,
+depthwise conv2d, pooling, dense) trains in float32 on the device and grows, following the width
+policy as classes arrive. `tail_layers` may be "auto": a `choose_cut` callable (the memory plan's,
+tinycil.deploy.cut) picks the most trainable layers that fit the board.
 """
 
 from __future__ import annotations
@@ -30,18 +33,24 @@ def backbone_path(run) -> Path:
     return Path(path) if path is not None else run.path / BACKBONE_FILE
 
 
-def plan_for_device(policy, tasks, num_classes: int, known: int, tail_layers: int) -> list[dict]:
+def plan_for_device(policy, tasks, num_classes: int, known: int, tail_layers: int,
+                    family: str | None = None) -> list[dict]:
     """The growth plan of a device run: per task the classes, the classes seen (count and ids in
     output-unit order), the widths of every hidden layer and of the tail's hidden layers.
 
     Tasks < known are learned on the host at the policy's widths for the known classes; from
-    then on the backbone keeps those widths and only the tail's hidden layers follow the policy.
+    then on the frozen prefix keeps those widths and only the tail's layers follow the policy.
+    `family` tells which widths belong to the prefix (depthwise layers take none); without it
+    the tail is taken to hold dense layers only.
     """
+    from tinycil.learn.models import backbone_width_count
     from tinycil.learn.sizing import growth_plan
 
     plan = growth_plan(policy, tasks, num_classes)
-    n_tail_hidden = tail_layers - 1
-    n_backbone = len(policy.full_widths) - n_tail_hidden
+    if family is not None:
+        n_backbone = backbone_width_count(family, tail_layers)
+    else:
+        n_backbone = len(policy.full_widths) - (tail_layers - 1)
     known_widths = plan[max(known, 1) - 1]["widths"]
     seen_ids: list[int] = []
     for i, entry in enumerate(plan):
@@ -62,7 +71,8 @@ def device_flops_per_sample(model, tail_layers: int) -> dict:
     """FLOPs per training sample on the device: backbone forward, tail forward and backward.
 
     The device computes no input gradient for the first tail layer (nothing below it trains), so
-    that term of models.count_cost's backward count is left out.
+    that term of models.count_cost's backward count is left out (count_cost leaves it out itself
+    when the whole model trains).
     """
     from tinycil.learn.models import count_cost, weight_layers
 
@@ -73,33 +83,37 @@ def device_flops_per_sample(model, tail_layers: int) -> dict:
     backbone = sum(l["fwd_flops"] for l in cost["layers"][:cut])
     tail_fwd = sum(l["fwd_flops"] for l in cost["layers"][cut:])
     tail_bwd = sum(l["bwd_flops"] for l in cost["layers"][cut:])
-    if cut > 0 and any(l["macs"] for l in cost["layers"][:cut]):
+    if any(l["macs"] for l in cost["layers"][:cut]):
         tail_bwd -= 2 * cost["layers"][cut]["macs"]
     return {"backbone_fwd": backbone, "tail_fwd": tail_fwd, "tail_bwd": tail_bwd,
             "total": backbone + tail_fwd + tail_bwd}
 
 
 def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_fraction: float = 0.01,
-                seed: int = 0, family: str = "auto", tail_layers: int = 2, resize=None, data_dir=None,
+                seed: int = 0, family: str = "auto", tail_layers: int | str = 2, resize=None, data_dir=None,
                 board: str | None = None, epochs: int | None = None, lr: float | None = None,
                 momentum: float | None = None, batch_new: int | None = None,
                 batch_replay: int | None = None, clip_norm: float | None = None,
                 replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
-                echo=print, check_model=None) -> dict:
+                echo=print, check_model=None, class_order=None, choose_cut=None) -> dict:
     """Prepare a device run in `out_dir`; returns the config written to config.json.
 
     None for a hyper-parameter takes the data set's default (tinycil.learn.experiment.DEFAULTS and
     tinycil.learn.train.TrainConfig); `resize` None takes the data set's default size unless keep_size.
     `check_model(model, plan, sizing)`, when given, may refuse the untrained model (raise).
+    `class_order` (class ids) orders the classes before they are split into tasks (default: the
+    seed's order). `tail_layers` "auto" asks `choose_cut(family=, input_shape=, num_classes=,
+    plan_of=, sizing=)` for the number of trainable layers; it returns (number, reason), and the
+    reason is printed and recorded in config.json.
     """
     from tinycil.datasets import load_dataset
     from tinycil.learn.distill import distill_task
     from tinycil.learn.experiment import QUICK, buffer_bytes, defaults_for
     from tinycil.protocol_spec import BUFFER_STORE_NAMES
     from tinycil.learn.models import (DEFAULT_WIDTHS, build_model, family_for_modality, split_model,
-                                train_flops_per_sample)
+                                      train_flops_per_sample, weight_layer_count)
     from tinycil.learn.quantize import quantize_backbone, quantize_inputs
     from tinycil.runfolder import RunFolder
     from tinycil.learn.sizing import WidthPolicy
@@ -119,8 +133,11 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                            f"device has a task to learn; got {known}")
     if not 0.0 < buffer_fraction <= 1.0:
         raise PrepareError(f"--buffer must be a fraction in (0, 1], got {buffer_fraction}")
-    if tail_layers < 1:
-        raise PrepareError(f"--tail-layers must be at least 1 (the output layer), got {tail_layers}")
+    if tail_layers != "auto" and (not isinstance(tail_layers, int) or tail_layers < 1):
+        raise PrepareError(f"--trainable must be at least 1 (the output layer) or auto, got {tail_layers}")
+    if tail_layers == "auto" and choose_cut is None:
+        raise PrepareError("--trainable auto plans the memory of a board: pass --board, or give "
+                           "the number of trainable layers")
     if distill not in ("dm", "gm"):
         raise PrepareError(f"--distill must be dm or gm, got {distill!r}")
     if replay_store not in BUFFER_STORE_NAMES:
@@ -146,13 +163,26 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                       max_train=max_train, max_test=max_test)
     if family == "auto":
         family = family_for_modality(ds.modality)
-    tasks = make_tasks(ds.num_classes, n_tasks, seed)
+    tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
     policy = WidthPolicy(DEFAULT_WIDTHS[family])
-    n_weight_layers = len(policy.full_widths) + 1
-    if tail_layers >= n_weight_layers:
-        raise PrepareError(f"--tail-layers {tail_layers} leaves no backbone for family {family} "
-                           f"({n_weight_layers} weight layers); use at most {n_weight_layers - 1}")
-    plan = plan_for_device(policy, tasks, ds.num_classes, known, tail_layers)
+    n_weight_layers = weight_layer_count(family)
+    cut_reason = None
+    if tail_layers == "auto":
+        per_task = [max(len(t), int(round(buffer_fraction * int(np.isin(ds.y_train, t).sum()))))
+                    for t in tasks]
+        sizing = {"known": known, "tasks": tasks, "batch_new": cfg.batch_new,
+                  "batch_replay": cfg.batch_replay, "replay_store": replay_store,
+                  "input_shape": list(ds.input_shape), "buffer_samples_per_task": per_task}
+        tail_layers, cut_reason = choose_cut(
+            family=family, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
+            plan_of=lambda n: plan_for_device(policy, tasks, ds.num_classes, known, n, family),
+            sizing=sizing)
+        if progress:
+            echo(cut_reason)
+    if tail_layers > n_weight_layers:
+        raise PrepareError(f"--trainable {tail_layers}: family {family} has {n_weight_layers} "
+                           f"weight layers; use at most {n_weight_layers}")
+    plan = plan_for_device(policy, tasks, ds.num_classes, known, tail_layers, family)
     known_classes = plan[known - 1]["seen_classes"]
     unit_of = {c: k for k, c in enumerate(plan[-1]["seen_classes"])}
     to_units = np.vectorize(lambda c: unit_of[int(c)], otypes=[np.int64])
@@ -228,6 +258,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         "buffer_fraction": buffer_fraction,
         "distill": {"method": distill, "iterations": iters, "seconds_per_task": distill_seconds},
         "family": family, "width_policy": policy.to_dict(), "tail_layers": tail_layers,
+        "cut_reason": cut_reason, "class_order": [int(c) for t in tasks for c in t],
         "replay_store": replay_store,
         "training": cfg.to_dict(), "board": board, "quick": quick,
         "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,

@@ -154,9 +154,16 @@ class QuantizedModel:
             self._interpreter = make_interpreter(self.tflite_bytes)
         return self._interpreter
 
+    @property
+    def is_identity(self) -> bool:
+        """An empty backbone (the whole model trains on the device): no .tflite, output = input."""
+        return len(self.tflite_bytes) == 0
+
     def run(self, x_int8) -> np.ndarray:
         """int8 samples [n, *input_shape] (or one sample) -> int8 outputs [n, *output_shape]."""
         x = np.asarray(x_int8)
+        if self.is_identity and x.dtype == np.int8:
+            return x.copy()
         if x.dtype != np.int8:
             raise QuantizeError(
                 f"run() takes int8 input, got {x.dtype}: quantise with "
@@ -186,7 +193,20 @@ class QuantizedModel:
         return dequantize(self.run(q), self.output_scale, self.output_zero_point)
 
     def layers(self) -> list[dict]:
-        return read_layers(self.tflite_bytes)
+        return [] if self.is_identity else read_layers(self.tflite_bytes)
+
+
+def identity_quantization(representative_x) -> tuple[float, int]:
+    """int8 (scale, zero point) of inputs that no backbone quantises: TFLite's asymmetric rule
+    over the calibration range widened to hold 0 (scale = (max - min) / 255, zero point
+    -128 - min / scale, rounded)."""
+    x = np.asarray(representative_x, np.float64)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    if hi == lo:
+        hi = lo + 1.0
+    scale = float(np.float32((hi - lo) / 255.0))
+    zero_point = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return scale, zero_point
 
 
 def quantize_backbone(backbone, representative_x) -> QuantizedModel:
@@ -207,6 +227,12 @@ def quantize_backbone(backbone, representative_x) -> QuantizedModel:
         )
     if len(rep) == 0:
         raise QuantizeError("representative_x is empty: pass some training samples")
+    if all(type(layer).__name__ == "InputLayer" for layer in backbone.layers):
+        # Nothing frozen: the device takes the int8 input itself as the trainable part's input.
+        scale, zero_point = identity_quantization(rep)
+        return QuantizedModel(tflite_bytes=b"", input_scale=scale, input_zero_point=zero_point,
+                              output_scale=scale, output_zero_point=zero_point,
+                              input_shape=input_shape, output_shape=input_shape)
     picks = np.linspace(0, len(rep) - 1, min(len(rep), CALIBRATION_SAMPLES)).round().astype(int)
     rep = rep[np.unique(picks)]
 

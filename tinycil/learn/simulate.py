@@ -272,6 +272,253 @@ class Tail:
 
 
 # --------------------------------------------------------------------------------------------
+# A tail of any trainable layers (conv2d, depthwise conv2d, pooling, dense)
+# --------------------------------------------------------------------------------------------
+def _same_pads(size: int, k: int, stride: int, padding: str) -> tuple[int, int, int]:
+    """(out, pad before, pad after) of one axis with TensorFlow's rule (tc_window_dims_init)."""
+    if padding == "SAME":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + k - size, 0)
+        return out, total // 2, total - total // 2
+    return (size - k) // stride + 1, 0, 0
+
+
+class NetTail:
+    """The device's trainable part when it holds more than dense layers over vectors.
+
+    `layers` are models.tail_layer_specs dicts (weights in the runtime's layout: conv2d
+    [out][kh][kw][in], depthwise [kh][kw][c], dense [out][in_h][in_w][in]). The procedure is the
+    runtime's: forward per layer with ReLU where the layer has one; softmax cross-entropy over the
+    output units with the gradient of the batch mean; the gradients of a mini-batch summed over
+    its samples; global-norm clipping over the parameter layers in order (weights, then bias);
+    SGD with momentum; function-preserving growth with the device's PRNG draws. The arithmetic
+    is float32 but, for convolutions, not in the kernels' summation order: the host twin is the
+    bit-exact reference of a device with convolutions in its trainable part, this class the
+    independent one (it agrees to float32 rounding, checked against TensorFlow in the tests).
+    """
+
+    def __init__(self, layers: list[dict]):
+        self.layers = [dict(l) for l in layers]
+        for l in self.layers:
+            if l["weights"] is not None:
+                l["weights"] = np.array(l["weights"], F32)
+                l["bias"] = np.array(l["bias"], F32)
+        self.reset_momentum()
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.layers[-1]["out_c"])
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return [int(l["out_c"]) for l in self.layers[:-1] if l["op"] in ("conv2d", "dense")]
+
+    def reset_momentum(self) -> None:
+        self.vel = [None if l["weights"] is None else (np.zeros_like(l["weights"]),
+                                                         np.zeros_like(l["bias"]))
+                    for l in self.layers]
+
+    def copy(self) -> "NetTail":
+        return NetTail([{**l, "weights": None if l["weights"] is None else l["weights"].copy(),
+                         "bias": None if l["bias"] is None else l["bias"].copy()}
+                        for l in self.layers])
+
+    # geometry ---------------------------------------------------------------------------------
+    @staticmethod
+    def _window(l):
+        (ih, iw), (kh, kw), (sh, sw) = l["in_hw"], l["kernel"], l["strides"]
+        oh, pt, pb = _same_pads(ih, kh, sh, l["padding"])
+        ow, pl, pr = _same_pads(iw, kw, sw, l["padding"])
+        return (ih, iw, kh, kw, sh, sw, oh, ow, pt, pb, pl, pr)
+
+    @staticmethod
+    def _taps(xp, kh, kw, sh, sw, oh, ow):
+        """(ky, kx, patch [B, oh, ow, C]) of a padded input."""
+        for ky in range(kh):
+            for kx in range(kw):
+                yield ky, kx, xp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :]
+
+    # forward / backward -------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
+        first = self.layers[0]
+        h = np.asarray(x, F32).reshape(len(x), *first["in_hw"], int(first["in_c"]))
+        acts = [h]
+        for l in self.layers:
+            h = self._layer_forward(l, h)
+            if l["relu"]:
+                h = np.maximum(h, F32(0))
+            acts.append(h.astype(F32))
+        return acts
+
+    def _layer_forward(self, l, x):
+        op, B = l["op"], len(x)
+        if op == "dense":
+            w = l["weights"].reshape(len(l["bias"]), -1)
+            return (x.reshape(B, -1) @ w.T + l["bias"]).astype(F32).reshape(B, 1, 1, -1)
+        ih, iw, kh, kw, sh, sw, oh, ow, pt, pb, pl, pr = self._window(l)
+        C = x.shape[-1]
+        if op == "max_pool":
+            xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
+            y = np.full((B, oh, ow, C), -np.inf, F32)
+            for _, _, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
+                y = np.maximum(y, p)
+            return y
+        xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        if op == "avg_pool":
+            ones = np.pad(np.ones((1, ih, iw, 1), F32), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+            y = np.zeros((B, oh, ow, C), F32)
+            n = np.zeros((1, oh, ow, 1), F32)
+            for (_, _, p), (_, _, q) in zip(self._taps(xp, kh, kw, sh, sw, oh, ow),
+                                            self._taps(ones, kh, kw, sh, sw, oh, ow)):
+                y += p
+                n += q
+            return (y / n).astype(F32)
+        w, b = l["weights"], l["bias"]
+        y = np.broadcast_to(b, (B, oh, ow, len(b))).astype(F32)
+        for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
+            if op == "conv2d":
+                y = y + p @ w[:, ky, kx, :].T
+            else:  # depthwise
+                y = y + p * w[ky, kx]
+        return y.astype(F32)
+
+    def _layer_backward(self, l, x, dy, need_dx: bool):
+        """(dW, db, dx) of one layer given dy at its output (after the ReLU's gradient)."""
+        op, B = l["op"], len(x)
+        if op == "dense":
+            w = l["weights"].reshape(len(l["bias"]), -1)
+            d2 = dy.reshape(B, -1)
+            dw = (d2.T @ x.reshape(B, -1)).astype(F32).reshape(l["weights"].shape)
+            db = d2.sum(axis=0).astype(F32)
+            dx = (d2 @ w).astype(F32).reshape(x.shape) if need_dx else None
+            return dw, db, dx
+        ih, iw, kh, kw, sh, sw, oh, ow, pt, pb, pl, pr = self._window(l)
+        pad = ((0, 0), (pt, pb), (pl, pr), (0, 0))
+        dxp = np.zeros(np.pad(x, pad).shape, F32)
+
+        def add_tap(ky, kx, v):
+            dxp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :] += v
+
+        if op == "max_pool":
+            xp = np.pad(x, pad, constant_values=-np.inf)
+            y = self._layer_forward(l, x)
+            taken = np.zeros(dy.shape, bool)  # the first maximum of each window gets it
+            for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
+                hit = (p == y) & ~taken
+                taken |= hit
+                add_tap(ky, kx, np.where(hit, dy, F32(0)))
+            return None, None, dxp[:, pt:pt + ih, pl:pl + iw]
+        if op == "avg_pool":
+            ones = np.pad(np.ones((1, ih, iw, 1), F32), pad)
+            n = np.zeros((1, oh, ow, 1), F32)
+            for _, _, q in self._taps(ones, kh, kw, sh, sw, oh, ow):
+                n += q
+            g = (dy / n).astype(F32)
+            for ky in range(kh):
+                for kx in range(kw):
+                    add_tap(ky, kx, g)
+            return None, None, (dxp * ones)[:, pt:pt + ih, pl:pl + iw]
+        xp = np.pad(x, pad)
+        w = l["weights"]
+        dw = np.zeros_like(w)
+        for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
+            if op == "conv2d":
+                dw[:, ky, kx, :] = np.einsum("bhwo,bhwi->oi", dy, p)
+                if need_dx:
+                    add_tap(ky, kx, dy @ w[:, ky, kx, :])
+            else:
+                dw[ky, kx] = np.einsum("bhwc,bhwc->c", dy, p)
+                if need_dx:
+                    add_tap(ky, kx, dy * w[ky, kx])
+        db = dy.sum(axis=(0, 1, 2)).astype(F32)
+        dx = dxp[:, pt:pt + ih, pl:pl + iw] if need_dx else None
+        return dw.astype(F32), db, dx
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)[-1].reshape(len(x), -1)
+
+    def loss_and_grads(self, x: np.ndarray, target: np.ndarray):
+        """Mean softmax cross-entropy and its gradients: [(dW, db) or None per layer]."""
+        acts = self.forward(x)
+        loss, dz = softmax_cross_entropy(acts[-1].reshape(len(x), -1), np.asarray(target))
+        dy = dz.reshape(acts[-1].shape)
+        grads: list = [None] * len(self.layers)
+        first_trained = next(i for i, l in enumerate(self.layers) if l["weights"] is not None)
+        for i in range(len(self.layers) - 1, first_trained - 1, -1):
+            l = self.layers[i]
+            if l["relu"]:
+                dy = np.where(acts[i + 1] > 0, dy, F32(0)).astype(F32)
+            dw, db, dx = self._layer_backward(l, acts[i], dy, need_dx=i > first_trained)
+            if dw is not None:
+                grads[i] = (dw, db)
+            dy = dx
+        return loss, grads
+
+    def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
+        loss, grads = self.loss_and_grads(x, target)
+        total = 0.0
+        for g in grads:
+            if g is not None:
+                total += float(np.sum(g[0].astype(np.float64) ** 2) + np.sum(g[1].astype(np.float64) ** 2))
+        norm = F32(np.sqrt(total))
+        factor = F32(clip_norm) / norm if clip_norm > 0 and norm > F32(clip_norm) else None
+        lr32, mom32 = F32(lr), F32(momentum)
+        for l, g, v in zip(self.layers, grads, self.vel):
+            if g is None:
+                continue
+            gw, gb = g
+            if factor is not None:
+                gw, gb = (gw * factor).astype(F32), (gb * factor).astype(F32)
+            vw = (mom32 * v[0] + gw).astype(F32)
+            vb = (mom32 * v[1] + gb).astype(F32)
+            v[0][...], v[1][...] = vw, vb
+            l["weights"] = (l["weights"] - lr32 * vw).astype(F32)
+            l["bias"] = (l["bias"] - lr32 * vb).astype(F32)
+        return loss
+
+    # growth -----------------------------------------------------------------------------------
+    def grow(self, hidden_widths: list[int], num_outputs: int, prng: Prng) -> None:
+        """Grow every layer to the plan's channels (tc_growth.h's rule and PRNG draws): the
+        widths go to the conv2d and dense layers in order (depthwise and pooling layers keep the
+        channels they are given), `num_outputs` to the logits."""
+        widths = iter(int(w) for w in hidden_widths)
+        ch = int(self.layers[0]["in_c"])
+        last = len(self.layers) - 1
+        for i, l in enumerate(self.layers):
+            in_old, out_old = int(l["in_c"]), int(l["out_c"])
+            in_new = ch
+            if l["op"] in ("conv2d", "dense"):
+                out_new = int(num_outputs) if i == last else next(widths)
+            else:
+                out_new = in_new
+            if out_new < out_old or in_new < in_old:
+                raise ValueError(f"tail layer {l['name']} would shrink; growth plans must be "
+                                 "non-decreasing")
+            if l["op"] in ("conv2d", "dense"):
+                w = l["weights"]  # [out][positions...][in]
+                if in_new > in_old:
+                    pad = [(0, 0)] * (w.ndim - 1) + [(0, in_new - in_old)]
+                    w = np.pad(w, pad)
+                if out_new > out_old:
+                    fan_in = int(np.prod(w.shape[1:]))
+                    n = (out_new - out_old) * fan_in
+                    rows = (np.zeros(n, F32) if i == last else prng.he_normal(n, fan_in))
+                    w = np.concatenate([w, rows.reshape(out_new - out_old, *w.shape[1:])])
+                    l["bias"] = np.concatenate([l["bias"], np.zeros(out_new - out_old, F32)])
+                l["weights"] = w.astype(F32)
+            elif l["op"] == "depthwise" and out_new > out_old:
+                w = l["weights"]  # [kh][kw][c]
+                taps = w.shape[0] * w.shape[1]
+                new = prng.he_normal((out_new - out_old) * taps, taps).reshape(out_new - out_old, taps)
+                w = np.concatenate([w, new.T.reshape(w.shape[0], w.shape[1], -1)], axis=2)
+                l["weights"] = w.astype(F32)
+                l["bias"] = np.concatenate([l["bias"], np.zeros(out_new - out_old, F32)])
+            l["in_c"], l["out_c"] = in_new, out_new
+            ch = out_new
+        self.reset_momentum()
+
+
+# --------------------------------------------------------------------------------------------
 # The replay buffer
 # --------------------------------------------------------------------------------------------
 class ReplayBuffer:
@@ -433,11 +680,18 @@ class RunInputs:
         return lat.reshape(len(lat), -1)
 
 
-def tail_from_keras(tail_model) -> Tail:
-    """The trainable tail of a Keras model split by models.split_model (dense layers only)."""
+def tail_from_keras(tail_model) -> "Tail | NetTail":
+    """The trainable tail of a Keras model split by models.split_model: a Tail when it holds
+    dense layers over a vector only (bit-exact with the device's kernels), a NetTail otherwise."""
+    from tinycil.learn.models import ModelError, tail_layer_specs
+
+    try:
+        specs = tail_layer_specs(tail_model)
+    except ModelError as exc:
+        raise SimulationError(str(exc)) from None
+    if any(s["op"] != "dense" or tuple(s["in_hw"]) != (1, 1) for s in specs):
+        return NetTail(specs)
     dense = [l for l in tail_model.layers if type(l).__name__ == "Dense"]
-    if len(dense) != len([l for l in tail_model.layers if l.weights]):
-        raise SimulationError("the tail holds layers other than dense layers; lower --tail-layers")
     for i, layer in enumerate(dense):
         act = layer.activation.__name__
         want = "linear" if i == len(dense) - 1 else "relu"

@@ -1,7 +1,8 @@
 // The exported model as data: what tinycil/deploy/export.py writes into firmware/generated/ and the one
 // runtime (tc_runtime.cpp) interprets. Nothing here is model specific; a model is a table of
-// frozen int8 layers, a table of trainable float32 dense layers, a growth plan and a replay
-// buffer, all const so that they stay in flash.
+// frozen int8 layers (the prefix before the cut, possibly empty), a table of trainable float32
+// layers (everything after the cut: conv2d, depthwise conv2d, pooling, dense), a growth plan and a
+// replay buffer, all const so that they stay in flash.
 #pragma once
 
 #include <stddef.h>
@@ -9,8 +10,8 @@
 
 #include "tc_protocol_spec.h"
 
-#define TC_MODEL_FORMAT_VERSION 2
-#define TC_MAX_TAIL_LAYERS 4
+#define TC_MODEL_FORMAT_VERSION 3
+#define TC_MAX_TAIL_LAYERS 12
 
 // Operators of the frozen int8 backbone (TFLite semantics, NHWC).
 enum tc_op_kind : uint8_t {
@@ -40,19 +41,30 @@ struct tc_layer {
     const int32_t* shift;
 };
 
-// One trainable float32 dense layer of the tail, y = W x + b, W [out][in] (row-major, rows packed
-// at the current size). ReLU follows every tail layer except the last (the logits).
+// One trainable float32 layer of the tail (NHWC, one sample at a time). `op` is a tc_op_kind:
+//   TC_OP_CONV2D            weights [out][k_h][k_w][in], bias [out]
+//   TC_OP_DEPTHWISE_CONV2D  weights [k_h][k_w][out] (depth multiplier 1: out == in), bias [out]
+//   TC_OP_DENSE             weights [out][in_h][in_w][in] (it flattens its input map, channels
+//                           fastest, as Keras' Flatten), bias [out]; out_h = out_w = 1
+//   TC_OP_MAX_POOL, TC_OP_AVG_POOL  no parameters, out == in (global average pooling is an
+//                           average pool whose window is the whole map)
+// Channels grow with the plan; spatial sizes never change. Rows are packed at the current size.
 struct tc_tail_layer {
-    uint16_t in_init, out_init;  // size after the known tasks (the initial weights below)
-    uint16_t in_max, out_max;    // size after the last task of the plan (what the arena holds)
-    const float* weights_init;   // [out_init][in_init]
-    const float* bias_init;      // [out_init]
+    uint8_t op;
+    uint8_t relu;                // 1: ReLU after the layer
+    uint8_t padding;             // TC_PADDING_VALID / TC_PADDING_SAME
+    uint8_t stride_h, stride_w, k_h, k_w;
+    uint16_t in_h, in_w, out_h, out_w;
+    uint16_t in_init, out_init;  // channels after the known tasks (the initial weights below)
+    uint16_t in_max, out_max;    // channels after the last task of the plan (what the arena holds)
+    const float* weights_init;   // null for pooling
+    const float* bias_init;
 };
 
 // The tail's size after one task of the plan.
 struct tc_plan_step {
     uint16_t classes_seen;
-    uint16_t out[TC_MAX_TAIL_LAYERS];  // output width of every tail layer (last = classes_seen)
+    uint16_t out[TC_MAX_TAIL_LAYERS];  // output channels of every tail layer (last = classes_seen)
 };
 
 struct tc_train_defaults {
@@ -78,7 +90,8 @@ struct tc_model {
     uint32_t scratch_bytes;       // each of the two ping-pong activation buffers
     uint32_t kernel_scratch_bytes;  // working memory of the int8 convolution
 
-    // Latent: the backbone's int8 output, dequantised for the tail.
+    // Latent: the backbone's int8 output (the input itself when the backbone is empty),
+    // dequantised for the tail; its NHWC shape is the first tail layer's input map.
     uint32_t latent_size;
     float latent_scale;
     int32_t latent_zero_point;
@@ -97,7 +110,8 @@ struct tc_model {
     const uint8_t* buffer_y;      // class indices
     uint32_t buffer_ram_capacity;
 
-    uint16_t max_batch;           // batch_new + batch_replay the arena is planned for
+    uint16_t max_batch;           // batch_new + batch_replay the arena is planned for: only the
+                                  // pending new samples' int8 latents grow with it
     tc_train_defaults defaults;
     uint32_t arena_bytes;         // the runtime's static arena (TC_ARENA_BYTES)
 

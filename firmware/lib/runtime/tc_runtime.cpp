@@ -14,7 +14,10 @@
 #include "tc_prng.h"
 #include "tc_protocol_spec.h"
 #include "tc_backbone.h"
+#include "tc_conv2d_f32.h"
 #include "tc_dense_f32.h"
+#include "tc_depthwise_conv2d_f32.h"
+#include "tc_pool_f32.h"
 #include "tc_quantize_s8.h"
 #include "tc_relu_f32.h"
 #include "tc_sgd_f32.h"
@@ -25,23 +28,26 @@ uint64_t tc_rt_ticks(void);  // tc_runtime_ticks.cpp: the board's counter, 0 on 
 namespace {
 
 struct TailLayer {
-    float* w;    // [out][in] at the current size (packed), room for [out_max][in_max]
+    float* w;    // parameters at the current size (packed), room for the final size
     float* b;
-    float* gw;   // gradients, same layout
+    float* gw;   // gradients accumulated over the samples of a mini-batch, same layout
     float* gb;
     float* vw;   // momentum
     float* vb;
-    float* act;  // outputs [rows][out] (post-ReLU on hidden layers)
-    uint16_t in, out;
+    float* act;  // one sample's output map [out_h][out_w][out] (after ReLU when relu)
+    uint16_t in, out;  // current channels
 };
 
 struct Runtime {
     const tc_model* m;
     bool ready;
     TailLayer tail[TC_MAX_TAIL_LAYERS];
-    float* latent;        // [rows][latent_size]; row max_batch is prediction's
-    float* delta_a;       // [max_batch][max_width]: gradients flowing back between layers
+    float* latent;        // one sample's dequantised latent (the first tail layer's input)
+    float* delta_a;       // one sample's gradients flowing back between layers
     float* delta_b;
+    float* sample_gw;     // one sample's conv / depthwise weight gradient before it is added
+    float* sample_gb;
+    int8_t* pending_x;    // [max_batch][latent_size]: int8 latents of the batch being formed
     int8_t* scratch_a;    // backbone ping-pong
     int8_t* scratch_b;
     void* kernel_scratch;
@@ -82,22 +88,39 @@ struct Carver {
     float* floats(uint32_t n) { return static_cast<float*>(take(4u * n)); }
 };
 
-uint16_t max_width(const tc_model* m) {
-    uint16_t w = 0;
-    for (uint16_t l = 0; l < m->n_tail; ++l) {
-        if (m->tail[l].out_max > w) w = m->tail[l].out_max;
-        if (l > 0 && m->tail[l].in_max > w) w = m->tail[l].in_max;
-    }
-    return w;
+bool has_params(const tc_tail_layer& L) {
+    return L.op == TC_OP_CONV2D || L.op == TC_OP_DEPTHWISE_CONV2D || L.op == TC_OP_DENSE;
 }
+
+// Taps of one filter per input channel: conv k_h*k_w, dense the input map's positions.
+uint32_t positions(const tc_tail_layer& L) {
+    if (L.op == TC_OP_DENSE) return (uint32_t)L.in_h * L.in_w;
+    return (uint32_t)L.k_h * L.k_w;
+}
+
+// Weights of layer L at `in` input and `out` output channels.
+uint32_t weight_count(const tc_tail_layer& L, uint16_t in, uint16_t out) {
+    switch (L.op) {
+        case TC_OP_CONV2D:
+        case TC_OP_DENSE: return (uint32_t)out * positions(L) * in;
+        case TC_OP_DEPTHWISE_CONV2D: return positions(L) * out;
+        default: return 0;
+    }
+}
+
+uint32_t bias_count(const tc_tail_layer& L, uint16_t out) { return has_params(L) ? out : 0; }
+
+uint32_t in_size(const tc_tail_layer& L, uint16_t in) { return (uint32_t)L.in_h * L.in_w * in; }
+uint32_t out_size(const tc_tail_layer& L, uint16_t out) { return (uint32_t)L.out_h * L.out_w * out; }
 
 bool carve(Runtime* rt) {
     const tc_model* m = rt->m;
     Carver c;
-    const uint32_t rows = m->max_batch + 1u;
+    uint32_t max_map = 0, max_sample_w = 0, max_sample_b = 0;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
-        const uint32_t nw = (uint32_t)m->tail[l].out_max * m->tail[l].in_max;
-        const uint32_t nb = m->tail[l].out_max;
+        const tc_tail_layer& L = m->tail[l];
+        const uint32_t nw = weight_count(L, L.in_max, L.out_max);
+        const uint32_t nb = bias_count(L, L.out_max);
         TailLayer& t = rt->tail[l];
         t.w = c.floats(nw);
         t.b = c.floats(nb);
@@ -105,12 +128,20 @@ bool carve(Runtime* rt) {
         t.gb = c.floats(nb);
         t.vw = c.floats(nw);
         t.vb = c.floats(nb);
-        t.act = c.floats(rows * nb);
+        t.act = c.floats(out_size(L, L.out_max));
+        if (in_size(L, L.in_max) > max_map) max_map = in_size(L, L.in_max);
+        if (out_size(L, L.out_max) > max_map) max_map = out_size(L, L.out_max);
+        if (L.op == TC_OP_CONV2D || L.op == TC_OP_DEPTHWISE_CONV2D) {
+            if (nw > max_sample_w) max_sample_w = nw;
+            if (nb > max_sample_b) max_sample_b = nb;
+        }
     }
-    rt->latent = c.floats(rows * m->latent_size);
-    const uint32_t mw = max_width(m);
-    rt->delta_a = c.floats((uint32_t)m->max_batch * mw);
-    rt->delta_b = c.floats((uint32_t)m->max_batch * mw);
+    rt->latent = c.floats(m->latent_size);
+    rt->delta_a = c.floats(max_map);
+    rt->delta_b = c.floats(max_map);
+    rt->sample_gw = c.floats(max_sample_w);
+    rt->sample_gb = c.floats(max_sample_b);
+    rt->pending_x = static_cast<int8_t*>(c.take((uint32_t)m->max_batch * m->latent_size));
     rt->scratch_a = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->scratch_b = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->kernel_scratch = c.take(m->kernel_scratch_bytes);
@@ -125,39 +156,190 @@ bool carve(Runtime* rt) {
     return true;
 }
 
+// Input channels of tail layer l at a plan step: the previous layer's output channels; the
+// first layer's input is the frozen latent, whose channels never change.
 uint16_t tail_in(const tc_model* m, const tc_plan_step& step, uint16_t l) {
-    return l == 0 ? (uint16_t)m->latent_size : step.out[l - 1];
+    return l == 0 ? m->tail[0].in_max : step.out[l - 1];
 }
 
-// Backbone of one sample, then its dequantised latent into `latent_row`.
-bool embed(Runtime* rt, const int8_t* x, float* latent_row) {
-    const tc_model* m = rt->m;
-    const int8_t* q = tc_backbone_run(m, x, rt->scratch_a, rt->scratch_b, rt->kernel_scratch);
-    if (q == nullptr) return false;
-    tc_dequantize_s8(q, latent_row, (int32_t)m->latent_size, m->latent_scale, m->latent_zero_point);
-    return true;
-}
-
-// Tail forward over `batch` rows starting at row `row0` of every activation array.
-void tail_forward(Runtime* rt, uint32_t row0, uint16_t batch) {
-    const tc_model* m = rt->m;
-    const float* x = rt->latent + (size_t)row0 * m->latent_size;
+// The layer table must describe one chain: shapes that follow, pools that keep channels, a
+// latent of the first layer's input size and logits (a dense layer without ReLU) at the end.
+bool valid_tail(const tc_model* m) {
     for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& L = m->tail[l];
+        if (L.in_init > L.in_max || L.out_init > L.out_max || L.in_max == 0 || L.out_max == 0)
+            return false;
+        if (l > 0) {
+            const tc_tail_layer& P = m->tail[l - 1];
+            if (P.out_h != L.in_h || P.out_w != L.in_w || P.out_max != L.in_max) return false;
+        }
+        switch (L.op) {
+            case TC_OP_CONV2D: break;
+            case TC_OP_DENSE:
+                if (L.out_h != 1 || L.out_w != 1) return false;
+                break;
+            case TC_OP_DEPTHWISE_CONV2D:
+            case TC_OP_MAX_POOL:
+            case TC_OP_AVG_POOL:
+                if (L.in_max != L.out_max || L.in_init != L.out_init) return false;
+                break;
+            default: return false;
+        }
+        if (L.op != TC_OP_DENSE) {
+            tc_window_dims d;
+            if (!tc_window_dims_init(&d, 1, L.in_h, L.in_w, L.in_max, L.out_max, L.k_h, L.k_w,
+                                     L.stride_h, L.stride_w, (tc_padding)L.padding, 1) ||
+                d.out_h != L.out_h || d.out_w != L.out_w)
+                return false;
+        }
+    }
+    const tc_tail_layer& first = m->tail[0];
+    const tc_tail_layer& last = m->tail[m->n_tail - 1];
+    return in_size(first, first.in_max) == m->latent_size && first.in_init == first.in_max &&
+           last.op == TC_OP_DENSE && !last.relu;
+}
+
+tc_window_dims window_of(const tc_tail_layer& L, uint16_t in, uint16_t out) {
+    tc_window_dims d;
+    tc_window_dims_init(&d, 1, L.in_h, L.in_w, in, out, L.k_h, L.k_w, L.stride_h, L.stride_w,
+                        (tc_padding)L.padding, 1);
+    return d;
+}
+
+// The dequantised latent of one int8 backbone output.
+void dequantize_latent(Runtime* rt, const int8_t* q) {
+    const tc_model* m = rt->m;
+    tc_dequantize_s8(q, rt->latent, (int32_t)m->latent_size, m->latent_scale, m->latent_zero_point);
+}
+
+// Backbone of one sample; returns its int8 latent (in backbone scratch, or x itself when the
+// backbone is empty).
+const int8_t* backbone(Runtime* rt, const int8_t* x) {
+    return tc_backbone_run(rt->m, x, rt->scratch_a, rt->scratch_b, rt->kernel_scratch);
+}
+
+// Tail forward of the one sample in rt->latent; every layer's output stays for the backward pass.
+void tail_forward(Runtime* rt) {
+    const tc_model* m = rt->m;
+    const float* x = rt->latent;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& L = m->tail[l];
         TailLayer& t = rt->tail[l];
-        float* y = t.act + (size_t)row0 * t.out;
-        const tc_dense_dims d = {batch, t.in, t.out};
-        tc_dense_f32_fwd(&d, x, t.w, t.b, y);
-        if (l + 1 < m->n_tail) tc_relu_f32_fwd(y, y, (int32_t)batch * t.out);
+        float* y = t.act;
+        switch (L.op) {
+            case TC_OP_DENSE: {
+                const tc_dense_dims d = {1, (int32_t)in_size(L, t.in), t.out};
+                tc_dense_f32_fwd(&d, x, t.w, t.b, y);
+                break;
+            }
+            case TC_OP_CONV2D: {
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                tc_conv2d_f32_fwd(&d, x, t.w, t.b, y);
+                break;
+            }
+            case TC_OP_DEPTHWISE_CONV2D: {
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                tc_depthwise_conv2d_f32_fwd(&d, x, t.w, t.b, y);
+                break;
+            }
+            case TC_OP_MAX_POOL: {
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                tc_max_pool_f32_fwd(&d, x, y);
+                break;
+            }
+            default: {  // TC_OP_AVG_POOL (valid_tail admits nothing else)
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                tc_avg_pool_f32_fwd(&d, x, y);
+                break;
+            }
+        }
+        if (L.relu) tc_relu_f32_fwd(y, y, (int32_t)out_size(L, t.out));
         x = y;
     }
+}
+
+// Dense backward of one sample that ADDS its weight gradient to the accumulators: the same
+// fmaf sequence as tc_dense_f32_bwd over a whole batch (gw = fmaf(dy, x, gw), sample after
+// sample; gb += dy), so accumulating sample by sample gives the full batch's gradient bit for bit.
+void dense_bwd_accumulate(int32_t in, int32_t out, const float* x, const float* w,
+                          const float* dy, float* dx, float* gw, float* gb) {
+    if (dx) tc_f32_zero(dx, in);
+    int32_t o = 0;
+    for (; o + 4 <= out; o += 4) {
+        const float a[4] = {dy[o], dy[o + 1], dy[o + 2], dy[o + 3]};
+        if (dx) tc_f32_axpy4(dx, a, w + o * in, in, in);
+        tc_f32_ger4(gw + o * in, in, a, x, in);
+    }
+    for (; o < out; ++o) {
+        if (dx) tc_f32_axpy1(dx, dy[o], w + o * in, in);
+        tc_f32_axpy1(gw + o * in, dy[o], x, in);
+    }
+    for (o = 0; o < out; ++o) gb[o] += dy[o];
+}
+
+void add_to(float* acc, const float* g, uint32_t n) {
+    for (uint32_t i = 0; i < n; ++i) acc[i] += g[i];
+}
+
+// Forward and backward of the sample in rt->latent with label y; adds its gradient (of the
+// batch-mean loss: the logits' gradient is scaled by inv_batch) to the accumulators. Returns the
+// sample's loss.
+float accumulate_sample(Runtime* rt, int32_t y, float inv_batch) {
+    const tc_model* m = rt->m;
+    tail_forward(rt);
+    const uint16_t last = m->n_tail - 1;
+    TailLayer& out = rt->tail[last];
+    float* dy = rt->delta_a;
+    float* dx = rt->delta_b;
+    const float loss = tc_softmax_ce_f32(out.act, &y, 1, out.out, nullptr, out.out, dy);
+    for (uint16_t c = 0; c < out.out; ++c) dy[c] *= inv_batch;  // (p - onehot) * (1 / batch)
+    for (int32_t l = last; l >= 0; --l) {
+        const tc_tail_layer& L = m->tail[l];
+        TailLayer& t = rt->tail[l];
+        // Nothing below the first layer trains; a first layer without parameters needs no pass.
+        if (l == 0 && !has_params(L)) break;
+        if (L.relu) tc_relu_f32_bwd(t.act, dy, dy, (int32_t)out_size(L, t.out));
+        const float* x = l == 0 ? rt->latent : rt->tail[l - 1].act;
+        float* dxl = l > 0 ? dx : nullptr;
+        switch (L.op) {
+            case TC_OP_DENSE:
+                dense_bwd_accumulate((int32_t)in_size(L, t.in), t.out, x, t.w, dy, dxl, t.gw, t.gb);
+                break;
+            case TC_OP_CONV2D:
+            case TC_OP_DEPTHWISE_CONV2D: {
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                if (L.op == TC_OP_CONV2D)
+                    tc_conv2d_f32_bwd(&d, x, t.w, dy, dxl, rt->sample_gw, rt->sample_gb);
+                else
+                    tc_depthwise_conv2d_f32_bwd(&d, x, t.w, dy, dxl, rt->sample_gw, rt->sample_gb);
+                add_to(t.gw, rt->sample_gw, weight_count(L, t.in, t.out));
+                add_to(t.gb, rt->sample_gb, t.out);
+                break;
+            }
+            case TC_OP_MAX_POOL: {
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                tc_max_pool_f32_bwd(&d, x, dy, dxl);
+                break;
+            }
+            default: {
+                const tc_window_dims d = window_of(L, t.in, t.out);
+                tc_avg_pool_f32_bwd(&d, dy, dxl);
+                break;
+            }
+        }
+        float* tmp = dy;
+        dy = dx;
+        dx = tmp;
+    }
+    return loss;
 }
 
 void zero_momentum(Runtime* rt) {
     const tc_model* m = rt->m;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
-        const uint32_t nw = (uint32_t)m->tail[l].out_max * m->tail[l].in_max;
-        memset(rt->tail[l].vw, 0, 4u * nw);
-        memset(rt->tail[l].vb, 0, 4u * m->tail[l].out_max);
+        const tc_tail_layer& L = m->tail[l];
+        tc_f32_zero(rt->tail[l].vw, (int32_t)weight_count(L, L.in_max, L.out_max));
+        tc_f32_zero(rt->tail[l].vb, (int32_t)bias_count(L, L.out_max));
     }
 }
 
@@ -169,47 +351,77 @@ bool valid_params(const tc_model* m, const tc_train_params* p) {
     return (uint32_t)p->batch_new + p->batch_replay <= m->max_batch;
 }
 
-// One SGD step over the `batch` rows 0..batch-1 (labels in batch_y). Returns the loss.
-float train_step(Runtime* rt, uint16_t batch, float* grad_norm) {
+// One SGD step over the pending new samples and `replay` buffer draws, one sample at a time:
+// the gradients accumulate, so RAM holds one sample's activations whatever the batch. The
+// order is the batch's: new samples first, then the replay draws. Returns the mean loss.
+float train_step(Runtime* rt, uint16_t replay, uint16_t* batch_out, float* grad_norm) {
     const tc_model* m = rt->m;
-    tail_forward(rt, 0, batch);
-    const uint16_t last = m->n_tail - 1;
-    float* dy = rt->delta_a;
-    float* dx = rt->delta_b;
-    const float loss = tc_softmax_ce_f32(rt->tail[last].act, rt->batch_y, batch,
-                                         rt->tail[last].out, nullptr, rt->tail[last].out, dy);
-    for (int32_t l = last; l >= 0; --l) {
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& L = m->tail[l];
         TailLayer& t = rt->tail[l];
-        const float* x = l == 0 ? rt->latent : rt->tail[l - 1].act;
-        const tc_dense_dims d = {batch, t.in, t.out};
-        tc_dense_f32_bwd(&d, x, t.w, dy, l > 0 ? dx : nullptr, t.gw, t.gb);
-        if (l > 0) {
-            tc_relu_f32_bwd(x, dx, dx, (int32_t)batch * t.in);
-            float* tmp = dy;
-            dy = dx;
-            dx = tmp;
-        }
+        tc_f32_zero(t.gw, (int32_t)weight_count(L, t.in, t.out));
+        tc_f32_zero(t.gb, (int32_t)bias_count(L, t.out));
+    }
+    const uint16_t batch = rt->pending + replay;
+    const float inv_batch = 1.0f / (float)batch;
+    float loss = 0.0f;
+    for (uint16_t i = 0; i < rt->pending; ++i) {
+        dequantize_latent(rt, rt->pending_x + (size_t)i * m->latent_size);
+        loss += accumulate_sample(rt, rt->batch_y[i], inv_batch);
+    }
+    for (uint16_t r = 0; r < replay; ++r) {
+        const uint32_t k = tc_buffer_draw(&rt->buffer, &rt->prng);
+        const int8_t* q = tc_buffer_x(&rt->buffer, k);
+        if (m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
+        dequantize_latent(rt, q);
+        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), inv_batch);
     }
     // Gradients layer by layer, weights then bias: the order of the global norm's sum.
     float* grads[2 * TC_MAX_TAIL_LAYERS];
     int32_t sizes[2 * TC_MAX_TAIL_LAYERS];
+    int32_t count = 0;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
-        grads[2 * l] = rt->tail[l].gw;
-        sizes[2 * l] = (int32_t)rt->tail[l].out * rt->tail[l].in;
-        grads[2 * l + 1] = rt->tail[l].gb;
-        sizes[2 * l + 1] = rt->tail[l].out;
+        const tc_tail_layer& L = m->tail[l];
+        if (!has_params(L)) continue;
+        TailLayer& t = rt->tail[l];
+        grads[count] = t.gw;
+        sizes[count++] = (int32_t)weight_count(L, t.in, t.out);
+        grads[count] = t.gb;
+        sizes[count++] = t.out;
     }
-    const int32_t count = 2 * m->n_tail;
     *grad_norm = rt->params.clip_norm > 0.0f
                      ? tc_clip_grad_global_norm_f32(grads, sizes, count, rt->params.clip_norm)
                      : tc_grad_global_norm_f32(grads, sizes, count);
     for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& L = m->tail[l];
+        if (!has_params(L)) continue;
         TailLayer& t = rt->tail[l];
-        tc_sgd_momentum_f32(t.w, t.vw, t.gw, (int32_t)t.out * t.in, rt->params.lr,
-                            rt->params.momentum);
+        tc_sgd_momentum_f32(t.w, t.vw, t.gw, (int32_t)weight_count(L, t.in, t.out),
+                            rt->params.lr, rt->params.momentum);
         tc_sgd_momentum_f32(t.b, t.vb, t.gb, t.out, rt->params.lr, rt->params.momentum);
     }
-    return loss;
+    *batch_out = batch;
+    return loss * inv_batch;
+}
+
+// Grows layer l to the plan step's channels (function-preserving, tc_growth.h).
+void grow_layer(Runtime* rt, uint16_t l, uint16_t in_new, uint16_t out_new) {
+    const tc_model* m = rt->m;
+    const tc_tail_layer& L = m->tail[l];
+    TailLayer& t = rt->tail[l];
+    switch (L.op) {
+        case TC_OP_CONV2D:
+        case TC_OP_DENSE:
+            tc_grow_filters(t.w, t.b, t.out, t.in, out_new, in_new, positions(L),
+                            l + 1 < m->n_tail, &rt->prng);
+            break;
+        case TC_OP_DEPTHWISE_CONV2D:
+            tc_grow_depthwise(t.w, t.b, t.out, out_new, positions(L), &rt->prng);
+            break;
+        default: break;
+    }
+    t.in = in_new;
+    t.out = out_new;
 }
 
 }  // namespace
@@ -222,7 +434,7 @@ int tc_rt_init(void) {
     if (m == nullptr) return TC_STATUS_NO_MODEL;
     if (m->format_version != TC_MODEL_FORMAT_VERSION || m->n_tail < 1 ||
         m->n_tail > TC_MAX_TAIL_LAYERS || m->known_tasks < 1 || m->known_tasks > m->n_plan ||
-        m->buffer_store > TC_BUFFER_STORES_LATENTS)
+        m->buffer_store > TC_BUFFER_STORES_LATENTS || !valid_tail(m))
         return TC_STATUS_NO_MODEL;
     g_rt.m = m;
     if (!carve(&g_rt)) return TC_STATUS_FULL;
@@ -234,8 +446,10 @@ int tc_rt_init(void) {
             return TC_STATUS_NO_MODEL;
         t.in = src.in_init;
         t.out = src.out_init;
-        memcpy(t.w, src.weights_init, 4u * t.out * t.in);
-        memcpy(t.b, src.bias_init, 4u * t.out);
+        if (has_params(src)) {
+            memcpy(t.w, src.weights_init, 4u * weight_count(src, t.in, t.out));
+            memcpy(t.b, src.bias_init, 4u * t.out);
+        }
     }
     zero_momentum(&g_rt);
     g_rt.plan_index = m->known_tasks - 1;
@@ -310,10 +524,8 @@ int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n) {
         const uint16_t in_new = tail_in(m, to, l);
         const uint16_t out_new = to.out[l];
         if (in_new < t.in || out_new < t.out) return TC_STATUS_BAD_STATE;
-        tc_grow_dense(t.w, t.b, t.out, t.in, out_new, in_new, l + 1 < m->n_tail, &g_rt.prng);
-        t.in = in_new;
-        t.out = out_new;
     }
+    for (uint16_t l = 0; l < m->n_tail; ++l) grow_layer(&g_rt, l, tail_in(m, to, l), to.out[l]);
     zero_momentum(&g_rt);
     g_rt.plan_index = step;
     g_rt.pending = 0;
@@ -332,29 +544,21 @@ int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t e
     for (uint16_t i = 0; i < n; ++i)
         if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
     for (uint16_t i = 0; i < n; ++i) {
-        float* row = g_rt.latent + (size_t)g_rt.pending * m->latent_size;
-        if (!embed(&g_rt, x + (size_t)i * m->input_size, row)) return TC_STATUS_NO_MODEL;
+        // The frozen backbone runs as the sample arrives; its int8 latent waits for the step.
+        const int8_t* q = backbone(&g_rt, x + (size_t)i * m->input_size);
+        if (q == nullptr) return TC_STATUS_NO_MODEL;
+        memcpy(g_rt.pending_x + (size_t)g_rt.pending * m->latent_size, q, m->latent_size);
         g_rt.batch_y[g_rt.pending++] = y[i];
     }
     rep->pending = g_rt.pending;
     if (!end_of_batch || g_rt.pending == 0) return TC_STATUS_OK;
 
     const uint64_t t0 = tc_rt_ticks();
-    uint16_t batch = g_rt.pending;
-    if (g_rt.params.batch_replay > 0 && tc_buffer_fill(&g_rt.buffer) > 0) {
-        for (uint16_t r = 0; r < g_rt.params.batch_replay; ++r) {
-            const uint32_t k = tc_buffer_draw(&g_rt.buffer, &g_rt.prng);
-            float* row = g_rt.latent + (size_t)batch * m->latent_size;
-            if (m->buffer_store == TC_BUFFER_STORES_LATENTS)
-                tc_dequantize_s8(tc_buffer_x(&g_rt.buffer, k), row, (int32_t)m->latent_size,
-                                 m->latent_scale, m->latent_zero_point);
-            else
-                embed(&g_rt, tc_buffer_x(&g_rt.buffer, k), row);
-            g_rt.batch_y[batch++] = tc_buffer_y(&g_rt.buffer, k);
-        }
-    }
+    const uint16_t replay =
+        tc_buffer_fill(&g_rt.buffer) > 0 ? g_rt.params.batch_replay : (uint16_t)0;
     float norm = 0.0f;
-    rep->loss = train_step(&g_rt, batch, &norm);
+    uint16_t batch = 0;
+    rep->loss = train_step(&g_rt, replay, &batch, &norm);
     rep->grad_norm = norm;
     rep->batch = batch;
     rep->stepped = 1;
@@ -385,27 +589,30 @@ int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
     return TC_STATUS_OK;
 }
 
+// Forward of one input (a pending batch keeps its int8 latents: prediction never disturbs it).
+bool forward_input(const int8_t* x) {
+    const int8_t* q = backbone(&g_rt, x);
+    if (q == nullptr) return false;
+    dequantize_latent(&g_rt, q);
+    tail_forward(&g_rt);
+    return true;
+}
+
 int32_t tc_rt_logits(const int8_t* x, float* logits) {
     if (!g_rt.ready) return -1;
-    const tc_model* m = g_rt.m;
-    const uint32_t row = m->max_batch;  // prediction's own row: a pending batch stays intact
-    if (!embed(&g_rt, x, g_rt.latent + (size_t)row * m->latent_size)) return -1;
-    tail_forward(&g_rt, row, 1);
-    const TailLayer& t = g_rt.tail[m->n_tail - 1];
-    memcpy(logits, t.act + (size_t)row * t.out, 4u * t.out);
+    if (!forward_input(x)) return -1;
+    const TailLayer& t = g_rt.tail[g_rt.m->n_tail - 1];
+    memcpy(logits, t.act, 4u * t.out);
     return t.out;
 }
 
 int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred) {
     if (!g_rt.ready) return TC_STATUS_NO_MODEL;
     const tc_model* m = g_rt.m;
-    const uint32_t row = m->max_batch;
     for (uint16_t i = 0; i < n; ++i) {
-        if (!embed(&g_rt, x + (size_t)i * m->input_size, g_rt.latent + (size_t)row * m->latent_size))
-            return TC_STATUS_NO_MODEL;
-        tail_forward(&g_rt, row, 1);
+        if (!forward_input(x + (size_t)i * m->input_size)) return TC_STATUS_NO_MODEL;
         const TailLayer& t = g_rt.tail[m->n_tail - 1];
-        const float* z = t.act + (size_t)row * t.out;
+        const float* z = t.act;
         uint16_t best = 0;  // first maximum, as numpy's argmax
         for (uint16_t k = 1; k < t.out; ++k)
             if (z[k] > z[best]) best = k;
@@ -423,12 +630,24 @@ void tc_rt_stats(struct tc_rt_stats* out) {
 int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
                           uint16_t* in_n) {
     if (!g_rt.ready || layer >= g_rt.m->n_tail) return -1;
+    const tc_tail_layer& L = g_rt.m->tail[layer];
     const TailLayer& t = g_rt.tail[layer];
-    if (weights) memcpy(weights, t.w, 4u * t.out * t.in);
-    if (bias) memcpy(bias, t.b, 4u * t.out);
+    const uint32_t nw = weight_count(L, t.in, t.out);
+    if (weights) memcpy(weights, t.w, 4u * nw);
+    if (bias) memcpy(bias, t.b, 4u * bias_count(L, t.out));
     if (out_n) *out_n = t.out;
     if (in_n) *in_n = t.in;
-    return (int32_t)t.out * t.in;
+    return (int32_t)nw;
+}
+
+int32_t tc_rt_tail_grads(uint16_t layer, float* grad_weights, float* grad_bias) {
+    if (!g_rt.ready || layer >= g_rt.m->n_tail) return -1;
+    const tc_tail_layer& L = g_rt.m->tail[layer];
+    const TailLayer& t = g_rt.tail[layer];
+    const uint32_t nw = weight_count(L, t.in, t.out);
+    if (grad_weights) memcpy(grad_weights, t.gw, 4u * nw);
+    if (grad_bias) memcpy(grad_bias, t.gb, 4u * bias_count(L, t.out));
+    return (int32_t)nw;
 }
 
 int32_t tc_rt_backbone(const int8_t* x, int8_t* latent) {
@@ -501,7 +720,8 @@ uint32_t tc_rt_state_bytes(void) {
     uint32_t bytes = TC_RT_STATE_FIXED_BYTES;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
         const TailLayer& t = g_rt.tail[l];
-        bytes += TC_RT_STATE_LAYER_BYTES + 4u * ((uint32_t)t.out * t.in + t.out);
+        bytes += TC_RT_STATE_LAYER_BYTES +
+                 4u * (weight_count(m->tail[l], t.in, t.out) + bias_count(m->tail[l], t.out));
     }
     return bytes + g_rt.buffer.ram_count * (g_rt.buffer.sample_size + 1u);
 }
@@ -529,8 +749,8 @@ int tc_rt_save_state(tc_state_writer* w) {
         const TailLayer& t = g_rt.tail[l];
         out.u16(t.in);
         out.u16(t.out);
-        out.put(t.w, 4u * t.out * t.in);
-        out.put(t.b, 4u * t.out);
+        out.put(t.w, 4u * weight_count(m->tail[l], t.in, t.out));
+        out.put(t.b, 4u * bias_count(m->tail[l], t.out));
     }
     const tc_buffer& b = g_rt.buffer;
     out.put(b.ram_x, b.ram_count * b.sample_size);
@@ -573,8 +793,8 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
         if (t_in != tail_in(m, to, l) || t_out != to.out[l] || t_in > m->tail[l].in_max ||
             t_out > m->tail[l].out_max)
             return TC_STATUS_BAD_ARGUMENT;
-        weights[l] = in.take(4u * t_out * t_in);
-        biases[l] = in.take(4u * t_out);
+        weights[l] = in.take(4u * weight_count(m->tail[l], t_in, t_out));
+        biases[l] = in.take(4u * bias_count(m->tail[l], t_out));
     }
     const uint8_t* ram_x = in.take(ram_count * sample_size);
     const uint8_t* ram_y = in.take(ram_count);
@@ -587,8 +807,8 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
         TailLayer& t = g_rt.tail[l];
         t.in = tail_in(m, to, l);
         t.out = to.out[l];
-        memcpy(t.w, weights[l], 4u * t.out * t.in);
-        memcpy(t.b, biases[l], 4u * t.out);
+        memcpy(t.w, weights[l], 4u * weight_count(m->tail[l], t.in, t.out));
+        memcpy(t.b, biases[l], 4u * bias_count(m->tail[l], t.out));
     }
     zero_momentum(&g_rt);
     g_rt.plan_index = step;

@@ -1,6 +1,8 @@
-// The on-device learning runtime: runs the exported model (tc_model.h) - frozen int8 backbone,
-// trainable float32 tail - grows the tail at every new task, keeps the replay buffer and trains
-// with SGD. No heap: everything lives in one static arena whose size the export plans.
+// The on-device learning runtime: runs the exported model (tc_model.h) - frozen int8 prefix,
+// trainable float32 tail of any supported layers - grows the tail at every new task, keeps the
+// replay buffer and trains with SGD, accumulating the gradients of a mini-batch sample by sample
+// (RAM holds one sample's activations whatever the batch). No heap: everything lives in one
+// static arena whose size the export plans.
 // The serial handlers and the host twin (tinycil/deploy/twin.py, through ctypes) call exactly this API.
 // Statuses are TC_STATUS_* of tc_protocol_spec.h.
 #pragma once
@@ -70,10 +72,14 @@ int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred);
 void tc_rt_stats(struct tc_rt_stats* out);
 
 // For tests and the host twin: the tail's float32 parameters and the latent of one sample.
-// tc_rt_tail_params copies layer `layer`'s weights ([out][in] at the current size) and bias;
-// returns the number of weights, or -1 for a bad layer. Sizes go to *out_n / *in_n.
+// tc_rt_tail_params copies layer `layer`'s weights (tc_model.h's layout at the current size)
+// and bias; returns the number of weights (0 for pooling), or -1 for a bad layer. Channels go
+// to *out_n / *in_n.
 int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
                           uint16_t* in_n);
+// The gradient of the last SGD step as it was applied (after clipping), same layout; returns the
+// number of weights, or -1 for a bad layer.
+int32_t tc_rt_tail_grads(uint16_t layer, float* grad_weights, float* grad_bias);
 // Runs the int8 backbone on one sample; writes latent_size int8 values. Returns latent_size.
 int32_t tc_rt_backbone(const int8_t* x, int8_t* latent);
 // Logits of one sample over the classes seen; returns classes_seen.
@@ -90,7 +96,7 @@ int32_t tc_rt_logits(const int8_t* x, float* logits);
 //   u16 version, u16 n_tail, u8 signature[8], u16 task, u16 classes_seen,
 //   f32 lr, f32 momentum, f32 clip_norm, u16 batch_new, u16 batch_replay, u32 seed,
 //   u32 prng_state, u32 ram_count, u32 sample_size,
-//   per tail layer: u16 in, u16 out, f32 weights[out][in], f32 bias[out],
+//   per tail layer: u16 in, u16 out, f32 weights[...], f32 bias[out] (none for pooling),
 //   i8 ram_x[ram_count][sample_size], u8 ram_y[ram_count]
 #define TC_RT_STATE_VERSION 1
 #define TC_RT_STATE_FIXED_BYTES 48   // everything before the first tail layer

@@ -1,0 +1,112 @@
+"""Where to cut a model into the frozen int8 prefix and the float32 part the device trains.
+
+`--trainable N` trains the last N weight layers (with the pooling between them); `--trainable
+auto` asks the memory plan (tinycil.deploy.memplan) for the most trainable layers whose arena, at
+the final grown size, fits the board's RAM together with the replay buffer, the protocol buffers,
+the rest of the firmware's static data and the stack. Training more layers costs RAM three times
+per parameter (weights, gradient accumulators, momentum) plus one sample's activation maps, so a
+board with less RAM gets a smaller trainable part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Samples that calibrate the throw-away int8 conversion of a candidate prefix: its layer shapes
+# and parameter counts are what the plan needs, not its quantisation ranges.
+_CALIBRATION = 4
+
+
+def model_footprint(model, plan: list[dict], sizing: dict, tail_layers: int):
+    """The export's Footprint of a run from its untrained model (built at the known tasks'
+    widths), growth plan and buffer sizes: the frozen prefix read back from an int8 conversion,
+    the trainable layers at the plan's channels."""
+    from tinycil.deploy import memplan
+    from tinycil.deploy.export import (TAIL_OPS, backbone_table, kernel_scratch_bytes,
+                                       scratch_bytes, tail_channels)
+    from tinycil.learn.models import (layer_channels, model_family, split_model, tail_layer_specs,
+                                      weight_layers)
+    from tinycil.learn.quantize import quantize_backbone
+
+    known = int(sizing["known"])
+    backbone, tail = split_model(model, tail_layers)
+    rng = np.random.default_rng(0)
+    shape = tuple(int(d) for d in backbone.input_shape[1:])
+    table = backbone_table(quantize_backbone(
+        backbone, rng.standard_normal((_CALIBRATION, *shape)).astype(np.float32)).layers())
+    # As ExportModel.footprint counts them: int8 weights, int32 biases, multipliers and shifts,
+    # and a table entry per layer.
+    backbone_bytes = 0
+    for e in table:
+        for key, size in (("weights", 1), ("bias", 4), ("multiplier", 4), ("shift", 4)):
+            if e[key] is not None:
+                backbone_bytes += size * int(np.asarray(e[key]).size)
+        backbone_bytes += 64
+    latent = int(np.prod(tail.input_shape[1:]))
+    specs = tail_layer_specs(tail)
+    family = model_family(model)
+    n_weight = len(weight_layers(model))
+
+    def channels(step: dict) -> list[int]:
+        per_layer = layer_channels(family, step["widths"], int(step["outputs"]))
+        return tail_channels(specs, per_layer[n_weight - tail_layers:])
+
+    final, init = channels(plan[-1]), channels(plan[known - 1])
+    first_in = int(specs[0]["in_c"])
+    pairs = [(first_in if l == 0 else final[l - 1], final[l]) for l in range(len(specs))]
+    pairs_init = [(first_in if l == 0 else init[l - 1], init[l]) for l in range(len(specs))]
+    tail_specs = tuple(memplan.TailSpec(
+        TAIL_OPS[s["op"]], tuple(s["in_hw"]), tuple(s["out_hw"]), tuple(s["kernel"]),
+        i, o, ii, oi) for s, (i, o), (ii, oi) in zip(specs, pairs, pairs_init))
+    per_task = [int(n) for n in sizing["buffer_samples_per_task"]]
+    return memplan.Footprint(
+        input_size=int(np.prod(sizing["input_shape"])), latent_size=latent, tail=tuple(pairs),
+        tail_init=tuple(pairs_init),
+        max_batch=int(sizing["batch_new"]) + int(sizing["batch_replay"]),
+        scratch_bytes=scratch_bytes(table), kernel_scratch_bytes=kernel_scratch_bytes(table),
+        buffer_flash_count=sum(per_task[:known]), buffer_ram_capacity=sum(per_task[known:]),
+        backbone_bytes=backbone_bytes, plan_steps=len(plan),
+        buffer_sample_size=latent if sizing.get("replay_store") == "latents" else None,
+        tail_specs=tail_specs)
+
+
+def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of, sizing: dict
+                     ) -> tuple[int, str]:
+    """The most trainable weight layers that fit `board`, and a one-line reason.
+
+    `plan_of(n)` gives the growth plan when the last n weight layers train. Every candidate,
+    from the whole model down to the logits alone, is planned as the export would plan it; the
+    first that fits wins.
+    """
+    from tinycil.deploy import memplan
+    from tinycil.learn.models import build_model, weight_layer_count
+
+    known = int(sizing["known"])
+    tried = []
+    for n in range(weight_layer_count(family), 0, -1):
+        plan = plan_of(n)
+        model = build_model(family, input_shape, int(plan[known - 1]["outputs"]),
+                            plan[known - 1]["widths"])
+        fp = model_footprint(model, plan, sizing, n)
+        mp = memplan.plan_memory(fp, board)
+        if mp.fits:
+            reason = (f"trainable layers: {n} of {weight_layer_count(family)} (auto: the most "
+                      f"whose arena at the final size fits {board.id}: RAM {mp.ram_used / 1024:.1f} "
+                      f"of {mp.ram_total / 1024:.0f} KB, arena {memplan.arena_bytes(fp) / 1024:.1f} "
+                      f"KB")
+            if tried:
+                m, used = tried[-1]
+                reason += f"; {m} would need {used / 1024:.1f} KB"
+            return n, reason + ")"
+        tried.append((n, mp.ram_used))
+    raise memplan.MemoryPlanError(
+        f"not even the logits alone fit {board.id} (RAM {tried[-1][1]} bytes of "
+        f"{board.ram_bytes}): shrink the buffer (--buffer), the input (--resize) or the "
+        f"mini-batch (--batch-new/--batch-replay)")
+
+
+def cut_chooser(board):
+    """prepare_run's `choose_cut` for `board` (a Board)."""
+    def choose(family, input_shape, num_classes, plan_of, sizing):
+        return choose_trainable(board, family, input_shape, num_classes, plan_of, sizing)
+    return choose
