@@ -2,27 +2,35 @@
 
 #include <string.h>
 
+#include "tc_model.h"
 #include "tc_protocol_spec.h"
 #include "tc_runtime.h"
 
 namespace {
 
 // Checks, as the state streams past, that every float of it is finite: the training parameters
-// of the fixed part and every tail weight and bias. It follows the layout tc_runtime.h documents
-// (TC_RT_STATE_VERSION 1): the fixed part (TC_RT_STATE_FIXED_BYTES, n_tail at byte 2, lr,
-// momentum and clip_norm at bytes 16, 20, 24), then per tail layer u16 in, u16 out and
-// (out * in + out) floats, then the replay samples (bytes, not checked). A float is not finite
-// when its exponent bits are all ones (IEEE 754 binary32: NaN or infinity).
+// of the fixed part and every tail weight and bias. The layout is tc_runtime.h's (the fixed part
+// of TC_RT_STATE_FIXED_BYTES with lr, momentum and clip_norm at bytes 16, 20 and 24; then per
+// tail layer a TC_RT_STATE_LAYER_BYTES head, its weights and its bias; then the replay samples,
+// bytes that are not checked). How many floats each layer holds is asked of the runtime
+// (tc_rt_tail_params: its weight count; a layer with weights has one bias per output), not read
+// from the stream, and the stream's length must then come out exactly: a state whose layout
+// this scan does not know is refused rather than scanned in the wrong places. A float is not
+// finite when its exponent bits are all ones (IEEE 754 binary32: NaN or infinity).
 struct FiniteScan {
     tc_state_writer base;
     tc_state_writer* inner;  // where the bytes go after the scan
+    uint32_t layer_floats[TC_MAX_TAIL_LAYERS];
+    uint16_t layers;
     enum Phase { kFixed, kLayerHead, kFloats, kRest } phase;
     uint8_t fixed[TC_RT_STATE_FIXED_BYTES];
     uint32_t at;             // bytes of the current piece (fixed part, layer head, float) so far
     uint8_t word[4];
-    uint16_t layers_left;
+    uint16_t layer;
     uint32_t floats_left;
+    uint32_t rest_left;      // replay bytes still expected after the last layer
     bool finite;
+    bool layout_ok;
 
     static bool finite_bits(const uint8_t* p) {
         uint32_t u;
@@ -30,9 +38,34 @@ struct FiniteScan {
         return (u & 0x7F800000u) != 0x7F800000u;
     }
 
+    bool start() {
+        layers = 0;
+        for (uint16_t l = 0; l < TC_MAX_TAIL_LAYERS; ++l) {
+            uint16_t out = 0, in = 0;
+            const int32_t weights = tc_rt_tail_params(l, nullptr, nullptr, &out, &in);
+            if (weights < 0) break;
+            layer_floats[l] = static_cast<uint32_t>(weights) + (weights > 0 ? out : 0u);
+            ++layers;
+        }
+        phase = kFixed;
+        at = 0;
+        layer = 0;
+        floats_left = rest_left = 0;
+        finite = layout_ok = true;
+        return layers > 0;
+    }
+
     void next_layer() {
         at = 0;
-        phase = layers_left > 0 ? kLayerHead : kRest;
+        if (layer < layers) {
+            phase = kLayerHead;
+            return;
+        }
+        uint32_t ram_count, sample_size;
+        memcpy(&ram_count, fixed + 40, 4);
+        memcpy(&sample_size, fixed + 44, 4);
+        rest_left = ram_count * (sample_size + 1u);
+        phase = kRest;
     }
 
     void take(uint8_t b) {
@@ -40,7 +73,9 @@ struct FiniteScan {
             case kFixed:
                 fixed[at++] = b;
                 if (at == TC_RT_STATE_FIXED_BYTES) {
-                    memcpy(&layers_left, fixed + 2, 2);
+                    uint16_t n_tail;
+                    memcpy(&n_tail, fixed + 2, 2);
+                    if (n_tail != layers) layout_ok = false;
                     for (uint32_t off = 16; off < 28; off += 4)
                         if (!finite_bits(fixed + off)) finite = false;
                     next_layer();
@@ -49,11 +84,7 @@ struct FiniteScan {
             case kLayerHead:
                 word[at++] = b;
                 if (at == TC_RT_STATE_LAYER_BYTES) {
-                    uint16_t in, out;
-                    memcpy(&in, word, 2);
-                    memcpy(&out, word + 2, 2);
-                    floats_left = static_cast<uint32_t>(out) * in + out;
-                    --layers_left;
+                    floats_left = layer_floats[layer++];
                     at = 0;
                     if (floats_left > 0) phase = kFloats;
                     else next_layer();
@@ -68,14 +99,22 @@ struct FiniteScan {
                 }
                 break;
             case kRest:
+                if (rest_left == 0) layout_ok = false;  // longer than the layout says
+                else --rest_left;
                 break;
         }
     }
 
+    bool complete() const { return layout_ok && phase == kRest && rest_left == 0; }
+
     static int write(tc_state_writer* self, const void* data, uint32_t n) {
         FiniteScan* s = static_cast<FiniteScan*>(self->ctx);
         const uint8_t* p = static_cast<const uint8_t*>(data);
-        for (uint32_t i = 0; i < n && s->phase != kRest; ++i) s->take(p[i]);
+        if (s->phase == kRest && n <= s->rest_left) {
+            s->rest_left -= n;  // replay bytes: nothing to check, skip the byte loop
+        } else {
+            for (uint32_t i = 0; i < n; ++i) s->take(p[i]);
+        }
         return s->inner->write(s->inner, data, n);
     }
 };
@@ -85,13 +124,9 @@ int produce_runtime_state(tc_state_writer* w, void*) {
     scan.base.write = &FiniteScan::write;
     scan.base.ctx = &scan;
     scan.inner = w;
-    scan.phase = FiniteScan::kFixed;
-    scan.at = 0;
-    scan.layers_left = 0;
-    scan.floats_left = 0;
-    scan.finite = true;
-    static_assert(TC_RT_STATE_VERSION == 1, "FiniteScan follows state format version 1");
+    if (!scan.start()) return TC_PERSIST_PRODUCER_FAILED;
     if (tc_rt_save_state(&scan.base) != TC_STATUS_OK) return TC_PERSIST_PRODUCER_FAILED;
+    if (!scan.complete()) return TC_PERSIST_PRODUCER_FAILED;  // a layout this scan does not know
     // Checked on the dry run, before anything is erased: a diverged state never reaches flash.
     return scan.finite ? 0 : TC_PERSIST_NOT_FINITE;
 }
