@@ -111,6 +111,11 @@ def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
     if no_build and (run_dir or persist or baud):
         raise click.UsageError("--no-build flashes the last build as it is: drop "
                                "--run/--persist/--baud, or drop --no-build")
+    # Options that cannot apply are refused before anything is exported or built.
+    if board.emulated and port:
+        raise click.UsageError(f"{board.id} is emulated: tinycil chooses its port; drop --port")
+    if icount and not board.emulated:
+        raise click.UsageError("--icount applies to the emulated board only")
     if run_dir is not None:
         exported = export_for_flash(board, run_dir, persist=persist)
         mem = exported.memory
@@ -126,15 +131,11 @@ def flash(board_id, port, baud, icount, run_dir, persist, no_build, verbose):
         result = _build(board, verbose, persist, baud)
         elf, binary = result.elf, result.bin
     if board.emulated:
-        if port:
-            raise click.ClickException(f"{board.id} is emulated: tinycil chooses its port; drop --port")
         result = start_emulated(board, elf, icount=icount, echo=click.echo)
         _print_hello_line(result.info)
         click.echo(f"The emulator runs in the background: `tinycil info --board {board.id}` to "
                    "ask it again, `tinycil stop` to end it.")
         return
-    if icount:
-        raise click.ClickException("--icount applies to the emulated board only")
     result = flash_board(board, elf, binary, echo=click.echo)
     click.echo(f"Flashed {board.id}: {result.detail}")
     if baud and baud != board.baudrate:

@@ -47,6 +47,10 @@ def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new,
     data = RunData.load(run_dir)
     training_settings(data, epochs=epochs, lr=lr, momentum=momentum, batch_new=batch_new,
                       batch_replay=batch_replay, clip_norm=clip_norm)
+    if not data.known <= task < len(data.tasks):
+        raise click.BadParameter(
+            f"run {run_dir} has device tasks {data.known}..{len(data.tasks) - 1} (tasks before "
+            f"{data.known} were learned on the host), got {task}", param_hint="--task")
     url, default_baud, board = _port(board_id, port)
     hint = f"--board {board.id}" if board else f"--board B --port {url}"
     if board is not None and port:
