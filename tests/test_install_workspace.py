@@ -20,8 +20,12 @@ def test_shipped_files_leave_out_build_output_and_the_exported_model(tmp_path):
                                 "firmware/.pio/build/x/firmware.elf": "elf",
                                 "firmware/generated/model_data.h": "model",
                                 "firmware/generated/README.md": "what goes here",
+                                "examples/app/src/main.cpp": "int main() {}",
+                                "examples/app/.pio/build/x/firmware.elf": "elf",
+                                "examples/app/generated/model_data.cpp": "model",
                                 "tinycil/__init__.py": "not part of the firmware project"})
-    assert sorted(files) == ["boards/b.json", "firmware/generated/README.md", "firmware/platformio.ini"]
+    assert sorted(files) == ["boards/b.json", "examples/app/src/main.cpp",
+                             "firmware/generated/README.md", "firmware/platformio.ini"]
 
 
 def test_sync_refreshes_changed_files_and_keeps_build_and_model(tmp_path):

@@ -28,10 +28,12 @@ PACKAGED = Path(__file__).resolve().parent.parent / "_project"
 FILE_LIST = "files.json"
 # Written into the work copy after a complete sync: the file list it was synced from.
 STAMP = ".tinycil-files.json"
-# The parts of the project that ship: the firmware project and the board catalogue.
-SHIPPED_DIRS = ("boards", "firmware")
-# Never shipped, and kept in the work copy when it is refreshed: build output, the exported model.
-KEEP = (("firmware", ".pio"),)
+# The parts of the project that ship: the firmware project, the board catalogue and the example
+# projects (which find the firmware's libraries and platform beside them, as in a checkout).
+SHIPPED_DIRS = ("boards", "firmware", "examples")
+# Never shipped, and kept in the work copy when it is refreshed: PlatformIO's build output, the
+# exported model.
+KEEP_DIRS = (".pio", "__pycache__")
 KEEP_NAMES = ("model_data.h", "model_data.cpp")
 
 
@@ -68,16 +70,15 @@ def work_dir() -> Path:
 
 def is_kept(rel: Path) -> bool:
     """Whether a path (relative to the project) is the user's build output or exported model."""
-    parts = rel.parts
-    if any(parts[:len(k)] == k for k in KEEP):
-        return True
-    return rel.name in KEEP_NAMES or "__pycache__" in parts
+    return rel.name in KEEP_NAMES or any(part in KEEP_DIRS for part in rel.parts)
 
 
 def shipped_files(root: Path) -> dict[str, str]:
     """{relative path: sha256} of the files of `root` that make up the project (what ships)."""
     found = {}
     for top in SHIPPED_DIRS:
+        if not (root / top).is_dir():
+            continue
         for path in sorted((root / top).rglob("*")):
             rel = path.relative_to(root)
             if path.is_file() and not is_kept(rel):
@@ -124,6 +125,8 @@ def sync(files: dict[str, str], source: Path, target: Path) -> bool:
     # Files an older tinycil shipped would be compiled with the new ones: remove them.
     wanted = set(files)
     for top in SHIPPED_DIRS:
+        if not (target / top).is_dir():
+            continue
         for path in sorted((target / top).rglob("*"), reverse=True):
             rel = path.relative_to(target)
             if is_kept(rel):

@@ -1,0 +1,95 @@
+// tinycil's on-device learner as a library: call it from your own firmware with the data your
+// own sensor produces. It wraps the runtime (lib/runtime: the exported model - frozen int8
+// prefix, trainable float32 tail that grows when new classes arrive, replay buffer, SGD) behind
+// a few calls; tinycil's serial front end (firmware/src) drives the same runtime for a host.
+//
+// Use:
+//   1. Export a prepared run: `tinycil export RUN --board B` writes RUN/export/model_data.h and
+//      model_data.cpp (and firmware/generated/ of tinycil's own firmware). Put both files in a
+//      folder on your project's include path (`build_flags = -I generated`); the library
+//      compiles them in. Without them every call answers TC_STATUS_NO_MODEL.
+//   2. tc_learner_init() once at start-up: the model starts with the classes the host knew.
+//   3. New classes: tc_learner_begin_task() with their labels (the next class numbers; the model
+//      grows as the export's growth plan says), then tc_learner_add_sample() for each labelled
+//      sample: when a mini-batch of new samples is full it trains one SGD step, mixing in samples
+//      of the replay buffer. tc_learner_end_task() trains on what is left and keeps a few of the
+//      task's samples (tc_learner_remember) so the new classes are replayed later.
+//   4. tc_learner_predict() at any time.
+//   5. tc_learner_save() / tc_learner_restore() keep the learned state across resets (lib/persist
+//      stores it in two flash slots safely; see tc_persist_runtime.h).
+//
+// Samples are int8, quantised with the model's input scale and zero point (tc_learner_quantize
+// converts float sensor values); a sample is tc_learner_input_size() bytes, channels last.
+// No heap, no board code: the runtime lives in one static arena the export sized. Not reentrant:
+// call from one thread (the main loop). Every call returns a TC_STATUS_* of tc_protocol_spec.h.
+#pragma once
+
+#include <stdint.h>
+
+#include "tc_protocol_spec.h"
+#include "tc_runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    uint16_t classes_seen;       // classes the model predicts now (0 .. classes_seen-1)
+    uint16_t classes_max;        // classes the export planned for
+    uint32_t steps;              // SGD steps since init
+    uint32_t samples_trained;    // new + replayed samples in those steps
+    uint32_t pending;            // new samples waiting for the next step
+    uint32_t buffer_fill;        // replay buffer: samples held
+    uint32_t buffer_capacity;    //   and how many it can hold
+    float last_loss;             // mean cross-entropy of the last step
+    uint64_t last_step_ticks;    // counter ticks of the last step: 0 unless the application
+                                 // defines the C++ function `uint64_t tc_rt_ticks()` (e.g.
+                                 // returning bsp::counter_read()); the library's is weak
+} tc_learner_stats_t;
+
+// Starts the runtime from the exported model. TC_STATUS_OK, or TC_STATUS_NO_MODEL when the
+// firmware holds no (or a malformed) export.
+int tc_learner_init(void);
+
+// Training parameters (learning rate, momentum, clipping, new and replayed samples per
+// mini-batch, seed); the export's defaults apply until this is called. Between mini-batches only.
+int tc_learner_set_training(const tc_train_params* params);
+
+// Bytes per sample, and the model's input quantisation (float = scale * (q - zero_point)).
+uint32_t tc_learner_input_size(void);
+float tc_learner_input_scale(void);
+int32_t tc_learner_input_zero_point(void);
+
+// Quantises `n` float values into the model's int8 input domain (rounded, saturated).
+void tc_learner_quantize(const float* values, uint32_t n, int8_t* out);
+
+// Begins a task bringing `n` class labels: already known labels are allowed, new ones must be the
+// next numbers (classes_seen, classes_seen+1, ...), and the new count must be a size the export's
+// plan knows. Momentum restarts; a half-formed mini-batch of the previous task is trained first.
+int tc_learner_begin_task(const uint8_t* labels, uint16_t n);
+
+// Adds one labelled sample of the current task; trains one SGD step when the mini-batch of new
+// samples is full (*stepped = 1 then; `stepped` may be null).
+int tc_learner_add_sample(const int8_t* x, uint8_t label, uint8_t* stepped);
+
+// Trains on the samples still waiting (a step with a partial batch); OK when none wait.
+int tc_learner_flush(void);
+
+// Keeps a sample in the replay buffer's RAM area (TC_STATUS_FULL when it is full): a few samples
+// of every new class keep it from being forgotten when later classes arrive.
+int tc_learner_remember(const int8_t* x, uint8_t label);
+
+// Predicted class of one sample (0 .. classes_seen-1).
+int tc_learner_predict(const int8_t* x, uint8_t* label);
+
+// The learned state (tail weights at their grown size, plan position, training parameters, RAM
+// replay samples). Save between mini-batches (call tc_learner_flush first).
+uint32_t tc_learner_state_bytes(void);
+int tc_learner_save(tc_state_writer* writer);
+int tc_learner_restore(const uint8_t* data, uint32_t n);
+
+void tc_learner_stats(tc_learner_stats_t* out);
+
+#ifdef __cplusplus
+}
+#endif

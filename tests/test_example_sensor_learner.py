@@ -1,0 +1,67 @@
+"""examples/sensor_learner: tinycil's learner as a PlatformIO library inside an application that
+learns two new classes from frames its own "sensor" produces (no host streaming). The example
+builds for both boards; on the emulated board it must learn the new classes (its exit code says
+so) from a model exported by the ordinary path (a quick digits run)."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tinycil.deploy.build import build_env
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (shutil.which("arm-none-eabi-g++")
+                                      and shutil.which("qemu-system-arm")),
+                                 reason="needs the Arm cross compiler and QEMU")]
+
+BOARDS = ("mps2_an500", "nucleo_f746zg")
+
+
+@pytest.fixture(scope="module")
+def example(root, tmp_path_factory):
+    """The example in the session's project copy, with a digits model exported into generated/."""
+    from tinycil.deploy.export import export_run
+    from tinycil.learn.prepare import prepare_run
+
+    run = tmp_path_factory.mktemp("example_run") / "digits"
+    prepare_run("digits", run, n_tasks=5, known=1, quick=True, progress=False, seed=0)
+    exported = export_run(run, "mps2_an500", firmware=False)
+    project = root / "examples" / "sensor_learner"
+    for path in exported.files:
+        shutil.copyfile(path, project / "generated" / path.name)
+    return project
+
+
+def _build(project, board):
+    proc = subprocess.run([sys.executable, "-m", "platformio", "run", "-d", str(project), "-e", board],
+                          capture_output=True, text=True, env=build_env(), timeout=600,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    elf = project / ".pio" / "build" / board / "firmware.elf"
+    assert elf.is_file()
+    return elf
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_example_builds(example, board):
+    _build(example, board)
+
+
+def test_example_learns_new_classes_on_the_emulated_board(example):
+    elf = _build(example, "mps2_an500")
+    # Ends by itself through semihosting; the timeout only guards against a hang.
+    proc = subprocess.run(["qemu-system-arm", "-M", "mps2-an500", "-display", "none", "-monitor",
+                           "none", "-nographic", "-semihosting-config", "enable=on,target=native",
+                           "-kernel", str(elf), "-serial", "stdio"],
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    out = proc.stdout
+    before = re.search(r"accuracy on the new classes before learning: (\d+)%", out)
+    after = re.search(r"accuracy on the new classes after learning: (\d+)%", out)
+    assert before and after, out + proc.stderr
+    assert int(before.group(1)) == 0, out  # classes the model has never had cannot be predicted
+    assert int(after.group(1)) >= 80, out
+    assert re.search(r"\d+ SGD steps", out) and " 0 SGD steps" not in out, out
+    assert "PASS" in out and proc.returncode == 0, out
