@@ -81,24 +81,28 @@ def listener():
     ear.close()
 
 
-def write_run(folder: Path) -> Path:
-    """A device run of 2 tasks x 2 classes on 4-value inputs, as `tinycil prepare` and `tinycil
-    export` lay it out (config, plan, buffers, export manifest)."""
+def write_run(folder: Path, n_tasks: int = 2) -> Path:
+    """A device run of `n_tasks` tasks x 2 classes on 4-value inputs (the first known to the
+    host), as `tinycil prepare` and `tinycil export` lay it out (config, plan, buffers, export
+    manifest)."""
     folder.mkdir(parents=True)
+    tasks = [[2 * t, 2 * t + 1] for t in range(n_tasks)]
     config = {
-        "kind": "device", "dataset": "digits", "seed": 0, "tasks": 2,
-        "task_classes": [[0, 1], [2, 3]], "known_tasks": 1, "input_shape": [4],
+        "kind": "device", "dataset": "digits", "seed": 0, "tasks": n_tasks,
+        "task_classes": tasks, "known_tasks": 1, "input_shape": [4],
         "input_quantization": {"scale": 0.1, "zero_point": 0},
         "training": {"epochs": 1, "lr": 0.05, "momentum": 0.9, "clip_norm": 5.0,
                      "batch_new": 2, "batch_replay": 2},
-        "buffer": {"samples": 4, "bytes": 20, "fraction": 0.01, "samples_per_task": [2, 2]},
+        "buffer": {"samples": 2 * n_tasks, "bytes": 10 * n_tasks, "fraction": 0.01,
+                   "samples_per_task": [2] * n_tasks},
     }
     (folder / "config.json").write_text(json.dumps(config))
-    plan = [{"classes_seen": 2, "seen_classes": [0, 1], "outputs": 2},
-            {"classes_seen": 4, "seen_classes": [0, 1, 2, 3], "outputs": 4}]
+    seen = [c for t in tasks for c in t]
+    plan = [{"classes_seen": 2 * (t + 1), "seen_classes": seen[:2 * (t + 1)],
+             "outputs": 2 * (t + 1)} for t in range(n_tasks)]
     (folder / "plan.json").write_text(json.dumps(plan))
     (folder / "buffer").mkdir()
-    for t, classes in enumerate(config["task_classes"]):
+    for t, classes in enumerate(tasks):
         np.savez(folder / "buffer" / f"task_{t}.npz", x=np.zeros((2, 4), np.float32),
                  y=np.array(classes), x_int8=np.zeros((2, 4), np.int8))
     (folder / "export").mkdir()
