@@ -223,3 +223,91 @@ def test_clip_grad_global_norm(k):
     norm2, same = k.clip_grad_global_norm_f32(grads, 1e6)
     for g, c in zip(grads, same):
         np.testing.assert_array_equal(c, g)
+
+
+# --- the training loop's own kernels: fused update, outer-product update, accumulation -------
+def fma32(a, b, c):
+    """fmaf in float64 (a*b is exact there), rounded once to float32."""
+    return (np.asarray(a, np.float64) * np.asarray(b, np.float64)
+            + np.asarray(c, np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_sgd_momentum_fma_matches_numpy(k, scale):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(1003).astype(np.float32)
+    v = rng.standard_normal(1003).astype(np.float32)
+    lr, m, s = np.float32(0.05), np.float32(0.9), np.float32(scale)
+    want_w, want_v = w.copy(), v.copy()
+    for step in range(3):
+        g = rng.standard_normal(1003).astype(np.float32)
+        gs = g if scale == 1.0 else (g * s).astype(np.float32)
+        want_v = fma32(m, want_v, gs)
+        want_w = fma32(-lr, want_v, want_w)
+        w, v = k.sgd_momentum_fma_f32(w, v, g, lr, m, scale)
+    np.testing.assert_array_equal(v, want_v)
+    np.testing.assert_array_equal(w, want_w)
+
+
+@pytest.mark.parametrize("shape", [(7, 19), (6, 12), (9, 44), (1, 3), (4, 196)])
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_outer_update_equals_the_stored_gradient_update(k, shape, scale):
+    # Batch 1: the update that forms g = (dy * scale) x^T in registers gives the very bits of
+    # storing that gradient and running the fused update on it.
+    rows, cols = shape
+    rng = np.random.default_rng(rows * 100 + cols)
+    w = rng.standard_normal(shape).astype(np.float32)
+    v = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(rows).astype(np.float32)
+    x = rng.standard_normal(cols).astype(np.float32)
+    a = dy if scale == 1.0 else (dy * np.float32(scale)).astype(np.float32)
+    g = (a[:, None] * x[None, :]).astype(np.float32)
+    want_w, want_v = k.sgd_momentum_fma_f32(w, v, g, 0.05, 0.9, 1.0)
+    got_w, got_v = k.sgd_momentum_outer_f32(w, v, dy, x, 0.05, 0.9, scale)
+    np.testing.assert_array_equal(got_v, want_v)
+    np.testing.assert_array_equal(got_w, want_w)
+
+
+def test_sum_squares_in_order(k):
+    p = np.random.default_rng(6).standard_normal(77).astype(np.float32)
+    acc = np.float32(0.25)
+    for value in p:
+        acc = fma32(value, value, acc)
+    assert k.sum_squares_f32(p, 0.25) == float(acc)
+
+
+@pytest.mark.parametrize("shape", [(5, 37, 10), (3, 196, 64), (2, 8, 3)])
+def test_dense_bwd_accumulated_sample_by_sample_equals_the_batch(k, shape):
+    # Gradients summed one sample at a time (the first overwrites, no clearing) are the batched
+    # kernel's, bit for bit: the same additions in the same order.
+    b, n_in, n_out = shape
+    rng = np.random.default_rng(b * 1000 + n_in)
+    x = rng.standard_normal((b, n_in)).astype(np.float32)
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    dy = rng.standard_normal((b, n_out)).astype(np.float32)
+    dx, dw, db = k.dense_f32_bwd(x, w, dy)
+    gw = np.full_like(dw, np.nan)  # stale contents: the first sample must overwrite them
+    gb = np.full_like(db, np.nan)
+    for n in range(b):
+        gx, gw, gb = k.dense_f32_bwd_acc(x[n:n + 1], w, dy[n:n + 1], gw, gb, accumulate=n > 0)
+        np.testing.assert_array_equal(gx, dx[n:n + 1])
+    np.testing.assert_array_equal(gw, dw)
+    np.testing.assert_array_equal(gb, db)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_softmax_ce_row_equals_the_batched_kernel(k, use_mask):
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((4, 10)) * 3).astype(np.float32)
+    labels = np.array([0, 4, 2, 1], np.int32)
+    mask = np.array([1, 1, 1, 0, 1, 0, 0, 1, 0, 0], np.uint8) if use_mask else None
+    num_valid = None if use_mask else 7
+    loss, dz = k.softmax_ce_f32(logits, labels, mask=mask, num_valid=num_valid)
+    scale = float(np.float32(1) / np.float32(4))
+    losses = []
+    for n in range(4):
+        row_loss, row_dz = k.softmax_ce_row_f32(logits[n], labels[n], scale, mask=mask,
+                                                num_valid=num_valid)
+        np.testing.assert_array_equal(row_dz, dz[n])
+        losses.append(row_loss)
+    assert abs(np.float32(sum(np.float32(v) for v in losses)) * np.float32(0.25) - loss) <= 1e-6

@@ -59,8 +59,18 @@ class Kernels:
 
     def __init__(self, path: Path):
         self.lib = ctypes.CDLL(str(path))
-        for name in ("tck_softmax_ce_f32", "tck_clip_grad_global_norm_f32"):
+        for name in ("tck_softmax_ce_f32", "tck_clip_grad_global_norm_f32",
+                     "tck_f32_sum_squares", "tck_softmax_ce_row_f32"):
             getattr(self.lib, name).restype = ctypes.c_float
+        self.lib.tck_f32_sum_squares.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_float]
+        self.lib.tck_softmax_ce_row_f32.argtypes = [ctypes.c_void_p, ctypes.c_int32,
+                                                    ctypes.c_int32, ctypes.c_void_p,
+                                                    ctypes.c_int32, ctypes.c_float,
+                                                    ctypes.c_void_p]
+        self.lib.tck_sgd_momentum_fma_f32.argtypes = [ctypes.c_void_p] * 3 + [
+            ctypes.c_int32] + [ctypes.c_float] * 3
+        self.lib.tck_sgd_momentum_outer_f32.argtypes = [ctypes.c_void_p] * 2 + [
+            ctypes.c_int32] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_float] * 3
         self.lib.tck_multiply_by_quantized_multiplier.restype = ctypes.c_int32
         self.lib.tck_multiply_by_quantized_multiplier.argtypes = [ctypes.c_int32] * 3
         self.lib.tck_requant_channel_apply.restype = ctypes.c_int32
@@ -177,6 +187,40 @@ class Kernels:
         w, v, g = _f32(w).copy(), _f32(v).copy(), _f32(g)
         self.lib.tck_sgd_momentum_f32(_ptr(w), _ptr(v), _ptr(g), w.size, lr, momentum)
         return w, v
+
+    def sgd_momentum_fma_f32(self, w, v, g, lr, momentum, scale=1.0):
+        w, v, g = _f32(w).copy(), _f32(v).copy(), _f32(g)
+        self.lib.tck_sgd_momentum_fma_f32(_ptr(w), _ptr(v), _ptr(g), w.size, lr, momentum, scale)
+        return w, v
+
+    def sgd_momentum_outer_f32(self, w, v, dy, x, lr, momentum, scale=1.0):
+        """w, v [rows][cols]; the gradient is the outer product dy x^T (never stored)."""
+        w, v, dy, x = _f32(w).copy(), _f32(v).copy(), _f32(dy), _f32(x)
+        self.lib.tck_sgd_momentum_outer_f32(_ptr(w), _ptr(v), w.shape[0], w.shape[1], _ptr(dy),
+                                            _ptr(x), lr, momentum, scale)
+        return w, v
+
+    def sum_squares_f32(self, p, acc=0.0):
+        p = _f32(p)
+        return float(np.float32(self.lib.tck_f32_sum_squares(_ptr(p), p.size, acc)))
+
+    def dense_f32_bwd_acc(self, x, w, dy, dw, db, accumulate, want_dx=True):
+        """Adds (or, accumulate=False, writes) the gradients of the rows of x/dy into dw, db."""
+        x, w, dy = _f32(x), _f32(w), _f32(dy)
+        dw, db = _f32(dw).copy(), _f32(db).copy()
+        dx = np.zeros_like(x) if want_dx else None
+        self.lib.tck_dense_f32_bwd_acc(x.shape[0], x.shape[1], w.shape[0], _ptr(x), _ptr(w),
+                                       _ptr(dy), _ptr(dx), _ptr(dw), _ptr(db), int(accumulate))
+        return dx, dw, db
+
+    def softmax_ce_row_f32(self, z, label, scale, mask=None, num_valid=None):
+        z = _f32(z)
+        m = None if mask is None else np.ascontiguousarray(mask, np.uint8)
+        dz = np.zeros_like(z)
+        loss = self.lib.tck_softmax_ce_row_f32(_ptr(z), int(label), z.size, _ptr(m),
+                                               z.size if num_valid is None else num_valid,
+                                               scale, _ptr(dz))
+        return float(loss), dz
 
     def clip_grad_global_norm_f32(self, grads, max_norm):
         sizes = np.array([g.size for g in grads], np.int32)

@@ -126,6 +126,31 @@ void tck_sgd_momentum_f32(float* w, float* v, const float* g, int32_t n, float l
     tc_sgd_momentum_f32(w, v, g, n, lr, m);
 }
 
+void tck_sgd_momentum_fma_f32(float* w, float* v, const float* g, int32_t n, float lr, float m,
+                              float scale) {
+    tc_sgd_momentum_fma_f32(w, v, g, n, lr, m, scale);
+}
+
+void tck_sgd_momentum_outer_f32(float* w, float* v, int32_t rows, int32_t cols, const float* dy,
+                                const float* x, float lr, float m, float scale) {
+    tc_sgd_momentum_outer_f32(w, v, rows, cols, dy, x, lr, m, scale);
+}
+
+float tck_f32_sum_squares(const float* p, int32_t n, float acc) {
+    return tc_f32_sum_squares(p, n, acc);
+}
+
+void tck_dense_f32_bwd_acc(int32_t batch, int32_t in, int32_t out, const float* x, const float* w,
+                           const float* dy, float* dx, float* dw, float* db, int32_t accumulate) {
+    const tc_dense_dims d = {batch, in, out};
+    tc_dense_f32_bwd_acc(&d, x, w, dy, dx, dw, db, accumulate);
+}
+
+float tck_softmax_ce_row_f32(const float* z, int32_t label, int32_t classes, const uint8_t* mask,
+                             int32_t num_valid, float scale, float* dz) {
+    return tc_softmax_ce_row_f32(z, label, classes, mask, num_valid, scale, dz);
+}
+
 // grads: `count` tensors stored back to back in `flat`, sizes[t] elements each.
 float tck_clip_grad_global_norm_f32(float* flat, const int32_t* sizes, int32_t count,
                                     float max_norm) {

@@ -13,7 +13,8 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.int8): "int8_t",
 def _literal(a: np.ndarray) -> str:
     if a.dtype == np.float32:
         # Hexadecimal float literals: exact, no decimal rounding question.
-        items = [f"{float(v).hex()}f" if np.isfinite(v) else ("-INFINITY" if v < 0 else "INFINITY")
+        items = [f"{float(v).hex()}f" if np.isfinite(v) else
+                 "NAN" if np.isnan(v) else ("-INFINITY" if v < 0 else "INFINITY")
                  for v in a.ravel().tolist()]
     else:
         items = [str(int(v)) for v in a.ravel().tolist()]
@@ -156,6 +157,48 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
            f"float* gs[2] = {{{{{{g1}}, {{g2}}}}}}; const int32_t ns[2] = {{{{30, 7}}}}; "
            f"{{norm}}[0] = tc_clip_grad_global_norm_f32(gs, ns, 2, 1.5f); }}",
            {"g1": c1, "g2": c2, "norm": np.array([norm], np.float32)})
+
+    # The training loop's kernels: every blocked path and its remainders (8, 4 and 1 columns,
+    # 4-row blocks and rows left over), against the host build's bits.
+    for n_el, scale in [(50, 1.0), (61, 0.5)]:
+        w, v, gr = f32(n_el), f32(n_el), f32(n_el)
+        w2, v2 = k.sgd_momentum_fma_f32(w, v, gr, 0.05, 0.9, scale)
+        W, V, G = s.const(w), s.const(v), s.const(gr)
+        s.case(f"sgd_momentum_fma_f32 {n_el} {scale}",
+               f"{{ memcpy({{w}}, {W}, sizeof {W}); memcpy({{v}}, {V}, sizeof {V});"
+               f" tc_sgd_momentum_fma_f32({{w}}, {{v}}, {G}, {n_el}, 0.05f, 0.9f, {scale}f); }}",
+               {"w": w2, "v": v2})
+    for rows, cols, scale in [(6, 44, 1.0), (5, 19, 0.5), (4, 196, 0.75)]:
+        w, v, dyv, xv = f32(rows, cols), f32(rows, cols), f32(rows), f32(cols)
+        w2, v2 = k.sgd_momentum_outer_f32(w, v, dyv, xv, 0.05, 0.9, scale)
+        W, V, DYV, XV = s.const(w), s.const(v), s.const(dyv), s.const(xv)
+        s.case(f"sgd_momentum_outer_f32 {rows}x{cols} {scale}",
+               f"{{ memcpy({{w}}, {W}, sizeof {W}); memcpy({{v}}, {V}, sizeof {V});"
+               f" tc_sgd_momentum_outer_f32({{w}}, {{v}}, {rows}, {cols}, {DYV}, {XV}, 0.05f, "
+               f"0.9f, {scale}f); }}", {"w": w2, "v": v2})
+    p37 = f32(37)
+    P37 = s.const(p37)
+    s.case("f32_sum_squares", f"{{ {{acc}}[0] = tc_f32_sum_squares({P37}, 37, 0.5f); }}",
+           {"acc": np.array([k.sum_squares_f32(p37, 0.5)], np.float32)})
+    x, w, dy = f32(2, 45), f32(6, 45), f32(2, 6)
+    gw0, gb0 = f32(6, 45), f32(6)
+    dx, gw, gb = k.dense_f32_bwd_acc(x, w, dy, gw0, gb0, accumulate=True)
+    X, W, DY, GW0, GB0 = s.const(x), s.const(w), s.const(dy), s.const(gw0), s.const(gb0)
+    s.case("dense_f32_bwd_acc", f"{{ const tc_dense_dims dd = {{{{2, 45, 6}}}}; "
+           f"memcpy({{dw}}, {GW0}, sizeof {GW0}); memcpy({{db}}, {GB0}, sizeof {GB0}); "
+           f"tc_dense_f32_bwd_acc(&dd, {X}, {W}, {DY}, {{dx}}, {{dw}}, {{db}}, 1); }}",
+           {"dx": dx, "dw": gw, "db": gb})
+    z = f32(10) * 3
+    Z = s.const(z)
+    row_loss, row_dz = k.softmax_ce_row_f32(z, 3, 0.25, num_valid=7)
+    s.case("softmax_ce_row_f32", f"{{ {{loss}}[0] = tc_softmax_ce_row_f32({Z}, 3, 10, nullptr, "
+           "7, 0.25f, {dz}); }", {"loss": np.array([row_loss], np.float32), "dz": row_dz})
+    xr = f32(43)
+    xr[5] = np.nan
+    dyr = f32(43)
+    XR, DYR = s.const(xr), s.const(dyr)
+    s.case("relu_f32", f"{{ tc_relu_f32_fwd({XR}, {{y}}, 43); tc_relu_f32_bwd({XR}, {DYR}, "
+           "{dx}, 43); }", {"y": k.relu_f32(xr), "dx": k.relu_f32(xr, dyr)})
 
     # int8: conv2d (several channel blocks, odd taps), depthwise, fully connected, pooling
     def quant(n, real_lo=0.0005, real_hi=0.004):

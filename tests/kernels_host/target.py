@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,7 +25,9 @@ ARM_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=har
 # The images run on the product's board support: its start-up code (vector table, .data/.bss,
 # FPU, constructors, semihosting exit with main's return value), serial port and counter, and
 # its linker script with the STM32F746's budget.
-BOARD_DEFINES = ["-DTC_BOARD_MPS2_AN500", f'-DTC_BOARD_ID="{BOARD}"']
+# The serial baud rate comes from the board manifest, as the dev-platform passes it.
+_BAUD = json.loads((ROOT / "boards" / f"{BOARD}.json").read_text())["tinycil"]["serial"]["baudrate"]
+BOARD_DEFINES = ["-DTC_BOARD_MPS2_AN500", f'-DTC_BOARD_ID="{BOARD}"', f"-DTC_SERIAL_BAUD={_BAUD}"]
 BSP_SOURCES = [BSP_DIR / "startup.cpp", BSP_DIR / f"board_{BOARD}.cpp"]
 
 
@@ -36,12 +39,15 @@ def tools_available() -> str | None:
         "libstdc++-arm-none-eabi-newlib and qemu-system-arm (make setup)")
 
 
-def build_image(main_source: Path, include_dirs: list[Path], out_dir: Path) -> Path:
+def build_image(main_source: Path, include_dirs: list[Path], out_dir: Path,
+                kernels_dir: Path = KERNELS_DIR, defines: tuple[str, ...] = ()) -> Path:
+    """`kernels_dir` and `defines` let a benchmark build the same image against another
+    revision's kernels (its "before" figures)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     elf = out_dir / (main_source.stem + ".elf")
-    sources = [main_source, *BSP_SOURCES, *sorted(KERNELS_DIR.glob("*.cpp"))]
-    cmd = ["arm-none-eabi-g++", *ARM_FLAGS, *BOARD_DEFINES,
-           *(f"-I{d}" for d in [*include_dirs, KERNELS_DIR, TARGET_DIR, BSP_DIR, PROTOCOL_DIR]),
+    sources = [main_source, *BSP_SOURCES, *sorted(kernels_dir.glob("*.cpp"))]
+    cmd = ["arm-none-eabi-g++", *ARM_FLAGS, *BOARD_DEFINES, *(f"-D{d}" for d in defines),
+           *(f"-I{d}" for d in [*include_dirs, kernels_dir, TARGET_DIR, BSP_DIR, PROTOCOL_DIR]),
            "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
            f"-L{LDSCRIPTS}", "-T", str(LDSCRIPTS / f"{BOARD}.ld"), "-Wl,--gc-sections",
            "-o", str(elf), *map(str, sources), "-lm"]

@@ -13,3 +13,14 @@ void tc_dense_f32_fwd(const tc_dense_dims* d, const float* x, const float* w, co
 //   db [out]        = sum_b dy       (overwritten; skipped when null)
 void tc_dense_f32_bwd(const tc_dense_dims* d, const float* x, const float* w, const float* dy,
                       float* dx, float* dw, float* db);
+
+// The same for gradients summed sample by sample (or micro-batch by micro-batch): with
+// `accumulate` nonzero dw and db are added to (dw[o][i] = fmaf(dy[b][o], x[b][i], dw) for b
+// increasing, db[o] += dy[b][o]); with 0 they are overwritten, the first row's products
+// stored as they are (dw = dy * x, db = dy), so no buffer is ever cleared. dx as above.
+void tc_dense_f32_bwd_acc(const tc_dense_dims* d, const float* x, const float* w,
+                          const float* dy, float* dx, float* dw, float* db, int32_t accumulate);
+
+// The input gradient alone: dx [batch][in] = dy . w (dx[b][i] = fmaf(dy[b][o], w[o][i], dx)
+// for o increasing, from 0).
+void tc_dense_f32_bwd_input(const tc_dense_dims* d, const float* w, const float* dy, float* dx);

@@ -35,20 +35,88 @@ bool tc_window_dims_init(tc_window_dims* d, int32_t batch, int32_t in_h, int32_t
     return true;
 }
 
-void tc_f32_zero(float* p, int32_t n) {
-    for (int32_t i = 0; i < n; ++i) p[i] = 0.0f;
+namespace {
+
+// Element loops: the reference order, and the few leftover elements of the blocked loops.
+void scale_set_plain(float* d, float a, const float* x, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) d[i] = a * x[i];
 }
 
-float tc_f32_dot1(const float* x, const float* w, int32_t n, float acc) {
+float dot1_plain(const float* x, const float* w, int32_t n, float acc) {
     for (int32_t i = 0; i < n; ++i) acc = fmaf(x[i], w[i], acc);
     return acc;
 }
 
-void tc_f32_axpy1(float* y, float a, const float* x, int32_t n) {
+void axpy1_plain(float* y, float a, const float* x, int32_t n) {
     for (int32_t i = 0; i < n; ++i) y[i] = fmaf(a, x[i], y[i]);
 }
 
+}  // namespace
+
 #if defined(TC_KERNELS_ARM_FPU)
+
+#define TC_S8_CLOBBER "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"
+#define TC_S16_CLOBBER TC_S8_CLOBBER, "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15"
+
+// One row, eight floats per round (a row left over beside the four-row blocks, or a kernel row
+// of a convolution): two VLDM, eight VFMA, two loop instructions.
+float tc_f32_dot1(const float* x, const float* w, int32_t n, float acc) {
+    int32_t blocks = n >> 3;
+    if (blocks > 0)
+        __asm__ volatile(
+            "1:\n"
+            "vldmia %[x]!, {s0-s7}\n"
+            "vldmia %[w]!, {s8-s15}\n"
+            "vfma.f32 %[acc], s0, s8\n vfma.f32 %[acc], s1, s9\n"
+            "vfma.f32 %[acc], s2, s10\n vfma.f32 %[acc], s3, s11\n"
+            "vfma.f32 %[acc], s4, s12\n vfma.f32 %[acc], s5, s13\n"
+            "vfma.f32 %[acc], s6, s14\n vfma.f32 %[acc], s7, s15\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [x] "+r"(x), [w] "+r"(w), [n] "+r"(blocks), [acc] "+t"(acc)
+            :
+            : TC_S16_CLOBBER, "cc", "memory");
+    return dot1_plain(x, w, n & 7, acc);
+}
+
+void tc_f32_axpy1(float* y, float a, const float* x, int32_t n) {
+    int32_t blocks = n >> 3;
+    if (blocks > 0)
+        __asm__ volatile(
+            "1:\n"
+            "vldmia %[y], {s0-s7}\n"
+            "vldmia %[x]!, {s8-s15}\n"
+            "vfma.f32 s0, %[a], s8\n vfma.f32 s1, %[a], s9\n"
+            "vfma.f32 s2, %[a], s10\n vfma.f32 s3, %[a], s11\n"
+            "vfma.f32 s4, %[a], s12\n vfma.f32 s5, %[a], s13\n"
+            "vfma.f32 s6, %[a], s14\n vfma.f32 s7, %[a], s15\n"
+            "vstmia %[y]!, {s0-s7}\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [x] "+r"(x), [y] "+r"(y), [n] "+r"(blocks)
+            : [a] "t"(a)
+            : TC_S16_CLOBBER, "cc", "memory");
+    axpy1_plain(y, a, x, n & 7);
+}
+
+void tc_f32_scale_set(float* d, float a, const float* x, int32_t n) {
+    int32_t blocks = n >> 3;
+    if (blocks > 0)
+        __asm__ volatile(
+            "1:\n"
+            "vldmia %[x]!, {s8-s15}\n"
+            "vmul.f32 s0, %[a], s8\n vmul.f32 s1, %[a], s9\n"
+            "vmul.f32 s2, %[a], s10\n vmul.f32 s3, %[a], s11\n"
+            "vmul.f32 s4, %[a], s12\n vmul.f32 s5, %[a], s13\n"
+            "vmul.f32 s6, %[a], s14\n vmul.f32 s7, %[a], s15\n"
+            "vstmia %[d]!, {s0-s7}\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [x] "+r"(x), [d] "+r"(d), [n] "+r"(blocks)
+            : [a] "t"(a)
+            : TC_S16_CLOBBER, "cc", "memory");
+    scale_set_plain(d, a, x, n & 7);
+}
 
 // Blocks of eight floats: one VLDM brings in eight values, so a block of 4 rows x 8 columns
 // costs 5 loads + 32 VFMA + 2 loop instructions.
@@ -108,7 +176,29 @@ void tc_f32_dot4(const float* x, const float* w, int32_t w_stride, int32_t n, fl
             : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
               "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
     }
-    const int32_t rest = n & 7;
+    if (n & 4)  // four columns left: the same pattern on half a block
+        __asm__ volatile(
+            "vldmia %[acc], {s16-s19}\n"
+            "vldmia %[x]!, {s0-s3}\n"
+            "vldmia %[w0]!, {s8-s11}\n"
+            "vfma.f32 s16, s0, s8\n vfma.f32 s16, s1, s9\n"
+            "vfma.f32 s16, s2, s10\n vfma.f32 s16, s3, s11\n"
+            "vldmia %[w1]!, {s8-s11}\n"
+            "vfma.f32 s17, s0, s8\n vfma.f32 s17, s1, s9\n"
+            "vfma.f32 s17, s2, s10\n vfma.f32 s17, s3, s11\n"
+            "vldmia %[w2]!, {s8-s11}\n"
+            "vfma.f32 s18, s0, s8\n vfma.f32 s18, s1, s9\n"
+            "vfma.f32 s18, s2, s10\n vfma.f32 s18, s3, s11\n"
+            "vldmia %[w3]!, {s8-s11}\n"
+            "vfma.f32 s19, s0, s8\n vfma.f32 s19, s1, s9\n"
+            "vfma.f32 s19, s2, s10\n vfma.f32 s19, s3, s11\n"
+            "vstmia %[acc], {s16-s19}\n"
+            : [x] "+r"(x), [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3)
+            : [acc] "r"(acc)
+            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s16", "s17", "s18", "s19",
+              "memory");
+    const int32_t rest = n & 3;
+    if (rest == 0) return;
     acc[0] = tc_f32_dot1(x, w0, rest, acc[0]);
     acc[1] = tc_f32_dot1(x, w1, rest, acc[1]);
     acc[2] = tc_f32_dot1(x, w2, rest, acc[2]);
@@ -171,7 +261,28 @@ void tc_f32_axpy4(float* y, const float a[4], const float* w, int32_t w_stride, 
             : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
               "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
     }
-    const int32_t rest = n & 7;
+    if (n & 4)
+        __asm__ volatile(
+            "vldmia %[a], {s16-s19}\n"
+            "vldmia %[y], {s0-s3}\n"
+            "vldmia %[w0]!, {s8-s11}\n"
+            "vfma.f32 s0, s16, s8\n vfma.f32 s1, s16, s9\n"
+            "vfma.f32 s2, s16, s10\n vfma.f32 s3, s16, s11\n"
+            "vldmia %[w1]!, {s8-s11}\n"
+            "vfma.f32 s0, s17, s8\n vfma.f32 s1, s17, s9\n"
+            "vfma.f32 s2, s17, s10\n vfma.f32 s3, s17, s11\n"
+            "vldmia %[w2]!, {s8-s11}\n"
+            "vfma.f32 s0, s18, s8\n vfma.f32 s1, s18, s9\n"
+            "vfma.f32 s2, s18, s10\n vfma.f32 s3, s18, s11\n"
+            "vldmia %[w3]!, {s8-s11}\n"
+            "vfma.f32 s0, s19, s8\n vfma.f32 s1, s19, s9\n"
+            "vfma.f32 s2, s19, s10\n vfma.f32 s3, s19, s11\n"
+            "vstmia %[y]!, {s0-s3}\n"
+            : [y] "+r"(y), [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3)
+            : [a] "r"(a)
+            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s16", "s17", "s18", "s19",
+              "memory");
+    const int32_t rest = n & 3;
     for (int32_t i = 0; i < rest; ++i)
         y[i] = fmaf(a[3], w3[i], fmaf(a[2], w2[i], fmaf(a[1], w1[i], fmaf(a[0], w0[i], y[i]))));
 }
@@ -235,14 +346,137 @@ void tc_f32_ger4(float* d, int32_t d_stride, const float a[4], const float* x, i
             : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
               "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
     }
-    const int32_t rest = n & 7;
+    if (n & 4) {
+#define TC_GER_ROW4(D, A)                                              \
+    "vldmia %[" D "], {s8-s11}\n"                                     \
+    "vfma.f32 s8, " A ", s0\n vfma.f32 s9, " A ", s1\n"              \
+    "vfma.f32 s10, " A ", s2\n vfma.f32 s11, " A ", s3\n"            \
+    "vstmia %[" D "]!, {s8-s11}\n"
+        __asm__ volatile(
+            "vldmia %[a], {s16-s19}\n"
+            "vldmia %[x]!, {s0-s3}\n"
+            TC_GER_ROW4("d0", "s16") TC_GER_ROW4("d1", "s17")
+            TC_GER_ROW4("d2", "s18") TC_GER_ROW4("d3", "s19")
+            : [x] "+r"(x), [d0] "+r"(d0), [d1] "+r"(d1), [d2] "+r"(d2), [d3] "+r"(d3)
+            : [a] "r"(a)
+            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s16", "s17", "s18", "s19",
+              "memory");
+#undef TC_GER_ROW4
+    }
+    const int32_t rest = n & 3;
+    if (rest == 0) return;
     tc_f32_axpy1(d0, a[0], x, rest);
     tc_f32_axpy1(d1, a[1], x, rest);
     tc_f32_axpy1(d2, a[2], x, rest);
     tc_f32_axpy1(d3, a[3], x, rest);
 }
 
+// Sixteen zeros per VSTM: clearing n floats costs about n / 16 instructions.
+void tc_f32_zero(float* p, int32_t n) {
+    int32_t blocks = n >> 4;
+    if (blocks > 0) {
+        const uint32_t zero = 0;
+        __asm__ volatile(
+            "vmov s0, s1, %[z], %[z]\n"
+            "vmov s2, s3, %[z], %[z]\n"
+            "vmov s4, s5, %[z], %[z]\n"
+            "vmov s6, s7, %[z], %[z]\n"
+            "vmov s8, s9, %[z], %[z]\n"
+            "vmov s10, s11, %[z], %[z]\n"
+            "vmov s12, s13, %[z], %[z]\n"
+            "vmov s14, s15, %[z], %[z]\n"
+            "1:\n"
+            "vstmia %[p]!, {s0-s15}\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [p] "+r"(p), [n] "+r"(blocks)
+            : [z] "r"(zero)
+            : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+              "s13", "s14", "s15", "cc", "memory");
+    }
+    for (int32_t i = 0; i < (n & 15); ++i) p[i] = 0.0f;
+}
+
+#define TC_GER_SET_ROW(D, A)          \
+    "vmul.f32 s8, " A ", s0\n"        \
+    "vmul.f32 s9, " A ", s1\n"        \
+    "vmul.f32 s10, " A ", s2\n"       \
+    "vmul.f32 s11, " A ", s3\n"       \
+    "vmul.f32 s12, " A ", s4\n"       \
+    "vmul.f32 s13, " A ", s5\n"       \
+    "vmul.f32 s14, " A ", s6\n"       \
+    "vmul.f32 s15, " A ", s7\n"       \
+    "vstmia %[" D "]!, {s8-s15}\n"
+
+// The overwriting rank-1 update: per 4 rows x 8 columns one VLDM, 32 VMUL and 4 VSTM.
+void tc_f32_ger4_set(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n) {
+    float* d0 = d;
+    float* d1 = d + d_stride;
+    float* d2 = d + 2 * d_stride;
+    float* d3 = d + 3 * d_stride;
+    int32_t blocks = n >> 3;
+    if (blocks > 0) {
+        __asm__ volatile(
+            "vldmia %[a], {s16-s19}\n"
+            "1:\n"
+            "vldmia %[x]!, {s0-s7}\n"
+            TC_GER_SET_ROW("d0", "s16") TC_GER_SET_ROW("d1", "s17")
+            TC_GER_SET_ROW("d2", "s18") TC_GER_SET_ROW("d3", "s19")
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [x] "+r"(x), [d0] "+r"(d0), [d1] "+r"(d1), [d2] "+r"(d2), [d3] "+r"(d3),
+              [n] "+r"(blocks)
+            : [a] "r"(a)
+            : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+              "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory");
+    }
+    if (n & 4) {
+#define TC_GER_SET_ROW4(D, A)                                          \
+    "vmul.f32 s8, " A ", s0\n vmul.f32 s9, " A ", s1\n"              \
+    "vmul.f32 s10, " A ", s2\n vmul.f32 s11, " A ", s3\n"            \
+    "vstmia %[" D "]!, {s8-s11}\n"
+        __asm__ volatile(
+            "vldmia %[a], {s16-s19}\n"
+            "vldmia %[x]!, {s0-s3}\n"
+            TC_GER_SET_ROW4("d0", "s16") TC_GER_SET_ROW4("d1", "s17")
+            TC_GER_SET_ROW4("d2", "s18") TC_GER_SET_ROW4("d3", "s19")
+            : [x] "+r"(x), [d0] "+r"(d0), [d1] "+r"(d1), [d2] "+r"(d2), [d3] "+r"(d3)
+            : [a] "r"(a)
+            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s16", "s17", "s18", "s19",
+              "memory");
+#undef TC_GER_SET_ROW4
+    }
+    const int32_t rest = n & 3;
+    if (rest == 0) return;
+    tc_f32_scale_set(d0, a[0], x, rest);
+    tc_f32_scale_set(d1, a[1], x, rest);
+    tc_f32_scale_set(d2, a[2], x, rest);
+    tc_f32_scale_set(d3, a[3], x, rest);
+}
+#undef TC_GER_SET_ROW
+
+#undef TC_S8_CLOBBER
+#undef TC_S16_CLOBBER
+
 #else  // portable versions: the same per-element operation order
+
+float tc_f32_dot1(const float* x, const float* w, int32_t n, float acc) {
+    return dot1_plain(x, w, n, acc);
+}
+
+void tc_f32_axpy1(float* y, float a, const float* x, int32_t n) { axpy1_plain(y, a, x, n); }
+
+void tc_f32_scale_set(float* d, float a, const float* x, int32_t n) {
+    scale_set_plain(d, a, x, n);
+}
+
+void tc_f32_zero(float* p, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) p[i] = 0.0f;
+}
+
+void tc_f32_ger4_set(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n) {
+    for (int32_t j = 0; j < 4; ++j) tc_f32_scale_set(d + j * d_stride, a[j], x, n);
+}
 
 void tc_f32_dot4(const float* x, const float* w, int32_t w_stride, int32_t n, float acc[4]) {
     for (int32_t j = 0; j < 4; ++j) acc[j] = tc_f32_dot1(x, w + j * w_stride, n, acc[j]);

@@ -153,4 +153,9 @@ void tc_f32_axpy4(float* y, const float a[4], const float* w, int32_t w_stride, 
 void tc_f32_axpy1(float* y, float a, const float* x, int32_t n);
 // d_j[i] = fmaf(a[j], x[i], d_j[i]) for the four rows d_j = d + j * d_stride
 void tc_f32_ger4(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n);
+// d_j[i] = a[j] * x[i] (overwrites: the first sample of a gradient needs no cleared buffer)
+void tc_f32_ger4_set(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n);
+// d[i] = a * x[i]
+void tc_f32_scale_set(float* d, float a, const float* x, int32_t n);
+// p[i] = +0.0f, sixteen floats per store on the Cortex-M7 (never a byte-wise memset)
 void tc_f32_zero(float* p, int32_t n);

@@ -23,26 +23,7 @@ constexpr float LOG2E = 1.44269504088896341f;
 
 }  // namespace
 
-float tc_expf(float x) {
-    if (x != x) return x;
-    if (x < -87.3f) return 0.0f;
-    if (x > 88.0f) x = 88.0f;
-    const float t = x * LOG2E;
-    const int32_t k = (int32_t)(t >= 0.0f ? t + 0.5f : t - 0.5f);
-    const float kf = (float)k;
-    float r = fmaf(-kf, LN2_HI, x);
-    r = fmaf(-kf, LN2_LO, r);  // |r| <= ln(2)/2 (plus rounding)
-    // Taylor series of e^r to degree 7: truncation error below 1e-8 on |r| <= 0.35.
-    float p = 1.0f / 5040.0f;
-    p = fmaf(p, r, 1.0f / 720.0f);
-    p = fmaf(p, r, 1.0f / 120.0f);
-    p = fmaf(p, r, 1.0f / 24.0f);
-    p = fmaf(p, r, 1.0f / 6.0f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    return p * from_bits((uint32_t)(k + 127) << 23);  // k is in [-126, 127] here
-}
+float tc_expf(float x) { return tc_expf_inline(x); }
 
 float tc_logf(float x) {
     if (x != x) return x;
