@@ -21,6 +21,7 @@ from tinycil.link.faultproxy import FaultProxy, Faults
 from tinycil.link.session import (DeviceReset, Session, begin_task_payload, reset_device,
                              samples_payload, train_control_payload)
 from tinycil.link.stream import StreamError, reset_advice, stream_task
+from tinycil.runfolder import read_device_key
 from helpers import copy_firmware_project, process_alive
 
 pytestmark = [
@@ -146,6 +147,7 @@ def test_a_device_reset_mid_task_is_detected(e2e, device, tmp_path):
     x, y = data.samples("train", 1)
     with DeviceLink(device.url, timeout=1.0) as link:
         session = Session(link, reset_hint="flash and stream again")
+        session.unlock(read_device_key(run))  # the run's owner may teach the device
         tr = data.config["training"]
         session.call("TRAIN_CONTROL", train_control_payload(
             lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],

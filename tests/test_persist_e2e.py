@@ -20,10 +20,12 @@ from test_device_flash_run import digits_run, home  # noqa: F401  (fixtures)
 from tinycil import protocol_spec as spec
 from tinycil.link.bridge import DeviceLink
 from tinycil.cli import main
-from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
-                             reset_device, samples_payload, samples_per_frame,
-                             train_control_payload)
+from tinycil.link.bridge import DeviceStatusError
+from tinycil.link.session import (BadTrainingSettings, DeviceLocked, DeviceReset, Session,
+                                  begin_task_payload, pack_fields, parse_eval_result, reset_device,
+                                  samples_payload, samples_per_frame, train_control_payload)
 from tinycil.link.stream import RunData, StreamError, check_device, reset_advice, stream_task
+from tinycil.runfolder import read_device_key
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,6 +47,44 @@ def _predictions(link, data: RunData, upto: int) -> np.ndarray:
         preds += parse_eval_result(session.call("EVAL_SAMPLES", samples_payload(x[s:s + n],
                                                                                 y[s:s + n])))[0]
     return np.array(preds)
+
+
+def _only_the_owner_teaches(link, run, data: RunData) -> None:
+    """The device is its owner's: a session without the run's key (export wrote it into the run
+    folder and the firmware) may ask and predict but not teach; a wrong key is refused; training
+    settings outside the protocol's sane ranges are refused even to the owner. Nothing refused
+    changes the device (the caller checks its state afterwards)."""
+    tr = data.config["training"]
+    valid = {"lr": tr["lr"], "momentum": tr["momentum"], "clip_norm": tr["clip_norm"],
+             "batch_new": tr["batch_new"], "batch_replay": tr["batch_replay"], "seed": data.seed,
+             "epochs": 1}
+    stranger = Session(link)
+    assert stranger.call("STATS").code == spec.STATUS["OK"]  # open to anyone
+    for name, payload in (("TRAIN_CONTROL", train_control_payload(**valid)),
+                          ("BEGIN_TASK", begin_task_payload(data.units(data.tasks[2])))):
+        with pytest.raises(DeviceStatusError) as refused:
+            stranger.call(name, payload)
+        assert refused.value.code == spec.STATUS["LOCKED"], name
+        assert refused.value.detail == spec.LOCKED_REASONS["NO_KEY"], name
+    with pytest.raises(DeviceLocked, match="refused run .* key.*tinycil flash"):
+        stranger.unlock(bytes(spec.DEVICE_KEY_BYTES), str(run))
+    key = read_device_key(run)
+    assert key is not None and len(key) == spec.DEVICE_KEY_BYTES
+    stranger.unlock(key, str(run))
+    index = {name: i for i, (name, _, _) in enumerate(spec.TRAIN_CONTROL_FIELDS)}
+    for field, value in (("lr", 1e30), ("lr", 0.0), ("momentum", float("nan")),
+                         ("clip_norm", -1.0), ("batch_new", 0)):
+        with pytest.raises(BadTrainingSettings, match=field):
+            train_control_payload(**{**valid, field: value})  # the host refuses it first
+        with pytest.raises(DeviceStatusError) as refused:  # and so does the device
+            stranger.call("TRAIN_CONTROL", pack_fields(spec.TRAIN_CONTROL_FIELDS,
+                                                       {**valid, field: value}))
+        assert refused.value.code == spec.STATUS["BAD_ARGUMENT"], (field, value)
+        assert refused.value.detail == index[field], (field, value)
+    # A new session starts locked again, whoever opened the one before.
+    with pytest.raises(DeviceStatusError) as refused:
+        Session(link).call("TRAIN_CONTROL", train_control_payload(**valid))
+    assert refused.value.code == spec.STATUS["LOCKED"]
 
 
 def test_no_build_cannot_take_a_run_or_persist(home, digits_run):  # noqa: F811
@@ -84,6 +124,7 @@ def test_learned_state_survives_a_reset(home, digits_run, tmp_path):  # noqa: F8
         assert learned["persist"] == PERSIST["SAVED"] and learned["persist_task"] == 1
         assert learned["classes_seen"] == data.plan[1]["classes_seen"]
         assert learned["buffer_fill"] > fresh["buffer_fill"]
+        _only_the_owner_teaches(link, run, data)
         before = _predictions(link, data, 1)
         reset_device(link)
 
@@ -109,6 +150,7 @@ def test_learned_state_survives_a_reset(home, digits_run, tmp_path):  # noqa: F8
         x, y = data.samples("train", 2)
         tr = data.config["training"]
         session = Session(link)
+        session.unlock(read_device_key(run), str(run))
         session.call("TRAIN_CONTROL", train_control_payload(
             lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
             batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed, epochs=1))

@@ -82,6 +82,8 @@ MESSAGES = {
     "TRAIN_RUN": 0x09,      # train on what was streamed; PROGRESS frames, then STATUS
     "SELFTEST": 0x0A,       # fixed kernel checks on the device -> SELFTEST_RESULT
     "SYNC": 0x0B,           # starts a host session (SYNC_FIELDS): clears the reply cache; -> ACK
+    "UNLOCK": 0x0C,         # the run's device key (UNLOCK_FIELDS): this host session may change
+                            # what the device learned (KEYED requests); -> ACK or LOCKED
     "INFO": 0x81,
     "EVAL_RESULT": 0x87,
     "STATS_RESULT": 0x88,
@@ -107,11 +109,55 @@ STATUS = {
     "RX_OVERRUN": 9,     # bytes were lost in the receive path (ring full or UART overrun)
     "OUT_OF_SEQUENCE": 10,  # sequenced frame past a gap (or before any SYNC): ACK.next_seq says
                             # which seq the device expects
+    "LOCKED": 11,        # a KEYED request in a host session without the run's key (detail:
+                         # LOCKED_REASONS), or UNLOCK with a wrong key
 }
 
 # Requests that go through the sequenced transport (a frame of any other type is answered at once).
 SEQUENCED = ("SYNC", "BEGIN_TASK", "TRAIN_SAMPLES", "TRAIN_CONTROL", "BUFFER_SAMPLES", "EVAL_SAMPLES",
-             "STATS", "SELFTEST")
+             "STATS", "SELFTEST", "UNLOCK")
+
+# ---- the device is its owner's: the run's device key --------------------------------------------
+# Export gives every run a random key (RUN/device_key, kept across exports of the run) and writes
+# it into the firmware's model (TC_DEVICE_KEY). The requests that change what the device learned
+# (KEYED; END_OF_TASK, which saves the learned state, is a BUFFER_SAMPLES frame) run only in a host
+# session that presented that key with UNLOCK; each SYNC starts a locked session. HELLO/INFO,
+# EVAL_SAMPLES, STATS and SELFTEST stay open to anyone on the port.
+DEVICE_KEY_BYTES = 16
+KEYED = ("BEGIN_TASK", "TRAIN_SAMPLES", "TRAIN_CONTROL", "BUFFER_SAMPLES")
+LOCKED_REASONS = {
+    "NO_KEY": 0,         # the session presented no key (UNLOCK) before a KEYED request
+    "WRONG_KEY": 1,      # UNLOCK with another run's key
+    "FIRMWARE_KEYLESS": 2,  # the firmware's model has no key (exported by an older tinycil)
+}
+
+# Sane ranges (inclusive) of the training hyper-parameters of TRAIN_CONTROL. The device refuses a
+# value outside them, or not a number, with BAD_ARGUMENT (detail: the field's index in
+# TRAIN_CONTROL_FIELDS); the host checks them before it sends. batch_new + batch_replay must also
+# fit the model's max batch (STATS.max_batch).
+TRAIN_LIMITS = {
+    "lr": (1e-6, 1.0),
+    "momentum": (0.0, 0.99),
+    "clip_norm": (0.0, 1000.0),   # 0: no clipping
+    "batch_new": (1, 1024),
+    "batch_replay": (0, 1024),
+    "epochs": (0, 10000),
+}
+
+
+def train_limits_error(values: dict) -> str | None:
+    """What is out of range in TRAIN_CONTROL values (by field name), or None."""
+    for name, (low, high) in TRAIN_LIMITS.items():
+        if name not in values:
+            continue
+        v = values[name]
+        try:
+            ok = low <= float(v) <= high  # False for NaN
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            return f"{name} = {v} is outside its sane range [{low:g}, {high:g}]"
+    return None
 
 # ---- counter kinds (INFO.counter_kind) ----------------------------------------------------------
 COUNTER_KINDS = {"NONE": 0, "CYCLES": 1, "INSTRUCTIONS": 2}
@@ -185,6 +231,9 @@ ACK_FIELDS = [
 # SYNC: the host session it starts (random): the fingerprint that keeps its frames apart from an
 # earlier session's with the same seqs.
 SYNC_FIELDS = [("host_session", "u32", 1)]
+
+# UNLOCK: the run's device key.
+UNLOCK_FIELDS = [("device_key", "u8", DEVICE_KEY_BYTES)]
 
 # BEGIN_TASK: count, then count u8 labels (output units, in order of first appearance).
 BEGIN_TASK_FIELDS = [("count", "u16", 1)]
@@ -290,7 +339,8 @@ def struct_format(fields) -> str:
 
 # The layouts the header declares as packed structs (tc_<name>_t).
 LAYOUTS = {
-    "ack": ACK_FIELDS, "sync": SYNC_FIELDS, "begin_task": BEGIN_TASK_FIELDS, "train_control": TRAIN_CONTROL_FIELDS,
+    "ack": ACK_FIELDS, "sync": SYNC_FIELDS, "unlock": UNLOCK_FIELDS,
+    "begin_task": BEGIN_TASK_FIELDS, "train_control": TRAIN_CONTROL_FIELDS,
     "samples": SAMPLES_FIELDS, "eval_result": EVAL_RESULT_FIELDS, "progress": PROGRESS_FIELDS,
     "stats": STATS_FIELDS, "selftest": SELFTEST_FIELDS,
 }
@@ -336,6 +386,14 @@ def render_header() -> str:
     out += [f"#define TC_BUFFER_STORES_{name} {value}" for name, value in BUFFER_STORES.items()]
     out.append("")
     out += [f"#define TC_PERSIST_STATE_{name} {value}" for name, value in PERSIST_STATES.items()]
+    out += ["", f"#define TC_DEVICE_KEY_BYTES {DEVICE_KEY_BYTES}"]
+    out += [f"#define TC_LOCKED_{name} {value}" for name, value in LOCKED_REASONS.items()]
+    out.append("")
+    for name, (low, high) in TRAIN_LIMITS.items():
+        kind = next(k for n, k, _ in TRAIN_CONTROL_FIELDS if n == name)
+        fmt = (lambda v: f"{float(v)!r}f") if kind == "f32" else (lambda v: str(int(v)))
+        out += [f"#define TC_TRAIN_{name.upper()}_MIN {fmt(low)}",
+                f"#define TC_TRAIN_{name.upper()}_MAX {fmt(high)}"]
     out += ["", "typedef struct __attribute__((packed)) {"]
     for name, kind, count in INFO_FIELDS:
         ctype = _CTYPES[kind][0]

@@ -8,6 +8,7 @@
     <run>/accuracy_matrix.csv, <run>/metrics.csv  every RESULT of results.json, for spreadsheets
     <run>/summary.md, <run>/plot.png
     <run>/export/manifest.json  what the last export wrote (written by tinycil.deploy.export)
+    <run>/device_key         the run's device key (hex): the device learns only from its owner
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SUMMARY = "summary.md"
 PLOT = "plot.png"
 EXPORT_DIR = "export"
 MANIFEST = "manifest.json"
+DEVICE_KEY = "device_key"
 MATRIX_CSV = "accuracy_matrix.csv"
 METRICS_CSV = "metrics.csv"
 # metrics.csv's columns after "run": the RESULT's scalars (DESIGN.md, "Contracts").
@@ -43,6 +45,44 @@ class RunFolderError(FileNotFoundError):
 def default_run_dir(dataset: str, kind: str) -> Path:
     """runs/<dataset>-<kind>, e.g. runs/digits-experiment."""
     return Path("runs") / f"{dataset}-{kind}"
+
+
+def read_device_key(run_dir) -> bytes | None:
+    """The run's device key (protocol_spec.DEVICE_KEY_BYTES bytes), None when the run was never
+    exported. Export creates it once and keeps it, so every export of the run opens the same
+    device; a stream presents it (UNLOCK) before it teaches the device."""
+    from tinycil import protocol_spec
+
+    path = Path(run_dir) / DEVICE_KEY
+    if not path.is_file():
+        return None
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        key = b""
+    if len(key) != protocol_spec.DEVICE_KEY_BYTES:
+        raise RunFolderError(f"{path} is damaged (not a {protocol_spec.DEVICE_KEY_BYTES}-byte hex "
+                             "key): delete it, export the run again and flash it "
+                             f"(`tinycil flash --board B --run {run_dir}`)")
+    return key
+
+
+def ensure_device_key(run_dir) -> bytes:
+    """The run's device key, created (random, readable by its owner only) on first use."""
+    import os
+    import secrets
+
+    from tinycil import protocol_spec
+
+    key = read_device_key(run_dir)
+    if key is not None:
+        return key
+    key = secrets.token_bytes(protocol_spec.DEVICE_KEY_BYTES)
+    path = Path(run_dir) / DEVICE_KEY
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
 
 
 def read_signature(run_dir) -> bytes | None:

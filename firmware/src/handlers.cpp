@@ -65,6 +65,7 @@ const tc::Route kRoutes[] = {
     {TC_MSG_HELLO, handle_hello},
     {TC_MSG_RESET, handle_reset},
     {TC_MSG_SYNC, handle_sync},
+    {TC_MSG_UNLOCK, handle_unlock},
     {TC_MSG_BEGIN_TASK, handle_begin_task},
     {TC_MSG_TRAIN_CONTROL, handle_train_control},
     {TC_MSG_TRAIN_SAMPLES, handle_train_samples},

@@ -18,6 +18,11 @@
 //
 // Persistence. The last BUFFER_SAMPLES frame of a task (END_OF_TASK) ends the task: a firmware
 // built with TC_PERSIST saves the learned state there, before it answers.
+//
+// Ownership. The device's learned state is its owner's: the requests that change it (KEYED in
+// tinycil/protocol_spec.py) run only in a host session that presented the run's device key
+// (UNLOCK), which export wrote into the model (TC_DEVICE_KEY) and into the run folder; every SYNC
+// starts a locked session. Training parameters outside the protocol's sane ranges are refused.
 #include "learn_handlers.h"
 
 #include <string.h>
@@ -29,6 +34,11 @@
 #include "tc_fully_connected_s8.h"
 #include "tc_persist.h"
 #include "tc_runtime.h"
+
+// The export's model, with the run's device key (TC_DEVICE_KEY) when its export made one.
+#if __has_include("model_data.h")
+#include "model_data.h"
+#endif
 
 #if defined(__arm__)
 extern "C" uint32_t __stack_bottom[];
@@ -82,8 +92,22 @@ struct CachedReply {
     uint8_t payload[TC_REPLY_CACHE_PAYLOAD];
 };
 
+#if defined(TC_DEVICE_KEY)
+constexpr uint8_t kDeviceKey[TC_DEVICE_KEY_BYTES] = TC_DEVICE_KEY;
+constexpr bool kHasDeviceKey = true;
+#else
+constexpr uint8_t kDeviceKey[TC_DEVICE_KEY_BYTES] = {};
+constexpr bool kHasDeviceKey = false;  // a model exported without a key: nothing unlocks
+#endif
+
+bool keyed(uint8_t type) {
+    return type == TC_MSG_BEGIN_TASK || type == TC_MSG_TRAIN_SAMPLES ||
+           type == TC_MSG_TRAIN_CONTROL || type == TC_MSG_BUFFER_SAMPLES;
+}
+
 struct Sequencer {
     bool synced;
+    bool unlocked;          // this host session presented the run's device key
     uint16_t expected;
     bool nacked;            // a NACK was sent for the current gap
     uint16_t nack_trigger;  // seq of the frame that caused it
@@ -186,6 +210,7 @@ void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
         s.synced = true;
         s.expected = request.seq;
         s.nacked = false;
+        s.unlocked = false;  // a new session presents the key again
     }
     if (!s.synced || request.seq != s.expected) {
         ++s.frames_out_of_sequence;
@@ -219,6 +244,13 @@ void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
         r.fail(static_cast<uint8_t>(status), status == TC_STATUS_NO_MODEL
                    ? "firmware built without a model: export a run and flash again"
                    : "the runtime could not start (its arena does not fit)");
+    } else if (keyed(request.type) && !s.unlocked) {
+        r.fail(TC_STATUS_LOCKED,
+               kHasDeviceKey ? "this device learns only in a session that presented its run's "
+                               "key: stream the run it was flashed with (tinycil stream --run RUN)"
+                             : "this firmware's model has no device key: export the run and flash "
+                               "again (tinycil flash --run RUN)",
+               kHasDeviceKey ? TC_LOCKED_NO_KEY : TC_LOCKED_FIRMWARE_KEYLESS);
     } else {
         body(request, out, r);
     }
@@ -277,6 +309,32 @@ void sync(const tc::Frame& f, tc::Responder&, Reply& r) {
     r.text("session started");
 }
 
+// UNLOCK: the run's device key, compared in constant time (no early exit on the first
+// difference, so the time taken says nothing about how much of a guess was right).
+void unlock(const tc::Frame& f, tc::Responder&, Reply& r) {
+    if (f.length != sizeof(tc_unlock_t)) return r.fail(TC_STATUS_MALFORMED, "UNLOCK has a wrong size");
+    if (!kHasDeviceKey)
+        return r.fail(TC_STATUS_LOCKED, "this firmware's model has no device key: export the run "
+                      "and flash again (tinycil flash --run RUN)", TC_LOCKED_FIRMWARE_KEYLESS);
+    uint8_t difference = 0;
+    for (size_t i = 0; i < TC_DEVICE_KEY_BYTES; ++i) difference |= f.payload[i] ^ kDeviceKey[i];
+    if (difference != 0) {
+        seq_state.unlocked = false;
+        return r.fail(TC_STATUS_LOCKED, "wrong device key: this device was flashed with another "
+                      "run; stream that run, or flash this one (tinycil flash --run RUN)",
+                      TC_LOCKED_WRONG_KEY);
+    }
+    seq_state.unlocked = true;
+    r.text("unlocked: this session may teach the device");
+}
+
+static_assert(TC_TRAIN_BATCH_REPLAY_MIN == 0 && TC_TRAIN_EPOCHS_MIN == 0,
+              "train_control checks these two fields against their maximum only");
+
+// A field of TRAIN_CONTROL within its sane range (tinycil/protocol_spec.py TRAIN_LIMITS); false
+// for NaN too, as every comparison with NaN is false.
+bool within(float v, float low, float high) { return v >= low && v <= high; }
+
 void begin_task(const tc::Frame& f, tc::Responder&, Reply& r) {
     tc_begin_task_t head;
     if (f.length < sizeof(head)) return r.fail(TC_STATUS_MALFORMED, "BEGIN_TASK too short");
@@ -297,6 +355,20 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
     tc_train_control_t c;
     if (f.length != sizeof(c)) return r.fail(TC_STATUS_MALFORMED, "TRAIN_CONTROL has a wrong size");
     memcpy(&c, f.payload, sizeof(c));
+    // Refused outside the protocol's sane ranges: lr = 1e30 once drove the loss to NaN, and the
+    // next END_OF_TASK saved that state. detail = the field's index in TRAIN_CONTROL_FIELDS.
+    if (!within(c.lr, TC_TRAIN_LR_MIN, TC_TRAIN_LR_MAX))
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "lr outside its sane range", 0);
+    if (!within(c.momentum, TC_TRAIN_MOMENTUM_MIN, TC_TRAIN_MOMENTUM_MAX))
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "momentum outside its sane range", 1);
+    if (!within(c.clip_norm, TC_TRAIN_CLIP_NORM_MIN, TC_TRAIN_CLIP_NORM_MAX))
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "clip_norm outside its sane range", 2);
+    if (c.batch_new < TC_TRAIN_BATCH_NEW_MIN || c.batch_new > TC_TRAIN_BATCH_NEW_MAX)
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "batch_new outside its sane range", 3);
+    if (c.batch_replay > TC_TRAIN_BATCH_REPLAY_MAX)  // its minimum is 0
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "batch_replay outside its sane range", 4);
+    if (c.epochs > TC_TRAIN_EPOCHS_MAX)  // its minimum is 0
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "epochs outside its sane range", 6);
     tc_train_params p;
     p.lr = c.lr;
     p.momentum = c.momentum;
@@ -566,6 +638,7 @@ void selftest(const tc::Frame&, tc::Responder&, Reply& r) {
 }  // namespace
 
 void handle_sync(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, sync); }
+void handle_unlock(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, unlock); }
 void handle_begin_task(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, begin_task); }
 void handle_train_control(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, train_control); }
 void handle_train_samples(const tc::Frame& f, tc::Responder& out) { sequenced(f, out, train_samples); }

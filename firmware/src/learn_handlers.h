@@ -15,6 +15,7 @@ void set_runtime_status(int status);
 uint16_t expected_seq();
 
 void handle_sync(const tc::Frame& request, tc::Responder& out);
+void handle_unlock(const tc::Frame& request, tc::Responder& out);
 void handle_begin_task(const tc::Frame& request, tc::Responder& out);
 void handle_train_control(const tc::Frame& request, tc::Responder& out);
 void handle_train_samples(const tc::Frame& request, tc::Responder& out);

@@ -8,12 +8,13 @@ namespace app {
 namespace {
 
 LearnedState g_state = {TC_PERSIST_STATE_OFF, 0, 0, 0};
+
+#if defined(TC_PERSIST) && TC_PERSIST
 // The slot whose state the runtime runs (restored at boot or saved since); -1: the exported
 // state. A save never overwrites it, whatever the slots' sequence numbers say: after a boot that
 // refused the newest slot, the runtime runs the older one, and that is the one to keep.
 int g_running_slot = -1;
 
-#if defined(TC_PERSIST) && TC_PERSIST
 uint16_t current_task() {
     tc_rt_desc desc;
     tc_rt_describe(&desc);

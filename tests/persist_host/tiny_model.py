@@ -20,6 +20,9 @@ FLASH_SAMPLES = 4
 RAM_CAPACITY = 8
 MAX_BATCH = 6
 SIGNATURE = bytes([0x7E, 0x51, 0x0A, 0x11, 0xC0, 0xDE, 0x00, 0x42])
+# The device key of this model (protocol_spec.DEVICE_KEY_BYTES), as export writes a run's: a host
+# session presents it (Session.unlock) before it teaches a firmware built with this model.
+DEVICE_KEY = bytes(range(0xA0, 0xB0))
 
 
 def footprint() -> memplan.Footprint:
@@ -48,6 +51,7 @@ def write(out_dir: Path) -> Path:
     (out_dir / "model_data.h").write_text(
         "#pragma once\n#include \"tc_model.h\"\n#define TC_HAS_MODEL 1\n"
         f"#define TC_ARENA_BYTES {arena}u\n"
+        "#define TC_DEVICE_KEY {" + ", ".join(f"0x{b:02x}" for b in DEVICE_KEY) + "}\n"
         "extern const tc_model tc_model_data;\n")
     plan = ", ".join("{%d, {%s}}" % (c, ", ".join(map(str, w))) for c, w in PLAN)
     sig = ", ".join(str(b) for b in SIGNATURE)

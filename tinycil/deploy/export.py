@@ -30,7 +30,7 @@ import numpy as np
 
 from tinycil import protocol_spec
 from tinycil.deploy import memplan
-from tinycil.runfolder import EXPORT_DIR, MANIFEST, read_signature  # noqa: F401 (part of this API)
+from tinycil.runfolder import EXPORT_DIR, MANIFEST, ensure_device_key, read_signature  # noqa: F401
 
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
 FORMAT_VERSION = 3               # TC_MODEL_FORMAT_VERSION in tc_model.h
@@ -495,16 +495,7 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     for a, b in zip(plan, plan[1:]):
         if any(y < x for x, y in zip(a["out"], b["out"])):
             raise ExportError("the growth plan shrinks a tail layer; widths must not decrease")
-    weights, biases = [], []
-    for spec in specs:
-        if spec["weights"] is None:
-            weights.append(np.zeros((0,), np.float32))
-            biases.append(np.zeros((0,), np.float32))
-            continue
-        w = spec["weights"]
-        rows = w.shape[0] * w.shape[1] if spec["op"] == "depthwise" else w.shape[0]
-        weights.append(np.ascontiguousarray(w.reshape(rows, -1), np.float32))
-        biases.append(np.asarray(spec["bias"], np.float32))
+    weights, biases, layout = tail_arrays(specs)
     start = plan[known - 1]["out"]
     got = [int(spec["out_c"]) for spec in specs]
     if got != start:
@@ -516,9 +507,6 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     final = plan[-1]["out"]
     tail_max = [(int(specs[0]["in_c"]) if l == 0 else final[l - 1], final[l])
                 for l in range(len(final))]
-    layout = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()
-               if k in ("op", "relu", "padding", "strides", "kernel", "in_hw", "out_hw")}
-              for spec in specs]
 
     per_class = max((np.bincount(y).max() for y in ys if len(y)), default=1)
     ram_capacity = _field_buffer_capacity(cfg, tasks, known, per_class)
@@ -540,13 +528,33 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         buffer_store=store, tail_layout=layout)
 
 
+def tail_arrays(specs: list[dict]):
+    """(weights, biases, layout) of models.tail_layer_specs as ExportModel holds them: weights
+    2-D in the runtime's layout (rows: output channels; a depthwise kernel's taps), empty for
+    pooling; layout without the arrays."""
+    weights, biases = [], []
+    for spec in specs:
+        if spec["weights"] is None:
+            weights.append(np.zeros((0,), np.float32))
+            biases.append(np.zeros((0,), np.float32))
+            continue
+        w = spec["weights"]
+        rows = w.shape[0] * w.shape[1] if spec["op"] == "depthwise" else w.shape[0]
+        weights.append(np.ascontiguousarray(w.reshape(rows, -1), np.float32))
+        biases.append(np.asarray(spec["bias"], np.float32))
+    layout = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()
+               if k in ("op", "relu", "padding", "strides", "kernel", "in_hw", "out_hw")}
+              for spec in specs]
+    return weights, biases, layout
+
+
 def tail_channels(specs: list[dict], weight_channels: list[int]) -> list[int]:
-    """Output channels of every tail layer from those of the tail's weight layers: depthwise and
-    pooling layers keep the channels they are given."""
+    """Output channels of every tail layer from those of the tail's weight layers (conv2d,
+    depthwise, dense, in order); pooling layers keep the channels they are given."""
     it = iter(weight_channels)
     out, ch = [], int(specs[0]["in_c"])
     for spec in specs:
-        if spec["op"] in ("dense", "conv2d"):
+        if spec["op"] in ("dense", "conv2d", "depthwise"):
             ch = int(next(it))
         out.append(ch)
     return out
@@ -727,8 +735,11 @@ def generated_dir(root: Path | None = None) -> Path:
 
 
 def export_model(em: ExportModel, board, out_dirs: list[Path], run_name: str | None = None,
-                 what: str | None = None) -> tuple[bytes, memplan.MemoryPlan, list[Path]]:
-    """Check the memory plan, then write the sources into every folder of `out_dirs`."""
+                 what: str | None = None, device_key: bytes | None = None
+                 ) -> tuple[bytes, memplan.MemoryPlan, list[Path]]:
+    """Check the memory plan, then write the sources into every folder of `out_dirs`.
+    `device_key` (the run's, RUN/device_key) goes into model_data.h as TC_DEVICE_KEY: the
+    firmware then changes what it learned only for a host session that presents it."""
     fp = em.footprint()
     if em.classes_max > 256:
         raise ExportError(f"{em.classes_max} classes: the runtime holds at most 256")
@@ -737,6 +748,9 @@ def export_model(em: ExportModel, board, out_dirs: list[Path], run_name: str | N
     plan = memplan.check_fits(fp, board, what or f"run {run_name or em.name}")
     sig = signature(em)
     sources = render_sources(em, sig, memplan.arena_bytes(fp), run_name or em.name)
+    if device_key is not None:
+        sources["model_data.h"] += ("#define TC_DEVICE_KEY {"
+                                    + ", ".join(f"0x{b:02x}" for b in device_key) + "}\n")
     written = []
     for folder in out_dirs:
         folder.mkdir(parents=True, exist_ok=True)
@@ -762,7 +776,8 @@ def export_run(run_dir, board, root: Path | None = None, firmware: bool = True,
     out_dirs = [run_dir / EXPORT_DIR]
     if firmware:
         out_dirs.append(generated_dir(root))
-    sig, plan, written = export_model(em, b, out_dirs, run_name=em.name)
+    sig, plan, written = export_model(em, b, out_dirs, run_name=em.name,
+                                      device_key=ensure_device_key(run_dir))
     fp = em.footprint()
     manifest = {
         "signature": sig.hex(), "board": b.id, "run": em.name, "format": FORMAT_VERSION,

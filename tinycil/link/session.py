@@ -48,6 +48,14 @@ class DeviceReset(DeviceError):
         self.old_session, self.new_session = old_session, new_session
 
 
+class DeviceLocked(DeviceError):
+    """The device refused to be taught: this session did not present its run's device key."""
+
+
+class BadTrainingSettings(DeviceError):
+    """A training hyper-parameter outside protocol_spec.TRAIN_LIMITS (the device refuses it)."""
+
+
 # ---- payload layouts --------------------------------------------------------------------------
 
 def layout_struct(fields) -> struct.Struct:
@@ -213,6 +221,28 @@ class Session:
         while self._pending:
             self._pump()
 
+    def unlock(self, key: bytes | None, run_name: str = "RUN") -> None:
+        """Present the run's device key (RUN/device_key), so this session may change what the
+        device learned (protocol_spec.KEYED). Raises DeviceLocked, saying what to do, when the
+        run has no key or the device belongs to another run."""
+        if key is None:
+            raise DeviceLocked(f"run {run_name} has no device key: it was never exported. Flash "
+                               f"it (`tinycil flash --board B --run {run_name}`), then stream it.")
+        try:
+            self.call("UNLOCK", pack_fields(spec.UNLOCK_FIELDS, {"device_key": list(key)}))
+        except DeviceStatusError as exc:
+            if exc.code != spec.STATUS["LOCKED"]:
+                raise
+            if exc.detail == spec.LOCKED_REASONS["FIRMWARE_KEYLESS"]:
+                raise DeviceLocked(
+                    "the device's firmware was exported without a device key (an older tinycil): "
+                    f"flash it again with this run (`tinycil flash --board B --run {run_name}`)."
+                ) from None
+            raise DeviceLocked(
+                f"the device refused run {run_name}'s key: it was flashed with another export of "
+                "a run (its model may even look the same). Stream the run it was flashed with, "
+                f"or flash this one (`tinycil flash --board B --run {run_name}`).") from None
+
     # ---- internals ----------------------------------------------------------------------------
     def _in_flight(self) -> int:
         return sum(len(p.wire) for p in self._pending.values())
@@ -332,6 +362,14 @@ def begin_task_payload(units) -> bytes:
 
 def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch_new: int,
                           batch_replay: int, seed: int, epochs: int) -> bytes:
+    """TRAIN_CONTROL's payload; BadTrainingSettings for a value the device would refuse."""
+    problem = spec.train_limits_error({"lr": lr, "momentum": momentum, "clip_norm": clip_norm,
+                                       "batch_new": batch_new, "batch_replay": batch_replay,
+                                       "epochs": epochs})
+    if problem:
+        raise BadTrainingSettings(f"training settings refused: {problem}. Choose a value in "
+                                  "that range (--lr, --momentum, --clip-norm, --batch-new, "
+                                  "--batch-replay, --epochs).")
     return pack_fields(spec.TRAIN_CONTROL_FIELDS, {
         "lr": float(lr), "momentum": float(momentum), "clip_norm": float(clip_norm),
         "batch_new": int(batch_new), "batch_replay": int(batch_replay),

@@ -22,6 +22,7 @@ import numpy as np
 
 from tinycil import protocol_spec as spec
 from tinycil.link.bridge import DeviceError
+from tinycil.runfolder import read_device_key
 from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
                              parse_stats, samples_payload, samples_per_frame,
                              train_control_payload)
@@ -339,6 +340,7 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
     data = data or RunData.load(run_dir)
     tr = training_settings(data, epochs=epochs, lr=lr, momentum=momentum, batch_new=batch_new,
                            batch_replay=batch_replay, clip_norm=clip_norm)
+    device_key = read_device_key(run_dir)  # checked before the device is touched
     results = _read_results(run_dir)
     info = link.hello()
     if restart:
@@ -346,6 +348,7 @@ def stream_task(run_dir, link, task: int, *, epochs: int | None = None, lr: floa
     log = session_log(results, data, info)
     check_device(data, info, task, run_name, board_hint, log)
     session = Session(link, info, timeout=timeout, max_sends=max_sends)
+    session.unlock(device_key, run_name)  # the device learns only from its run's owner
     where = {"begun": False}
     try:
         return _stream_checked(session, data, run_dir, results, task, where, tr=tr,
@@ -473,6 +476,9 @@ def training_settings(data: RunData, **overrides) -> dict:
         if not math.isfinite(v) or not ok(v):
             raise StreamError(f"{option} must be {what}, got {tr[key]}")
         tr[key] = v
+    problem = spec.train_limits_error(tr)  # the ranges the device itself enforces
+    if problem:
+        raise StreamError(f"training settings refused: {problem}; choose a value within it")
     return tr
 
 

@@ -31,6 +31,7 @@
 #define TC_MSG_TRAIN_RUN 0x09
 #define TC_MSG_SELFTEST 0x0A
 #define TC_MSG_SYNC 0x0B
+#define TC_MSG_UNLOCK 0x0C
 #define TC_MSG_INFO 0x81
 #define TC_MSG_EVAL_RESULT 0x87
 #define TC_MSG_STATS_RESULT 0x88
@@ -51,6 +52,7 @@
 #define TC_STATUS_BAD_ARGUMENT 8
 #define TC_STATUS_RX_OVERRUN 9
 #define TC_STATUS_OUT_OF_SEQUENCE 10
+#define TC_STATUS_LOCKED 11
 
 #define TC_COUNTER_NONE 0
 #define TC_COUNTER_CYCLES 1
@@ -68,6 +70,24 @@
 #define TC_PERSIST_STATE_RESTORED 2
 #define TC_PERSIST_STATE_SAVED 3
 #define TC_PERSIST_STATE_FAILED 4
+
+#define TC_DEVICE_KEY_BYTES 16
+#define TC_LOCKED_NO_KEY 0
+#define TC_LOCKED_WRONG_KEY 1
+#define TC_LOCKED_FIRMWARE_KEYLESS 2
+
+#define TC_TRAIN_LR_MIN 1e-06f
+#define TC_TRAIN_LR_MAX 1.0f
+#define TC_TRAIN_MOMENTUM_MIN 0.0f
+#define TC_TRAIN_MOMENTUM_MAX 0.99f
+#define TC_TRAIN_CLIP_NORM_MIN 0.0f
+#define TC_TRAIN_CLIP_NORM_MAX 1000.0f
+#define TC_TRAIN_BATCH_NEW_MIN 1
+#define TC_TRAIN_BATCH_NEW_MAX 1024
+#define TC_TRAIN_BATCH_REPLAY_MIN 0
+#define TC_TRAIN_BATCH_REPLAY_MAX 1024
+#define TC_TRAIN_EPOCHS_MIN 0
+#define TC_TRAIN_EPOCHS_MAX 10000
 
 typedef struct __attribute__((packed)) {
     uint16_t protocol_version;
@@ -125,6 +145,13 @@ typedef struct __attribute__((packed)) {
 } tc_sync_t;
 #ifdef __cplusplus
 static_assert(sizeof(tc_sync_t) == 4, "sync layout differs from the host");
+#endif
+
+typedef struct __attribute__((packed)) {
+    uint8_t device_key[16];
+} tc_unlock_t;
+#ifdef __cplusplus
+static_assert(sizeof(tc_unlock_t) == 16, "unlock layout differs from the host");
 #endif
 
 typedef struct __attribute__((packed)) {

@@ -1,0 +1,209 @@
+"""The device trains convolutions: the firmware's runtime built for the host (the twin) with a
+trainable part that holds conv2d, depthwise conv2d, pooling and dense layers.
+
+- its gradients of a whole mini-batch, accumulated sample by sample, are TensorFlow's
+  (GradientTape over the same Keras model, on the same dequantised inputs);
+- for dense layers the accumulation is bit for bit the full batch's gradient (the numpy
+  reference computes it in one batched pass);
+- growing convolution channels changes no prediction, with the same PRNG draws as the host's
+  numpy reference (NetTail.grow);
+- the memory plan's auto cut trains fewer layers on a board with less RAM.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+INPUT_SCALE, INPUT_ZP = 1.0 / 32, 0
+
+
+def _export(model, family, plan_widths, plan_outputs, out_dir, batch=8):
+    """The whole model trainable (empty int8 prefix), exported for the twin: plan step 0 is
+    the model as it is, the next steps grow it to `plan_widths` / `plan_outputs`."""
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.export import ExportModel, export_model, tail_arrays, tail_channels
+    from tinycil.learn.models import layer_channels, split_model, tail_layer_specs, weight_layers
+
+    n = len(weight_layers(model))
+    _, tail = split_model(model, n)
+    specs = tail_layer_specs(tail)
+    weights, biases, layout = tail_arrays(specs)
+    plan = [{"classes_seen": o, "out": tail_channels(specs, layer_channels(family, w, o))}
+            for w, o in zip(plan_widths, plan_outputs)]
+    final = plan[-1]["out"]
+    first_in = int(specs[0]["in_c"])
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    em = ExportModel(
+        name="conv-test", input_shape=shape, input_scale=INPUT_SCALE,
+        input_zero_point=INPUT_ZP, table=[], latent_size=int(np.prod(shape)),
+        latent_scale=INPUT_SCALE, latent_zero_point=INPUT_ZP, tail_weights=weights,
+        tail_biases=biases,
+        tail_max=[(first_in if l == 0 else final[l - 1], final[l]) for l in range(len(final))],
+        plan=plan, known_tasks=1, classes_max=plan_outputs[-1],
+        buffer_x=np.zeros((0, int(np.prod(shape))), np.int8), buffer_y=np.zeros(0, np.uint8),
+        buffer_ram_capacity=4,
+        defaults={"lr": 0.01, "momentum": 0.0, "clip_norm": 0.0, "batch_new": batch,
+                  "batch_replay": 0, "seed": 3},
+        tail_layout=layout)
+    export_model(em, load_board("mps2_an500"), [out_dir])
+    return out_dir
+
+
+def _inputs(shape, n, seed=0):
+    rng = np.random.default_rng(seed)
+    x8 = rng.integers(-40, 90, size=(n, *shape)).astype(np.int8)
+    x = ((x8.astype(np.int32) - INPUT_ZP) * np.float32(INPUT_SCALE)).astype(np.float32)
+    return x8, x
+
+
+def _tf_grads(model, x, y):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+            y, logits, from_logits=True))
+    return loss, [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
+
+
+def _as_runtime(layer, kernel):
+    """A Keras kernel in the runtime's layout, flat (as Twin.tail_grads gives it)."""
+    kind = type(layer).__name__
+    if kind == "Conv2D":
+        return kernel.transpose(3, 0, 1, 2).ravel()
+    if kind == "Conv1D":
+        return kernel.transpose(2, 0, 1).ravel()
+    if kind == "DepthwiseConv2D":
+        return kernel[..., 0].ravel()
+    return kernel.T.ravel()  # Dense: [out][features], features (h, w, c) as Keras flattens
+
+
+def _twin_grads_flat(twin):
+    return [(np.ravel(w), b) for w, b in twin.tail_grads() if np.size(w)]
+
+
+@pytest.mark.parametrize("family, shape, widths", [
+    ("cnn2d", (8, 8, 1), [4, 6, 12]),
+    ("dscnn", (10, 6, 1), [4, 6, 6, 8]),
+    ("cnn1d", (16, 3), [4, 5, 8]),
+])
+def test_trainable_tail_gradients_match_tensorflow(tmp_path, family, shape, widths):
+    """A mini-batch of 8 through the runtime, one sample at a time: the accumulated gradient of
+    the batch-mean loss of every conv, depthwise and dense layer is TensorFlow's full-batch one."""
+    from tinycil.deploy.twin import Twin
+    from tinycil.learn.models import build_model, weight_layers
+
+    classes = 3
+    model = build_model(family, shape, classes, widths, seed=5)
+    _export(model, family, [widths], [classes], tmp_path / "m")
+    twin = Twin(model_dir=tmp_path / "m")
+    x8, x = _inputs(shape, 8)
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1])
+    rep = twin.train_samples(x8, y, end_of_batch=True)
+    loss, tf_grads = _tf_grads(model, x, y)
+    assert rep["stepped"] == 1 and rep["batch"] == 8
+    np.testing.assert_allclose(rep["loss"], float(loss), rtol=1e-5)
+    mine = _twin_grads_flat(twin)
+    layers = weight_layers(model)
+    assert len(mine) == len(layers)
+    for layer, (gw, gb), tk, tb in zip(layers, mine, tf_grads[0::2], tf_grads[1::2]):
+        scale = max(float(np.max(np.abs(tk))), 1e-6)
+        np.testing.assert_allclose(gw, _as_runtime(layer, tk), atol=2e-5 * scale, rtol=1e-4,
+                                   err_msg=layer.name)
+        np.testing.assert_allclose(gb, tb, atol=2e-5 * max(float(np.max(np.abs(tb))), 1e-6),
+                                   rtol=1e-4, err_msg=layer.name)
+
+
+def test_sample_by_sample_accumulation_is_the_full_batch_bit_for_bit(tmp_path):
+    """Dense layers: the runtime's per-sample accumulation gives exactly the batched gradient
+    (the numpy reference's one batched pass in the device's operation order)."""
+    from tinycil.deploy.twin import Twin
+    from tinycil.learn.models import build_model
+    from tinycil.learn.simulate import Tail
+
+    model = build_model("mlp", (12,), 3, [10, 7], seed=2)
+    _export(model, "mlp", [[10, 7]], [3], tmp_path / "m", batch=16)
+    twin = Twin(model_dir=tmp_path / "m")
+    x8, x = _inputs((12,), 16, seed=4)
+    y = np.arange(16) % 3
+    params = twin.tail_params()
+    tail = Tail([w.T for w, _ in params], [b for _, b in params])
+    _, gw, gb = tail.loss_and_grads(x, y)
+    twin.train_samples(x8, y, end_of_batch=True)
+    for (tw, tb), w, b in zip(twin.tail_grads(), gw, gb):
+        assert np.array_equal(tw, w.T) and np.array_equal(tb, b)
+
+
+def test_growing_conv_channels_changes_no_prediction(tmp_path):
+    """BEGIN_TASK grows conv1, conv2 and the dense layers: old classes' logits are bit-identical,
+    new classes' are zero, new filters are random, and the grown weights are the numpy
+    reference's (same rule, same PRNG draws)."""
+    from tinycil.deploy.twin import Twin
+    from tinycil.learn.models import build_model, split_model, tail_layer_specs
+    from tinycil.learn.prng import Prng
+    from tinycil.learn.simulate import NetTail
+
+    model = build_model("cnn2d", (8, 8, 1), 2, [3, 4, 6], seed=1)
+    _export(model, "cnn2d", [[3, 4, 6], [5, 7, 9]], [2, 4], tmp_path / "m")
+    twin = Twin(model_dir=tmp_path / "m")
+    x8, x = _inputs((8, 8, 1), 12, seed=7)
+    before = twin.logits(x8)
+    w_before = twin.tail_params()
+    twin.begin_task([2, 3])
+    after = twin.logits(x8)
+    assert np.array_equal(after[:, :2], before)
+    assert np.all(after[:, 2:] == 0)
+    w_after = twin.tail_params()
+    conv1_old, conv1_new = w_before[0][0].size, w_after[0][0].size
+    assert (conv1_old, conv1_new) == (3 * 9 * 1, 5 * 9 * 1)
+    assert np.all(w_after[0][0][conv1_old:] != 0)  # new filters: random incoming weights
+    conv2 = w_after[2][0].reshape(7, 3, 3, 5)
+    assert np.all(conv2[:4, :, :, 3:] == 0)  # old filters ignore the new input channels
+
+    ref = NetTail(tail_layer_specs(split_model(model, 4)[1]))
+    np.testing.assert_allclose(ref.logits(x), before, rtol=1e-5, atol=1e-5)
+    ref.grow([5, 7, 9], 4, Prng.for_task(3, 1))
+    for (tw, tb), layer in zip(w_after, ref.layers):
+        if layer["weights"] is not None:
+            assert np.array_equal(np.ravel(tw), layer["weights"].ravel())
+            assert np.array_equal(tb, layer["bias"])
+    np.testing.assert_allclose(ref.logits(x), after, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_cut_trains_less_on_a_board_with_less_ram(tmp_path):
+    """The memory plan picks the most trainable layers that fit: all four weight layers of the
+    digits cnn2d on the 320 KB board, fewer on a board with 96 KB; the reason says why."""
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.cut import choose_trainable
+    from tinycil.learn.models import DEFAULT_WIDTHS
+    from tinycil.learn.prepare import plan_for_device
+    from tinycil.learn.sizing import WidthPolicy
+    from tinycil.learn.tasks import make_tasks
+
+    big = load_board("mps2_an500")
+    manifest = json.loads(big.manifest.read_text())
+    manifest["tinycil"]["memory"]["ram_bytes"] = 96 * 1024
+    manifest["upload"]["maximum_ram_size"] = 96 * 1024
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "small_ram.json").write_text(json.dumps(manifest))
+    small = load_board("small_ram", tmp_path)
+    assert small.ram_bytes == 96 * 1024
+
+    tasks = make_tasks(10, 5)
+    policy = WidthPolicy(DEFAULT_WIDTHS["cnn2d"])
+    sizing = {"known": 1, "tasks": tasks, "batch_new": 16, "batch_replay": 16,
+              "replay_store": "inputs", "input_shape": [8, 8, 1],
+              "buffer_samples_per_task": [2] * 5}
+
+    def plan_of(n):
+        return plan_for_device(policy, tasks, 10, 1, n, "cnn2d")
+
+    n_big, why_big = choose_trainable(big, "cnn2d", (8, 8, 1), 10, plan_of, sizing)
+    n_small, why_small = choose_trainable(small, "cnn2d", (8, 8, 1), 10, plan_of, sizing)
+    print(f"\n{why_big}\n{why_small}")
+    assert n_big == 4
+    assert 1 <= n_small < n_big
+    assert "small_ram" in why_small and f"{n_small + 1} would need" in why_small
