@@ -54,4 +54,4 @@ firmware: setup
 	$(PY) -m platformio run -d firmware
 
 clean:
-	rm -rf firmware/.pio .pytest_cache
+	rm -rf firmware/.pio examples/*/.pio build .pytest_cache

@@ -33,8 +33,11 @@ def _run(cmd, **kwargs):
 def installed(root, tmp_path_factory):
     """(path of the installed `tinycil` script, its site-packages) in a fresh virtualenv."""
     tmp = tmp_path_factory.mktemp("install")
+    # pip builds inside the source folder (build/, *.egg-info): give it a copy of its own.
+    source = tmp / "checkout"
+    shutil.copytree(root, source, ignore=shutil.ignore_patterns(".pio", "build", "*.egg-info"))
     wheels = tmp / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(root)],
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
          cwd=tmp)
     wheel = next(wheels.glob("tinycil-*.whl"))
     env_dir = tmp / "venv"
