@@ -143,18 +143,69 @@ def _error_lines(output: str) -> str:
     return "; ".join(picked[-3:]) or (output.strip().splitlines() or ["no output"])[-1]
 
 
-def flash_openocd(elf: Path, timeout: float) -> str:
+# OpenOCD names the ST-LINK's interface script interface/stlink.cfg since 0.11 (one script for
+# every ST-LINK version); older releases have one per probe: the NUCLEO-144's on-board probe is an
+# ST-LINK/V2-1 (interface/stlink-v2-1.cfg). The first script the installed OpenOCD has is used.
+OPENOCD_INTERFACES = ("interface/stlink.cfg", "interface/stlink-v2-1.cfg", "interface/stlink-v2.cfg")
+OPENOCD_TARGET = "target/stm32f7x.cfg"
+
+
+def openocd_version(tool: str) -> tuple[int, ...] | None:
+    """The version `openocd --version` reports (it prints on stderr), e.g. (0, 12, 0)."""
+    import re
+
+    code, output = _run([tool, "--version"], 10.0)
+    m = re.search(r"Open On-Chip Debugger\s+v?(\d+)\.(\d+)(?:\.(\d+))?", output)
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
+def openocd_scripts_dir(tool: str) -> Path | None:
+    """Where the installed OpenOCD keeps its scripts (PREFIX/share/openocd/scripts)."""
+    prefix = Path(os.path.realpath(tool)).parent.parent
+    folder = prefix / "share" / "openocd" / "scripts"
+    return folder if folder.is_dir() else None
+
+
+def openocd_interfaces(tool: str, scripts: Path | None = None) -> list[str]:
+    """The ST-LINK interface scripts to try, in order: those the scripts folder holds; when the
+    folder is unknown, by version (0.11 and later: interface/stlink.cfg first)."""
+    scripts = scripts if scripts is not None else openocd_scripts_dir(tool)
+    if scripts is not None:
+        present = [cfg for cfg in OPENOCD_INTERFACES if (scripts / cfg).is_file()]
+        if present:
+            return present
+    version = openocd_version(tool)
+    if version is not None and version < (0, 11):
+        return list(OPENOCD_INTERFACES[1:])
+    return list(OPENOCD_INTERFACES)
+
+
+def openocd_command(tool: str, interface: str, elf: Path) -> list[str]:
+    return [tool, "-f", interface, "-f", OPENOCD_TARGET,
+            "-c", f"program {{{elf}}} verify reset exit"]
+
+
+def flash_openocd(elf: Path, timeout: float, interfaces: list[str] | None = None) -> str:
+    """Program with OpenOCD through the first interface script it has. Any failure is the next
+    method's turn (MethodUnavailable, with what OpenOCD said): an OpenOCD that lacks a script, finds
+    no probe or fails to program must not stop st-flash and the USB drive from being tried."""
     tool = shutil.which("openocd")
     if not tool:
         raise MethodUnavailable("openocd is not installed (`sudo apt-get install openocd`)")
-    cmd = [tool, "-f", "interface/stlink.cfg", "-f", "target/stm32f7x.cfg",
-           "-c", f"program {{{elf}}} verify reset exit"]
-    code, output = _run(cmd, timeout)
-    if code != 0:
+    tried = []
+    for interface in interfaces if interfaces is not None else openocd_interfaces(tool):
+        code, output = _run(openocd_command(tool, interface, elf), timeout)
+        # OpenOCD ends with status 0 even when `program` failed: its output tells.
+        if code == 0 and "** Programming Finished **" in output and "Verified OK" in output:
+            return f"programmed and verified with openocd ({interface})"
+        if f"Can't find {interface}" in output:
+            tried.append(f"{interface}: not in this OpenOCD")
+            continue  # an older or newer OpenOCD: its other name for the ST-LINK script
         if "open failed" in output or "No device found" in output or code == -1:
             raise MethodUnavailable(f"openocd found no ST-LINK probe ({_error_lines(output)})")
-        raise FlashError(f"openocd failed to program the board: {_error_lines(output)}")
-    return "programmed and verified with openocd"
+        raise MethodUnavailable(f"openocd could not program the board ({_error_lines(output)})")
+    raise MethodUnavailable("this OpenOCD has none of the ST-LINK interface scripts ("
+                            + "; ".join(tried) + "): install OpenOCD 0.11 or later")
 
 
 def flash_stflash(binary: Path, timeout: float) -> str:
@@ -211,21 +262,59 @@ def mass_storage_volumes(label: str) -> list[str]:
     return result
 
 
-def flash_mass_storage(binary: Path, label: str) -> str:
-    volumes = mass_storage_volumes(label)
+def flash_mass_storage(binary: Path, label: str, deadline: float = 60.0, poll: float = 0.1,
+                       find=None) -> str:
+    """Copy the image onto the ST-LINK's USB drive and wait for the verdict.
+
+    The file is written, flushed to the drive and closed in one go, and never opened again: the
+    ST-LINK takes the drive away to program the chip as soon as the file is complete. It then
+    presents the drive again, with FAIL.TXT when it rejected the image. So the drive is polled
+    until it has gone and come back (or the copied file has left it), at most `deadline`
+    seconds, before FAIL.TXT is looked for. `find` lists the drive's mount points
+    (mass_storage_volumes by default)."""
+    find = find or mass_storage_volumes
+    volumes = find(label)
     if not volumes:
         raise MethodUnavailable(f"no {label} drive is mounted (looked in /media/*/, /run/media/*/, "
                                 "/mnt/, /Volumes/ and drive labels)")
-    target = Path(volumes[0]) / binary.name
-    shutil.copyfile(binary, target)
-    with open(target, "rb+") as handle:  # the probe programs the chip once the data is on the drive
-        os.fsync(handle.fileno())
-    # The ST-LINK writes FAIL.TXT onto the drive when it rejects the image.
-    time.sleep(2.0)
-    fail = Path(volumes[0]) / "FAIL.TXT"
-    if fail.exists():
-        raise FlashError(f"the board rejected the image: {fail.read_text(errors='replace').strip()}")
-    return f"copied {binary.name} onto {volumes[0]}"
+    drive = Path(volumes[0])
+    target = drive / binary.name
+    data = binary.read_bytes()
+    try:
+        with open(target, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on the drive before close: the probe then programs
+    except OSError as exc:
+        raise MethodUnavailable(f"could not write {target} ({exc})") from exc
+
+    end = time.monotonic() + deadline
+    gone = False
+    while time.monotonic() < end:
+        present = find(label)
+        if not present:
+            gone = True  # the probe took the drive to program the chip
+        else:
+            drive = Path(present[0])
+            fail = drive / "FAIL.TXT"
+            try:
+                if fail.is_file():
+                    raise FlashError("the board rejected the image: "
+                                     f"{fail.read_text(errors='replace').strip()}")
+                taken = not (drive / binary.name).exists()
+            except OSError:
+                taken = False  # the drive is going away under us: look again
+            if gone or taken:
+                return f"copied {binary.name} onto {drive}; the ST-LINK programmed it"
+        time.sleep(poll)
+    if gone:
+        # Programmed most likely, but the ST-LINK's verdict could not be read: the firmware's
+        # answer to HELLO (which `tinycil flash` waits for next) is the check left.
+        return (f"copied {binary.name} onto the {label} drive; it did not come back within "
+                f"{deadline:.0f} s, so the ST-LINK's verdict (FAIL.TXT) is unknown")
+    raise FlashError(f"the ST-LINK did not take {binary.name} from the {label} drive within "
+                     f"{deadline:.0f} s: update its firmware (ST's ST-LINK upgrade tool), or "
+                     "install openocd or stlink-tools")
 
 
 def stlink_ports() -> list[str]:
