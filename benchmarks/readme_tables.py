@@ -66,14 +66,16 @@ def device_section(d) -> list[str]:
            "", "From `benchmarks/device_runs.py` (QEMU mps2-an500, `-icount shift=0`).", ""]
     if not d:
         return out + ["_No device runs yet: run `make bench`._", ""]
-    out.append("| data set | device final avg acc (%) | host simulation | host twin | largest difference (points) | instructions per training sample |")
-    out.append("|---|---:|---:|---:|---:|---:|")
+    out.append("| data set | data | device final avg acc (%) | host simulation | host twin | largest difference (points) | instructions per training sample |")
+    out.append("|---|---|---:|---:|---:|---:|---:|")
     for s in d["summary"]:
         acc = s["final_avg_accuracy"]
         ipts = s.get("instructions_per_train_sample") or {}
         mean_ipts = sum(ipts.values()) / len(ipts) if ipts else None
-        diff = max(s["fidelity"].values()) if s.get("fidelity") else None
-        out.append(f"| {s['dataset']} | {_pct(acc.get('device'))} | {_pct(acc.get('host_simulation'))} | "
+        diff = max(v for v in s["fidelity"].values() if v is not None) if s.get("fidelity") else None
+        # what the run saw: a subsample (--quick) is stated with its numbers
+        data = s.get("data") or "5,000-sample stratified subsample, 1,000 test samples"
+        out.append(f"| {s['dataset']} (seed {s.get('seed', 0)}) | {data} | {_pct(acc.get('device'))} | {_pct(acc.get('host_simulation'))} | "
                    f"{_pct(acc.get('host_twin'))} | {'-' if diff is None else f'{100 * diff:.2f}'} | "
                    f"{'-' if mean_ipts is None else f'{mean_ipts:,.0f}'} |")
     return out + [""]
