@@ -1,11 +1,16 @@
 """Host study benchmark: the method against every baseline on four offline data sets, 3 seeds.
 
     python benchmarks/host_study.py [--quick] [--seeds 0 1 2] [--datasets digits ...]
+    python benchmarks/host_study.py --ablation [--seeds 0 1 2] [--datasets mnist5k digits]
 
 Writes benchmarks/results/host_study.json (per data set and seed, the method and every baseline as
 RESULTs, plus mean/std per metric) and host_study.md (mean ± std table and the paper's yardsticks:
 the adaptive model within 1 point of the fixed final-size model at <= 43% of its training FLOPs with
 a 1% buffer; distilled against random replay of the same size).
+
+--ablation switches the training ingredients of tinycil.learn.train.TrainConfig on and off one at a
+time (method and fixed_size, same procedure for both) and writes host_study_ablation.json; the
+ablation table is appended to host_study.md whenever that file exists.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ RESULTS_DIR = HERE / "results"
 STUDIES = [("fashion-mnist", 5), ("mnist5k", 5), ("digits", 5), ("basic-motions", 2)]
 RUNS = ("method", "naive", "random_replay", "fixed_size", "joint")
 METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
+# Each row changes the defaults of TrainConfig by the named options; the first row is the defaults.
+ABLATION = [
+    ("defaults", {}),
+    ("no distillation from the old model", {"distill_weight": 0.0}),
+    ("distillation on replayed samples only", {"distill_new": False}),
+    ("+ class-balanced pass over the buffer (50 steps)", {"balance_steps": 50}),
+    ("+ weight aligning of new output rows", {"align_output": True}),
+]
+ABLATION_DATASETS = ("mnist5k", "digits")
+ABLATION_RUNS = ("method", "fixed_size")
 FLOPS_YARDSTICK = 0.43
 ACCURACY_YARDSTICK = 0.01
 
@@ -60,7 +75,7 @@ def _std(v) -> float:
     return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def markdown(study: dict) -> str:
+def markdown(study: dict, ablation: dict | None = None) -> str:
     lines = ["# Host study: class-incremental learning with size adaption and distilled replay", "",
              f"Data sets: {', '.join(study['datasets'])}. Seeds {study['seeds']}; {'quick settings' if study['quick'] else 'default settings'} "
              f"of `tinycil experiment` per data set; mean ± std over seeds. Accuracy = final average "
@@ -90,8 +105,60 @@ def markdown(study: dict) -> str:
         lines.append(f"| {name} | {agg['buffer']['samples']} samples ({100 * agg['buffer']['fraction']:.2f}%) | "
                      f"{r['mean']:.1%} ± {r['std']:.1%} | {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} | "
                      f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {verdict} |")
+    lines += ["", "Host distillation time per task (distribution matching, mean over tasks and seeds; "
+              "benchmarks/results/distill_cost.md compares methods on one task): " + ", ".join(
+                  f"{name} {np.mean([s for r in e['per_seed'] for s in r['details']['distill_seconds_per_task']]):.1f} s"
+                  for name, e in study["datasets"].items()) + "."]
     lines += ["", f"Total time: {study['seconds']:.0f} s on {study['machine']}.", ""]
+    if ablation is not None:
+        lines += ablation_markdown(ablation)
     return "\n".join(lines)
+
+
+def ablation_markdown(ab: dict) -> list[str]:
+    lines = ["## Ablation: training ingredients on and off", "",
+             f"Seeds {ab['seeds']} (seed 0 keeps the natural class order, the others shuffle it); "
+             f"method and fixed_size trained with the same procedure; mean ± std over seeds. "
+             f"Defaults: {ab['defaults']}.", "",
+             "| data set | training | method acc | fixed_size acc | fixed - method | FLOPs / fixed |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, rows in ab["datasets"].items():
+        for row in rows:
+            m, f = np.array(row["method"]), np.array(row["fixed_size"])
+            gap, ratio = f - m, np.array(row["flops_ratio"])
+            lines.append(f"| {name} | {row['label']} | {100 * m.mean():.1f} ± {100 * _std(m):.1f} | "
+                         f"{100 * f.mean():.1f} ± {100 * _std(f):.1f} | {100 * gap.mean():+.1f} ± "
+                         f"{100 * _std(gap):.1f} | {ratio.mean():.1%} |")
+    lines += ["", f"Ablation time: {ab['seconds']:.0f} s.", ""]
+    return lines
+
+
+def run_ablation(args, seeds) -> dict:
+    from tinycil.learn.experiment import run_experiment
+    from tinycil.learn.train import TrainConfig
+
+    names = [n for n in ABLATION_DATASETS if args.datasets is None or n in args.datasets]
+    tasks = dict(STUDIES)
+    t0 = time.perf_counter()
+    ab = {"seeds": seeds, "defaults": {k: v for k, v in TrainConfig().to_dict().items()
+                                       if k.startswith(("distill", "align", "balance"))}, "datasets": {}}
+    for name in names:
+        rows = []
+        for label, opts in ABLATION:
+            row = {"label": label, "options": opts, "method": [], "fixed_size": [], "flops_ratio": []}
+            for seed in seeds:
+                res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
+                                     train_options=opts, progress=False)
+                m, f = res["method"], res["baselines"]["fixed_size"]
+                row["method"].append(m["final_avg_accuracy"])
+                row["fixed_size"].append(f["final_avg_accuracy"])
+                row["flops_ratio"].append(m["train_flops"] / f["train_flops"])
+                print(f"[ablation {name} seed {seed}] {label}: method {m['final_avg_accuracy']:.3f}, "
+                      f"fixed {f['final_avg_accuracy']:.3f}", flush=True)
+            rows.append(row)
+        ab["datasets"][name] = rows
+    ab["seconds"] = time.perf_counter() - t0
+    return ab
 
 
 def _pct(stat: dict, signed: bool = False) -> str:
@@ -105,11 +172,23 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--datasets", nargs="+", default=None, help="subset of " + ", ".join(n for n, _ in STUDIES))
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    ap.add_argument("--ablation", action="store_true",
+                    help="switch the training ingredients on and off (on " + ", ".join(ABLATION_DATASETS) + ")")
     args = ap.parse_args(argv)
 
     from tinycil.learn.experiment import run_experiment
+    from tinycil.runfolder import jsonable
 
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    if args.ablation:
+        ab = run_ablation(args, seeds)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "host_study_ablation.json").write_text(json.dumps(jsonable(ab), indent=1) + "\n")
+        print("\n".join(ablation_markdown(ab)))
+        if (args.out / "host_study.json").is_file():
+            study = json.loads((args.out / "host_study.json").read_text())
+            (args.out / "host_study.md").write_text(markdown(study, ab))
+        return 0
     studies = [(n, t) for n, t in STUDIES if args.datasets is None or n in args.datasets]
     t_start = time.perf_counter()
     study = {"seeds": seeds, "quick": args.quick, "datasets": {}}
@@ -129,10 +208,11 @@ def main(argv=None) -> int:
     study["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "host_study_quick" if args.quick else "host_study"
-    from tinycil.runfolder import jsonable
     (args.out / f"{stem}.json").write_text(json.dumps(jsonable(study), indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(study))
-    print(markdown(study))
+    ablation_file = args.out / "host_study_ablation.json"
+    ablation = json.loads(ablation_file.read_text()) if ablation_file.is_file() and not args.quick else None
+    (args.out / f"{stem}.md").write_text(markdown(study, ablation))
+    print(markdown(study, ablation))
     return 0
 
 

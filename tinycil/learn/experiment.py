@@ -18,6 +18,7 @@ tasks bring them), as on the device.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
                    max_train: int | None = None, max_test: int | None = None,
                    train_config: TrainConfig | None = None, policy: WidthPolicy | None = None,
                    runs: Sequence[str] = ALL_RUNS, progress: bool = True, ds=None,
-                   class_order: Sequence[int] | None = None) -> dict:
+                   class_order: Sequence[int] | None = None, train_options: dict | None = None) -> dict:
     """Run the method and the baselines; return the results dict (DESIGN.md "Contracts").
 
     ``resize`` None takes the data set's default size (see DEFAULTS) unless ``keep_size``.
@@ -104,6 +105,9 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
                                       batch_new=d.batch_new, batch_replay=d.batch_replay)
     if epochs is not None:
         cfg.epochs = epochs
+    if train_options:
+        # Switch training ingredients on or off by name (see tinycil.learn.train.TrainConfig).
+        cfg = dataclasses.replace(cfg, **train_options)
     iters = distill_iters or (QUICK["distill_iters"] if quick else d.distill_iters)
     policy = policy or WidthPolicy(DEFAULT_WIDTHS[family])
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
@@ -168,7 +172,7 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
 
 def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_parts, buffers,
              policy, cfg, seed, n_train_total, progress):
-    from tinycil.learn.models import build_model, num_outputs, train_flops_per_sample
+    from tinycil.learn.models import build_model, count_cost, num_outputs, train_flops_per_sample
     from tinycil.learn.sizing import grow_model
     from tinycil.learn.train import Trainer, accuracy
 
@@ -202,7 +206,18 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
             replay = (np.concatenate([b[0] for b in buffers[:t]]),
                       np.concatenate([b[1] for b in buffers[:t]]))
         stats = trainer.train_task(x, y, seen, task=t, seed=seed, replay=replay, progress=bar)
-        task_flops = float(stats["samples"]) * train_flops_per_sample(model)
+        after = {"samples": 0}
+        if name != "joint":
+            buffer = None
+            if buffers is not None:
+                buffer = (np.concatenate([b[0] for b in buffers[:t + 1]]),
+                          np.concatenate([b[1] for b in buffers[:t + 1]]))
+            after = trainer.after_task(seen - len(tasks[t]), seen, task=t, seed=seed, buffer=buffer)
+        # Everything the device would run: training passes (forward + backward), forward-only
+        # passes of the old model for distillation, and weight aligning (norms and scaling).
+        task_flops = (float(stats["samples"] + after["samples"]) * train_flops_per_sample(model)
+                      + float(stats["extra_forward_samples"]) * count_cost(model)["fwd_flops"]
+                      + (_align_flops(model, seen) if cfg.align_output and t > 0 and name != "joint" else 0.0))
         flops += task_flops
         for j in range(t + 1):
             R[t][j] = accuracy(model, test_parts[j][0], test_parts[j][1], seen)
@@ -222,6 +237,13 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
                          buffer_bytes=buffer_bytes(samples, input_shape),
                          buffer_fraction=samples / n_train_total)
     return result, info
+
+
+def _align_flops(model, n_active: int) -> float:
+    """Weight aligning: a squared norm per active output row (2 FLOPs per weight), then one
+    multiply per weight for rescaling (counted over all active rows: an upper bound)."""
+    hidden = int(model.layers[-1].weights[0].shape[0])
+    return 3.0 * hidden * n_active
 
 
 class _NoBar:

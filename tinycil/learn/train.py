@@ -11,6 +11,27 @@ bring large gradients, and stale momentum from the previous task plus an unclipp
 collapsed plain fine-tuning to a dead network.
 
 Labels here are output-unit indices (class ``classes_seen[k]`` is unit k), not class ids.
+
+Ingredients against forgetting, each a named, switchable option of TrainConfig (all cheap enough
+for a microcontroller; their extra FLOPs are counted in ``extra_forward_samples``):
+  distill_weight / distill_temperature   Learning-without-forgetting on the replay buffer: at the
+      start of a task the model as it was before the task (after function-preserving growth it
+      computes the same logits) runs one forward pass over the buffer and its logits for the classes
+      seen before are kept as targets. Every replayed sample then adds
+      distill_weight * T^2 * KL(softmax(old/T) || softmax(new/T)) over those old units, so new
+      units and new classes cannot overwrite what the old units answer. Cost: one forward pass
+      per buffer sample per task, and (buffer samples x old classes) floats of memory.
+  distill_new   The same term on the task's new samples too (learning without forgetting proper):
+      the old model's logits on a new sample need a forward pass of a copy of the old model per
+      new sample and step (counted so; the host computes them once per task, which is the same
+      arithmetic), and RAM for that copy on the device.
+  align_output   Weight aligning (Zhao et al., CVPR 2020) after every task but the first: the
+      output rows of the task's new classes are scaled so that their mean norm equals the mean
+      norm of the old classes' rows, removing the bias toward the newest classes. Cost: one pass
+      over the output layer's weights.
+  balance_steps / balance_lr_scale   A short class-balanced pass after the task over the whole
+      replay buffer, the task's own distilled samples included: balance_steps mini-batches of
+      batch_replay samples (class drawn uniformly, then a sample), at lr * balance_lr_scale.
 """
 
 from __future__ import annotations
@@ -30,6 +51,12 @@ class TrainConfig:
     batch_new: int = 32
     batch_replay: int = 32
     clip_norm: float = 5.0
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
+    distill_new: bool = False
+    align_output: bool = False
+    balance_steps: int = 0
+    balance_lr_scale: float = 0.1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,41 +74,70 @@ class Trainer:
         self._velocity = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self._vars]
         # One trace per model: steps and batch size may change between tasks and epochs.
         sample = tuple(int(d) for d in model.input_shape[1:])
+        n_out = int(model.output_shape[-1])
         self._epoch_fn = tf.function(self._epoch, input_signature=[
             tf.TensorSpec((None, None) + sample, tf.float32), tf.TensorSpec((None, None), tf.int32),
-            tf.TensorSpec((int(model.output_shape[-1]),), tf.bool)])
+            tf.TensorSpec((n_out,), tf.bool), tf.TensorSpec((None, None, n_out), tf.float32),
+            tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((n_out,), tf.bool),
+            tf.TensorSpec((), tf.float32)])
 
     def reset_momentum(self) -> None:
         for v in self._velocity:
             v.assign(np.zeros(v.shape, np.float32))
 
-    def _epoch(self, xb, yb, mask):
-        """One epoch of SGD steps: xb (steps, batch, ...), yb (steps, batch) output indices."""
+    def _epoch(self, xb, yb, mask, tb, wb, old_mask, lr):
+        """One epoch of SGD steps: xb (steps, batch, ...), yb (steps, batch) output indices;
+        tb (steps, batch, outputs) the old model's logits and wb (steps, batch) the weight of the
+        distillation term per sample (0: none); old_mask the output units the old model knew."""
         import tensorflow as tf
 
         cfg = self.config
+        temp = float(cfg.distill_temperature)
         total = tf.constant(0.0)
         steps = tf.shape(xb)[0]
         for s in tf.range(steps):
-            x, y = xb[s], yb[s]
+            x, y, t, w = xb[s], yb[s], tb[s], wb[s]
             with tf.GradientTape() as tape:
-                logits = self.model(x, training=True)
-                logits = tf.where(mask[None, :], logits, MASKED_LOGIT)
+                raw = self.model(x, training=True)
+                logits = tf.where(mask[None, :], raw, MASKED_LOGIT)
                 loss = tf.reduce_mean(
                     tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+                if cfg.distill_weight > 0:
+                    log_p_old = tf.nn.log_softmax(tf.where(old_mask[None, :], t, MASKED_LOGIT) / temp)
+                    log_p_new = tf.nn.log_softmax(tf.where(old_mask[None, :], raw, MASKED_LOGIT) / temp)
+                    kl = tf.reduce_sum(tf.where(old_mask[None, :], tf.exp(log_p_old) * (log_p_old - log_p_new), 0.0),
+                                       axis=-1)
+                    loss += cfg.distill_weight * temp * temp * tf.reduce_mean(w * kl)
             grads = tape.gradient(loss, self._vars)
             grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
             for var, vel, g in zip(self._vars, self._velocity, grads):
                 vel.assign(cfg.momentum * vel + g)
-                var.assign_sub(cfg.lr * vel)
+                var.assign_sub(lr * vel)
             total += loss
         return total / tf.maximum(tf.cast(steps, tf.float32), 1.0)
 
+    def _run_epoch(self, xb, yb, mask, tb=None, wb=None, old_mask=None, lr=None) -> float:
+        import tensorflow as tf
+
+        n_out = _outputs(self.model)
+        if tb is None:
+            tb = np.zeros(yb.shape + (n_out,), np.float32)
+            wb = np.zeros(yb.shape, np.float32)
+        if old_mask is None:
+            old_mask = np.zeros(n_out, bool)
+        return float(self._epoch_fn(tf.constant(xb, tf.float32), tf.constant(yb, tf.int32), mask,
+                                    tf.constant(tb, tf.float32), tf.constant(wb, tf.float32),
+                                    tf.constant(old_mask), tf.constant(self.config.lr if lr is None else lr,
+                                                                       tf.float32)))
+
     def train_task(self, x_new: np.ndarray, y_new: np.ndarray, n_active: int, *, task: int, seed: int,
                    replay: tuple[np.ndarray, np.ndarray] | None = None, progress=None) -> dict:
-        """Learn one task. Returns {"samples": samples processed (new + replay), "steps", "loss"}.
+        """Learn one task. Returns {"samples": samples trained on (new + replay; forward and
+        backward), "extra_forward_samples": forward passes only (the old model's logits on the
+        buffer), "steps", "loss"}.
 
         ``n_active``: the output units of the classes seen so far (units >= n_active are masked).
+        ``replay``: the buffer of the tasks before this one (labels are output units).
         ``progress``: an optional tqdm bar, advanced by one per epoch.
         """
         import tensorflow as tf
@@ -92,12 +148,25 @@ class Trainer:
         if n == 0:
             raise ValueError(f"task {task} has no training samples")
         batch_new = min(cfg.batch_new, n)
+        n_out = _outputs(self.model)
         use_replay = replay is not None and len(replay[0]) > 0 and cfg.batch_replay > 0
+        # Output units are in the order the classes arrived: the task's own start at its lowest label.
+        n_old = int(y_new.min())
+        old_mask = np.arange(n_out) < n_old
+        use_distill = cfg.distill_weight > 0 and n_old > 0
+        distill_new = use_distill and cfg.distill_new
+        extra_forward = 0
+        if distill_new:
+            # The model before this task: growth kept its logits on the old units unchanged.
+            teacher_new = logits(self.model, x_new)
         if use_replay:
             rx, ry = replay
             buffer_classes = np.unique(ry)
             by_class = [np.flatnonzero(ry == c) for c in buffer_classes]
-        mask = tf.constant(np.arange(_outputs(self.model)) < n_active)
+            if use_distill:
+                teacher = logits(self.model, rx)
+                extra_forward += len(rx)
+        mask = tf.constant(np.arange(n_out) < n_active)
         samples = steps = 0
         loss = float("nan")
         for epoch in range(cfg.epochs):
@@ -105,23 +174,75 @@ class Trainer:
             n_steps = n // batch_new
             idx = order[:n_steps * batch_new].reshape(n_steps, batch_new)
             xb, yb = x_new[idx], y_new[idx]
+            tb = wb = om = None
+            if distill_new:
+                tb, wb, om = teacher_new[idx], np.ones(idx.shape, np.float32), old_mask
+                extra_forward += int(idx.size)
+            elif use_distill:
+                tb, wb, om = np.zeros(idx.shape + (n_out,), np.float32), np.zeros(idx.shape, np.float32), old_mask
             if use_replay:
                 rng = np.random.default_rng([seed, task, epoch, 1])  # separate stream from the order
-                cls = rng.integers(0, len(by_class), size=(n_steps, cfg.batch_replay))
-                pick = np.empty_like(cls)
-                for k, members in enumerate(by_class):
-                    where = cls == k
-                    pick[where] = members[rng.integers(0, len(members), size=int(where.sum()))]
+                pick = _balanced_pick(rng, by_class, (n_steps, cfg.batch_replay))
                 xb = np.concatenate([xb, rx[pick]], axis=1)
                 yb = np.concatenate([yb, ry[pick]], axis=1)
-            loss = float(self._epoch_fn(tf.constant(xb, tf.float32), tf.constant(yb, tf.int32), mask))
+                if use_distill:
+                    tb = np.concatenate([tb, teacher[pick]], axis=1)
+                    wb = np.concatenate([wb, np.ones(pick.shape, np.float32)], axis=1)
+            loss = self._run_epoch(xb, yb, mask, tb, wb, om)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training diverged on task {task} (loss {loss}); lower --lr")
             steps += n_steps
             samples += int(xb.shape[0] * xb.shape[1])
             if progress is not None:
                 progress.update(1)
-        return {"samples": samples, "steps": steps, "loss": loss}
+        return {"samples": samples, "extra_forward_samples": extra_forward, "steps": steps, "loss": loss}
+
+    def after_task(self, n_old: int, n_active: int, *, task: int, seed: int,
+                   buffer: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        """The end-of-task ingredients: the class-balanced pass over ``buffer`` (which now holds the
+        task's own samples too) and weight aligning of the new classes' output rows.
+        Returns {"samples": samples trained on}."""
+        import tensorflow as tf
+
+        cfg = self.config
+        samples = 0
+        if cfg.balance_steps > 0 and buffer is not None and len(buffer[0]) > 0 and task > 0:
+            bx, by = buffer
+            by_class = [np.flatnonzero(by == c) for c in np.unique(by)]
+            rng = np.random.default_rng([seed, task, 2])
+            pick = _balanced_pick(rng, by_class, (cfg.balance_steps, cfg.batch_replay))
+            self.reset_momentum()
+            mask = tf.constant(np.arange(_outputs(self.model)) < n_active)
+            self._run_epoch(bx[pick], by[pick], mask, lr=cfg.lr * cfg.balance_lr_scale)
+            samples += int(pick.size)
+        if cfg.align_output and 0 < n_old < n_active:
+            align_new_outputs(self.model, n_old, n_active)
+        return {"samples": samples}
+
+
+def _balanced_pick(rng, by_class: list[np.ndarray], shape) -> np.ndarray:
+    """Indices into a buffer: per entry a class drawn uniformly, then one of its samples uniformly."""
+    cls = rng.integers(0, len(by_class), size=shape)
+    pick = np.empty_like(cls)
+    for k, members in enumerate(by_class):
+        where = cls == k
+        pick[where] = members[rng.integers(0, len(members), size=int(where.sum()))]
+    return pick
+
+
+def align_new_outputs(model, n_old: int, n_active: int) -> float:
+    """Weight aligning: scale the output rows (kernel columns) of units n_old..n_active-1 so their
+    mean L2 norm equals that of units 0..n_old-1. Returns the factor applied."""
+    layer = model.layers[-1]
+    kernel, bias = (w.numpy() for w in layer.weights)
+    norms = np.linalg.norm(kernel[:, :n_active], axis=0)
+    new_mean = float(norms[n_old:].mean())
+    if new_mean <= 0:
+        return 1.0
+    gamma = float(norms[:n_old].mean()) / new_mean
+    kernel[:, n_old:n_active] *= gamma
+    layer.set_weights([kernel, bias])
+    return gamma
 
 
 def logits(model, x: np.ndarray, batch: int = 1024) -> np.ndarray:

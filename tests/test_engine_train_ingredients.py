@@ -1,0 +1,86 @@
+"""The training ingredients against forgetting (tinycil.learn.train): each does what it says."""
+
+import numpy as np
+
+from tinycil.learn.models import build_model
+from tinycil.learn.train import Trainer, TrainConfig, align_new_outputs, logits
+
+
+def _blobs(classes, n_per, seed):
+    """Separable 2-D-ish data: class c is a Gaussian blob around a fixed random centre."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(0, 3, size=(10, 6))
+    x = np.concatenate([centres[c] + rng.normal(0, 1, size=(n_per, 6)) for c in classes]).astype(np.float32)
+    y = np.repeat(np.arange(len(classes)), n_per) + min(classes)
+    return x, y.astype(np.int64)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _task0_model(seed=0):
+    """An mlp over 4 output units that learned units 0 and 1."""
+    model = build_model("mlp", (6,), 4, [16, 8], seed=seed)
+    x, y = _blobs([0, 1], 32, seed=1)
+    Trainer(model, TrainConfig(epochs=5, batch_new=16)).train_task(x, y, 2, task=0, seed=0)
+    return model
+
+
+def test_weight_aligning_equalises_mean_row_norms_and_keeps_the_old_rows():
+    model = build_model("mlp", (6,), 4, [16, 8], seed=3)
+    k, b = (w.numpy() for w in model.layers[-1].weights)
+    k[:, 2:] *= 3.0
+    model.layers[-1].set_weights([k, b])
+    gamma = align_new_outputs(model, n_old=2, n_active=4)
+    k2 = model.layers[-1].weights[0].numpy()
+    norms = np.linalg.norm(k2, axis=0)
+    assert np.isclose(norms[:2].mean(), norms[2:].mean(), rtol=1e-5)
+    assert np.array_equal(k2[:, :2], k[:, :2]) and np.isclose(gamma, np.linalg.norm(k[:, :2], axis=0).mean()
+                                                              / np.linalg.norm(k[:, 2:], axis=0).mean())
+
+
+def test_distillation_term_is_zero_while_the_model_is_still_the_old_one():
+    # One step: the returned loss is the loss before the update, when student == teacher.
+    x, y = _blobs([2, 3], 8, seed=2)
+    buffer = _blobs([0, 1], 4, seed=3)
+    losses = []
+    for weight in (0.0, 5.0):
+        model = _task0_model()
+        cfg = TrainConfig(epochs=1, batch_new=16, batch_replay=8, distill_weight=weight, distill_new=True)
+        losses.append(Trainer(model, cfg).train_task(x, y, 4, task=1, seed=0, replay=buffer)["loss"])
+    assert np.isclose(losses[0], losses[1], rtol=1e-6)
+
+
+def test_distillation_keeps_the_old_units_answers_and_its_forward_passes_are_counted():
+    x, y = _blobs([2, 3], 64, seed=4)
+    buffer = _blobs([0, 1], 3, seed=5)
+    probe, _ = _blobs([0, 1], 50, seed=6)
+    drift, stats = {}, {}
+    cfg_temperature = TrainConfig().distill_temperature
+    for weight in (0.0, 5.0):
+        model = _task0_model()
+        before = _softmax(logits(model, probe)[:, :2] / cfg_temperature)
+        cfg = TrainConfig(epochs=4, batch_new=16, batch_replay=8, distill_weight=weight, distill_new=True)
+        stats[weight] = Trainer(model, cfg).train_task(x, y, 4, task=1, seed=0, replay=buffer)
+        after = _softmax(logits(model, probe)[:, :2] / cfg_temperature)
+        # What distillation minimises: KL(old || new) of the old units' softened answers.
+        drift[weight] = float(np.mean(np.sum(before * (np.log(before) - np.log(after)), axis=1)))
+    assert drift[5.0] < 0.5 * drift[0.0]
+    assert stats[0.0]["extra_forward_samples"] == 0
+    # The old model once over the buffer, and once per new sample per step (4 epochs x 128 samples).
+    assert stats[5.0]["extra_forward_samples"] == len(buffer[0]) + 4 * 128
+    assert stats[5.0]["samples"] == stats[0.0]["samples"] == 4 * 8 * (16 + 8)
+
+
+def test_balanced_pass_trains_on_the_buffer_after_the_task():
+    model = _task0_model()
+    buffer = _blobs([0, 1, 2, 3], 2, seed=7)
+    before = [w.numpy().copy() for w in model.trainable_variables]
+    trainer = Trainer(model, TrainConfig(batch_replay=8, balance_steps=5))
+    assert trainer.after_task(2, 4, task=1, seed=0, buffer=buffer) == {"samples": 40}
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_variables))
+    # The first task has nothing to balance against.
+    assert Trainer(model, TrainConfig(balance_steps=5)).after_task(0, 2, task=0, seed=0, buffer=buffer) == {
+        "samples": 0}
