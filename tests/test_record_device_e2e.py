@@ -1,7 +1,8 @@
 """On the emulated board: Ctrl-C in the middle of a task leaves a record that says so, the next
 stream refuses to build on the half-learned task and says what works, and `stream --restart`
 (the device falls back to its deployed model) then completes the task in a new device session,
-with the interrupted session kept aside."""
+with the interrupted session kept aside. An emulator without -icount says its counter follows
+wall time."""
 
 from __future__ import annotations
 
@@ -124,4 +125,12 @@ def test_an_interrupted_task_is_never_recorded_and_restart_completes_it(home, di
     # Task 2 now continues from the completed task 1.
     code, out = cli("stream", "--run", run, "--board", BOARD, "--task", 3, "--no-progress")
     assert code != 0 and "has learned up to task 1" in out and "stream task 2 next" in out
+
+    # This emulator runs without -icount: its counter follows wall time, and both say so.
+    code, out = cli("selftest", "--board", BOARD)
+    assert code == 0, out
+    assert "QEMU runs without -icount" in out and "ticks/MAC" in out
+    assert "instructions/MAC" not in out
+    code, out = cli("info", "--board", BOARD)
+    assert code == 0 and "timer ticks that follow wall time" in out
     assert cli("stop")[0] == 0
