@@ -1,0 +1,196 @@
+"""Checking a user's own model against what the device runtime runs, layer by layer.
+
+Two kinds of file:
+- a Keras model (.keras or .h5): the whole model, trained by the user; tinycil may train its
+  last layers on the device (float32) and runs the others as int8;
+- a full-int8 .tflite model: a frozen part only (the device never trains it), with int8 input
+  and output and only the operators of the int8 runtime.
+
+Every layer (or operator) the runtime cannot run is reported with its name, its type and the
+supported list, so the user knows what to change before anything is trained or exported. The
+lists here are the ones tinycil.learn.models (the trainable layers) and tinycil.deploy.export
+(the int8 operators) implement; keep them in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinycil.deploy.export import SUPPORTED_OPS
+
+# Keras layers the device runs, with what each needs.
+KERAS_LAYERS = {
+    "InputLayer": "the model's input",
+    "Conv2D": "int8 or trainable; activation relu or none; no dilation",
+    "Conv1D": "int8 or trainable (as a 1-row Conv2D); activation relu or none; no dilation",
+    "DepthwiseConv2D": "int8 or trainable (depth multiplier 1); activation relu or none",
+    "Dense": "int8 or trainable; activation relu or none (the last one: none or softmax)",
+    "MaxPooling2D": "", "MaxPooling1D": "", "AveragePooling2D": "", "AveragePooling1D": "",
+    "GlobalAveragePooling2D": "without keepdims", "GlobalAveragePooling1D": "without keepdims",
+    "Flatten": "",
+}
+HIDDEN_ACTIVATIONS = ("relu", "linear")
+FUSED_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+# What TFLite's converter emits around Flatten/Reshape when the batch size is not fixed.
+_DYNAMIC_BATCH_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+TFLITE_SUFFIXES = (".tflite",)
+
+
+class ModelCheckError(ValueError):
+    """A model the device cannot run; the message names every offending layer."""
+
+
+@dataclass
+class Problem:
+    layer: str        # the layer's (or operator's) name
+    kind: str         # its type
+    why: str          # what is wrong
+
+    def line(self) -> str:
+        return f"layer '{self.layer}' ({self.kind}): {self.why}"
+
+
+@dataclass
+class ModelReport:
+    path: Path
+    format: str                                  # "keras" or "tflite"
+    input_shape: tuple[int, ...]
+    outputs: int                                 # classes (keras) or output values (tflite)
+    layers: list[tuple[str, str]] = field(default_factory=list)   # (name, type), in order
+    problems: list[Problem] = field(default_factory=list)
+
+    def raise_if_unsupported(self) -> "ModelReport":
+        if not self.problems:
+            return self
+        supported = (", ".join(KERAS_LAYERS) if self.format == "keras"
+                     else ", ".join(SUPPORTED_OPS))
+        lines = [p.line() for p in self.problems]
+        raise ModelCheckError(
+            f"{self.path.name} cannot run on the device: {'; '.join(lines)}. "
+            f"Supported {'layers' if self.format == 'keras' else 'int8 operators'}: {supported}.")
+
+
+def _activation_name(layer) -> str:
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", "linear") if act is not None else "linear"
+
+
+def check_keras_model(model, path: Path | str = "model") -> ModelReport:
+    """Every layer of a Keras model against the runtime; the report lists all problems at once."""
+    path = Path(path)
+    layers = list(model.layers)
+    report = ModelReport(path=path, format="keras",
+                         input_shape=tuple(int(d) for d in model.input_shape[1:]),
+                         outputs=int(model.output_shape[-1]))
+    weight_layers = [l for l in layers if type(l).__name__ in ("Conv2D", "Conv1D",
+                                                               "DepthwiseConv2D", "Dense")]
+    last = layers[-1] if layers else None
+    for layer in layers:
+        kind = type(layer).__name__
+        report.layers.append((layer.name, kind))
+        if kind not in KERAS_LAYERS:
+            report.problems.append(Problem(layer.name, kind, "not supported by the device runtime"))
+            continue
+        act = _activation_name(layer)
+        if layer is last:
+            if kind != "Dense":
+                report.problems.append(Problem(layer.name, kind, "the last layer must be the "
+                                               "Dense layer of the class logits"))
+            elif act not in ("linear", "softmax"):
+                report.problems.append(Problem(layer.name, kind, f"activation {act}: the logits "
+                                               "take none (or softmax, dropped on the device)"))
+        elif act not in HIDDEN_ACTIVATIONS:
+            report.problems.append(Problem(layer.name, kind, f"activation {act}: the device runs "
+                                           "relu or none"))
+        if kind in ("Conv2D", "Conv1D") and any(int(d) != 1 for d in layer.dilation_rate):
+            report.problems.append(Problem(layer.name, kind, "dilated convolution"))
+        if kind == "DepthwiseConv2D" and int(layer.depth_multiplier) != 1:
+            report.problems.append(Problem(layer.name, kind,
+                                           f"depth multiplier {layer.depth_multiplier} (1 only)"))
+        if kind.startswith("GlobalAveragePooling") and getattr(layer, "keepdims", False):
+            report.problems.append(Problem(layer.name, kind, "keepdims=True (use the default)"))
+    # A plain chain: branches need merge layers (Add, Concatenate), refused above as unsupported;
+    # several inputs or outputs are refused here.
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        report.problems.append(Problem(model.name, "Model", f"{len(model.inputs)} inputs and "
+                                       f"{len(model.outputs)} outputs: the device runs a plain "
+                                       "chain with one of each"))
+    if not weight_layers:
+        report.problems.append(Problem(model.name, "Model", "has no Dense or convolution layer"))
+    return report
+
+
+def check_tflite_model(tflite_bytes: bytes, path: Path | str = "model.tflite") -> ModelReport:
+    """A frozen part given as .tflite: full int8 (input, output and every operator), and only the
+    operators of the int8 runtime."""
+    from tinycil.learn.quantize import QuantizeError, make_interpreter, read_layers
+
+    path = Path(path)
+    try:
+        interp = make_interpreter(tflite_bytes)
+        tensors = {int(d["index"]): d for d in interp.get_tensor_details()}
+        ops = interp._get_ops_details()
+    except (QuantizeError, ValueError, RuntimeError) as exc:
+        raise ModelCheckError(f"{path.name} is not a TFLite model tinycil can read: {exc}") from exc
+    if not ops:
+        raise ModelCheckError(f"{path.name} holds no operators")
+    inp, out = interp.get_input_details(), interp.get_output_details()
+    report = ModelReport(path=path, format="tflite",
+                         input_shape=tuple(int(d) for d in inp[0]["shape"][1:]),
+                         outputs=int(out[0]["shape"][-1]))
+    if len(inp) != 1 or len(out) != 1:
+        report.problems.append(Problem(path.stem, "Model", f"{len(inp)} inputs and {len(out)} "
+                                       "outputs: the device runs one of each"))
+    for op in ops:
+        outs = [int(i) for i in op["outputs"]]
+        name = tensors[outs[0]]["name"] if outs else f"op{op['index']}"
+        kind = op["op_name"]
+        report.layers.append((name, kind))
+        if kind not in SUPPORTED_OPS:
+            why = "not an operator of the int8 runtime"
+            if kind in _DYNAMIC_BATCH_OPS:
+                why += (" (the converter adds it for a batch dimension of unknown size: convert "
+                        "a model whose input has batch_shape=(1, ...))")
+            report.problems.append(Problem(name, kind, why))
+            continue
+        for role in ("inputs", "outputs"):
+            first = int(op[role][0])
+            dtype = np.dtype(tensors[first]["dtype"]).name
+            if dtype != "int8":
+                report.problems.append(Problem(name, kind, f"its {role[:-1]} is {dtype}, not int8: "
+                                               "convert with full-integer quantisation "
+                                               "(TFLITE_BUILTINS_INT8, int8 input and output)"))
+                break
+    if report.problems:
+        return report
+    for L in read_layers(tflite_bytes):
+        act = L.get("options", {}).get("activation", "NONE")
+        if act not in FUSED_ACTIVATIONS:
+            report.problems.append(Problem(L["outputs"][0]["name"], L["op"],
+                                           f"fused activation {act}"))
+    return report
+
+
+def check_model_file(path) -> ModelReport:
+    """Loads and checks a .keras/.h5 or .tflite file; raises ModelCheckError with every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelCheckError(f"{path} does not exist: give a .keras, .h5 or full-int8 .tflite file")
+    suffix = path.suffix.lower()
+    if suffix in TFLITE_SUFFIXES:
+        return check_tflite_model(path.read_bytes(), path).raise_if_unsupported()
+    if suffix not in KERAS_SUFFIXES:
+        raise ModelCheckError(f"{path.name}: tinycil reads Keras models ({', '.join(KERAS_SUFFIXES)})"
+                              f" and full-int8 TFLite models (.tflite)")
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
+        raise ModelCheckError(f"{path.name} could not be loaded as a Keras model: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    return check_keras_model(model, path).raise_if_unsupported()
