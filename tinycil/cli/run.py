@@ -70,7 +70,7 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
     from tinycil.learn.simulate import record_simulation
-    from tinycil.link.stream import RunData, stream_task
+    from tinycil.link.stream import RunData, TaskInterrupted, stream_task
 
     started = time.monotonic()
     board = load_board(board_id, root) if root else load_board(board_id)
@@ -118,8 +118,22 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
         with DeviceLink(url, baudrate=board.baudrate or 115200, timeout=1.0, retries=10) as link:
             for t in range(data.known, len(data.tasks)):
                 echo(f"== task {t}: classes {data.tasks[t]} -> device")
-                stream_task(run_dir, link, t, progress=progress, echo=echo, board_hint=hint,
-                            data=data)
+                try:
+                    stream_task(run_dir, link, t, progress=progress, echo=echo, board_hint=hint,
+                                data=data)
+                except TaskInterrupted:
+                    if not board.emulated:
+                        raise  # the board keeps its state: the stream's advice holds
+                    # The emulated board stops with this command: what it learned is gone.
+                    raise TaskInterrupted(
+                        f"interrupted during task {t}; the emulated board was stopped with "
+                        f"this command, so nothing it learned remains"
+                        + (f" (tasks {data.known}..{t - 1} are recorded in "
+                           f"{run.results_path})" if t > data.known else "")
+                        + f". To go on without preparing again: `tinycil flash --board "
+                        f"{board.id} --run {run_dir}`, then `tinycil stream --run {run_dir} "
+                        f"--board {board.id} --task {data.known}` and each later task, then "
+                        f"`tinycil report {run_dir}`.") from None
     finally:
         if state is not None:
             emulator.stop_state(state)
