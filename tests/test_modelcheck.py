@@ -136,3 +136,21 @@ def test_files_that_are_not_models(tmp_path):
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(ModelCheckError, match="could not be loaded as a Keras model"):
         check_model_file(tmp_path / "broken.keras")
+
+
+def test_check_model_command(keras, tmp_path):
+    from click.testing import CliRunner
+
+    from tinycil.cli import main
+
+    L = keras.layers
+    good = _save(_cnn2d(L, keras), tmp_path, "good.keras")
+    result = CliRunner().invoke(main, ["check-model", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "all run on the device" in result.output and "Conv2D" in result.output
+    bad = _save(keras.Sequential([L.Input((4,)), L.LayerNormalization(name="norm"), L.Dense(2)]),
+                tmp_path, "bad.keras")
+    result = CliRunner().invoke(main, ["check-model", str(bad)])
+    assert result.exit_code == 1
+    assert "layer 'norm' (LayerNormalization): not supported" in result.output
+    assert "Traceback" not in result.output

@@ -21,7 +21,7 @@ from tinycil import __version__
 
 # Modules that contribute commands, in the order `--help` lists them.
 _COMMAND_MODULES = ("tinycil.cli.device", "tinycil.cli.learn", "tinycil.cli.export", "tinycil.cli.stream",
-                    "tinycil.cli.run")
+                    "tinycil.cli.run", "tinycil.cli.model")
 
 
 class _Group(click.Group):
