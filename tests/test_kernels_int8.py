@@ -158,7 +158,10 @@ def test_depthwise_conv2d_s8_matches_litert(k, tf, case):
         np.testing.assert_array_equal(got, want, err_msg=resolver)
 
 
-FC_CASES = [(1, 1, 1, None), (3, 7, 13, "relu"), (2, 64, 10, None), (1, 33, 5, "relu6")]
+FC_CASES = [(1, 1, 1, None), (3, 7, 13, "relu"), (2, 64, 10, None), (1, 33, 5, "relu6"),
+            # inputs over one widened chunk (256) with a 4 and a 1-3 remainder, outputs over one
+            # accumulator group (32) and odd
+            (2, 301, 37, "relu"), (1, 44, 2, None)]
 
 
 @pytest.mark.parametrize("case", FC_CASES, ids=lambda c: "x".join(map(str, c)))

@@ -9,6 +9,7 @@
 #include "tc_conv2d_f32.h"
 #include "tc_conv2d_s8.h"
 #include "tc_dense_f32.h"
+#include "tc_fully_connected_s8.h"
 #include "tc_protocol_spec.h"
 #include "tc_relu_f32.h"
 #include "tc_sgd_f32.h"
@@ -57,6 +58,8 @@ struct KernelData {
     float conv_db[C_OUT];
     int8_t s8_x[C_H * C_W * S_IN], s8_w[S_OUT * C_K * C_K * S_IN], s8_y[C_OH * C_OW * S_OUT];
     int32_t s8_b[S_OUT], s8_mult[S_OUT], s8_shift[S_OUT];
+    int8_t fc_x[D_IN], fc_w[D_OUT * D_IN], fc_y[D_OUT];
+    int32_t fc_b[D_OUT], fc_mult[D_OUT], fc_shift[D_OUT];
     int32_t s8_scratch[(3 + S_OUT) * C_K * C_K * S_IN / 2 + C_K * C_K * S_IN / 4 + 4];
 };
 
@@ -276,6 +279,18 @@ int main() {
     counter_start();
     const bool ok = tc_conv2d_s8(&sd, &q, K.s8_x, K.s8_w, K.s8_b, K.s8_y, K.s8_scratch, bytes);
     report("conv2d_s8_fwd", counter_instructions(), (uint64_t)C_OH * C_OW * S_OUT * C_K * C_K * S_IN);
+
+    fill(K.fc_x, D_IN);
+    fill(K.fc_w, D_OUT * D_IN);
+    for (int32_t c = 0; c < D_OUT; ++c) {
+        K.fc_b[c] = (int32_t)(next_random() >> 20) - 2048;
+        K.fc_mult[c] = 1300000000 + (int32_t)(next_random() >> 4);
+        K.fc_shift[c] = -10;
+    }
+    const tc_s8_quant fq = {7, -2, -128, 127, K.fc_mult, K.fc_shift, 1};
+    counter_start();
+    tc_fully_connected_s8(&dd, &fq, K.fc_x, K.fc_w, K.fc_b, K.fc_y);
+    report("fully_connected_s8", counter_instructions(), (uint64_t)D_IN * D_OUT);
 
     // Training steps; clipping at 1e6 never scales, at 1e-3 always does (the dearer case).
     for (const float clip : {1e6f, 1e-3f}) {

@@ -242,6 +242,15 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
     s.case("fully_connected_s8", f"{{ const tc_dense_dims dd = {{2, 37, 9}}; const tc_s8_quant "
            f"q = {{-7, 0, -128, 127, {MS}, {SS}, 0}}; tc_fully_connected_s8(&dd, &q, {X}, {W}, "
            f"{B}, {{y}}); }}", {"y": y})
+    # Inputs over one widened chunk (256): the chunked path with its accumulator group.
+    x, wt = s8(1, 301), s8(5, 301)
+    bias = rng.integers(-3000, 3000, 5).astype(np.int32)
+    ms, ss = quant(5, 0.0002, 0.001)
+    y = k.fully_connected_s8(x, wt, bias, -3, 4, ms, ss, (4, 127))
+    X, W, B, MS, SS = s.const(x), s.const(wt), s.const(bias), s.const(ms), s.const(ss)
+    s.case("fully_connected_s8 chunks", f"{{ const tc_dense_dims dd = {{1, 301, 5}}; const "
+           f"tc_s8_quant q = {{3, 4, 4, 127, {MS}, {SS}, 1}}; tc_fully_connected_s8(&dd, &q, "
+           f"{X}, {W}, {B}, {{y}}); }}", {"y": y})
     x = s8(1, 7, 9, 4)
     X = s.const(x)
     g = Kernels.geometry(x.shape, 4, 3, 2, "same")

@@ -139,6 +139,28 @@ static inline int32_t tc_requant_channel_apply(int32_t acc, const tc_requant_cha
     return (h >> r->right) + (remainder > r->threshold ? 1 : 0);
 }
 
+// The same requantisation in a few instructions for the common case: a right shift (shift <= -1,
+// right = -shift), a multiplier that is not INT32_MIN and |acc| < 2^30 (tc_requant_fast_fits).
+//   - the high multiply floor((acc * M + 2^30) / 2^31) is floor((2 acc * M + 2^31) / 2^32): one
+//     SMMULR (the rounding high multiply) of 2 acc, which cannot overflow under the bound;
+//   - the rounding divide "(h >> r) + (remainder > threshold + (h < 0))" is
+//     "(h + 2^(r-1) + (h >> 31)) >> r": for h >= 0 ties round up, for h < 0 the extra -1 makes
+//     them round down, as the reference's larger threshold does; |h| < 2^30 keeps the sum exact.
+static inline bool tc_requant_fast_fits(int32_t acc) {
+    return (uint32_t)acc + (1u << 30) < (1u << 31);
+}
+
+static inline int32_t tc_requant_fast(int32_t acc, int32_t multiplier, int32_t right,
+                                      int32_t half) {
+#if defined(__ARM_ARCH_7EM__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(acc * 2), "r"(multiplier));
+#else
+    const int32_t h = (int32_t)(((int64_t)acc * 2 * multiplier + (1ll << 31)) >> 32);
+#endif
+    return (h + half + (h >> 31)) >> right;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Float inner loops shared by dense and conv2d. Each has one fixed per-element operation order
 // (documented), identical in the portable and the Cortex-M7 versions.
