@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from persist_host import tiny_model
+from tinycil.deploy.boards import load_board as get_board
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,10 @@ def build_image(root: Path, board: str, out: Path) -> tuple[Path, str]:
                lib / "protocol" / "tc_crc32.cpp", *sorted((lib / "runtime").glob("*.cpp")),
                *sorted((lib / "kernels").glob("*.cpp"))]
     elf = out / f"persist_{board}.elf"
+    # The serial baud rate the dev-platform takes from the board manifest (builder/main.py).
+    baud = get_board(board).baudrate
     cmd = ["arm-none-eabi-g++", *ARM_FLAGS, *BOARD_DEFINES[board], "-DTC_PERSIST=1",
-           f'-DTC_BOARD_ID="{board}"',
+           f'-DTC_BOARD_ID="{board}"', f"-DTC_SERIAL_BAUD={baud}",
            *(f"-I{d}" for d in (model, lib / "bsp", lib / "persist", lib / "runtime",
                                 lib / "kernels", lib / "protocol")),
            *map(str, sources), "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
