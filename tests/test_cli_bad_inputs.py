@@ -224,6 +224,12 @@ def test_device_commands_refuse_bad_boards_and_ports(tmp_path):
     assert "nothing listens" in refused(["selftest", "--port", "socket://127.0.0.1:1"])
     assert "give --board" in refused(["selftest"])
     assert "No such option" in refused(["stop", "--now"])
+    # The emulator's state file, damaged.
+    (tmp_path / "state").mkdir()
+    for text in ('{"pid": "x', "[1]", '{"pid": 1}'):
+        (tmp_path / "state" / "state.json").write_text(text)
+        assert "state file" in refused(["stop"], env=env)
+        assert "state file" in refused(["info", "--board", "mps2_an500"], env=env)
     assert "No such option" in refused(["boards", "--all"])
     # A board catalogue that is damaged or missing.
     home = tmp_path / "home"
@@ -262,6 +268,7 @@ EXTRA = {"experiment": [], "prepare": ["--no-simulate"], "run": ["--board", "mps
 def test_learning_commands_refuse_bad_scenarios(tmp_path, command, args, says):
     out = refused([command, *args, *EXTRA[command], "-o", tmp_path / "out"])
     assert says in out
+    assert not (tmp_path / "out").exists()  # no half-made run folder left behind
 
 
 @pytest.mark.parametrize("args, says", DEVICE_RUN_MISTAKES)

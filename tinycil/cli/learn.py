@@ -28,19 +28,23 @@ def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed,
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
 
-    run = RunFolder(output or default_run_dir(dataset, "experiment"), create=True)
+    out = output or default_run_dir(dataset, "experiment")
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is a file, not a folder", param_hint="--output")
     resize, keep_size = split_resize(resize)
     results = run_experiment(
         dataset, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
         family=family, epochs=epochs, data_dir=data_dir, resize=resize, keep_size=keep_size,
         distill_method=distill_method, distill_iters=distill_iters, quick=quick,
         max_train=max_train, max_test=max_test, progress=not no_progress, class_order=class_order)
+    run = RunFolder(out, create=True)  # only once there is something to put in it
     run.write_config(results["config"])
     run.write_plan(results["config"]["plan"])
     run.write_results(results)
     table = write_report(run, results)
     click.echo(table)
-    click.echo(f"\nwrote {run.results_path}, {run.summary_path}, {run.plot_path}")
+    click.echo(f"\nwrote {run.results_path}, {run.summary_path}, {run.plot_path}, "
+               f"{run.matrix_csv_path}, {run.metrics_csv_path}")
 
 
 @click.command("report")
