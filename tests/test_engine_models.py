@@ -63,10 +63,17 @@ def test_split_model_shares_weights_and_composes(family):
     assert count_cost(backbone)["params"] + count_cost(tail)["params"] == count_cost(m)["params"]
 
 
-def test_split_refuses_conv_layers_in_the_tail():
+def test_split_puts_conv_layers_in_the_tail_and_may_leave_no_backbone():
     m = build_model("cnn2d", (8, 8, 1), 4, [4, 4, 4])
-    with pytest.raises(ModelError, match="dense"):
-        split_model(m, 3)
+    backbone, tail = split_model(m, 3)  # conv2, pool2, flatten, dense1, logits
+    assert [type(l).__name__ for l in tail.layers][0] == "Conv2D"
+    assert tuple(tail.input_shape[1:]) == (4, 4, 4) == tuple(backbone.output_shape[1:])
+    backbone, tail = split_model(m, 4)  # everything trains: the backbone is the identity
+    assert tuple(backbone.output_shape[1:]) == (8, 8, 1)
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(tail(backbone(x)).numpy(), m(x).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="between 1 and 4"):
+        split_model(m, 5)
 
 
 def _perturb(model, seed):
