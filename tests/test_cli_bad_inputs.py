@@ -316,6 +316,8 @@ def test_report_and_export_refuse_missing_folders(tmp_path):
     assert "config.json is missing" in refused(["export", tmp_path, "--board", "mps2_an500"])
     run = write_run(tmp_path / "run")
     assert "unknown board" in refused(["export", run, "--board", "uno"])
+    (run / "model.keras").write_bytes(b"PK\x03\x04 not a whole model")
+    assert "model.keras is damaged" in refused(["export", run, "--board", "mps2_an500"])
     (run / "config.json").write_text("{")
     assert "not valid JSON" in refused(["export", run, "--board", "mps2_an500"])
     assert "Missing option" in refused(["export", run])

@@ -179,7 +179,12 @@ class RunFolder:
 
         if not self.model_path.is_file():
             raise RunFolderError(f"{self.model_path} is missing; run `tinycil prepare` for this run folder")
-        return keras.models.load_model(self.model_path, compile=False)
+        try:
+            return keras.models.load_model(self.model_path, compile=False)
+        except Exception as exc:  # Keras reports a damaged file as any of several errors
+            raise RunFolderError(f"{self.model_path} is damaged ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); prepare the run "
+                                 f"again (`tinycil prepare ... -o {self.path}`)") from None
 
     def save_buffer(self, task: int, x: np.ndarray, y: np.ndarray, y_soft: np.ndarray | None = None,
                     x_int8: np.ndarray | None = None) -> Path:
