@@ -22,16 +22,21 @@ BOARDS = ("mps2_an500", "nucleo_f746zg")
 
 @pytest.fixture(scope="module")
 def example(root, tmp_path_factory):
-    """The example in the session's project copy, with a digits model exported into generated/."""
-    from tinycil.deploy.export import export_run
+    """The example in the session's project copy, with a digits model exported into its
+    generated/ folder as a user does it (`tinycil export RUN --board B --into DIR`)."""
+    from click.testing import CliRunner
+
+    from tinycil.cli import main
     from tinycil.learn.prepare import prepare_run
 
     run = tmp_path_factory.mktemp("example_run") / "digits"
     prepare_run("digits", run, n_tasks=5, known=1, quick=True, progress=False, seed=0)
-    exported = export_run(run, "mps2_an500", firmware=False)
     project = root / "examples" / "sensor_learner"
-    for path in exported.files:
-        shutil.copyfile(path, project / "generated" / path.name)
+    result = CliRunner().invoke(main, ["export", str(run), "--board", "mps2_an500", "--host-only",
+                                       "--into", str(project / "generated")])
+    assert result.exit_code == 0, result.output
+    for name in ("model_data.h", "model_data.cpp"):
+        assert (project / "generated" / name).is_file()
     return project
 
 

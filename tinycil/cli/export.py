@@ -18,8 +18,13 @@ from tinycil.protocol_spec import BUFFER_STORE_NAMES
 @click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default=None,
               help="What the device's replay buffer keeps (default: what the run was prepared "
                    "with).")
+@click.option("--into", "into", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write model_data.h and model_data.cpp into this folder: the include "
+                   "folder of your own PlatformIO project that uses the learner library "
+                   "(for example its generated/).")
 @friendly
-def export_command(run: Path, board: str, host_only: bool, replay_store: str | None) -> None:
+def export_command(run: Path, board: str, host_only: bool, replay_store: str | None,
+                   into: Path | None) -> None:
     """Export a prepared run (int8 backbone, float32 tail, growth plan, replay buffer) for BOARD,
     after checking that it fits the board's RAM and flash."""
     from tinycil.deploy.export import export_run
@@ -31,6 +36,16 @@ def export_command(run: Path, board: str, host_only: bool, replay_store: str | N
     click.echo(f"  RAM   {mem['ram_used']:>8} of {mem['ram_total']} bytes (planned; the linker "
                f"checks the final image)")
     click.echo(f"  flash {mem['flash_used']:>8} of {mem['flash_total']} bytes")
+    if into is not None:
+        import shutil
+
+        from tinycil.deploy.export import GENERATED_FILES
+        from tinycil.runfolder import EXPORT_DIR
+
+        into.mkdir(parents=True, exist_ok=True)
+        for name in GENERATED_FILES:
+            shutil.copyfile(run / EXPORT_DIR / name, into / name)
+            result.files.append(into / name)
     for path in result.files:
         click.echo(f"  wrote {path}")
     click.echo(f"  manifest {result.manifest_path}")

@@ -4,10 +4,10 @@
 // a few calls; tinycil's serial front end (firmware/src) drives the same runtime for a host.
 //
 // Use:
-//   1. Export a prepared run: `tinycil export RUN --board B` writes RUN/export/model_data.h and
-//      model_data.cpp (and firmware/generated/ of tinycil's own firmware). Put both files in a
-//      folder on your project's include path (`build_flags = -I generated`); the library
-//      compiles them in. Without them every call answers TC_STATUS_NO_MODEL.
+//   1. Export a prepared run into a folder on your project's include path:
+//      `tinycil export RUN --board B --into <project>/generated` writes model_data.h and
+//      model_data.cpp there (`build_flags = -I generated`); the library compiles them in.
+//      Without them every call answers TC_STATUS_NO_MODEL.
 //   2. tc_learner_init() once at start-up: the model starts with the classes the host knew.
 //   3. New classes: tc_learner_begin_task() with their labels (the next class numbers; the model
 //      grows as the export's growth plan says), then tc_learner_add_sample() for each labelled
