@@ -35,8 +35,7 @@ _RESEND_STATUSES = {spec.STATUS["BAD_CRC"], spec.STATUS["MALFORMED"], spec.STATU
 _UNSOLICITED = {MSG["LOG"], MSG["PROGRESS"]}
 
 
-class DeviceError(RuntimeError):
-    """Anything that stops a conversation with the device; the message says what to do."""
+from tinycil.link.protocol import DeviceError  # noqa: E402  (re-exported: callers import it here)
 
 
 class PortNotFound(DeviceError):
@@ -92,8 +91,11 @@ class DeviceLink:
     """
 
     def __init__(self, port: str, baudrate: int = 115200, timeout: float = 1.0, retries: int = 3,
-                 on_log=None, on_progress=None):
+                 on_log=None, on_progress=None, lossy_for: float = 20.0):
         self.port = port
+        # A link that keeps delivering bytes is lossy, not dead: request() goes on resending past
+        # `retries` for up to this many seconds while bytes arrive.
+        self.lossy_for = lossy_for
         self.baudrate = baudrate
         self.timeout = timeout
         self.retries = retries
@@ -200,7 +202,8 @@ class DeviceLink:
         """Send one request and return the device's answer (a Frame with the request's seq).
 
         Resends on timeout or when the device reports a damaged frame; raises NoAnswer when all
-        tries are spent.
+        tries are spent and, past them, when no byte arrived during the last try or ``lossy_for``
+        seconds have passed (bytes that keep arriving mean a lossy link, not a dead one).
         """
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
@@ -208,7 +211,11 @@ class DeviceLink:
         frame_bytes = protocol.encode_frame(msg_type, seq, payload)
         tries = 0
         damaged = 0
-        while tries <= retries:
+        started = time.monotonic()
+        heard = self.stats.bytes_in
+        while tries <= retries or (self.stats.bytes_in > heard
+                                   and time.monotonic() - started < self.lossy_for):
+            heard = self.stats.bytes_in
             if tries:
                 self.stats.resent_frames += 1
             self.write(frame_bytes)
@@ -229,7 +236,13 @@ class DeviceLink:
                         self.handle_unsolicited(item)
                         continue
                     if item.type == MSG["STATUS"]:
-                        code = protocol.parse_status(item.payload)[0]
+                        try:
+                            code = protocol.parse_status(item.payload)[0]
+                        except protocol.ProtocolError as exc:
+                            raise ProtocolMismatch(
+                                f"the device sent a malformed STATUS ({exc}): is it running "
+                                "tinycil firmware? Flash it with this tinycil "
+                                "(`tinycil flash --board B`).") from None
                         # A damaged frame's seq cannot be trusted, so a damage report counts
                         # whatever seq it carries.
                         if code in _RESEND_STATUSES:
@@ -262,7 +275,12 @@ class DeviceLink:
         """Raise DeviceStatusError unless ``frame`` is a STATUS OK (or a specific reply)."""
         if frame.type != MSG["STATUS"]:
             return
-        code, name, detail, text = protocol.parse_status(frame.payload)
+        try:
+            code, name, detail, text = protocol.parse_status(frame.payload)
+        except protocol.ProtocolError as exc:
+            raise ProtocolMismatch(f"the device answered {request} with a malformed STATUS "
+                                   f"({exc}): flash the firmware with this tinycil "
+                                   "(`tinycil flash --board B`).") from None
         if code != spec.STATUS["OK"]:
             raise DeviceStatusError(code, name, detail, text, request)
 

@@ -5,17 +5,23 @@
 
 Bytes are forwarded in both directions in chunks; each chunk may, with the given probabilities,
 lose a byte, get a bit flipped, be sent twice, wait before it goes on, or be preceded by random
-garbage. The faults come from a seeded generator (one per direction), and ``limit`` bounds how
-many are injected in all, so a test always ends.
+garbage. With ``per_byte=True`` the probabilities are per byte instead (a soak's "0.1% per byte":
+every byte may be dropped, flipped, doubled, preceded by 1-32 garbage bytes or held back, each
+independently). ``lose_frames`` drops whole frames: {"to_host": {5}} loses the sixth frame (0x00
+delimited) the device sends. The faults come from a seeded generator (one per direction), and
+``limit`` bounds how many are injected in all, so a test always ends.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+_KINDS = ("drop", "corrupt", "duplicate", "garbage", "delay")
 
 
 @dataclass
@@ -29,6 +35,9 @@ class Faults:
     seed: int = 0
     limit: int = 1000        # faults injected in total, both directions together
     directions: tuple = ("to_device", "to_host")
+    per_byte: bool = False   # the probabilities above are per byte, not per chunk
+    lose_frames: dict = field(default_factory=dict)  # direction -> indexes of frames to lose
+    lose_types: tuple = ()   # count only frames of these message types for lose_frames (all: ())
 
 
 @dataclass
@@ -38,6 +47,7 @@ class FaultCounts:
     duplicate: int = 0
     delay: int = 0
     garbage: int = 0
+    lost_frames: int = 0
     bytes: dict = field(default_factory=lambda: {"to_device": 0, "to_host": 0})
 
     @property
@@ -120,6 +130,73 @@ class FaultProxy:
             setattr(self.counts, kind, getattr(self.counts, kind) + 1)
             return True
 
+    def _gap(self, rng: random.Random, p: float) -> int:
+        """Bytes until the next fault of probability p per byte (geometric)."""
+        if p <= 0:
+            return 1 << 62
+        if p >= 1:
+            return 0
+        return int(math.log(1.0 - rng.random()) / math.log(1.0 - p))
+
+    def _damage_bytes(self, data: bytes, direction: str, rng: random.Random,
+                      gaps: dict) -> list[bytes]:
+        """Per-byte faults: each kind strikes after its own geometric gap of clean bytes."""
+        f = self.faults
+        out = bytearray()
+        pieces: list[bytes] = []
+        for byte in data:
+            keep = True
+            for kind in _KINDS:
+                if gaps[kind] > 0:
+                    gaps[kind] -= 1
+                    continue
+                gaps[kind] = self._gap(rng, getattr(f, kind))
+                if not self._take(kind):
+                    continue
+                if kind == "drop":
+                    keep = False
+                elif kind == "corrupt":
+                    byte ^= 1 << rng.randrange(8)
+                elif kind == "duplicate":
+                    out.append(byte)
+                elif kind == "garbage":
+                    out += bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+                else:  # delay: what came before goes now, the rest after a pause
+                    pieces.append(bytes(out))
+                    out.clear()
+                    pieces.append(b"")  # marks the pause
+                    pieces.append(rng.uniform(0, f.max_delay))
+            if keep:
+                out.append(byte)
+        pieces.append(bytes(out))
+        return pieces
+
+    def _lose(self, data: bytes, direction: str, state: dict) -> bytes:
+        """Drops the frames of ``lose_frames``: whole frames (held until their 0x00 delimiter),
+        counted among those of ``lose_types``."""
+        lose = self.faults.lose_frames.get(direction)
+        if not lose:
+            return data
+        from tinycil.link.protocol import Frame, decode_body
+
+        out = bytearray()
+        held = state.setdefault("held", bytearray())
+        for byte in data:
+            held.append(byte)
+            if byte != 0:
+                continue
+            frame = decode_body(bytes(held[:-1])) if len(held) > 1 else None
+            counted = isinstance(frame, Frame) and (not self.faults.lose_types
+                                                    or frame.type in self.faults.lose_types)
+            if counted and state["frame"] in lose:
+                with self._lock:
+                    self.counts.lost_frames += 1
+            else:
+                out += held
+            state["frame"] += 1 if counted else 0
+            held.clear()
+        return bytes(out)
+
     def _damage(self, data: bytes, direction: str, rng: random.Random) -> list[bytes]:
         f = self.faults
         if direction not in f.directions:
@@ -141,6 +218,8 @@ class FaultProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket, direction: str, rng: random.Random,
               done: threading.Event) -> None:
+        gaps = {kind: self._gap(rng, getattr(self.faults, kind)) for kind in _KINDS}
+        frames = {"frame": 0}
         try:
             while not self._stop.is_set():
                 data = src.recv(self.chunk)
@@ -148,8 +227,15 @@ class FaultProxy:
                     break
                 with self._lock:
                     self.counts.bytes[direction] += len(data)
-                for piece in self._damage(data, direction, rng):
-                    if piece:
+                data = self._lose(data, direction, frames)
+                if self.faults.per_byte and direction in self.faults.directions:
+                    pieces = self._damage_bytes(data, direction, rng, gaps)
+                else:
+                    pieces = self._damage(data, direction, rng)
+                for piece in pieces:
+                    if isinstance(piece, float):
+                        time.sleep(piece)
+                    elif piece:
                         dst.sendall(piece)
         except OSError:
             pass

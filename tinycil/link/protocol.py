@@ -32,7 +32,12 @@ _STATUS_HEAD = struct.Struct("<BBH")
 ERROR_KINDS = ("bad_crc", "malformed", "too_long")
 
 
-class ProtocolError(Exception):
+class DeviceError(RuntimeError):
+    """Anything that stops a conversation with the device; the message says what to do.
+    (Defined here, below the bridge, so that a reply that does not parse is one too.)"""
+
+
+class ProtocolError(DeviceError):
     """A frame or payload that does not follow the protocol."""
 
 

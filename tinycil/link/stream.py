@@ -24,8 +24,7 @@ from tinycil import protocol_spec as spec
 from tinycil.link.bridge import DeviceError
 from tinycil.runfolder import read_device_key
 from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
-                             parse_stats, samples_payload, samples_per_frame,
-                             train_control_payload)
+                             parse_stats, samples_payload, train_control_payload)
 
 FLAGS = spec.SAMPLES_FLAGS
 PERSIST_NAMES = {v: k for k, v in spec.PERSIST_STATES.items()}
@@ -290,27 +289,32 @@ def reset_advice(data: RunData, info: dict, run_name: str, board_hint: str) -> s
 def evaluate(session: Session, data: RunData, upto: int, progress: bool) -> tuple[list, dict]:
     """Accuracy on the test data of tasks 0..upto (predictions from the device)."""
     parts = [data.samples("test", j) for j in range(upto + 1)]
-    per_frame = samples_per_frame(data.input_size, spec.EVAL_MAX_SAMPLES)
-    chunks = [(j, s) for j, (x, _) in enumerate(parts) for s in range(0, len(x), per_frame)]
     preds = [np.zeros(len(y), np.int64) for _, y in parts]
     bar = _bar(sum(len(y) for _, y in parts), "evaluate", "sample", progress)
     summary: dict = {}
+    last_part = max((j for j, (_, y) in enumerate(parts) if len(y)), default=-1)
 
-    for k, (j, s) in enumerate(chunks):
-        x, y = parts[j]
-        flags = (FLAGS["EVAL_START"] if k == 0 else 0) | (
-            FLAGS["EVAL_SUMMARY"] if k == len(chunks) - 1 else 0)
+    first = True
+    for j, (x, y) in enumerate(parts):
+        s = 0
+        while s < len(y):
+            # The session sizes every frame to the link's measured loss.
+            n = min(session.samples_per_frame(data.input_size, spec.EVAL_MAX_SAMPLES), len(y) - s)
+            flags = (FLAGS["EVAL_START"] if first else 0) | (
+                FLAGS["EVAL_SUMMARY"] if j == last_part and s + n >= len(y) else 0)
 
-        def store(reply, j=j, s=s, n=len(y[s:s + per_frame])):
-            p, per_class = parse_eval_result(reply)
-            preds[j][s:s + n] = p
-            if per_class:
-                summary["per_class"] = per_class
-            if bar is not None:
-                bar.update(n)
+            def store(reply, j=j, s=s, n=n):
+                p, per_class = parse_eval_result(reply)
+                preds[j][s:s + n] = p
+                if per_class:
+                    summary["per_class"] = per_class
+                if bar is not None:
+                    bar.update(n)
 
-        session.send("EVAL_SAMPLES", samples_payload(x[s:s + per_frame], y[s:s + per_frame], flags),
-                     on_reply=store)
+            session.send("EVAL_SAMPLES", samples_payload(x[s:s + n], y[s:s + n], flags),
+                         on_reply=store)
+            first = False
+            s += n
     session.flush()
     if bar is not None:
         bar.close()
@@ -515,7 +519,6 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
         epochs=tr["epochs"]))
     session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[task])))
 
-    per_frame = samples_per_frame(data.input_size)
     losses: list[float] = []
     bar = _bar(int(tr["epochs"]) * used, f"task {task} train", "sample", progress)
 
@@ -530,11 +533,13 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
 
     for epoch in range(int(tr["epochs"])):
         order = stream_order(len(y), data.seed, task, epoch)[:used]
-        for s in range(0, used, per_frame):
-            idx = order[s:s + per_frame]
+        s = 0
+        while s < used:  # frames sized by the session to the link's measured loss
+            idx = order[s:s + session.samples_per_frame(data.input_size)]
             n = len(idx)
             session.send("TRAIN_SAMPLES", samples_payload(x8[idx], y[idx]),
                          on_reply=(lambda r, n=n: bar.update(n)) if bar is not None else None)
+            s += n
     session.flush()
     train_seconds = time.monotonic() - t_train
     if bar is not None:
@@ -545,17 +550,16 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     mid = parse_stats(session.call("STATS"))
     _confirm(mid["new_samples"] - stats0["new_samples"], expected, "training samples", task,
              data, info, run_dir, board_hint)
-    per_frame_b = samples_per_frame(data.input_size)
-    starts = list(range(0, len(by), per_frame_b)) or [0]
-    for s in starts[:-1]:
-        session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + per_frame_b], by[s:s + per_frame_b]))
+    s = 0
+    while s + session.samples_per_frame(data.input_size) < len(by):
+        n = session.samples_per_frame(data.input_size)
+        session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + n], by[s:s + n]))
+        s += n
     session.flush()
     # The last frame ends the task; a device with persistence saves its state before answering,
     # which takes seconds on a real flash (nothing else is in flight meanwhile).
-    s = starts[-1]
-    done = session.call("BUFFER_SAMPLES", samples_payload(
-        bx[s:s + per_frame_b], by[s:s + per_frame_b], FLAGS["END_OF_TASK"]),
-        timeout=spec.PERSIST_SAVE_TIMEOUT)
+    done = session.call("BUFFER_SAMPLES", samples_payload(bx[s:], by[s:], FLAGS["END_OF_TASK"]),
+                        timeout=spec.PERSIST_SAVE_TIMEOUT)
     saved = done.detail == 0
     if done.detail not in (0, 2):  # 2: tc_persist UNAVAILABLE, a build without persistence
         echo(f"warning: the device could not save its learned state ({done.text}); it keeps "
