@@ -111,6 +111,10 @@ CONV_CASES = [
     (1, 10, 10, 7, 13, 5, 1, "valid", "relu6"),
     (1, 11, 9, 13, 8, 5, 2, "valid", None),
     (1, 6, 6, 16, 16, 3, 1, "same", "relu"),
+    # one input channel, 3x3, stride 1: the first layer's row-sliding path (odd and even
+    # widths, both paddings, more channels than one pass of 32)
+    (1, 14, 14, 1, 5, 3, 1, "same", "relu"),
+    (1, 5, 6, 1, 35, 3, 1, "same", "relu6"),
 ]
 
 
@@ -305,3 +309,22 @@ def test_exporter_plans_the_scratch_the_conv_kernel_wants(k, shape, out_c, ksize
     from tinycil.deploy.export import conv2d_s8_scratch_bytes
     got = conv2d_s8_scratch_bytes(ksize, ksize, shape[3], block)
     assert got == k.conv2d_s8_scratch_bytes(shape, out_c, ksize, 1, "valid", block)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 19, "valid"), (1, 17, 16, "same"), (1, 3, 21, "same")])
+def test_conv2d_s8_first_layer_path_equals_the_general_path(k, shape):
+    # One input channel, 3x3, stride 1: the least scratch (block 0, 108 bytes) cannot hold three
+    # widened rows of 16 or more outputs (120 bytes and up), so it takes the general path; with
+    # more scratch the row-sliding one runs; both must give the same bits
+    # (TFLite's double-rounding requantisation) for odd and even widths and both paddings.
+    b, h, w, pad = shape
+    rng = np.random.default_rng(h * 100 + w)
+    x = rng.integers(-128, 128, (b, h, w, 1)).astype(np.int8)
+    wt = rng.integers(-128, 128, (7, 3, 3, 1)).astype(np.int8)
+    bias = rng.integers(-20000, 20000, 7).astype(np.int32)
+    ms, ss = zip(*[k.quantize_multiplier(r) for r in rng.uniform(0.0002, 0.004, 7)])
+    ms, ss = np.array(ms, np.int32), np.array(ss, np.int32)
+    general = k.conv2d_s8(x, wt, bias, 1, pad, -5, 3, ms, ss, (3, 127), out_block=0)
+    sliding = k.conv2d_s8(x, wt, bias, 1, pad, -5, 3, ms, ss, (3, 127), out_block=64)
+    np.testing.assert_array_equal(sliding, general)
+    assert len(np.unique(general)) > 20

@@ -48,6 +48,8 @@ constexpr int32_t D_IN = 256, D_OUT = 64;
 constexpr int32_t C_H = 18, C_W = 18, C_IN = 16, C_OUT = 16, C_K = 3;
 constexpr int32_t C_OH = C_H - C_K + 1, C_OW = C_W - C_K + 1;
 constexpr int32_t S_IN = 32, S_OUT = 32;
+// The first layer of the Fashion-MNIST 14x14 demo model: 1 channel in, 5 out, 3x3, SAME.
+constexpr int32_t T_H = 14, T_W = 14, T_OUT = 5;
 
 // The kernel benchmarks and the training steps run one after the other: they share RAM.
 struct KernelData {
@@ -60,6 +62,8 @@ struct KernelData {
     int32_t s8_b[S_OUT], s8_mult[S_OUT], s8_shift[S_OUT];
     int8_t fc_x[D_IN], fc_w[D_OUT * D_IN], fc_y[D_OUT];
     int32_t fc_b[D_OUT], fc_mult[D_OUT], fc_shift[D_OUT];
+    int8_t t_x[T_H * T_W], t_w[T_OUT * 9], t_y[T_H * T_W * T_OUT];
+    int32_t t_b[T_OUT], t_mult[T_OUT], t_shift[T_OUT];
     int32_t s8_scratch[(3 + S_OUT) * C_K * C_K * S_IN / 2 + C_K * C_K * S_IN / 4 + 4];
 };
 
@@ -279,6 +283,24 @@ int main() {
     counter_start();
     const bool ok = tc_conv2d_s8(&sd, &q, K.s8_x, K.s8_w, K.s8_b, K.s8_y, K.s8_scratch, bytes);
     report("conv2d_s8_fwd", counter_instructions(), (uint64_t)C_OH * C_OW * S_OUT * C_K * C_K * S_IN);
+
+    tc_window_dims td;
+    tc_window_dims_init(&td, 1, T_H, T_W, 1, T_OUT, 3, 3, 1, 1, TC_PADDING_SAME, 1);
+    fill(K.t_x, T_H * T_W);
+    fill(K.t_w, T_OUT * 9);
+    for (int32_t c = 0; c < T_OUT; ++c) {
+        K.t_b[c] = (int32_t)(next_random() >> 22) - 512;
+        K.t_mult[c] = 1300000000 + (int32_t)(next_random() >> 4);
+        K.t_shift[c] = -9;
+    }
+    const tc_s8_quant tq = {-128 + 128, -5, -5, 127, K.t_mult, K.t_shift, 1};
+    // The scratch the exporter plans for this layer (all channels in one pass).
+    const int32_t t_bytes = tc_conv2d_s8_scratch_bytes(&td, T_OUT);
+    if (t_bytes > (int32_t)sizeof K.s8_scratch) return 3;
+    counter_start();
+    const bool t_ok = tc_conv2d_s8(&td, &tq, K.t_x, K.t_w, K.t_b, K.t_y, K.s8_scratch, t_bytes);
+    report("conv2d_s8_1ch_fwd", counter_instructions(), (uint64_t)T_H * T_W * T_OUT * 9);
+    if (!t_ok) return 2;
 
     fill(K.fc_x, D_IN);
     fill(K.fc_w, D_OUT * D_IN);

@@ -206,7 +206,9 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
         return np.array(ms, np.int32), np.array(ss, np.int32)
 
     s8 = lambda *shape: rng.integers(-128, 128, shape).astype(np.int8)  # noqa: E731
-    for b, h, w_, ci, co, ks, st, pad, block in [(1, 7, 7, 3, 5, 3, 1, "same", 2),
+    for b, h, w_, ci, co, ks, st, pad, block in [(1, 14, 14, 1, 5, 3, 1, "same", 5),
+                                                 (2, 6, 9, 1, 3, 3, 1, "valid", 4),
+                                                 (1, 7, 7, 3, 5, 3, 1, "same", 2),
                                                  (2, 8, 8, 16, 12, 3, 2, "same", 64),
                                                  (1, 9, 9, 5, 8, 5, 1, "valid", 4),
                                                  (1, 8, 7, 8, 6, 3, 1, "same", 0)]:

@@ -251,6 +251,247 @@ int32_t channel_block(int32_t scratch_bytes, int32_t kp, int32_t pixels) {
     return words < kp ? 0 : 2 * (words / kp);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The first layer of an image model: one input channel, 3x3, stride 1. With nine taps per output
+// the general layout's per-output work (gathering a patch, the requantisation) would outweigh
+// the multiply-accumulates, so this path slides along rows instead:
+//   - three input rows are kept widened to int16 with the offset added, zeros outside the image
+//     (a rolling window: one new row per output row), so that a word at an even column holds two
+//     neighbouring inputs;
+//   - per channel, each kernel row is held as two words, (w0, w1) and (w1, w2), doubled; two
+//     neighbouring outputs x, x+1 then take per kernel row one LDRD and four multiply-
+//     accumulates: SMLAD (x: taps 0,1), SMLABT (x: tap 2), SMLATB (x+1: tap 0), SMLAD
+//     (x+1: taps 1,2): 15 instructions for 18 MACs;
+//   - the accumulators of a row go to a small array, then a short exact requantisation finishes
+//     them (tc_requant_fast's arithmetic: the doubled weights and bias give 2 acc for SMMLAR
+//     directly; the sign correction may use acc's sign, as h is 0 whenever their signs differ,
+//     and 0 gives the same result either way; rounding half and output offset are one constant).
+// It applies when every channel has a right shift and a bias that keeps |acc| < 2^30, the row
+// fits kMaxRow and the scratch holds the three rows; otherwise the general path runs.
+constexpr int32_t kMaxRow = 128;   // output columns of the accumulator row (stack)
+constexpr int32_t kMaxThin = 32;   // channels whose packed weights sit on the stack per pass
+
+inline int32_t thin_row_words(int32_t out_w) { return (out_w + 4) >> 1; }
+
+int32_t thin_scratch_bytes(const tc_window_dims* d) {
+    return 3 * thin_row_words(d->out_w) * 4;
+}
+
+bool thin_applies(const tc_window_dims* d, const tc_s8_quant* q, const int32_t* bias,
+                  int32_t scratch_bytes) {
+    if (d->in_c != 1 || d->k_h != 3 || d->k_w != 3 || d->stride_h != 1 || d->stride_w != 1)
+        return false;
+    if (d->out_w > kMaxRow || thin_scratch_bytes(d) > scratch_bytes) return false;
+    if (q->act_min < -128 || q->act_max > 127 || q->output_offset < -128 ||
+        q->output_offset > 127)
+        return false;
+    for (int32_t c = 0; c < d->out_c; ++c) {
+        const int32_t qi = q->per_channel ? c : 0;
+        // A right shift of at most 22 keeps the folded rounding constant (2^(right-1) plus
+        // the output offset times 2^right) and the sum below 2^31.
+        if (q->shift[qi] >= 0 || q->shift[qi] < -22 || q->multiplier[qi] == INT32_MIN)
+            return false;
+        // |acc| <= |bias| + 9 * 255 * 128 must stay below 2^30.
+        const int32_t b = bias ? bias[c] : 0;
+        if (b > (1 << 29) || b < -(1 << 29)) return false;
+    }
+    return true;
+}
+
+// Widens input row iy of image `image` into `row` (columns shifted by pad_left, zeros outside).
+// Inside the image four inputs at a time: one word load, two SXTAB16 (offset added) and two
+// PKHBT/PKHTB to put neighbours side by side, two word stores (which may be unaligned).
+void thin_widen_row(const tc_window_dims* d, const int8_t* image, int32_t iy, int32_t offset,
+                    int16_t* row) {
+    const int32_t n = 2 * thin_row_words(d->out_w);
+    if (iy < 0 || iy >= d->in_h) {
+        memset(row, 0, (size_t)n * 2);
+        return;
+    }
+    const int8_t* src = image + iy * d->in_w;
+    const int32_t pad = d->pad_left;
+    // Columns j with input ix = j - pad inside the image: [pad, pad + in_w), within [0, n).
+    const int32_t j_end = pad + d->in_w < n ? pad + d->in_w : n;
+    int32_t j = 0;
+    for (; j < pad; ++j) row[j] = 0;
+    const uint32_t off2 = ((uint32_t)offset & 0xffffu) | ((uint32_t)offset << 16);
+    for (; j + 4 <= j_end; j += 4) {
+        uint32_t v;
+        memcpy(&v, src + (j - pad), 4);
+        const uint32_t even = tc_sxtab16(off2, v);       // (x0, x2)
+        const uint32_t odd = tc_sxtab16_ror8(off2, v);   // (x1, x3)
+        const uint32_t w01 = (even & 0xffffu) | (odd << 16);
+        const uint32_t w23 = (even >> 16) | (odd & 0xffff0000u);
+        memcpy(row + j, &w01, 4);
+        memcpy(row + j + 2, &w23, 4);
+    }
+    for (; j < j_end; ++j) row[j] = (int16_t)(src[j - pad] + offset);
+    for (; j < n; ++j) row[j] = 0;
+}
+
+inline uint32_t pack16(int32_t lo, int32_t hi) {
+    return ((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16);
+}
+
+// acc[x] = 2 * (bias + sum of the 3x3 window at output column x) for one output row, two
+// columns per round; wk: per kernel row the words (w0, w1) and (w1, w2), doubled.
+#if defined(TC_KERNELS_ARM_DSP)
+// Registers: r0-r2 the three rows, r3 the accumulators, r4 the pair count, r5/r6 two input
+// words, r7/r8 the two outputs, r9/r10 a kernel row's words, r11 wk, r12 2 * bias. Per pair
+// three LDRD of inputs, three of weights, twelve multiply-accumulates (the first of each output
+// adds the bias), one STM, two loop instructions: 21 instructions for 18 MACs.
+#define TC_THIN_KROW(ROW, WOFF, FIRST0, FIRST1)                  \
+    "ldrd r9, r10, [r11, #" WOFF "]\n"                           \
+    "ldrd r5, r6, [" ROW "], #4\n"                               \
+    "smlad r7, r5, r9, " FIRST0 "\n"                             \
+    "smlabt r7, r6, r10, r7\n"                                   \
+    "smlatb r8, r5, r9, " FIRST1 "\n"                            \
+    "smlad r8, r6, r10, r8\n"
+extern "C" __attribute__((naked)) void tc_conv2d_s8_thin_row(const uint32_t*, const uint32_t*,
+                                                             const uint32_t*, int32_t*, int32_t,
+                                                             const uint32_t*, int32_t) {
+    __asm__ volatile(
+        "push {r4-r11, lr}\n"
+        "ldr r4, [sp, #36]\n"
+        "ldr r11, [sp, #40]\n"
+        "ldr r12, [sp, #44]\n"
+        "1:\n"
+        TC_THIN_KROW("r0", "0", "r12", "r12")
+        TC_THIN_KROW("r1", "8", "r7", "r8")
+        TC_THIN_KROW("r2", "16", "r7", "r8")
+        "stmia r3!, {r7, r8}\n"
+        "subs r4, r4, #1\n"
+        "bne 1b\n"
+        "pop {r4-r11, pc}\n");
+}
+#undef TC_THIN_KROW
+
+// Requantises n (even) doubled accumulators into int8 outputs `stride` bytes apart:
+// v = (k + (a >> 31) + SMMLAR-high(a * mult)) >> right, then SSAT to int8 and the lower bound
+// (k = 2^(right-1) + offset * 2^right; see thin_conv). Registers: r0 acc, r1 out, r2 count,
+// r3 stride, r4 mult, r5 k, r6 right, r7 lo, r8/r9 two accumulators, r10/r11 temporaries.
+extern "C" __attribute__((naked)) void tc_conv2d_s8_thin_requant(const int32_t*, int8_t*,
+                                                                 int32_t, int32_t, int32_t,
+                                                                 int32_t, int32_t, int32_t) {
+    __asm__ volatile(
+        "push {r4-r11, lr}\n"
+        "ldrd r4, r5, [sp, #36]\n"
+        "ldrd r6, r7, [sp, #44]\n"
+        "lsrs r2, r2, #1\n"
+        "1:\n"
+        "ldrd r8, r9, [r0], #8\n"
+        "add r10, r5, r8, asr #31\n"
+        "smmlar r10, r8, r4, r10\n"
+        "asr r10, r10, r6\n"
+        "ssat r10, #8, r10\n"
+        "cmp r10, r7\n"
+        "it lt\n"
+        "movlt r10, r7\n"
+        "strb r10, [r1]\n"
+        "add r1, r1, r3\n"
+        "add r11, r5, r9, asr #31\n"
+        "smmlar r11, r9, r4, r11\n"
+        "asr r11, r11, r6\n"
+        "ssat r11, #8, r11\n"
+        "cmp r11, r7\n"
+        "it lt\n"
+        "movlt r11, r7\n"
+        "strb r11, [r1]\n"
+        "add r1, r1, r3\n"
+        "subs r2, r2, #1\n"
+        "bne 1b\n"
+        "pop {r4-r11, pc}\n");
+}
+#endif
+
+void thin_row(const uint32_t* r0, const uint32_t* r1, const uint32_t* r2, const uint32_t* wk,
+              int32_t bias2, int32_t out_w, int32_t* acc) {
+#if defined(TC_KERNELS_ARM_DSP)
+    tc_conv2d_s8_thin_row(r0, r1, r2, acc, (out_w + 1) >> 1, wk, bias2);
+#else
+    const uint32_t* rows[3] = {r0, r1, r2};
+    for (int32_t x = 0, k = 0; x < out_w; x += 2, ++k, acc += 2) {
+        int32_t s0 = bias2, s1 = bias2;
+        for (int32_t ky = 0; ky < 3; ++ky) {
+            const uint32_t u = rows[ky][k], v = rows[ky][k + 1];
+            const uint32_t a = wk[2 * ky], b = wk[2 * ky + 1];
+            s0 = tc_smlad(u, a, s0);
+            s0 = tc_smlabt(v, b, s0);
+            s1 = tc_smlatb(u, a, s1);
+            s1 = tc_smlad(v, b, s1);
+        }
+        acc[0] = s0;
+        acc[1] = s1;
+    }
+#endif
+}
+
+// One doubled accumulator to int8: the same arithmetic as the Cortex-M7 loop.
+inline int8_t thin_finish(int32_t a, int32_t mult, int32_t k, int32_t right, int32_t lo,
+                          int32_t hi) {
+    const int32_t h = (int32_t)(((int64_t)a * mult + (1ll << 31)) >> 32);
+    int32_t v = (k + (a >> 31) + h) >> right;
+    v = v < -128 ? -128 : v > 127 ? 127 : v;
+    v = v < lo ? lo : v;
+    return (int8_t)(v > hi ? hi : v);
+}
+
+void thin_conv(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x, const int8_t* w,
+               const int32_t* bias, int8_t* y, void* scratch) {
+    const int32_t out_c = d->out_c, out_w = d->out_w, words = thin_row_words(out_w);
+    uint32_t* rows[3] = {(uint32_t*)scratch, (uint32_t*)scratch + words,
+                         (uint32_t*)scratch + 2 * words};
+    uint32_t wk[kMaxThin][6];
+    int32_t acc[kMaxRow + 1];
+    const int32_t offset = q->output_offset, lo = q->act_min, hi = q->act_max;
+    for (int32_t c0 = 0; c0 < out_c; c0 += kMaxThin) {
+        const int32_t c1 = c0 + kMaxThin < out_c ? c0 + kMaxThin : out_c;
+        for (int32_t c = c0; c < c1; ++c)
+            for (int32_t ky = 0; ky < 3; ++ky) {
+                const int8_t* t = w + c * 9 + ky * 3;
+                wk[c - c0][2 * ky] = pack16(2 * t[0], 2 * t[1]);
+                wk[c - c0][2 * ky + 1] = pack16(2 * t[1], 2 * t[2]);
+            }
+        for (int32_t b = 0; b < d->batch; ++b) {
+            const int8_t* image = x + b * d->in_h * d->in_w;
+            const int32_t y0 = -d->pad_top;
+            // The window of output row 0: input rows y0 .. y0 + 2.
+            for (int32_t i = 0; i < 3; ++i)
+                thin_widen_row(d, image, y0 + i, q->input_offset, (int16_t*)rows[i]);
+            for (int32_t oy = 0; oy < d->out_h; ++oy) {
+                if (oy > 0) {  // slide: the oldest row becomes the newest
+                    uint32_t* oldest = rows[0];
+                    rows[0] = rows[1];
+                    rows[1] = rows[2];
+                    rows[2] = oldest;
+                    thin_widen_row(d, image, y0 + oy + 2, q->input_offset, (int16_t*)oldest);
+                }
+                int8_t* yrow = y + ((b * d->out_h + oy) * out_w) * out_c;
+                for (int32_t c = c0; c < c1; ++c) {
+                    const int32_t qi = q->per_channel ? c : 0;
+                    const int32_t mult = q->multiplier[qi], right = -q->shift[qi];
+                    // The rounding half and the output offset in one constant (exact: the
+                    // offset times 2^right is a multiple of the divisor).
+                    const int32_t k = (1 << (right - 1)) + offset * (1 << right);
+                    thin_row(rows[0], rows[1], rows[2], wk[c - c0], 2 * (bias ? bias[c] : 0),
+                             out_w, acc);
+                    int8_t* out = yrow + c;
+                    int32_t ox = 0;
+#if defined(TC_KERNELS_ARM_DSP)
+                    if (hi == 127 && out_w >= 2) {
+                        ox = out_w & ~1;
+                        tc_conv2d_s8_thin_requant(acc, out, ox, out_c, mult, k, right, lo);
+                        out += ox * out_c;
+                    }
+#endif
+                    for (; ox < out_w; ++ox, out += out_c)
+                        *out = thin_finish(acc[ox], mult, k, right, lo, hi);
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 int32_t tc_conv2d_s8_scratch_bytes(const tc_window_dims* d, int32_t out_block) {
@@ -271,6 +512,10 @@ bool tc_conv2d_s8(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x
     const int32_t out_c = d->out_c;
     for (int32_t c = 0; c < (q->per_channel ? out_c : 1); ++c)
         if (q->multiplier[c] == INT32_MIN) return false;
+    if (thin_applies(d, q, bias, scratch_bytes)) {
+        thin_conv(d, q, x, w, bias, y, scratch);
+        return true;
+    }
     int32_t pixels = 3;
     int32_t block = channel_block(scratch_bytes, kp, pixels);
     if (block == 0) {

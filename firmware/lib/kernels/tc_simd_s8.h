@@ -20,7 +20,22 @@ static inline uint32_t tc_sxtab16_ror8(uint32_t a, uint32_t b) {
     __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(b));
     return r;
 }
+// Single 16 x 16 multiply-accumulates of chosen halves: bottom x top, top x bottom.
+static inline int32_t tc_smlabt(uint32_t a, uint32_t b, int32_t acc) {
+    return __smlabt((int32_t)a, (int32_t)b, acc);
+}
+static inline int32_t tc_smlatb(uint32_t a, uint32_t b, int32_t acc) {
+    return __smlatb((int32_t)a, (int32_t)b, acc);
+}
 #else
+static inline int32_t tc_smlabt(uint32_t a, uint32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc +
+                     (uint32_t)((int32_t)(int16_t)(a & 0xffff) * (int32_t)(int16_t)(b >> 16)));
+}
+static inline int32_t tc_smlatb(uint32_t a, uint32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc +
+                     (uint32_t)((int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b & 0xffff)));
+}
 static inline uint32_t tc_sxtab16(uint32_t a, uint32_t b) {
     const uint32_t lo = (a + (uint32_t)(int32_t)(int8_t)(b & 0xff)) & 0xffffu;
     const uint32_t hi = ((a >> 16) + (uint32_t)(int32_t)(int8_t)((b >> 16) & 0xff)) & 0xffffu;
