@@ -97,7 +97,7 @@ def test_a_run_that_does_not_fit_is_refused_before_building(home, digits_run):
     out = CliRunner().invoke(main, ["flash", "--board", BOARD, "--run", str(digits_run)])
     assert out.exit_code != 0
     assert f"run {digits_run.name} does not fit {BOARD}" in out.output
-    assert "bytes too many" in out.output and "--tail-layers" in out.output
+    assert "bytes too many" in out.output and "Prepare the run again" in out.output
     assert "Building firmware" not in out.output
     assert not (home / "firmware" / ".pio").exists()
     assert not (home / "firmware" / "generated" / "model_data.h").exists()
