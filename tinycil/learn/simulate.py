@@ -1,7 +1,11 @@
 """Host reference of a device run: the device procedure, step for step, in float32 numpy.
 
-The device keeps a frozen int8 backbone and a float32 tail of dense layers that it trains on the
-samples the host streams to it. This module runs that procedure on the host with the same inputs,
+The device keeps a frozen int8 backbone (possibly empty) and a float32 tail that it trains on
+the samples the host streams to it: dense layers (`Tail`, bit-exact with the device's kernels) or
+any chain of conv2d, depthwise conv2d, pooling and dense layers (`NetTail`, float32 but not in the
+kernels' summation order: the host twin, tinycil.deploy.twin, is the bit-exact reference there).
+The device accumulates a mini-batch's gradient sample by sample; for dense layers that is the very
+batched sum below (the same fmaf sequence), so the batched formulas describe it exactly. This module runs that procedure on the host with the same inputs,
 the same order, the same seeds and the same arithmetic in float32, so every device run has a
 reference to be compared with. The int8 backbone is run by the real LiteRT interpreter (the device
 kernels are bit-exact with it); the tail is plain numpy, written to read like the C++ runtime.
