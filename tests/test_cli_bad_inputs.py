@@ -340,15 +340,19 @@ def test_prepare_refuses_a_model_that_cannot_fit_the_board_before_training(root,
     board = json.loads(manifest.read_text())
     board["tinycil"]["memory"]["ram_bytes"] = 24 * 1024
     manifest.write_text(json.dumps(board))
-    out = refused(["prepare", "--dataset", "digits", "--quick", "--board", "mps2_an500",
-                   "--tail-layers", "2", "--no-simulate", "-o", tmp_path / "out"],
-                  env={"TINYCIL_HOME": str(home)})
-    assert "does not fit mps2_an500" in out and "bytes too many" in out
-    assert "[3/7]" not in out  # refused before the model was trained (and quantised)
-    assert not (tmp_path / "out").exists()
-    # Every option the advice names is one `tinycil prepare` has.
-    named = set(re.findall(r"--[a-z][a-z-]*", out.split("Error:", 1)[1]))
-    assert named and named <= _prepare_options(), named - _prepare_options()
+    env = {"TINYCIL_HOME": str(home)}
+    chosen = refused(["prepare", "--dataset", "digits", "--quick", "--board", "mps2_an500",
+                      "--no-simulate", "-o", tmp_path / "out"], env=env)
+    given = refused(["prepare", "--dataset", "digits", "--quick", "--board", "mps2_an500",
+                     "--tail-layers", "2", "--no-simulate", "-o", tmp_path / "out"], env=env)
+    assert "does not fit mps2_an500" in given and "bytes too many" in given
+    assert "fit mps2_an500" in chosen
+    for out in (chosen, given):
+        assert "[3/7]" not in out  # refused before the model was trained (and quantised)
+        assert not (tmp_path / "out").exists()
+        # Every option the advice names is one `tinycil prepare` has.
+        named = set(re.findall(r"--[a-z][a-z-]*", out.split("Error:", 1)[1]))
+        assert named and named <= _prepare_options(), named - _prepare_options()
 
 
 def test_memory_plan_advice_names_only_existing_options():
