@@ -11,6 +11,15 @@ The device's identity comes from HELLO (INFO): its model signature, input shape 
 it has seen, which also tell, after a reset, which task a firmware built with persistence restored
 from flash. The last BUFFER_SAMPLES frame of a task says END_OF_TASK: such a firmware saves its
 learned state then, and the host waits for that answer.
+
+The record cannot lie. Every file of the run folder is checked before the device is touched. A
+device learning session is one flash of the run's signature and one boot of the device (INFO's
+session id); results.json keeps the record of the device's current session ("device_log" and the
+"device" RESULT) and moves an earlier session's record whole to "device_history". A task enters
+the record only when the device confirmed all of it: every training sample (STATS), every buffer
+sample (the buffer's fill) and the end of the task. The class count alone never makes a task
+complete: a device that grew for a task it did not finish (Ctrl-C, a lost link) is refused, with
+the ways on that work (restart to the state it saved last, or flash again).
 """
 
 from __future__ import annotations
