@@ -278,6 +278,14 @@ def test_device_run_commands_refuse_bad_device_scenarios(tmp_path, command, args
     assert says in out
 
 
+@pytest.mark.parametrize("command", ["experiment", "prepare", "run"])
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, command):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    out = refused([command, "--dataset", "digits", *EXTRA[command], "-o", taken])
+    assert "is a file" in out and "[1/7]" not in out
+
+
 def test_a_malformed_data_dir_is_refused(tmp_path):
     bad = tmp_path / "mnist"
     bad.mkdir()

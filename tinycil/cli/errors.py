@@ -79,10 +79,19 @@ def friendly(func=None, *, interrupted=None, also: tuple = ()):
         except (json.JSONDecodeError, zipfile.BadZipFile, EOFError) as exc:
             raise click.ClickException(f"a file is damaged ({exc}): re-create it (run `tinycil "
                                        "prepare` again for a run folder)") from None
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                PermissionError) as exc:
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
     return wrapper
+
+
+def check_output_folder(path, option: str = "--output") -> None:
+    """Refuse, before any work, an output folder that is an existing file."""
+    from pathlib import Path
+
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise click.BadParameter(f"{path} is a file, not a folder", param_hint=option)
 
 
 def one_line(exc: BaseException) -> str:

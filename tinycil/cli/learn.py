@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tinycil.cli.errors import friendly
+from tinycil.cli.errors import check_output_folder, friendly
 from tinycil.cli.options import scenario_options, split_resize
 
 
@@ -29,8 +29,7 @@ def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed,
     from tinycil.runfolder import RunFolder, default_run_dir
 
     out = output or default_run_dir(dataset, "experiment")
-    if out.exists() and not out.is_dir():
-        raise click.BadParameter(f"{out} is a file, not a folder", param_hint="--output")
+    check_output_folder(out)
     resize, keep_size = split_resize(resize)
     results = run_experiment(
         dataset, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tinycil.cli.errors import friendly
+from tinycil.cli.errors import check_output_folder, friendly
 from tinycil.cli.options import device_training_options, scenario_options, split_resize
 
 
@@ -35,6 +35,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
     from tinycil.runfolder import default_run_dir
 
     out = output or default_run_dir(dataset, "device")
+    check_output_folder(out)
     resize, keep_size = split_resize(resize)
     from tinycil.deploy.boards import load_board
     from tinycil.deploy.cut import cut_chooser

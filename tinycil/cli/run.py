@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from tinycil.cli.options import device_training_options, scenario_options, split_resize
-from tinycil.cli.errors import friendly
+from tinycil.cli.errors import check_output_folder, friendly
 
 
 def compare_matrices(a, b) -> float:
@@ -75,6 +75,7 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     started = time.monotonic()
     board = load_board(board_id, root) if root else load_board(board_id)
     run_dir = Path(out_dir) if out_dir else default_run_dir(dataset, "device")
+    check_output_folder(run_dir)
     # What can fail without the host's work is checked before it: the board's serial port.
     if not board.emulated:
         url = device_port(board, port)
