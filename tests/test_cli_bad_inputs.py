@@ -311,7 +311,12 @@ def _results_file(tmp_path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("text", ["", "{", "[1, 2]", "{}", '{"method": {"accuracy_matrix": 3}}',
-                                  '{"method": {"accuracy_matrix": [[0.5]]}}', "\u00ff\u00fe"])
+                                  '{"method": {"accuracy_matrix": [[0.5]]}}', "\u00ff\u00fe",
+                                  json.dumps({"method": {
+                                      "accuracy_matrix": [[1.5, None], [0.5]],
+                                      "final_avg_accuracy": 0.5, "bwt": 0.0, "forgetting": 0.0,
+                                      "train_flops": 1.0, "buffer": {"samples": 1, "bytes": 1,
+                                                                     "fraction": 0.01}}})])
 def test_report_refuses_a_damaged_results_file(tmp_path, text):
     out = refused(["report", _results_file(tmp_path, text)])
     assert "results.json" in out

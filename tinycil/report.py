@@ -204,14 +204,18 @@ def write_report(run: RunFolder, results: dict | None = None) -> str:
     try:
         if not isinstance(results, dict) or not named_results(results):
             raise ValueError("it holds no RESULT (\"method\", \"baselines\" or \"device\")")
+        from tinycil.learn.metrics import check_matrix
+
+        for _, r in named_results(results):
+            check_matrix(r["accuracy_matrix"])
         table = format_table(results)
         summary = summary_markdown(results)
+        plot(results, run.plot_path)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ReportError(f"{run.results_path} does not follow the results format ({exc}): "
                           "re-create the run (`tinycil experiment` or `tinycil prepare`/`run`)") \
             from None
     run.summary_path.write_text(summary)
-    plot(results, run.plot_path)
     return table
 
 
