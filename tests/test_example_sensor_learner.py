@@ -1,7 +1,8 @@
 """examples/sensor_learner: tinycil's learner as a PlatformIO library inside an application that
 learns two new classes from frames its own "sensor" produces (no host streaming). The example
 builds for both boards; on the emulated board it must learn the new classes (its exit code says
-so) from a model exported by the ordinary path (a quick digits run)."""
+so) from a model exported by the ordinary path (a quick digits run), and its learned state must
+survive a save, a restart and a restore."""
 
 import re
 import shutil
@@ -66,4 +67,8 @@ def test_example_learns_new_classes_on_the_emulated_board(example):
     assert int(before.group(1)) == 0, out  # classes the model has never had cannot be predicted
     assert int(after.group(1)) >= 80, out
     assert re.search(r"\d+ SGD steps", out) and " 0 SGD steps" not in out, out
+    # saved, back to the exported model by a restart, restored: the same predictions again
+    saved = re.search(r"learned state of (\d+) bytes saved; after a restart (\d+)%, restored (\d+)%", out)
+    assert saved and int(saved.group(1)) > 0, out
+    assert int(saved.group(2)) == 0 and int(saved.group(3)) == int(after.group(1)), out
     assert "PASS" in out and proc.returncode == 0, out

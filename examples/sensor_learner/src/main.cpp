@@ -4,8 +4,9 @@
 // its sensor shows two patterns the model has never seen; the application learns them as two
 // new classes from frames it reads itself - no host, no serial link - and reports how well it
 // recognises them before and after. On the emulated board the run ends through semihosting with
-// exit code 0 (learned), 1 (not learned well enough), 2 (no model), 3 (the model cannot grow by
-// two classes) or 4 (another learner error).
+// exit code 0 (learned), 1 (not learned well enough, or lost by save and restore), 2 (no model),
+// 3 (the model cannot grow by two classes) or 4 (another learner error). Before it ends it saves
+// the learned state, restarts the learner and restores the state, as a device does across a reset.
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +35,22 @@ void say(const char* text) {
     say(line);
     bsp::exit(code);
 }
+
+// Where the learned state is saved in this example (RAM; see the end of main).
+uint8_t g_saved[32 * 1024];
+
+struct StateWriter {
+    tc_state_writer base{&StateWriter::write, nullptr};
+    uint32_t used = 0;
+
+    static int write(tc_state_writer* self, const void* data, uint32_t n) {
+        StateWriter* w = reinterpret_cast<StateWriter*>(self);  // base is the first member
+        if (w->used + n > sizeof(g_saved)) return 1;  // refuse: the area is full
+        memcpy(g_saved + w->used, data, n);
+        w->used += n;
+        return 0;
+    }
+};
 
 // One quantised frame of `pattern` from the sensor.
 void read_frame(sensor::Generator& gen, sensor::Pattern pattern, int8_t* frame) {
@@ -108,6 +125,23 @@ int main() {
     say(line);
     snprintf(line, sizeof(line), "accuracy on the new classes after learning: %d%%\n", after);
     say(line);
+
+    // What a device does before a reset: save the learned state (a real application writes it
+    // to flash, e.g. with lib/persist's two slots), start again from the exported model, restore.
+    const uint32_t state_bytes = tc_learner_state_bytes();
+    if (state_bytes > sizeof(g_saved)) finish(4, "the learned state is larger than the save area");
+    StateWriter writer;
+    if (tc_learner_save(&writer.base) != TC_STATUS_OK) finish(4, "save failed");
+    if (tc_learner_init() != TC_STATUS_OK) finish(4, "restart failed");
+    const int restarted = accuracy_percent(labels);
+    if (tc_learner_restore(g_saved, writer.used) != TC_STATUS_OK) finish(4, "restore failed");
+    const int restored = accuracy_percent(labels);
+    snprintf(line, sizeof(line),
+             "learned state of %lu bytes saved; after a restart %d%%, restored %d%%\n",
+             (unsigned long)writer.used, restarted, restored);
+    say(line);
+    if (restored != after) finish(1, "FAIL: the restored state predicts differently");
+
     if (after >= kPassPercent && after > before) finish(0, "PASS: the new classes were learned");
     finish(1, "FAIL: the new classes were not learned well enough");
 }
