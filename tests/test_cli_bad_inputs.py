@@ -139,6 +139,9 @@ DAMAGES = {
     "truncated plan": lambda run: _truncate(run / "plan.json", 20),
     "plan of one task": lambda run: (run / "plan.json").write_text(
         json.dumps(json.loads((run / "plan.json").read_text())[:1])),
+    "data set moved away": lambda run: (run / "config.json").write_text(
+        (run / "config.json").read_text().replace('"dataset": "digits"',
+                                                  f'"dataset": "mnist", "data_dir": "{run}/gone"')),
 }
 
 

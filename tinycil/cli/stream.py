@@ -51,6 +51,7 @@ def stream(run_dir, board_id, port, baud, task, epochs, lr, momentum, batch_new,
         raise click.BadParameter(
             f"run {run_dir} has device tasks {data.known}..{len(data.tasks) - 1} (tasks before "
             f"{data.known} were learned on the host), got {task}", param_hint="--task")
+    data.dataset()  # the task's samples come from the data set: found and read before streaming
     url, default_baud, board = _port(board_id, port)
     hint = f"--board {board.id}" if board else f"--board B --port {url}"
     if board is not None and port:
