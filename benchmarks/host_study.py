@@ -135,6 +135,8 @@ def ablation_markdown(ab: dict) -> list[str]:
             lines.append(f"| {name} | {row['label']} | {100 * m.mean():.1f} ± {100 * _std(m):.1f} | "
                          f"{100 * f.mean():.1f} ± {100 * _std(f):.1f} | {100 * gap.mean():+.1f} ± "
                          f"{100 * _std(gap):.1f} | {ratio.mean():.1%} |")
+    if ab.get("sources"):
+        lines += ["", f"Sources: {ab['sources']}."]
     lines += ["", f"Ablation time: {ab['seconds']:.0f} s.", ""]
     return lines
 
@@ -148,9 +150,10 @@ def run_ablation(args, seeds) -> dict:
     t0 = time.perf_counter()
     ab = {"seeds": seeds, "defaults": {k: v for k, v in TrainConfig().to_dict().items()
                                        if k.startswith(("distill", "align", "balance"))}, "datasets": {}}
+    chosen = [ABLATION[i] for i in (args.rows if args.rows is not None else range(len(ABLATION)))]
     for name in names:
         rows = []
-        for label, opts in ABLATION:
+        for label, opts in chosen:
             row = {"label": label, "options": opts, "method": [], "fixed_size": [], "flops_ratio": []}
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
@@ -180,6 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     ap.add_argument("--ablation", action="store_true",
                     help="switch the training ingredients on and off (on " + ", ".join(ABLATION_DATASETS) + ")")
+    ap.add_argument("--rows", type=int, nargs="+", default=None,
+                    help="with --ablation: only these rows of ABLATION (0 = defaults)")
     args = ap.parse_args(argv)
 
     from tinycil.learn.experiment import run_experiment
