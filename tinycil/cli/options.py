@@ -109,6 +109,24 @@ def scenario_options(func):
     ])
 
 
+def model_file_option(func):
+    """`--model FILE`: the user's own model instead of a family (checked layer by layer first)."""
+    return click.option(
+        "--model", "model_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Your own model instead of a family: a Keras model (.keras, .h5; the device trains "
+             "its last --trainable layers, auto: its dense tail) or a full-int8 .tflite (the "
+             "frozen part; tinycil adds a trainable dense head). Output rows grow for new "
+             "classes; see `tinycil check-model`.")(func)
+
+
+def check_model_file_option(model_file) -> None:
+    """Refuse a model file the device cannot run, naming every layer, before any work."""
+    if model_file is not None:
+        from tinycil.deploy.modelcheck import check_model_file
+
+        check_model_file(model_file)
+
+
 def device_training_options(func):
     """What the device trains and how: trainable tail and SGD settings."""
     return _apply(func, [

@@ -10,12 +10,14 @@ from pathlib import Path
 import click
 
 from tinycil.cli.errors import check_output_folder, friendly
-from tinycil.cli.options import device_training_options, scenario_options, split_resize
+from tinycil.cli.options import (check_model_file_option, device_training_options,
+                                 model_file_option, scenario_options, split_resize)
 
 
 @click.command("prepare")
 @scenario_options
 @device_training_options
+@model_file_option
 @click.option("--board", default=None,
               help="Board the run is meant for (recorded in config.json); a model that cannot "
                    "fit it is refused before training.")
@@ -28,7 +30,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
                     family, tail_layers,
                     board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, replay_store,
                     distill_method,
-                    distill_iters, max_train, max_test, quick, simulate, output):
+                    distill_iters, max_train, max_test, quick, model_file, simulate, output):
     """The host half of a device run: train the model on the known tasks, quantise its backbone to
     int8, distil every task to a small buffer, and write the growth plan into a run folder."""
     from tinycil.learn.prepare import prepare_run
@@ -36,6 +38,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
 
     out = output or default_run_dir(dataset, "device")
     check_output_folder(out)
+    check_model_file_option(model_file)
     resize, keep_size = split_resize(resize)
     from tinycil.deploy.boards import load_board
     from tinycil.deploy.cut import cut_chooser
@@ -57,7 +60,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
         momentum=momentum, batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
         replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
         max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model,
-        class_order=class_order, choose_cut=choose_cut)
+        class_order=class_order, choose_cut=choose_cut, model_file=model_file)
     if simulate:
         from tinycil.learn.simulate import record_simulation
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from tinycil.cli.options import device_training_options, scenario_options, split_resize
+from tinycil.cli.options import (check_model_file_option, device_training_options,
+                                 model_file_option, scenario_options, split_resize)
 from tinycil.cli.errors import check_output_folder, friendly
 
 
@@ -183,6 +184,7 @@ def device_port(board, port: str | None) -> str:
 @click.command("run")
 @scenario_options
 @device_training_options
+@model_file_option
 @click.option("--board", "-b", "board_id", required=True, help="Board id (see `tinycil boards`).")
 @click.option("--port", "-p", help="Serial port of a real board.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
@@ -191,16 +193,18 @@ def device_port(board, port: str | None) -> str:
 @friendly(also=(ValueError,))
 def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order, family, epochs,
         distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
-        batch_new, batch_replay, clip_norm, replay_store, board_id, port, output, no_progress):
+        batch_new, batch_replay, clip_norm, replay_store, model_file, board_id, port, output,
+        no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
     resize, keep_size = split_resize(resize)
+    check_model_file_option(model_file)
     prepare_kwargs = dict(
         data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
         tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
         batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store,
-        class_order=class_order)
+        class_order=class_order, model_file=model_file)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
                    progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)

@@ -24,7 +24,7 @@ def model_footprint(model, plan: list[dict], sizing: dict, tail_layers: int):
     from tinycil.deploy import memplan
     from tinycil.deploy.export import (TAIL_OPS, backbone_table, kernel_scratch_bytes,
                                        scratch_bytes, tail_channels)
-    from tinycil.learn.models import (layer_channels, model_family, split_model, tail_layer_specs,
+    from tinycil.learn.models import (layer_channels, split_model, tail_layer_specs, weight_kinds,
                                       weight_layers)
     from tinycil.learn.quantize import quantize_backbone
 
@@ -44,11 +44,11 @@ def model_footprint(model, plan: list[dict], sizing: dict, tail_layers: int):
         backbone_bytes += 64
     latent = int(np.prod(tail.input_shape[1:]))
     specs = tail_layer_specs(tail)
-    family = model_family(model)
+    kinds = weight_kinds(model)  # a family's, or a user's own model's
     n_weight = len(weight_layers(model))
 
     def channels(step: dict) -> list[int]:
-        per_layer = layer_channels(family, step["widths"], int(step["outputs"]))
+        per_layer = layer_channels(kinds, step["widths"], int(step["outputs"]))
         return tail_channels(specs, per_layer[n_weight - tail_layers:])
 
     final, init = channels(plan[-1]), channels(plan[known - 1])

@@ -397,8 +397,8 @@ def _find_tflite(run, cfg: dict) -> Path | None:
 def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
     """Read a prepared run folder into an ExportModel. `buffer_store` (one of BUFFER_STORES)
     overrides the run's "replay_store" (default "inputs")."""
-    from tinycil.learn.models import (ModelError, layer_channels, model_family, split_model,
-                                      tail_layer_specs, weight_layers)
+    from tinycil.learn.models import (ModelError, layer_channels, split_model, tail_layer_specs,
+                                      weight_kinds, weight_layers)
     from tinycil.learn.quantize import (QuantizedModel, QuantizeError, quantize_backbone, quantize_inputs,
                                   read_layers)
     from tinycil.runfolder import RunFolder
@@ -485,12 +485,12 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         buffer_x = np.zeros((0, latent_size), np.int8)
 
     # Growth plan of the tail: the output channels of every tail layer per task.
-    family = cfg.get("family") or model_family(model)
+    kinds = weight_kinds(model)  # a family's, or a user's own model's (prepare --model)
     n_weight = len(weight_layers(model))
     plan = []
     for step in plan_list:
         outputs = int(step.get("outputs", step["classes_seen"]))
-        channels = layer_channels(family, step["widths"], outputs)[n_weight - tail_layers:]
+        channels = layer_channels(kinds, step["widths"], outputs)[n_weight - tail_layers:]
         plan.append({"classes_seen": outputs, "out": tail_channels(specs, channels)})
     for a, b in zip(plan, plan[1:]):
         if any(y < x for x, y in zip(a["out"], b["out"])):

@@ -287,13 +287,21 @@ def tail_layer_specs(tail_model) -> list[dict]:
     return specs
 
 
-def layer_channels(family: str, widths, outputs: int) -> list[int]:
+def weight_kinds(model) -> tuple[str, ...]:
+    """The types of a model's weight layers in order (a family's WEIGHT_KINDS, or those of a
+    user's own model)."""
+    return tuple(type(layer).__name__ for layer in weight_layers(model))
+
+
+def layer_channels(family, widths, outputs: int) -> list[int]:
     """Output channels of every weight layer of a family model with these widths (depthwise
-    layers keep their input's channels, the logits have `outputs`)."""
+    layers keep their input's channels, the logits have `outputs`). `family` is a family's name
+    or the weight layers' types (weight_kinds of any model)."""
+    kinds = WEIGHT_KINDS[_check_family(family)] if isinstance(family, str) else tuple(family)
     it = iter(int(w) for w in widths)
     out, ch = [], None
-    for i, kind in enumerate(WEIGHT_KINDS[_check_family(family)]):
-        if i == len(WEIGHT_KINDS[family]) - 1:
+    for i, kind in enumerate(kinds):
+        if i == len(kinds) - 1:
             ch = int(outputs)
         elif kind != "DepthwiseConv2D":
             ch = next(it)

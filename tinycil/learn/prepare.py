@@ -97,7 +97,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                 replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
-                echo=print, check_model=None, class_order=None, choose_cut=None) -> dict:
+                echo=print, check_model=None, class_order=None, choose_cut=None,
+                model_file=None) -> dict:
     """Prepare a device run in `out_dir`; returns the config written to config.json.
 
     None for a hyper-parameter takes the data set's default (tinycil.learn.experiment.DEFAULTS and
@@ -106,7 +107,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     `class_order` (class ids) orders the classes before they are split into tasks (default: the
     seed's order). `tail_layers` "auto" asks `choose_cut(family=, input_shape=, num_classes=,
     plan_of=, sizing=)` for the number of trainable layers; it returns (number, reason), and the
-    reason is printed and recorded in config.json.
+    reason is printed and recorded in config.json. `model_file` (a .keras/.h5 model or a full-int8
+    .tflite, checked layer by layer by the caller) replaces the family: see tinycil.learn.usermodel.
     """
     from tinycil.datasets import load_dataset
     from tinycil.learn.distill import distill_task
@@ -135,7 +137,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         raise PrepareError(f"--buffer must be a fraction in (0, 1], got {buffer_fraction}")
     if tail_layers != "auto" and (not isinstance(tail_layers, int) or tail_layers < 1):
         raise PrepareError(f"--trainable must be at least 1 (the output layer) or auto, got {tail_layers}")
-    if tail_layers == "auto" and choose_cut is None:
+    if tail_layers == "auto" and choose_cut is None and model_file is None:
         raise PrepareError("--trainable auto plans the memory of a board: pass --board, or give "
                            "the number of trainable layers")
     if distill not in ("dm", "gm"):
@@ -161,12 +163,20 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     say(f"loading {dataset}")
     ds = load_dataset(dataset, data_dir=data_dir, resize=resize, seed=seed,
                       max_train=max_train, max_test=max_test)
-    if family == "auto":
-        family = family_for_modality(ds.modality)
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
-    policy = WidthPolicy(DEFAULT_WIDTHS[family])
-    n_weight_layers = weight_layer_count(family)
-    cut_reason = None
+    user, policy, cut_reason = None, None, None
+    if model_file is not None:
+        # The user's own model: its layers, its cut, fixed hidden widths (output rows grow).
+        from tinycil.learn.usermodel import UserModel
+
+        user = UserModel(model_file, ds.input_shape, sum(len(t) for t in tasks[:known]),
+                         tail_layers, echo=echo if progress else None)
+        family, tail_layers, n_weight_layers = "user", user.tail_layers, user.n_weight
+    else:
+        if family == "auto":
+            family = family_for_modality(ds.modality)
+        policy = WidthPolicy(DEFAULT_WIDTHS[family])
+        n_weight_layers = weight_layer_count(family)
     if tail_layers == "auto":
         per_task = [max(len(t), int(round(buffer_fraction * int(np.isin(ds.y_train, t).sum()))))
                     for t in tasks]
@@ -182,7 +192,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     if tail_layers > n_weight_layers:
         raise PrepareError(f"--trainable {tail_layers}: family {family} has {n_weight_layers} "
                            f"weight layers; use at most {n_weight_layers}")
-    plan = plan_for_device(policy, tasks, ds.num_classes, known, tail_layers, family)
+    plan = (user.plan(tasks, known) if user is not None
+            else plan_for_device(policy, tasks, ds.num_classes, known, tail_layers, family))
     known_classes = plan[known - 1]["seen_classes"]
     unit_of = {c: k for k, c in enumerate(plan[-1]["seen_classes"])}
     to_units = np.vectorize(lambda c: unit_of[int(c)], otypes=[np.int64])
@@ -199,7 +210,11 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
 
     say(f"training a {family} model {plan[known - 1]['widths']} on the known task(s) "
         f"{tasks[:known]} for {cfg.epochs} epochs")
-    model = build_model(family, ds.input_shape, len(known_classes), plan[known - 1]["widths"], seed=seed)
+    if user is not None:
+        model = user.model(len(known_classes), seed=seed)
+    else:
+        model = build_model(family, ds.input_shape, len(known_classes), plan[known - 1]["widths"],
+                            seed=seed)
     if check_model is not None:
         # The caller's check of the model against its target (the command line plans its
         # memory on the board named with --board): a refusal comes now, before minutes of
@@ -211,17 +226,22 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
             "buffer_samples_per_task": [
                 max(len(t), int(round(buffer_fraction * len(p[0])))) for t, p in zip(tasks, parts)]})
     x_known = np.concatenate([p[0] for p in parts[:known]])
+    # What the trained Keras model takes: the samples, or a user's .tflite part's outputs.
+    features = user.features if user is not None else (lambda x: x)
     y_known = to_units(np.concatenate([p[1] for p in parts[:known]]))
     bar = _bar(progress, cfg.epochs, "train (host)")
-    stats = Trainer(model, cfg).train_task(x_known, y_known, len(known_classes), task=0, seed=seed,
+    stats = Trainer(model, cfg).train_task(features(x_known), y_known, len(known_classes), task=0, seed=seed,
                                            progress=bar)
     bar.close()
     host_flops = float(stats["samples"]) * train_flops_per_sample(model)
-    host_acc = [accuracy(model, p[2], to_units(p[3]), len(known_classes)) for p in parts[:known]]
+    host_acc = [accuracy(model, features(p[2]), to_units(p[3]), len(known_classes)) for p in parts[:known]]
 
     say("quantising the backbone to int8")
-    backbone, _ = split_model(model, tail_layers)
-    q = quantize_backbone(backbone, x_known)
+    if user is not None:
+        q = user.quantize(model, tail_layers, x_known)
+    else:
+        backbone, _ = split_model(model, tail_layers)
+        q = quantize_backbone(backbone, x_known)
 
     say(f"distilling every task to {buffer_fraction:.2%} of its training data ({distill}, {iters} iterations)")
     buffers, distill_seconds = [], []
@@ -236,7 +256,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     for i, entry in enumerate(plan):
         if i < known:
             continue
-        grown = build_model(family, ds.input_shape, entry["outputs"], entry["widths"])
+        grown = (user.grown(model, entry["outputs"]) if user is not None
+                 else build_model(family, ds.input_shape, entry["outputs"], entry["widths"]))
         entry["device_flops_per_sample"] = device_flops_per_sample(grown, tail_layers)
 
     say(f"saving the run folder {out_dir}")
@@ -257,7 +278,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         "seed": seed, "tasks": n_tasks, "task_classes": tasks, "known_tasks": known,
         "buffer_fraction": buffer_fraction,
         "distill": {"method": distill, "iterations": iters, "seconds_per_task": distill_seconds},
-        "family": family, "width_policy": policy.to_dict(), "tail_layers": tail_layers,
+        "family": family, "width_policy": None if policy is None else policy.to_dict(),
+        "user_model": None if user is None else user.describe(), "tail_layers": tail_layers,
         "cut_reason": cut_reason, "class_order": [int(c) for t in tasks for c in t],
         "replay_store": replay_store,
         "training": cfg.to_dict(), "board": board, "quick": quick,
