@@ -66,9 +66,11 @@ WHY = {
     "conv2d_s8_1ch_fwd": "rows slide: three input rows kept widened (offset added), two "
                          "neighbouring outputs per LDRD and four multiply-accumulates per kernel "
                          "row (21 instructions per 18 MACs with the bias and the store); then per "
-                         "output about 11 instructions of exact requantisation (SMMLAR, shift, "
-                         "SSAT, lower clamp, strided store), which with 9 taps is 1.2 per MAC; "
-                         "the rest is two calls per row and channel and widening each input row.",
+                         "output about 8 instructions of exact requantisation (SMMLAR, shift, "
+                         "SSAT, strided store; 3 more when the ReLU bound is above -128), which "
+                         "with 9 taps is about 0.9 per MAC; the rest is two calls per row and "
+                         "channel and widening each input row. Quantised as TFLite gives this "
+                         "ReLU layer (input and output zero point -128).",
     "fully_connected_s8": "the input row widened once with its offset; two weight rows share each "
                           "LDM of four widened input words, per row one LDRD of eight weights, "
                           "four SXTB16, four SMLAD: 19 instructions per 16 MACs, four groups per "

@@ -293,7 +293,9 @@ int main() {
         K.t_mult[c] = 1300000000 + (int32_t)(next_random() >> 4);
         K.t_shift[c] = -9;
     }
-    const tc_s8_quant tq = {-128 + 128, -5, -5, 127, K.t_mult, K.t_shift, 1};
+    // Quantisation as TFLite gives this ReLU layer: input zero point -128 (images in [0, 1]),
+    // output zero point -128 (outputs in [0, max]), so the ReLU bound is the int8 minimum.
+    const tc_s8_quant tq = {128, -128, -128, 127, K.t_mult, K.t_shift, 1};
     // The scratch the exporter plans for this layer (all channels in one pass).
     const int32_t t_bytes = tc_conv2d_s8_scratch_bytes(&td, T_OUT);
     if (t_bytes > (int32_t)sizeof K.s8_scratch) return 3;

@@ -227,6 +227,18 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
                f"{{ {_dims(g)} const tc_s8_quant q = {{3, 5, -128, 127, {MS}, {SS}, 1}}; "
                f"if (!tc_conv2d_s8(&d, &q, {X}, {W}, {B}, {{y}}, scratch{s.n}, "
                f"{bytes_expr})) {{y}}[0] ^= 1; }}", {"y": y})
+    # The first-layer path with a lower bound above -128 (its clamping loop).
+    x, wt = s8(1, 5, 8, 1), s8(4, 3, 3, 1)
+    bias = rng.integers(-3000, 3000, 4).astype(np.int32)
+    ms, ss = quant(4)
+    y = k.conv2d_s8(x, wt, bias, 1, "same", -3, 5, ms, ss, (5, 127), out_block=4)
+    g = Kernels.geometry(x.shape, 4, 3, 1, "same")
+    X, W, B, MS, SS = s.const(x), s.const(wt), s.const(bias), s.const(ms), s.const(ss)
+    s.decls.append(f"int32_t scratch{s.n}[64];")
+    s.case("conv2d_s8 first layer relu",
+           f"{{ {_dims(g)} const tc_s8_quant q = {{3, 5, 5, 127, {MS}, {SS}, 1}}; "
+           f"if (!tc_conv2d_s8(&d, &q, {X}, {W}, {B}, {{y}}, scratch{s.n}, "
+           f"tc_conv2d_s8_scratch_bytes(&d, 4))) {{y}}[0] ^= 1; }}", {"y": y})
     x, wt = s8(1, 8, 8, 6), s8(3, 3, 6)
     bias = rng.integers(-3000, 3000, 6).astype(np.int32)
     ms, ss = quant(6, 0.002, 0.01)

@@ -367,9 +367,19 @@ extern "C" __attribute__((naked)) void tc_conv2d_s8_thin_row(const uint32_t*, co
 #undef TC_THIN_KROW
 
 // Requantises n (even) doubled accumulators into int8 outputs `stride` bytes apart:
-// v = (k + (a >> 31) + SMMLAR-high(a * mult)) >> right, then SSAT to int8 and the lower bound
-// (k = 2^(right-1) + offset * 2^right; see thin_conv). Registers: r0 acc, r1 out, r2 count,
-// r3 stride, r4 mult, r5 k, r6 right, r7 lo, r8/r9 two accumulators, r10/r11 temporaries.
+// v = (k + (a >> 31) + SMMLAR-high(a * mult)) >> right, then SSAT to int8 and, unless it is
+// -128 (a ReLU layer's zero point as TFLite quantises it), the lower bound (k = 2^(right-1) +
+// offset * 2^right; see thin_conv). Registers: r0 acc, r1 out, r2 count, r3 stride, r4 mult,
+// r5 k, r6 right, r7 lo, r8/r9 two accumulators, r10/r11 temporaries.
+#define TC_THIN_OUT(A, T, CLAMP)                 \
+    "add " T ", r5, " A ", asr #31\n"            \
+    "smmlar " T ", " A ", r4, " T "\n"           \
+    "asr " T ", " T ", r6\n"                     \
+    "ssat " T ", #8, " T "\n"                    \
+    CLAMP                                        \
+    "strb " T ", [r1]\n"                         \
+    "add r1, r1, r3\n"
+#define TC_THIN_LO(T) "cmp " T ", r7\n it lt\n movlt " T ", r7\n"
 extern "C" __attribute__((naked)) void tc_conv2d_s8_thin_requant(const int32_t*, int8_t*,
                                                                  int32_t, int32_t, int32_t,
                                                                  int32_t, int32_t, int32_t) {
@@ -378,30 +388,25 @@ extern "C" __attribute__((naked)) void tc_conv2d_s8_thin_requant(const int32_t*,
         "ldrd r4, r5, [sp, #36]\n"
         "ldrd r6, r7, [sp, #44]\n"
         "lsrs r2, r2, #1\n"
+        "cmn r7, #128\n"
+        "beq 2f\n"
         "1:\n"
         "ldrd r8, r9, [r0], #8\n"
-        "add r10, r5, r8, asr #31\n"
-        "smmlar r10, r8, r4, r10\n"
-        "asr r10, r10, r6\n"
-        "ssat r10, #8, r10\n"
-        "cmp r10, r7\n"
-        "it lt\n"
-        "movlt r10, r7\n"
-        "strb r10, [r1]\n"
-        "add r1, r1, r3\n"
-        "add r11, r5, r9, asr #31\n"
-        "smmlar r11, r9, r4, r11\n"
-        "asr r11, r11, r6\n"
-        "ssat r11, #8, r11\n"
-        "cmp r11, r7\n"
-        "it lt\n"
-        "movlt r11, r7\n"
-        "strb r11, [r1]\n"
-        "add r1, r1, r3\n"
+        TC_THIN_OUT("r8", "r10", TC_THIN_LO("r10"))
+        TC_THIN_OUT("r9", "r11", TC_THIN_LO("r11"))
         "subs r2, r2, #1\n"
         "bne 1b\n"
+        "pop {r4-r11, pc}\n"
+        "2:\n"
+        "ldrd r8, r9, [r0], #8\n"
+        TC_THIN_OUT("r8", "r10", "")
+        TC_THIN_OUT("r9", "r11", "")
+        "subs r2, r2, #1\n"
+        "bne 2b\n"
         "pop {r4-r11, pc}\n");
 }
+#undef TC_THIN_OUT
+#undef TC_THIN_LO
 #endif
 
 void thin_row(const uint32_t* r0, const uint32_t* r1, const uint32_t* r2, const uint32_t* wk,
@@ -441,7 +446,10 @@ void thin_conv(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x, c
     const int32_t out_c = d->out_c, out_w = d->out_w, words = thin_row_words(out_w);
     uint32_t* rows[3] = {(uint32_t*)scratch, (uint32_t*)scratch + words,
                          (uint32_t*)scratch + 2 * words};
+    // Per channel of a pass: the packed kernel rows, then 2 * bias, multiplier, rounding
+    // constant and right shift (computed once, not per output row).
     uint32_t wk[kMaxThin][6];
+    int32_t par[kMaxThin][4];
     int32_t acc[kMaxRow + 1];
     const int32_t offset = q->output_offset, lo = q->act_min, hi = q->act_max;
     for (int32_t c0 = 0; c0 < out_c; c0 += kMaxThin) {
@@ -452,6 +460,17 @@ void thin_conv(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x, c
                 wk[c - c0][2 * ky] = pack16(2 * t[0], 2 * t[1]);
                 wk[c - c0][2 * ky + 1] = pack16(2 * t[1], 2 * t[2]);
             }
+        for (int32_t c = c0; c < c1; ++c) {
+            const int32_t qi = q->per_channel ? c : 0;
+            const int32_t right = -q->shift[qi];
+            int32_t* p = par[c - c0];
+            p[0] = 2 * (bias ? bias[c] : 0);
+            p[1] = q->multiplier[qi];
+            // The rounding half and the output offset in one constant (exact: the offset
+            // times 2^right is a multiple of the divisor).
+            p[2] = (1 << (right - 1)) + offset * (1 << right);
+            p[3] = right;
+        }
         for (int32_t b = 0; b < d->batch; ++b) {
             const int8_t* image = x + b * d->in_h * d->in_w;
             const int32_t y0 = -d->pad_top;
@@ -468,13 +487,9 @@ void thin_conv(const tc_window_dims* d, const tc_s8_quant* q, const int8_t* x, c
                 }
                 int8_t* yrow = y + ((b * d->out_h + oy) * out_w) * out_c;
                 for (int32_t c = c0; c < c1; ++c) {
-                    const int32_t qi = q->per_channel ? c : 0;
-                    const int32_t mult = q->multiplier[qi], right = -q->shift[qi];
-                    // The rounding half and the output offset in one constant (exact: the
-                    // offset times 2^right is a multiple of the divisor).
-                    const int32_t k = (1 << (right - 1)) + offset * (1 << right);
-                    thin_row(rows[0], rows[1], rows[2], wk[c - c0], 2 * (bias ? bias[c] : 0),
-                             out_w, acc);
+                    const int32_t* p = par[c - c0];
+                    const int32_t mult = p[1], k = p[2], right = p[3];
+                    thin_row(rows[0], rows[1], rows[2], wk[c - c0], p[0], out_w, acc);
                     int8_t* out = yrow + c;
                     int32_t ox = 0;
 #if defined(TC_KERNELS_ARM_DSP)
