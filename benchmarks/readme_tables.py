@@ -74,7 +74,7 @@ def device_section(d) -> list[str]:
         mean_ipts = sum(ipts.values()) / len(ipts) if ipts else None
         diff = max(v for v in s["fidelity"].values() if v is not None) if s.get("fidelity") else None
         # what the run saw: a subsample (--quick) is stated with its numbers
-        data = s.get("data") or "5,000-sample stratified subsample, 1,000 test samples"
+        data = s.get("data") or "-"
         out.append(f"| {s['dataset']} (seed {s.get('seed', 0)}) | {data} | {_pct(acc.get('device'))} | {_pct(acc.get('host_simulation'))} | "
                    f"{_pct(acc.get('host_twin'))} | {'-' if diff is None else f'{100 * diff:.2f}'} | "
                    f"{'-' if mean_ipts is None else f'{mean_ipts:,.0f}'} |")

@@ -1,6 +1,8 @@
 """`tinycil prepare` on digits with tiny settings: a complete run folder, then the host reference of
 the device run (simulate) on it."""
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -18,11 +20,21 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "digits-run"
     result = CliRunner().invoke(prepare_command, [
         "--dataset", "digits", "--tasks", str(N_TASKS), "--known", "1", "--epochs", str(EPOCHS),
-        "--distill-iters", "10", "--seed", "0", "-o", str(out)])
+        "--distill-iters", "10", "--seed", "0", "--class-order", "9,8,7,6,5,4,3,2,1,0",
+        "-o", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    for step in ("[1/7] loading digits", "[4/7] distilling", "[7/7] prepared", "host reference"):
+    for step in ("[1/7] loading digits", "[4/7] distilling", "[7/7] prepared", "host reference",
+                 # the default cut is the memory plan's: the whole digits cnn2d fits the board
+                 "trainable layers: 4 of 4 (auto"):
         assert step in result.output
     return out
+
+
+def test_class_order_and_cut_are_recorded(run_dir):
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["class_order"] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert config["task_classes"] == [[9, 8], [7, 6], [5, 4], [3, 2], [1, 0]]
+    assert config["tail_layers"] == 4 and "fits mps2_an500" in config["cut_reason"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +58,7 @@ def test_prepare_writes_a_complete_run_folder(run_dir):
                 "board", "input_quantization", "latent_quantization"):
         assert key in cfg, key
     assert cfg["training"]["epochs"] == EPOCHS
-    assert cfg["task_classes"] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert cfg["task_classes"] == [[9, 8], [7, 6], [5, 4], [3, 2], [1, 0]]  # --class-order
 
 
 def test_plan_grows_only_the_tail_and_never_shrinks(run_dir):
@@ -56,7 +68,7 @@ def test_plan_grows_only_the_tail_and_never_shrinks(run_dir):
     assert len(plan) == N_TASKS
     assert [p["learned_on"] for p in plan] == ["host"] + ["device"] * (N_TASKS - 1)
     assert [p["outputs"] for p in plan] == [2, 4, 6, 8, 10]
-    assert plan[-1]["seen_classes"] == list(range(10))
+    assert plan[-1]["seen_classes"] == list(range(9, -1, -1))  # --class-order 9,8,...,0
     backbone = [p["widths"][:-len(p["tail_widths"])] for p in plan]
     assert all(b == backbone[0] for b in backbone)  # frozen after the known task
     for a, b in zip(plan, plan[1:]):
@@ -106,7 +118,8 @@ def test_the_backbone_tflite_runs_and_matches_the_float_model(run_dir, inputs):
     x, _ = task_subset(ds.x_test, ds.y_test, inputs.tasks[0])
     float_pred = predict(model, x, 2)
     assert np.mean(int8_pred == float_pred) > 0.9
-    assert np.mean(int8_pred == y) > 0.9  # known task learned (classes 0, 1 are units 0, 1)
+    units = np.array([inputs.tasks[0].index(int(c)) for c in y])  # output unit k: k-th class
+    assert np.mean(int8_pred == units) > 0.9  # known task learned
 
 
 def test_simulate_is_deterministic_and_recorded(run_dir, inputs):
@@ -131,12 +144,15 @@ def test_simulate_learns_the_first_field_task(run_dir):
     R = RunFolder(run_dir).read_results()["method"]["accuracy_matrix"]
     # after task 1 the model chooses among 4 classes: chance is 0.25 on task 1's test samples
     assert R[1][1] > 0.6
-    assert R[1][0] > 0.5  # replay keeps the known task alive
+    # replay keeps the known task alive (chance is 0.25); with every layer trainable on the
+    # device (the auto cut on digits) the features drift more than behind a frozen prefix
+    assert R[1][0] > 0.3
     assert R[-1][-1] > 0.5
 
 
 def test_growth_in_simulate_changes_no_old_logit(inputs):
     from tinycil.learn.prng import Prng
+    from tinycil.learn.simulate import Tail
 
     tail = inputs.tail.copy()
     lat = np.concatenate([inputs.test[j][1] for j in range(N_TASKS)])
@@ -146,8 +162,11 @@ def test_growth_in_simulate_changes_no_old_logit(inputs):
         tail.grow(entry["tail_widths"], entry["outputs"], Prng.for_task(inputs.seed, t))
         after = tail.logits(lat)
         assert after.shape[1] == entry["outputs"]
-        # bit for bit: new units add exact zeros to the old logits' sums
-        assert np.array_equal(after[:, :before.shape[1]], before)
+        if isinstance(tail, Tail):
+            # bit for bit: new units add exact zeros to the old logits' sums
+            assert np.array_equal(after[:, :before.shape[1]], before)
+        else:  # convolutions train too: numpy's matrix products may sum in another order
+            np.testing.assert_allclose(after[:, :before.shape[1]], before, rtol=1e-5, atol=1e-5)
         assert np.all(after[:, before.shape[1]:] == 0)
         assert tail.hidden_widths == entry["tail_widths"]
 
@@ -156,6 +175,10 @@ def test_prepare_refuses_bad_settings(tmp_path):
     result = CliRunner().invoke(prepare_command, ["--dataset", "digits", "--known", "5", "-o",
                                                   str(tmp_path / "x")])
     assert result.exit_code != 0 and "--known" in result.output
-    result = CliRunner().invoke(prepare_command, ["--dataset", "digits", "--tail-layers", "4",
+    result = CliRunner().invoke(prepare_command, ["--dataset", "digits", "--trainable", "5",
                                                   "-o", str(tmp_path / "x")])
-    assert result.exit_code != 0 and "--tail-layers" in result.output
+    assert result.exit_code != 0 and "--trainable 5" in result.output
+    assert "at most 4" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(prepare_command, ["--dataset", "digits", "--trainable", "none",
+                                                  "-o", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "'auto'" in result.output
