@@ -1,0 +1,159 @@
+"""Your own model (`prepare/run --model FILE`): a Keras model built and saved by the test, and a
+full-int8 .tflite frozen part, each prepared and run on the emulated board (real PlatformIO build,
+QEMU, the serial protocol) with the device equal to the host twin; and models that must be
+refused, with a clean one-line message, before any training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from helpers import copy_firmware_project
+from tinycil.cli import main
+
+DIGITS = (8, 8, 1)
+
+
+def keras_model(tmp, name, layers, input_shape=DIGITS):
+    import keras
+
+    model = keras.Sequential([keras.Input(input_shape)] + layers, name=name)
+    path = tmp / f"{name}.keras"
+    model.save(path)
+    return path
+
+
+def own_cnn(tmp):
+    """A user's small CNN ending in softmax (dropped: the device works on logits)."""
+    import keras
+
+    L = keras.layers
+    return keras_model(tmp, "my_cnn", [
+        L.Conv2D(8, 3, padding="same", activation="relu", name="c1"), L.MaxPooling2D(2, name="p1"),
+        L.Flatten(name="f"), L.Dense(24, activation="relu", name="d1"),
+        L.Dense(10, activation="softmax", name="out")])
+
+
+def frozen_tflite(tmp):
+    """A full-int8 frozen part (conv, pool, dense) converted with batch size 1."""
+    import keras
+    import tensorflow as tf
+
+    from tinycil.datasets import load_dataset
+
+    L = keras.layers
+    part = keras.Sequential([keras.Input(DIGITS, batch_size=1),
+                             L.Conv2D(8, 3, padding="same", activation="relu"),
+                             L.MaxPooling2D(2), L.Flatten(), L.Dense(16, activation="relu")])
+    x = load_dataset("digits", seed=0).x_train[:32].astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(part)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[None]] for s in x)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    path = tmp / "frozen.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+def refused(args) -> str:
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    shown = f"{args}: exit {res.exit_code}\n{res.output}"
+    assert res.exit_code not in (0, None), shown
+    assert "Traceback" not in res.output, shown
+    assert res.exception is None or isinstance(res.exception, SystemExit), shown
+    return res.output
+
+
+@pytest.mark.parametrize("command", [["prepare", "--no-simulate"], ["run", "--board", "mps2_an500"]])
+def test_an_unsupported_layer_is_named_before_any_work(tmp_path, command):
+    import keras
+
+    L = keras.layers
+    path = keras_model(tmp_path, "with_bn", [L.Flatten(), L.Dense(16), L.BatchNormalization(name="bn"),
+                                             L.Dense(10)])
+    out = refused(command + ["-d", "digits", "--model", path, "-o", tmp_path / "run"])
+    assert "layer 'bn' (BatchNormalization)" in out and "Supported layers:" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_for_other_samples_is_refused(tmp_path):
+    import keras
+
+    path = keras_model(tmp_path, "for_mnist", [keras.layers.Flatten(), keras.layers.Dense(10)],
+                       input_shape=(28, 28, 1))
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path, "-o", tmp_path / "r"])
+    assert "inputs of shape (28, 28, 1)" in out and "samples of shape (8, 8, 1)" in out
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_too_few_outputs_for_the_known_classes_are_refused(tmp_path):
+    import keras
+
+    path = keras_model(tmp_path, "one_out", [keras.layers.Flatten(), keras.layers.Dense(1)])
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path, "-o", tmp_path / "r"])
+    assert "1 outputs" in out and "2 classes" in out
+
+
+def test_a_float_tflite_is_refused(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    part = keras.Sequential([keras.Input(DIGITS, batch_size=1), keras.layers.Flatten(),
+                             keras.layers.Dense(4)])
+    path = tmp_path / "float.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(part).convert())
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path, "-o", tmp_path / "r"])
+    assert "not int8" in out
+
+
+@pytest.fixture(scope="module")
+def project(root, tmp_path_factory):
+    os.environ["TINYCIL_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    return copy_firmware_project(root, tmp_path_factory.mktemp("project"))
+
+
+def run_own(project, tmp, model_file, **prepare):
+    from tinycil.cli.run import run_end_to_end
+
+    lines = []
+    run_dir = tmp / "run"
+    results = run_end_to_end("digits", "mps2_an500", run_dir, quick=True, epochs=2,
+                             distill_iters=10, root=project, progress=False, echo=lines.append,
+                             prepare_kwargs={"model_file": model_file, **prepare})
+    return run_dir, results, "\n".join(str(l) for l in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
+def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
+    run_dir, results, said = run_own(project, tmp_path, own_cnn(tmp_path))
+    assert "growth: output rows only" in said
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["user_model"]["file"] == "my_cnn.keras" and config["tail_layers"] == 2
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    # the hidden dense layer keeps its 24 units; the logits gain a row per new class
+    assert [s["out"] for s in manifest["plan"]] == [[24, 2], [24, 4], [24, 6], [24, 8], [24, 10]]
+    assert manifest["backbone_layers"][0] == "CONV_2D"  # the user's conv is the int8 prefix
+    assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
+    assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
+    assert results["device"]["accuracy_matrix"][0][0] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
+def test_own_tflite_frozen_part_runs_on_the_emulated_board(project, tmp_path):
+    tflite = frozen_tflite(tmp_path)
+    run_dir, results, said = run_own(project, tmp_path, tflite)
+    assert "tinycil adds a trainable dense head" in said
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (run_dir / config["backbone_file"]).read_bytes() == tflite.read_bytes()  # as given
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    assert manifest["plan"][-1]["out"] == [32, 10]
+    assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
+    assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
