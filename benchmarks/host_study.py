@@ -38,7 +38,7 @@ METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
 ABLATION = [
     ("defaults", {}),
     ("no distillation from the old model", {"distill_weight": 0.0}),
-    ("distillation on replayed samples only", {"distill_new": False}),
+    ("+ distillation on the new samples too", {"distill_new": True}),
     ("+ class-balanced pass over the buffer (50 steps)", {"balance_steps": 50}),
     ("+ weight aligning of new output rows", {"align_output": True}),
 ]
