@@ -92,6 +92,16 @@ def test_a_model_for_other_samples_is_refused(tmp_path):
     assert not (tmp_path / "r" / "config.json").exists()
 
 
+def test_only_the_output_layer_trainable_grows_output_rows_only_and_says_so(tmp_path):
+    from tinycil.learn.usermodel import UserModel
+
+    said = []
+    user = UserModel(own_cnn(tmp_path), DIGITS, 2, 1, echo=said.append)
+    plan = user.plan([[0, 1], [2, 3], [4, 5]], known=1)
+    assert [e["widths"] for e in plan] == [[8, 24]] * 3 and [e["outputs"] for e in plan] == [2, 4, 6]
+    assert any("output rows only" in s for s in said)
+
+
 def test_too_few_outputs_for_the_known_classes_are_refused(tmp_path):
     import keras
 
@@ -133,12 +143,13 @@ def run_own(project, tmp, model_file, **prepare):
 @pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
 def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     run_dir, results, said = run_own(project, tmp_path, own_cnn(tmp_path))
-    assert "growth: output rows only" in said
+    assert "growth for new classes: hidden units of the trainable layers and output rows" in said
     config = json.loads((run_dir / "config.json").read_text())
     assert config["user_model"]["file"] == "my_cnn.keras" and config["tail_layers"] == 2
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
-    # the hidden dense layer keeps its 24 units; the logits gain a row per new class
-    assert [s["out"] for s in manifest["plan"]] == [[24, 2], [24, 4], [24, 6], [24, 8], [24, 10]]
+    # the trainable hidden dense layer starts at the user's 24 units and grows on the width
+    # policy's curve; the logits gain a row per new class; the frozen conv keeps its 8 channels
+    assert [s["out"] for s in manifest["plan"]] == [[24, 2], [28, 4], [39, 6], [60, 8], [94, 10]]
     assert manifest["backbone_layers"][0] == "CONV_2D"  # the user's conv is the int8 prefix
     assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
     assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
@@ -154,6 +165,6 @@ def test_own_tflite_frozen_part_runs_on_the_emulated_board(project, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert (run_dir / config["backbone_file"]).read_bytes() == tflite.read_bytes()  # as given
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
-    assert manifest["plan"][-1]["out"] == [32, 10]
+    assert manifest["plan"][0]["out"] == [32, 2] and manifest["plan"][-1]["out"] == [125, 10]
     assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
     assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]

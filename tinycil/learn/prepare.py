@@ -256,7 +256,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     for i, entry in enumerate(plan):
         if i < known:
             continue
-        grown = (user.grown(model, entry["outputs"]) if user is not None
+        grown = (user.grown(model, entry["widths"], entry["outputs"]) if user is not None
                  else build_model(family, ds.input_shape, entry["outputs"], entry["widths"]))
         entry["device_flops_per_sample"] = device_flops_per_sample(grown, tail_layers)
 

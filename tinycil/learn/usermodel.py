@@ -9,9 +9,13 @@ Two kinds of file:
   small trainable dense head on its output and trains that head on the known tasks.
 
 The layers were checked against the runtime before (tinycil.deploy.modelcheck, from the command
-line: learn/ may not import deploy/). Growth for new classes is output rows only: the hidden
-widths of a user's model stay as the user made them (tinycil's width policy is defined for its own
-families), and every run says so.
+line: learn/ may not import deploy/).
+
+Growth for new classes: the output layer gains a row per class; the hidden layers of the
+trainable part (when it holds any besides the logits) gain units as tinycil's own families do,
+following the width policy's curve (tinycil.learn.sizing.WidthPolicy) scaled so that the user's
+widths are those of the known tasks. The frozen prefix keeps its widths. With only the output
+layer trainable, growth is output rows only, and the run says so.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ import numpy as np
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 # The head tinycil builds on a .tflite frozen part: one hidden dense layer of this many units.
 TFLITE_HEAD_UNITS = 32
-GROWTH_NOTE = ("growth: output rows only (your model's hidden widths stay as they are; hidden "
-               "units grow only in tinycil's own model families)")
 
 
 class UserModelError(ValueError):
@@ -56,7 +58,6 @@ class UserModel:
         else:
             raise UserModelError(f"--model {self.path.name}: give a Keras model (.keras, .h5) or a "
                                  f"full-int8 .tflite")
-        self.echo(GROWTH_NOTE)
 
     # -- loading and checks -------------------------------------------------------------------
 
@@ -132,11 +133,28 @@ class UserModel:
     def plan(self, tasks, known: int) -> list[dict]:
         """The growth plan (as prepare.plan_for_device writes it) with fixed hidden widths: only
         the output layer grows, one row per new class."""
+        import math
+
+        from tinycil.learn.sizing import WidthPolicy
+
         widths = self.widths()
         n_backbone = self._backbone_width_count()
+        policy = WidthPolicy(tuple(widths))
+        total = sum(len(t) for t in tasks)
+        start = policy.fraction(sum(len(t) for t in tasks[:known]), total)
+        self.growth = ("hidden units of the trainable layers and output rows"
+                       if widths[n_backbone:] else "output rows only")
+        self.echo(f"growth for new classes: {self.growth}" + (
+            "" if widths[n_backbone:] else " (no hidden layer is trainable: train more with "
+                                           "--trainable N to grow hidden units too)"))
         plan, seen = [], []
         for i, task in enumerate(tasks):
             seen += [int(c) for c in task]
+            if i >= known:
+                # the policy's curve, scaled so that the known tasks' widths are the user's
+                grow = policy.fraction(len(seen), total) / start
+                widths = widths[:n_backbone] + [max(w, math.ceil(w * grow - 1e-9))
+                                                for w in self.widths()[n_backbone:]]
             plan.append({
                 "task": i, "classes": [int(c) for c in task], "classes_seen": len(seen),
                 "widths": list(widths), "tail_widths": list(widths[n_backbone:]),
@@ -179,12 +197,14 @@ class UserModel:
         backbone, _ = split_model(model, tail_layers)
         return quantize_backbone(backbone, representative_x)
 
-    def grown(self, model, outputs: int):
-        """The model at a later task's size (for costing): more output rows."""
-        return with_outputs(model, outputs, name=model.name)
+    def grown(self, model, widths, outputs: int):
+        """The model at a later task's size (for costing; fresh weights)."""
+        from tinycil.learn.models import layer_channels, weight_kinds
+
+        return rebuilt(model, layer_channels(weight_kinds(model), widths, outputs), model.name)
 
     def describe(self) -> dict:
-        return {"file": self.path.name, "format": self.kind, "growth": "output rows only",
+        return {"file": self.path.name, "format": self.kind, "growth": self.growth,
                 "head_units": TFLITE_HEAD_UNITS if self.kind == "tflite" else None}
 
 
@@ -215,6 +235,28 @@ def with_outputs(model, outputs: int, name: str):
         if weights:
             copy.set_weights(weights)
     return new
+
+
+def rebuilt(model, channels, name: str):
+    """A fresh plain-chain copy of `model` whose weight layers have these output channels
+    (depthwise layers keep their input's)."""
+    import keras
+
+    layers = [l for l in model.layers if type(l).__name__ != "InputLayer"]
+    it = iter(int(c) for c in channels)
+    copies = []
+    for layer in layers:
+        config = layer.get_config()
+        kind = type(layer).__name__
+        if kind in ("Dense", "Conv2D", "Conv1D", "DepthwiseConv2D"):
+            ch = next(it)
+            if kind == "Dense":
+                config["units"] = ch
+            elif kind != "DepthwiseConv2D":
+                config["filters"] = ch
+        copies.append(type(layer).from_config(config))
+    inp = keras.Input(shape=tuple(int(d) for d in model.input_shape[1:]), name="input")
+    return keras.Sequential([inp] + copies, name=name)
 
 
 def _head(latent_shape, outputs: int, seed: int):
