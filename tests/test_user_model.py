@@ -146,6 +146,7 @@ def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     assert "growth for new classes: hidden units of the trainable layers and output rows" in said
     config = json.loads((run_dir / "config.json").read_text())
     assert config["user_model"]["file"] == "my_cnn.keras" and config["tail_layers"] == 2
+    assert config["user_model"]["growth"] == "hidden units of the trainable layers and output rows"
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
     # the trainable hidden dense layer starts at the user's 24 units and grows on the width
     # policy's curve; the logits gain a row per new class; the frozen conv keeps its 8 channels

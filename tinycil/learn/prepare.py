@@ -170,7 +170,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         from tinycil.learn.usermodel import UserModel
 
         user = UserModel(model_file, ds.input_shape, sum(len(t) for t in tasks[:known]),
-                         tail_layers, echo=echo if progress else None)
+                         tail_layers, echo=echo)  # how it is cut and grown: said always
         family, tail_layers, n_weight_layers = "user", user.tail_layers, user.n_weight
     else:
         if family == "auto":
