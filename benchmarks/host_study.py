@@ -105,6 +105,9 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
         lines.append(f"| {name} | {agg['buffer']['samples']} samples ({100 * agg['buffer']['fraction']:.2f}%) | "
                      f"{r['mean']:.1%} ± {r['std']:.1%} | {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} | "
                      f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {verdict} |")
+    for name, entry in study["datasets"].items():
+        if entry.get("note"):
+            lines += ["", f"{name}: {entry['note']}"]
     if "basic-motions" in study["datasets"]:
         lines += ["", "basic-motions has 2 tasks: the second runs at the final width and, with replay filling half "
                   "of every mini-batch, processes twice the first task's samples, so any schedule that ends at "
