@@ -7,15 +7,12 @@ wall time."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import time
 
 import pytest
 from click.testing import CliRunner
 
-from helpers import copy_firmware_project, process_alive
+from helpers import emulator_home
 from test_runtime_twin import prepared_digits_run
 from tinycil import protocol_spec as spec
 from tinycil.cli import main
@@ -33,20 +30,8 @@ BOARD = "mps2_an500"
 
 @pytest.fixture
 def home(root, tmp_path, monkeypatch):
-    """TINYCIL_HOME and TINYCIL_STATE_DIR in the test's folder; the emulator it records is killed
-    by pid at the end, whatever happened."""
-    project = copy_firmware_project(root, tmp_path / "project")
-    state = tmp_path / "state"
-    monkeypatch.setenv("TINYCIL_HOME", str(project))
-    monkeypatch.setenv("TINYCIL_STATE_DIR", str(state))
-    yield project
-    record = state / "state.json"
-    if record.exists():
-        pid = json.loads(record.read_text())["pid"]
-        if process_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-            process_alive(pid)
+    """TINYCIL_HOME and TINYCIL_STATE_DIR in the test's folder; the emulator is killed at the end."""
+    yield from emulator_home(root, tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
