@@ -36,11 +36,11 @@ RUNS = ("method", "naive", "random_replay", "fixed_size", "joint")
 METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
 # Each row changes the defaults of TrainConfig by the named options; the first row is the defaults.
 ABLATION = [
-    ("defaults", {}),
-    ("no distillation from the old model", {"distill_weight": 0.0}),
-    ("+ distillation on the new samples too", {"distill_new": True}),
-    ("+ class-balanced pass over the buffer (50 steps)", {"balance_steps": 50}),
-    ("+ weight aligning of new output rows", {"align_output": True}),
+    ("defaults (no ingredient)", {}),
+    ("distillation from the old model on replayed samples", {"distill_weight": 1.0}),
+    ("+ distillation on the new samples too", {"distill_weight": 1.0, "distill_new": True}),
+    ("+ class-balanced pass over the buffer (50 steps)", {"distill_weight": 1.0, "balance_steps": 50}),
+    ("+ weight aligning of new output rows", {"distill_weight": 1.0, "align_output": True}),
 ]
 ABLATION_DATASETS = ("mnist5k", "digits")
 ABLATION_RUNS = ("method", "fixed_size")
