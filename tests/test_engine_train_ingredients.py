@@ -84,3 +84,28 @@ def test_balanced_pass_trains_on_the_buffer_after_the_task():
     # The first task has nothing to balance against.
     assert Trainer(model, TrainConfig(balance_steps=5)).after_task(0, 2, task=0, seed=0, buffer=buffer) == {
         "samples": 0}
+
+
+def test_asymmetric_ce_scores_new_samples_over_their_own_task_only():
+    # With no replay, the task's samples see only units 2 and 3: the old classes' output rows get
+    # no gradient at all and stay exactly as they were; the plain loss pushes them down.
+    x, y = _blobs([2, 3], 32, seed=8)
+    kept = {}
+    for ace in (False, True):
+        model = _task0_model()
+        before = [w.numpy().copy() for w in model.layers[-1].weights]
+        Trainer(model, TrainConfig(epochs=2, batch_new=16, asymmetric_ce=ace)).train_task(x, y, 4, task=1, seed=0)
+        after = [w.numpy() for w in model.layers[-1].weights]
+        kept[ace] = np.array_equal(before[0][:, :2], after[0][:, :2]) and np.array_equal(before[1][:2], after[1][:2])
+        assert not np.array_equal(before[0][:, 2:], after[0][:, 2:])
+    assert kept == {False: False, True: True}
+
+
+def test_asymmetric_ce_still_scores_replayed_samples_over_every_class():
+    x, y = _blobs([2, 3], 32, seed=9)
+    buffer = _blobs([0, 1], 4, seed=10)
+    model = _task0_model()
+    before = model.layers[-1].weights[0].numpy().copy()
+    Trainer(model, TrainConfig(epochs=1, batch_new=16, batch_replay=8, asymmetric_ce=True)).train_task(
+        x, y, 4, task=1, seed=0, replay=buffer)
+    assert not np.array_equal(before[:, :2], model.layers[-1].weights[0].numpy()[:, :2])

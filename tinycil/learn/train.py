@@ -32,6 +32,12 @@ for a microcontroller; their extra FLOPs are counted in ``extra_forward_samples`
   balance_steps / balance_lr_scale   A short class-balanced pass after the task over the whole
       replay buffer, the task's own distilled samples included: balance_steps mini-batches of
       batch_replay samples (class drawn uniformly, then a sample), at lr * balance_lr_scale.
+  asymmetric_ce   The asymmetric cross-entropy of ER-ACE (Caccia et al., ICLR 2022): a streamed
+      sample of the task is scored over the output units of the task's own classes only, a
+      replayed sample over every class seen so far. New samples then cannot push the old
+      classes' logits down (the main source of the bias toward the newest classes), while the
+      replayed ones still teach the old-vs-new boundary. Cost: none (a wider mask in the softmax,
+      no extra pass, no extra memory).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class TrainConfig:
     align_output: bool = False
     balance_steps: int = 0
     balance_lr_scale: float = 0.1
+    asymmetric_ce: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,16 +89,17 @@ class Trainer:
             tf.TensorSpec((None, None) + sample, tf.float32), tf.TensorSpec((None, None), tf.int32),
             tf.TensorSpec((n_out,), tf.bool), tf.TensorSpec((None, None, n_out), tf.float32),
             tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((n_out,), tf.bool),
-            tf.TensorSpec((), tf.float32)])
+            tf.TensorSpec((), tf.float32), tf.TensorSpec((None, None), tf.int32)])
 
     def reset_momentum(self) -> None:
         for v in self._velocity:
             v.assign(np.zeros(v.shape, np.float32))
 
-    def _epoch(self, xb, yb, mask, tb, wb, old_mask, lr):
+    def _epoch(self, xb, yb, mask, tb, wb, old_mask, lr, lob):
         """One epoch of SGD steps: xb (steps, batch, ...), yb (steps, batch) output indices;
         tb (steps, batch, outputs) the old model's logits and wb (steps, batch) the weight of the
-        distillation term per sample (0: none); old_mask the output units the old model knew."""
+        distillation term per sample (0: none); old_mask the output units the old model knew;
+        lob (steps, batch) the lowest output unit in a sample's softmax (asymmetric_ce)."""
         import tensorflow as tf
 
         cfg = self.config
@@ -99,10 +107,12 @@ class Trainer:
         total = tf.constant(0.0)
         steps = tf.shape(xb)[0]
         for s in tf.range(steps):
-            x, y, t, w = xb[s], yb[s], tb[s], wb[s]
+            x, y, t, w, lo = xb[s], yb[s], tb[s], wb[s], lob[s]
+            units = tf.range(tf.shape(mask)[0])
+            sample_mask = tf.logical_and(mask[None, :], units[None, :] >= lo[:, None])
             with tf.GradientTape() as tape:
                 raw = self.model(x, training=True)
-                logits = tf.where(mask[None, :], raw, MASKED_LOGIT)
+                logits = tf.where(sample_mask, raw, MASKED_LOGIT)
                 loss = tf.reduce_mean(
                     tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
                 if cfg.distill_weight > 0:
@@ -119,7 +129,7 @@ class Trainer:
             total += loss
         return total / tf.maximum(tf.cast(steps, tf.float32), 1.0)
 
-    def _run_epoch(self, xb, yb, mask, tb=None, wb=None, old_mask=None, lr=None) -> float:
+    def _run_epoch(self, xb, yb, mask, tb=None, wb=None, old_mask=None, lr=None, lob=None) -> float:
         import tensorflow as tf
 
         n_out = _outputs(self.model)
@@ -128,10 +138,13 @@ class Trainer:
             wb = np.zeros(yb.shape, np.float32)
         if old_mask is None:
             old_mask = np.zeros(n_out, bool)
+        if lob is None:
+            lob = np.zeros(yb.shape, np.int32)
         return float(self._epoch_fn(tf.constant(xb, tf.float32), tf.constant(yb, tf.int32), mask,
                                     tf.constant(tb, tf.float32), tf.constant(wb, tf.float32),
                                     tf.constant(old_mask), tf.constant(self.config.lr if lr is None else lr,
-                                                                       tf.float32)))
+                                                                       tf.float32),
+                                    tf.constant(lob, tf.int32)))
 
     def train_task(self, x_new: np.ndarray, y_new: np.ndarray, n_active: int, *, task: int, seed: int,
                    replay: tuple[np.ndarray, np.ndarray] | None = None, progress=None) -> dict:
@@ -177,6 +190,8 @@ class Trainer:
             n_steps = n // batch_new
             idx = order[:n_steps * batch_new].reshape(n_steps, batch_new)
             xb, yb = x_new[idx], y_new[idx]
+            # asymmetric_ce: the task's samples see only its own units (n_old and up), replay all.
+            lob = np.full(idx.shape, n_old if cfg.asymmetric_ce else 0, np.int32)
             tb = wb = om = None
             if distill_new:
                 tb, wb, om = teacher_new[idx], np.ones(idx.shape, np.float32), old_mask
@@ -188,10 +203,11 @@ class Trainer:
                 pick = _balanced_pick(rng, by_class, (n_steps, cfg.batch_replay))
                 xb = np.concatenate([xb, rx[pick]], axis=1)
                 yb = np.concatenate([yb, ry[pick]], axis=1)
+                lob = np.concatenate([lob, np.zeros(pick.shape, np.int32)], axis=1)
                 if use_distill:
                     tb = np.concatenate([tb, teacher[pick]], axis=1)
                     wb = np.concatenate([wb, np.ones(pick.shape, np.float32)], axis=1)
-            loss = self._run_epoch(xb, yb, mask, tb, wb, om)
+            loss = self._run_epoch(xb, yb, mask, tb, wb, om, lob=lob)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training diverged on task {task} (loss {loss}); lower --lr")
             steps += n_steps
