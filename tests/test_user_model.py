@@ -108,6 +108,61 @@ def test_only_the_output_layer_trainable_grows_output_rows_only_and_says_so(tmp_
     assert any("output rows only" in s for s in said)
 
 
+class _CutChosen(Exception):
+    """Ends prepare_run at its model check, after the cut and before any training."""
+
+
+def auto_cut(tmp, model_file, board) -> tuple[int, list[str]]:
+    """prepare_run's --trainable auto with `board`'s memory plan on digits: (layers, what it said)."""
+    from tinycil.deploy.cut import cut_chooser
+    from tinycil.learn.prepare import prepare_run
+
+    said, chosen = [], []
+
+    def stop(model, plan, sizing):
+        chosen.append(sizing["tail_layers"])
+        raise _CutChosen
+
+    with pytest.raises(_CutChosen):
+        prepare_run("digits", tmp / "run", quick=True, progress=False, echo=said.append,
+                    tail_layers="auto", choose_cut=cut_chooser(board), check_model=stop,
+                    model_file=model_file)
+    return chosen[0], [str(s) for s in said]
+
+
+def test_auto_cut_of_your_model_is_the_memory_plans_for_the_board(tmp_path):
+    from tinycil.deploy.boards import load_board
+
+    path = own_cnn(tmp_path)  # conv 8, dense 24, logits: the dense layer grows to 94 units
+    n, said = auto_cut(tmp_path, path, load_board("mps2_an500"))
+    # 320 KB hold the dense tail at its final size; the conv growing too would not fit
+    assert n == 2, said
+    reason = next(s for s in said if s.startswith("trainable layers:"))
+    assert "trainable layers: 2 of 3 (auto: the most whose arena at the final size fits mps2_an500" \
+        in reason and "; 3 would need" in reason, reason
+    assert "growth for new classes: hidden units of the trainable layers and output rows" in said
+
+    # The same model for a board with a third of the RAM: only the logits train.
+    manifest = json.loads(load_board("mps2_an500").manifest.read_text())
+    manifest["tinycil"]["memory"]["ram_bytes"] = 100 * 1024
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "small_ram.json").write_text(json.dumps(manifest))
+    n, said = auto_cut(tmp_path, path, load_board("small_ram", root=tmp_path))
+    assert n == 1, said
+    assert any(s.startswith("trainable layers: 1 of 3 (auto: the most whose arena at the final "
+                            "size fits small_ram: RAM") and "; 2 would need" in s for s in said), said
+    assert any("growth for new classes: output rows only" in s for s in said), said
+
+
+def test_auto_cut_without_a_board_takes_your_models_dense_tail(tmp_path):
+    from tinycil.learn.usermodel import UserModel
+
+    said = []
+    user = UserModel(own_cnn(tmp_path), DIGITS, 2, "auto", echo=said.append)
+    assert user.tail_layers == "auto" and user.dense_tail() == 2
+    assert any("your model's dense tail" in s for s in said)
+
+
 def test_too_few_outputs_for_the_known_classes_are_refused(tmp_path):
     import keras
 

@@ -114,7 +114,8 @@ def model_file_option(func):
     return click.option(
         "--model", "model_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Your own model instead of a family: a Keras model (.keras, .h5; the device trains "
-             "its last --trainable layers, auto: its dense tail) or a full-int8 .tflite (the "
+             "its last --trainable layers, auto: the most that fit the board's RAM) or a full-int8 "
+             ".tflite (the "
              "frozen part; tinycil adds a trainable dense head). New classes add output rows and "
              "units to the trainable hidden layers; see `tinycil check-model`.")(func)
 

@@ -49,7 +49,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
 
         target = load_board(board)
         check_model, board = board_fit_check(target), target.id
-    elif tail_layers == "auto" and model_file is None:
+    elif tail_layers == "auto" and (model_file is None or model_file.suffix.lower() != ".tflite"):
         click.echo("--trainable auto without --board: planning for mps2_an500 (the STM32F746's "
                    "320 KB RAM budget)")
     choose_cut = cut_chooser(load_board(board or "mps2_an500"))

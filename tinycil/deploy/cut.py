@@ -70,27 +70,32 @@ def model_footprint(model, plan: list[dict], sizing: dict, tail_layers: int):
         tail_specs=tail_specs)
 
 
-def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of, sizing: dict
-                     ) -> tuple[int, str]:
+def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of, sizing: dict,
+                     user_model=None) -> tuple[int, str]:
     """The most trainable weight layers that fit `board`, and a one-line reason.
 
     `plan_of(n)` gives the growth plan when the last n weight layers train. Every candidate,
     from the whole model down to the logits alone, is planned as the export would plan it; the
-    first that fits wins.
+    first that fits wins. `user_model` (a tinycil.learn.usermodel.UserModel, family "user") is
+    a user's own Keras model: its layers, at the known tasks' widths, are the candidates' model.
     """
     from tinycil.deploy import memplan
     from tinycil.learn.models import build_model, weight_layer_count
 
     known = int(sizing["known"])
+    total = user_model.n_weight if user_model is not None else weight_layer_count(family)
     tried = []
-    for n in range(weight_layer_count(family), 0, -1):
+    for n in range(total, 0, -1):
         plan = plan_of(n)
-        model = build_model(family, input_shape, int(plan[known - 1]["outputs"]),
-                            plan[known - 1]["widths"])
+        if user_model is not None:
+            model = user_model.model(int(plan[known - 1]["outputs"]))
+        else:
+            model = build_model(family, input_shape, int(plan[known - 1]["outputs"]),
+                                plan[known - 1]["widths"])
         fp = model_footprint(model, plan, sizing, n)
         mp = memplan.plan_memory(fp, board)
         if mp.fits:
-            reason = (f"trainable layers: {n} of {weight_layer_count(family)} (auto: the most "
+            reason = (f"trainable layers: {n} of {total} (auto: the most "
                       f"whose arena at the final size fits {board.id}: RAM {mp.ram_used / 1024:.1f} "
                       f"of {mp.ram_total / 1024:.0f} KB, arena {memplan.arena_bytes(fp) / 1024:.1f} "
                       f"KB")
@@ -107,6 +112,7 @@ def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of,
 
 def cut_chooser(board):
     """prepare_run's `choose_cut` for `board` (a Board)."""
-    def choose(family, input_shape, num_classes, plan_of, sizing):
-        return choose_trainable(board, family, input_shape, num_classes, plan_of, sizing)
+    def choose(family, input_shape, num_classes, plan_of, sizing, user_model=None):
+        return choose_trainable(board, family, input_shape, num_classes, plan_of, sizing,
+                                user_model=user_model)
     return choose

@@ -172,6 +172,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         user = UserModel(model_file, ds.input_shape, sum(len(t) for t in tasks[:known]),
                          tail_layers, echo=echo)  # how it is cut and grown: said always
         family, tail_layers, n_weight_layers = "user", user.tail_layers, user.n_weight
+        if tail_layers == "auto" and choose_cut is None:
+            tail_layers = user.tail_layers = user.dense_tail()
     else:
         if family == "auto":
             family = family_for_modality(ds.modality)
@@ -183,12 +185,20 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         sizing = {"known": known, "tasks": tasks, "batch_new": cfg.batch_new,
                   "batch_replay": cfg.batch_replay, "replay_store": replay_store,
                   "input_shape": list(ds.input_shape), "buffer_samples_per_task": per_task}
-        tail_layers, cut_reason = choose_cut(
-            family=family, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
-            plan_of=lambda n: plan_for_device(policy, tasks, ds.num_classes, known, n, family),
-            sizing=sizing)
-        if progress:
-            echo(cut_reason)
+        if user is not None:
+            # The user's own layers are the candidates, planned as the export plans them.
+            tail_layers, cut_reason = choose_cut(
+                family=family, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
+                plan_of=lambda n: user.plan(tasks, known, n, quiet=True), sizing=sizing,
+                user_model=user)
+            user.set_cut(tail_layers, cut_reason)  # said always, as the rest of the cut
+        else:
+            tail_layers, cut_reason = choose_cut(
+                family=family, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
+                plan_of=lambda n: plan_for_device(policy, tasks, ds.num_classes, known, n, family),
+                sizing=sizing)
+            if progress:
+                echo(cut_reason)
     if tail_layers > n_weight_layers:
         raise PrepareError(f"--trainable {tail_layers}: family {family} has {n_weight_layers} "
                            f"weight layers; use at most {n_weight_layers}")

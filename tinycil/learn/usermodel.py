@@ -3,8 +3,10 @@
 Two kinds of file:
 - a Keras model (.keras, .h5): tinycil keeps its layers and weights (a start for training), gives
   its output layer one row per class of the known tasks (a softmax is dropped: the device works on
-  logits), trains it on the known tasks, cuts it (--trainable N; auto: its dense tail) and
-  quantises the frozen prefix with the data set's samples;
+  logits), trains it on the known tasks, cuts it (--trainable N; auto: the memory plan's cut for
+  the board, as for tinycil's families - the most trainable layers whose arena fits its RAM - or,
+  with no board to plan for, its dense tail) and quantises the frozen prefix with the data set's
+  samples;
 - a full-int8 .tflite: it is the frozen prefix as it is (its own quantisation); tinycil builds a
   small trainable dense head on its output and trains that head on the known tasks.
 
@@ -102,22 +104,35 @@ class UserModel:
                                         self.latent_shape)
         self.n_weight = 2
 
-    def _cut(self, tail_layers) -> int:
-        """--trainable N as given; auto: the dense tail of the model (its trailing Dense layers)."""
+    def _cut(self, tail_layers):
+        """--trainable N as given; "auto" stays "auto": prepare asks the board's memory plan
+        (tinycil.deploy.cut.choose_trainable) and then calls set_cut, or dense_tail without one."""
         from tinycil.learn.models import weight_layers
 
         kinds = [type(l).__name__ for l in weight_layers(self.source)]
         if tail_layers == "auto":
-            n = 0
-            while n < len(kinds) and kinds[-1 - n] == "Dense":
-                n += 1
-            self.echo(f"trainable layers: {n} of {len(kinds)} (auto with your own model: its dense "
-                      f"tail; --trainable N trains the last N)")
-            return n
+            return "auto"
         if tail_layers > len(kinds):
             raise UserModelError(f"--trainable {tail_layers}: {self.path.name} has {len(kinds)} "
                                  f"weight layers; use at most {len(kinds)}")
         return int(tail_layers)
+
+    def dense_tail(self) -> int:
+        """The cut without a memory plan: the model's trailing Dense layers train."""
+        from tinycil.learn.models import weight_layers
+
+        kinds = [type(l).__name__ for l in weight_layers(self.source)]
+        n = 0
+        while n < len(kinds) and kinds[-1 - n] == "Dense":
+            n += 1
+        self.echo(f"trainable layers: {n} of {len(kinds)} (auto without a board to plan for: "
+                  f"your model's dense tail; --trainable N trains the last N)")
+        return n
+
+    def set_cut(self, tail_layers: int, reason: str):
+        """The cut the memory plan chose, said with its reason."""
+        self.tail_layers = int(tail_layers)
+        self.echo(reason)
 
     # -- what prepare_run asks -----------------------------------------------------------------
 
@@ -130,23 +145,28 @@ class UserModel:
 
         return model_widths(self.source)
 
-    def plan(self, tasks, known: int) -> list[dict]:
-        """The growth plan (as prepare.plan_for_device writes it) with fixed hidden widths: only
-        the output layer grows, one row per new class."""
+    def plan(self, tasks, known: int, tail_layers: int | None = None, quiet: bool = False
+             ) -> list[dict]:
+        """The growth plan (as prepare.plan_for_device writes it) when the last `tail_layers`
+        weight layers train (default: the cut chosen): the frozen prefix keeps its widths, the
+        trainable hidden layers grow, the output layer gains a row per new class. `quiet`: a
+        candidate cut's plan, nothing said."""
         import math
 
         from tinycil.learn.sizing import WidthPolicy
 
         widths = self.widths()
-        n_backbone = self._backbone_width_count()
+        n_backbone = self._backbone_width_count(tail_layers)
         policy = WidthPolicy(tuple(widths))
         total = sum(len(t) for t in tasks)
         start = policy.fraction(sum(len(t) for t in tasks[:known]), total)
-        self.growth = ("hidden units of the trainable layers and output rows"
-                       if widths[n_backbone:] else "output rows only")
-        self.echo(f"growth for new classes: {self.growth}" + (
-            "" if widths[n_backbone:] else " (no hidden layer is trainable: train more with "
-                                           "--trainable N to grow hidden units too)"))
+        growth = ("hidden units of the trainable layers and output rows"
+                  if widths[n_backbone:] else "output rows only")
+        if not quiet:
+            self.growth = growth
+            self.echo(f"growth for new classes: {growth}" + (
+                "" if widths[n_backbone:] else " (no hidden layer is trainable: train more with "
+                                               "--trainable N to grow hidden units too)"))
         plan, seen = [], []
         for i, task in enumerate(tasks):
             seen += [int(c) for c in task]
@@ -163,12 +183,13 @@ class UserModel:
                 "learned_on": "host" if i < known else "device"})
         return plan
 
-    def _backbone_width_count(self) -> int:
+    def _backbone_width_count(self, tail_layers: int | None = None) -> int:
         if self.kind == "tflite":
             return 0
         from tinycil.learn.models import weight_layers
 
-        frozen = weight_layers(self.source)[:self.n_weight - self.tail_layers]
+        trainable = self.tail_layers if tail_layers is None else tail_layers
+        frozen = weight_layers(self.source)[:self.n_weight - trainable]
         return sum(1 for l in frozen if type(l).__name__ != "DepthwiseConv2D")
 
     def model(self, outputs: int, seed: int = 0):
