@@ -1,5 +1,6 @@
 """The numpy twin against the firmware's own float kernels built for the host (g++,
--ffp-contract=off): a whole training step of a grown tail must agree bit for bit."""
+-ffp-contract=off): whole training steps of a grown tail (batched, and at a batch of one where
+the weight gradient is never stored), clipped and not, must agree bit for bit."""
 
 import shutil
 
@@ -26,8 +27,17 @@ def test_expf_is_the_devices(k):
     assert np.array_equal(expf(x).view(np.uint32), k.expf(x).view(np.uint32))
 
 
+def _factor(norm, clip_norm):
+    """tc_clip_factor_f32."""
+    f32 = np.float32
+    return float(f32(clip_norm) / f32(norm)) if 0 < clip_norm < norm else 1.0
+
+
 def _device_step(k, weights, biases, vel_w, vel_b, x, target, lr, momentum, clip_norm):
-    """One train step with the firmware kernels: weights in the device's [out][in] layout."""
+    """One train step with the firmware kernels as the runtime sequences them (weights in the
+    device's [out][in] layout): the batch's gradient, its norm as a fmaf sum of squares, the
+    clipping factor folded into the fused momentum update; at a batch of one the dense weight
+    gradient is the outer product dy x^T, never stored."""
     acts = [x]
     for l, (w, b) in enumerate(zip(weights, biases)):
         y = k.dense_f32_fwd(acts[-1], w, b)
@@ -38,12 +48,24 @@ def _device_step(k, weights, biases, vel_w, vel_b, x, target, lr, momentum, clip
         dx, gw[l], gb[l] = k.dense_f32_bwd(acts[l], weights[l], dy)
         if l > 0:
             dy = k.relu_f32(acts[l], dx)
-    grads = [g for pair in zip(gw, gb) for g in pair]
-    _, clipped = k.clip_grad_global_norm_f32(grads, clip_norm)
+    single = len(x) == 1
+    total = 0.0
+    for l in range(len(weights)):
+        if single:
+            d2 = k.sum_squares_f32(gb[l])
+            total = float(np.float32(np.float32(np.float64(d2) * k.sum_squares_f32(acts[l][0])
+                                                + total) + np.float32(d2)))
+        else:
+            total = k.sum_squares_f32(gb[l], k.sum_squares_f32(gw[l], total))
+    scale = _factor(float(np.sqrt(np.float32(total))), clip_norm)
     new_w, new_b, new_vw, new_vb = [], [], [], []
     for l in range(len(weights)):
-        w, v = k.sgd_momentum_f32(weights[l], vel_w[l], clipped[2 * l], lr, momentum)
-        b, vb = k.sgd_momentum_f32(biases[l], vel_b[l], clipped[2 * l + 1], lr, momentum)
+        if single:
+            w, v = k.sgd_momentum_outer_f32(weights[l], vel_w[l], gb[l], acts[l][0], lr,
+                                            momentum, scale)
+        else:
+            w, v = k.sgd_momentum_fma_f32(weights[l], vel_w[l], gw[l], lr, momentum, scale)
+        b, vb = k.sgd_momentum_fma_f32(biases[l], vel_b[l], gb[l], lr, momentum, scale)
         new_w.append(w), new_vw.append(v), new_b.append(b), new_vb.append(vb)
     return new_w, new_b, new_vw, new_vb
 
@@ -60,9 +82,10 @@ def test_training_steps_agree_bit_for_bit_with_the_device_kernels(k):
     dev_b = [b.copy() for b in tail.biases]
     dev_vw = [np.zeros_like(w) for w in dev_w]
     dev_vb = [np.zeros_like(b) for b in dev_b]
-    for step in range(6):
-        x = np.maximum(rng.normal(0, 1, (48, latent)), 0).astype(np.float32)
-        t = rng.integers(0, 4, 48)
+    for step in range(8):
+        n = 1 if step >= 6 else 48  # batched steps, then steps at a batch of one
+        x = np.maximum(rng.normal(0, 1, (n, latent)), 0).astype(np.float32)
+        t = rng.integers(0, 4, n)
         clip = 0.5 if step % 2 else 50.0  # clipped and unclipped steps
         tail.train_step(x, t, lr=0.05, momentum=0.9, clip_norm=clip)
         dev_w, dev_b, dev_vw, dev_vb = _device_step(k, dev_w, dev_b, dev_vw, dev_vb, x, t,

@@ -250,15 +250,19 @@ class Twin:
         return out
 
     def tail_grads(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The gradient the last SGD step applied (after clipping), laid out as tail_params."""
+        """The gradient of the last SGD step's batch (before clipping: the update folds the
+        clipping factor in), laid out as tail_params. After a step at batch 1 a dense layer's
+        weight gradient was never formed (the update computes the outer product in registers)."""
         out = []
         layer = 0
         while (sizes := self._layer_sizes(layer)) is not None:
             n, o, i = sizes
             gw = np.zeros(max(n, 1), np.float32)
             gb = np.zeros(max(o, 1), np.float32)
-            self._lib.tc_rt_tail_grads(layer, self._ptr(gw, ctypes.c_float),
-                                       self._ptr(gb, ctypes.c_float))
+            if self._lib.tc_rt_tail_grads(layer, self._ptr(gw, ctypes.c_float),
+                                          self._ptr(gb, ctypes.c_float)) < 0:
+                raise TwinError(f"tail layer {layer}: the last step ran at batch 1, where a dense "
+                                "layer's weight gradient is applied without being stored")
             out.append((self._shaped(gw[:n], o, i), gb[:o] if n else gb[:0]))
             layer += 1
         return out

@@ -33,10 +33,16 @@ numpy twin and the device agree bit for bit (up to the rare double rounding note
 - backward per layer, last to first: dW[i][o] = fmaf(dy[n][o], x[n][i], dW) over n increasing;
   db[o] += dy[n][o]; dx[n][i] = fmaf(dy[n][o], W[i][o], dx) over o increasing; through ReLU
   dx = x > 0 ? dx : 0 (x: the layer's input, a post-ReLU output). No dx for the first tail layer.
-- clipping: s = fmaf(g, g, s) over the layers in order, each layer's weights in [out][in] order
-  then its bias; norm = sqrtf(s); if norm > clip_norm every gradient is multiplied by
-  (clip_norm / norm).
-- SGD with momentum, per element, without fused multiply-add: v = momentum * v + g; w = w - lr * v.
+- the batch's gradient accumulates sample by sample; the first sample's overwrites the buffers
+  (equal to adding to zeros, so the batched formulas above describe it).
+- norm: s = fmaf(g, g, s) over the layers in order, each layer's weights in [out][in] order
+  then its bias; norm = sqrtf(s); the clipping factor is clip_norm / norm when norm > clip_norm.
+- SGD with momentum, fused, the factor folded in (tc_sgd_momentum_fma_f32): g' = g * factor
+  (only when clipping), v = fmaf(momentum, v, g'), w = fmaf(-lr, v, w).
+- a batch of one: a dense layer's weight gradient is the outer product dy x^T and is never
+  stored; the norm adds s = fmaf(|dy|^2, |x|^2, s) + |dy|^2 per layer (each squared length a
+  fmaf sum in element order) and the update forms g = (dy[o] * factor) * x[i] in registers
+  (tc_sgd_momentum_outer_f32).
 """
 
 from __future__ import annotations
@@ -136,6 +142,34 @@ def softmax_cross_entropy(z: np.ndarray, target: np.ndarray):
     return loss, dz
 
 
+def _sum_squares(tensors) -> float:
+    """s = fmaf(g, g, s) over the tensors in order, each in C (row-major) order, from s = 0:
+    tc_f32_sum_squares. Sequential by nature; g*g is exact in float64, so each step is one
+    float64 addition rounded to float32 (the double rounding noted at `fma`)."""
+    total = F32(0)
+    for t in tensors:
+        for g in np.ascontiguousarray(t, F32).ravel().tolist():
+            total = F32(g * g + float(total))
+    return float(total)
+
+
+def clip_factor(norm, clip_norm: float):
+    """tc_clip_factor_f32: clip_norm / norm (float32) when norm > clip_norm > 0, else None
+    (the device's factor 1, which changes nothing)."""
+    if clip_norm > 0 and norm > F32(clip_norm):
+        return (F32(clip_norm) / F32(norm)).astype(F32)
+    return None
+
+
+def sgd_fma(w: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, momentum: float, factor):
+    """tc_sgd_momentum_fma_f32: g' = g * factor (when given), v = fmaf(momentum, v, g'),
+    w = fmaf(-lr, v, w). Returns (w, v)."""
+    if factor is not None:
+        g = (g * factor).astype(F32)
+    v = fma(F32(momentum), v, g)
+    return fma(-F32(lr), v, w), v
+
+
 # --------------------------------------------------------------------------------------------
 # The trainable tail
 # --------------------------------------------------------------------------------------------
@@ -205,32 +239,59 @@ class Tail:
         """Scale all gradients so that their global L2 norm is at most clip_norm.
 
         The sum of squares runs over the layers in order, each layer's weights in the device's
-        [out][in] order, then its bias: s = fmaf(g, g, s).
+        [out][in] order, then its bias: s = fmaf(g, g, s). Returns the scaled gradients and the
+        norm (the device folds the factor into its update instead: `train_step`).
         """
-        total = 0.0
-        for gw, gb in zip(grads_w, grads_b):
-            for g in np.concatenate([gw.T.ravel(), gb]).tolist():
-                total = float(F32(g * g + total))  # g*g is exact in double: one fmaf
-        norm = np.sqrt(F32(total), dtype=F32)
-        if clip_norm > 0 and norm > F32(clip_norm):
-            factor = F32(clip_norm) / norm
+        norm = F32(np.sqrt(F32(_sum_squares([a for gw, gb in zip(grads_w, grads_b)
+                                              for a in (gw.T, gb)]))))
+        factor = clip_factor(norm, clip_norm)
+        if factor is not None:
             grads_w = [(g * factor).astype(F32) for g in grads_w]
             grads_b = [(g * factor).astype(F32) for g in grads_b]
         return grads_w, grads_b, float(norm)
 
-    def sgd_step(self, grads_w, grads_b, lr: float, momentum: float) -> None:
-        """v = momentum * v + g; w = w - lr * v (two roundings each: no fused multiply-add)."""
-        lr32, mom32 = F32(lr), F32(momentum)
+    def sgd_step(self, grads_w, grads_b, lr: float, momentum: float, factor=None) -> None:
+        """The device's fused update (tc_sgd_momentum_fma_f32): g' = g * factor (when
+        clipping), v = fmaf(momentum, v, g'), w = fmaf(-lr, v, w)."""
         for l in range(len(self.weights)):
-            self.vel_w[l] = (mom32 * self.vel_w[l] + grads_w[l]).astype(F32)
-            self.vel_b[l] = (mom32 * self.vel_b[l] + grads_b[l]).astype(F32)
-            self.weights[l] = (self.weights[l] - lr32 * self.vel_w[l]).astype(F32)
-            self.biases[l] = (self.biases[l] - lr32 * self.vel_b[l]).astype(F32)
+            self.weights[l], self.vel_w[l] = sgd_fma(self.weights[l], self.vel_w[l], grads_w[l],
+                                                     lr, momentum, factor)
+            self.biases[l], self.vel_b[l] = sgd_fma(self.biases[l], self.vel_b[l], grads_b[l],
+                                                    lr, momentum, factor)
 
     def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
+        """One SGD step as the runtime takes it (tc_runtime.cpp train_step): the batch's
+        gradient, its global norm, the clipping factor folded into the fused update. At a batch
+        of one a dense layer's weight gradient is the outer product dy x^T, never stored: the
+        norm adds |dy|^2 |x|^2 + |dy|^2 per layer and the update forms g = (dy * factor) * x."""
+        if len(x) == 1:
+            return self._train_step_single(x, target, lr, momentum, clip_norm)
         loss, gw, gb = self.loss_and_grads(x, target)
-        gw, gb, _ = self.clip(gw, gb, clip_norm)
-        self.sgd_step(gw, gb, lr, momentum)
+        norm = F32(np.sqrt(F32(_sum_squares([a for w, b in zip(gw, gb) for a in (w.T, b)]))))
+        self.sgd_step(gw, gb, lr, momentum, clip_factor(norm, clip_norm))
+        return loss
+
+    def _train_step_single(self, x, target, lr, momentum, clip_norm) -> float:
+        acts = self.forward(x)
+        loss, dy = softmax_cross_entropy(acts[-1], np.asarray(target))
+        deltas: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
+        for l in range(len(self.weights) - 1, -1, -1):
+            deltas[l] = dy[0]
+            if l > 0:
+                dx = dense_input_grad(dy, self.weights[l])
+                dy = np.where(acts[l] > 0, dx, F32(0)).astype(F32)
+        total = F32(0)
+        for l, d in enumerate(deltas):
+            d2 = F32(_sum_squares([d]))
+            total = (fma(d2, F32(_sum_squares([acts[l][0]])), total) + d2).astype(F32)
+        factor = clip_factor(F32(np.sqrt(total)), clip_norm)
+        for l, d in enumerate(deltas):
+            a = d if factor is None else (d * factor).astype(F32)
+            g = (acts[l][0][:, None] * a[None, :]).astype(F32)  # Keras layout [in][out]
+            self.weights[l], self.vel_w[l] = sgd_fma(self.weights[l], self.vel_w[l], g, lr,
+                                                     momentum, None)
+            self.biases[l], self.vel_b[l] = sgd_fma(self.biases[l], self.vel_b[l], d, lr,
+                                                    momentum, factor)
         return loss
 
     # growth -----------------------------------------------------------------------------------
@@ -465,19 +526,13 @@ class NetTail:
             if g is not None:
                 total += float(np.sum(g[0].astype(np.float64) ** 2) + np.sum(g[1].astype(np.float64) ** 2))
         norm = F32(np.sqrt(total))
-        factor = F32(clip_norm) / norm if clip_norm > 0 and norm > F32(clip_norm) else None
-        lr32, mom32 = F32(lr), F32(momentum)
-        for l, g, v in zip(self.layers, grads, self.vel):
+        factor = clip_factor(norm, clip_norm)
+        for i, (l, g) in enumerate(zip(self.layers, grads)):
             if g is None:
                 continue
-            gw, gb = g
-            if factor is not None:
-                gw, gb = (gw * factor).astype(F32), (gb * factor).astype(F32)
-            vw = (mom32 * v[0] + gw).astype(F32)
-            vb = (mom32 * v[1] + gb).astype(F32)
-            v[0][...], v[1][...] = vw, vb
-            l["weights"] = (l["weights"] - lr32 * vw).astype(F32)
-            l["bias"] = (l["bias"] - lr32 * vb).astype(F32)
+            l["weights"], vw = sgd_fma(l["weights"], self.vel[i][0], g[0], lr, momentum, factor)
+            l["bias"], vb = sgd_fma(l["bias"], self.vel[i][1], g[1], lr, momentum, factor)
+            self.vel[i] = (vw, vb)
         return loss
 
     # growth -----------------------------------------------------------------------------------

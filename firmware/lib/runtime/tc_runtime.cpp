@@ -58,10 +58,28 @@ struct Runtime {
     uint16_t plan_index;  // plan step of the current size
     uint16_t pending;     // new samples waiting for end of batch
     uint32_t arena_used;
+    bool grads_stored;    // false after a step at batch 1: dense weight gradients were not formed
     struct tc_rt_stats stats;
 };
 
 Runtime g_rt;
+
+// Where a training step's instructions go, stage by stage: compiled into benchmark images only
+// (TC_RT_STAGE_TICKS; benchmarks/kernels.py), so the product pays nothing for it.
+enum Stage { kStageForward, kStageLoss, kStageBackward, kStageNorm, kStageUpdate };
+#if defined(TC_RT_STAGE_TICKS)
+uint64_t g_stage_ticks[TC_RT_STAGES];
+uint64_t g_stage_mark;
+void stage_start() { g_stage_mark = tc_rt_ticks(); }
+void stage_end(Stage s) {
+    const uint64_t now = tc_rt_ticks();
+    g_stage_ticks[s] += now - g_stage_mark;
+    g_stage_mark = now;
+}
+#else
+inline void stage_start() {}
+inline void stage_end(Stage) {}
+#endif
 
 #if TC_HAS_MODEL
 alignas(16) uint8_t g_arena[TC_ARENA_BYTES];
@@ -258,62 +276,69 @@ void tail_forward(Runtime* rt) {
     }
 }
 
-// Dense backward of one sample that ADDS its weight gradient to the accumulators: the same
-// fmaf sequence as tc_dense_f32_bwd over a whole batch (gw = fmaf(dy, x, gw), sample after
-// sample; gb += dy), so accumulating sample by sample gives the full batch's gradient bit for bit.
-void dense_bwd_accumulate(int32_t in, int32_t out, const float* x, const float* w,
-                          const float* dy, float* dx, float* gw, float* gb) {
-    if (dx) tc_f32_zero(dx, in);
-    int32_t o = 0;
-    for (; o + 4 <= out; o += 4) {
-        const float a[4] = {dy[o], dy[o + 1], dy[o + 2], dy[o + 3]};
-        if (dx) tc_f32_axpy4(dx, a, w + o * in, in, in);
-        tc_f32_ger4(gw + o * in, in, a, x, in);
-    }
-    for (; o < out; ++o) {
-        if (dx) tc_f32_axpy1(dx, dy[o], w + o * in, in);
-        tc_f32_axpy1(gw + o * in, dy[o], x, in);
-    }
-    for (o = 0; o < out; ++o) gb[o] += dy[o];
-}
-
 void add_to(float* acc, const float* g, uint32_t n) {
     for (uint32_t i = 0; i < n; ++i) acc[i] += g[i];
 }
 
+// The input of tail layer l for the sample in the activations: the latent or the previous
+// layer's output.
+const float* layer_input(const Runtime* rt, uint16_t l) {
+    return l == 0 ? rt->latent : rt->tail[l - 1].act;
+}
+
+// A dense layer's weight gradient at a batch of one is the outer product dy x^T: the step never
+// stores it (gb holds dy, the norm is |dy|^2 |x|^2, the update forms each entry in registers).
+bool outer_product_step(const tc_tail_layer& L, uint16_t batch) {
+    return batch == 1 && L.op == TC_OP_DENSE;
+}
+
 // Forward and backward of the sample in rt->latent with label y; adds its gradient (of the
-// batch-mean loss: the logits' gradient is scaled by inv_batch) to the accumulators. Returns the
-// sample's loss.
-float accumulate_sample(Runtime* rt, int32_t y, float inv_batch) {
+// batch-mean loss: the logits' gradient is scaled by inv_batch) to the accumulators. The first
+// sample of a batch overwrites them instead (equal to adding to zeros: nothing is cleared).
+// Returns the sample's loss.
+float accumulate_sample(Runtime* rt, int32_t y, float inv_batch, bool first, uint16_t batch) {
     const tc_model* m = rt->m;
     tail_forward(rt);
     const uint16_t last = m->n_tail - 1;
     TailLayer& out = rt->tail[last];
     float* dy = rt->delta_a;
     float* dx = rt->delta_b;
-    const float loss = tc_softmax_ce_f32(out.act, &y, 1, out.out, nullptr, out.out, dy);
-    for (uint16_t c = 0; c < out.out; ++c) dy[c] *= inv_batch;  // (p - onehot) * (1 / batch)
+    // dy = (p - onehot) * (1 / batch)
+    stage_end(kStageForward);
+    const float loss = tc_softmax_ce_row_f32(out.act, y, out.out, nullptr, out.out, inv_batch, dy);
+    stage_end(kStageLoss);
     for (int32_t l = last; l >= 0; --l) {
         const tc_tail_layer& L = m->tail[l];
         TailLayer& t = rt->tail[l];
         // Nothing below the first layer trains; a first layer without parameters needs no pass.
         if (l == 0 && !has_params(L)) break;
         if (L.relu) tc_relu_f32_bwd(t.act, dy, dy, (int32_t)out_size(L, t.out));
-        const float* x = l == 0 ? rt->latent : rt->tail[l - 1].act;
+        const float* x = layer_input(rt, (uint16_t)l);
         float* dxl = l > 0 ? dx : nullptr;
         switch (L.op) {
-            case TC_OP_DENSE:
-                dense_bwd_accumulate((int32_t)in_size(L, t.in), t.out, x, t.w, dy, dxl, t.gw, t.gb);
+            case TC_OP_DENSE: {
+                const tc_dense_dims d = {1, (int32_t)in_size(L, t.in), t.out};
+                if (outer_product_step(L, batch)) {
+                    if (dxl) tc_dense_f32_bwd_input(&d, t.w, dy, dxl);
+                    memcpy(t.gb, dy, 4u * t.out);
+                } else {
+                    tc_dense_f32_bwd_acc(&d, x, t.w, dy, dxl, t.gw, t.gb, first ? 0 : 1);
+                }
                 break;
+            }
             case TC_OP_CONV2D:
             case TC_OP_DEPTHWISE_CONV2D: {
                 const tc_window_dims d = window_of(L, t.in, t.out);
+                float* gw = first ? t.gw : rt->sample_gw;
+                float* gb = first ? t.gb : rt->sample_gb;
                 if (L.op == TC_OP_CONV2D)
-                    tc_conv2d_f32_bwd(&d, x, t.w, dy, dxl, rt->sample_gw, rt->sample_gb);
+                    tc_conv2d_f32_bwd(&d, x, t.w, dy, dxl, gw, gb);
                 else
-                    tc_depthwise_conv2d_f32_bwd(&d, x, t.w, dy, dxl, rt->sample_gw, rt->sample_gb);
-                add_to(t.gw, rt->sample_gw, weight_count(L, t.in, t.out));
-                add_to(t.gb, rt->sample_gb, t.out);
+                    tc_depthwise_conv2d_f32_bwd(&d, x, t.w, dy, dxl, gw, gb);
+                if (!first) {
+                    add_to(t.gw, rt->sample_gw, weight_count(L, t.in, t.out));
+                    add_to(t.gb, rt->sample_gb, t.out);
+                }
                 break;
             }
             case TC_OP_MAX_POOL: {
@@ -331,6 +356,7 @@ float accumulate_sample(Runtime* rt, int32_t y, float inv_batch) {
         dy = dx;
         dx = tmp;
     }
+    stage_end(kStageBackward);
     return loss;
 }
 
@@ -351,55 +377,75 @@ bool valid_params(const tc_model* m, const tc_train_params* p) {
     return (uint32_t)p->batch_new + p->batch_replay <= m->max_batch;
 }
 
-// One SGD step over the pending new samples and `replay` buffer draws, one sample at a time:
-// the gradients accumulate, so RAM holds one sample's activations whatever the batch. The
-// order is the batch's: new samples first, then the replay draws. Returns the mean loss.
-float train_step(Runtime* rt, uint16_t replay, uint16_t* batch_out, float* grad_norm) {
+// The global L2 norm of the batch's gradient: squares summed with fmaf over the parameter
+// layers in order, each layer's weights ([out][in] order) then its bias. A dense layer at a
+// batch of one adds |dy|^2 |x|^2 + |dy|^2 instead (its weight gradient is never stored).
+float gradient_norm(const Runtime* rt, uint16_t batch) {
     const tc_model* m = rt->m;
+    float sum = 0.0f;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
         const tc_tail_layer& L = m->tail[l];
-        TailLayer& t = rt->tail[l];
-        tc_f32_zero(t.gw, (int32_t)weight_count(L, t.in, t.out));
-        tc_f32_zero(t.gb, (int32_t)bias_count(L, t.out));
+        if (!has_params(L)) continue;
+        const TailLayer& t = rt->tail[l];
+        if (outer_product_step(L, batch)) {
+            const float dy2 = tc_f32_sum_squares(t.gb, t.out, 0.0f);
+            const float x2 = tc_f32_sum_squares(layer_input(rt, l), (int32_t)in_size(L, t.in), 0.0f);
+            sum = fmaf(dy2, x2, sum) + dy2;
+        } else {
+            sum = tc_f32_sum_squares(t.gw, (int32_t)weight_count(L, t.in, t.out), sum);
+            sum = tc_f32_sum_squares(t.gb, t.out, sum);
+        }
     }
+    return sqrtf(sum);
+}
+
+// SGD with momentum, the clipping factor folded in, one fused pass per tensor:
+// g' = g * scale (nothing when scale is 1); v = fmaf(momentum, v, g'); w = fmaf(-lr, v, w).
+void apply_update(Runtime* rt, uint16_t batch, float scale) {
+    const tc_model* m = rt->m;
+    const float lr = rt->params.lr, momentum = rt->params.momentum;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& L = m->tail[l];
+        if (!has_params(L)) continue;
+        TailLayer& t = rt->tail[l];
+        if (outer_product_step(L, batch))  // g[o][i] = (dy[o] * scale) * x[i], in registers
+            tc_sgd_momentum_outer_f32(t.w, t.vw, t.out, (int32_t)in_size(L, t.in), t.gb,
+                                      layer_input(rt, l), lr, momentum, scale);
+        else
+            tc_sgd_momentum_fma_f32(t.w, t.vw, t.gw, (int32_t)weight_count(L, t.in, t.out), lr,
+                                    momentum, scale);
+        tc_sgd_momentum_fma_f32(t.b, t.vb, t.gb, t.out, lr, momentum, scale);
+    }
+}
+
+// One SGD step over the pending new samples and `replay` buffer draws, one sample at a time:
+// the gradients accumulate, so RAM holds one sample's activations whatever the batch. The
+// order is the batch's: new samples first, then the replay draws. Then the global norm, the
+// clipping factor and the update. Returns the mean loss.
+float train_step(Runtime* rt, uint16_t replay, uint16_t* batch_out, float* grad_norm) {
+    const tc_model* m = rt->m;
     const uint16_t batch = rt->pending + replay;
     const float inv_batch = 1.0f / (float)batch;
     float loss = 0.0f;
+    stage_start();
     for (uint16_t i = 0; i < rt->pending; ++i) {
         dequantize_latent(rt, rt->pending_x + (size_t)i * m->latent_size);
-        loss += accumulate_sample(rt, rt->batch_y[i], inv_batch);
+        loss += accumulate_sample(rt, rt->batch_y[i], inv_batch, i == 0, batch);
     }
     for (uint16_t r = 0; r < replay; ++r) {
         const uint32_t k = tc_buffer_draw(&rt->buffer, &rt->prng);
         const int8_t* q = tc_buffer_x(&rt->buffer, k);
         if (m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
         dequantize_latent(rt, q);
-        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), inv_batch);
+        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), inv_batch,
+                                  rt->pending == 0 && r == 0, batch);
     }
-    // Gradients layer by layer, weights then bias: the order of the global norm's sum.
-    float* grads[2 * TC_MAX_TAIL_LAYERS];
-    int32_t sizes[2 * TC_MAX_TAIL_LAYERS];
-    int32_t count = 0;
-    for (uint16_t l = 0; l < m->n_tail; ++l) {
-        const tc_tail_layer& L = m->tail[l];
-        if (!has_params(L)) continue;
-        TailLayer& t = rt->tail[l];
-        grads[count] = t.gw;
-        sizes[count++] = (int32_t)weight_count(L, t.in, t.out);
-        grads[count] = t.gb;
-        sizes[count++] = t.out;
-    }
-    *grad_norm = rt->params.clip_norm > 0.0f
-                     ? tc_clip_grad_global_norm_f32(grads, sizes, count, rt->params.clip_norm)
-                     : tc_grad_global_norm_f32(grads, sizes, count);
-    for (uint16_t l = 0; l < m->n_tail; ++l) {
-        const tc_tail_layer& L = m->tail[l];
-        if (!has_params(L)) continue;
-        TailLayer& t = rt->tail[l];
-        tc_sgd_momentum_f32(t.w, t.vw, t.gw, (int32_t)weight_count(L, t.in, t.out),
-                            rt->params.lr, rt->params.momentum);
-        tc_sgd_momentum_f32(t.b, t.vb, t.gb, t.out, rt->params.lr, rt->params.momentum);
-    }
+    rt->grads_stored = batch > 1;
+    const float norm = gradient_norm(rt, batch);
+    *grad_norm = norm;
+    stage_end(kStageNorm);
+    apply_update(rt, batch, tc_clip_factor_f32(norm, rt->params.clip_norm));
+    stage_end(kStageUpdate);
     *batch_out = batch;
     return loss * inv_batch;
 }
@@ -643,12 +689,22 @@ int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t*
 int32_t tc_rt_tail_grads(uint16_t layer, float* grad_weights, float* grad_bias) {
     if (!g_rt.ready || layer >= g_rt.m->n_tail) return -1;
     const tc_tail_layer& L = g_rt.m->tail[layer];
+    if (L.op == TC_OP_DENSE && !g_rt.grads_stored) return -1;  // batch 1: never formed
     const TailLayer& t = g_rt.tail[layer];
     const uint32_t nw = weight_count(L, t.in, t.out);
     if (grad_weights) memcpy(grad_weights, t.gw, 4u * nw);
     if (grad_bias) memcpy(grad_bias, t.gb, 4u * bias_count(L, t.out));
     return (int32_t)nw;
 }
+
+#if defined(TC_RT_STAGE_TICKS)
+void tc_rt_stage_ticks(uint64_t* out, uint8_t reset) {
+    for (int s = 0; s < TC_RT_STAGES; ++s) {
+        out[s] = g_stage_ticks[s];
+        if (reset) g_stage_ticks[s] = 0;
+    }
+}
+#endif
 
 int32_t tc_rt_backbone(const int8_t* x, int8_t* latent) {
     if (!g_rt.ready) return -1;

@@ -77,9 +77,16 @@ void tc_rt_stats(struct tc_rt_stats* out);
 // to *out_n / *in_n.
 int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
                           uint16_t* in_n);
-// The gradient of the last SGD step as it was applied (after clipping), same layout; returns the
-// number of weights, or -1 for a bad layer.
+// The gradient of the last SGD step's batch (before clipping: the update folds the clipping
+// factor in), same layout; returns the number of weights, or -1 for a bad layer and for a dense
+// layer after a step at batch 1 (its weight gradient, an outer product, is never stored).
 int32_t tc_rt_tail_grads(uint16_t layer, float* grad_weights, float* grad_bias);
+#if defined(TC_RT_STAGE_TICKS)
+// Benchmark builds only: counter ticks of the training steps so far, per stage (forward with the
+// latent and any replay backbone, softmax cross-entropy, backward, norm, update); reset clears.
+#define TC_RT_STAGES 5
+void tc_rt_stage_ticks(uint64_t* out, uint8_t reset);
+#endif
 // Runs the int8 backbone on one sample; writes latent_size int8 values. Returns latent_size.
 int32_t tc_rt_backbone(const int8_t* x, int8_t* latent);
 // Logits of one sample over the classes seen; returns classes_seen.
