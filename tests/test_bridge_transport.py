@@ -112,3 +112,22 @@ def test_lose_frames_drops_exactly_the_frames_named():
     got, counts = _roundtrip(Faults(lose_frames={"to_device": {3, 7}}), b"".join(frames))
     seqs = [f.seq for f in protocol.FrameDecoder().feed(got)]
     assert seqs == [0, 1, 2, 4, 5, 6, 8, 9] and counts.lost_frames == 2
+
+
+@pytest.mark.parametrize("size", [64, 196, 600])
+def test_frames_of_large_samples_grow_to_a_full_frame(size):
+    """On a clean link the frame size grows from FRAME_START to a full frame also when one sample
+    takes most of the starting ceiling (a 14x14 image: 197 bytes with its label); it once stayed
+    at one sample per frame for the whole run."""
+    import numpy as np
+
+    from tinycil.link.session import FRAME_START, grown_ceiling
+
+    ceiling, sizes = float(FRAME_START), []
+    head = len(samples_payload(np.zeros((0, size), np.int8), np.zeros(0, np.uint8)))
+    for _ in range(8):  # every frame answered at its first send
+        n = max(1, (int(ceiling) - head) // (size + 1))
+        sizes.append(n)
+        ceiling = grown_ceiling(ceiling, head + n * (size + 1))
+    assert sizes[-1] == samples_per_frame(size)
+    assert sizes == sorted(sizes)

@@ -27,8 +27,8 @@ each; this side keeps them flowing over a link that may lose, damage, duplicate 
 - frame size that follows the measured loss: damage reports, lost replies, undecodable frames and
   timeouts give an estimate of the loss per byte, and ``payload_budget`` is the payload that
   carries the most data per byte sent at that loss. A frame once sent keeps its size, so the size
-  also starts small and grows only while frames get through (halved at every loss, raised to 1.5
-  times a frame answered at its first send), as TCP's congestion window does;
+  also starts small and grows only while frames get through (halved at every loss, raised by half
+  when a frame that used at least half of it is answered at its first send), as TCP's congestion window does;
 - giving up only on a dead link: no request completed and no PROGRESS for ``dead_after`` seconds;
 - reset detection: every reply carries the device's session id; a different one than at HELLO
   means the device restarted and lost what it learned, which ends the session with DeviceReset.
@@ -66,6 +66,16 @@ LOSS_MEMORY = 200_000   # bytes over which the loss estimate forgets (exponentia
 LOSS_PRIOR = 20_000     # clean bytes assumed before the first measurement
 FRAME_START = 256       # payload ceiling of the first frames, before the link proved clean
 FRAME_FLOOR = 32        # the ceiling never goes below this (one sample always fits anyway)
+
+
+def grown_ceiling(ceiling: float, answered_payload: int) -> float:
+    """The payload ceiling after a frame of `answered_payload` bytes was answered at its first
+    send: a frame that used at least half the ceiling lifts it by half (up to MAX_PAYLOAD).
+    Growing to 1.5 times the frame itself would stall: frames hold whole samples, and 1.5 times
+    one 197-byte sample (a 14x14 image) never makes room for a second one."""
+    if answered_payload >= ceiling / 2.0:
+        return min(float(spec.MAX_PAYLOAD), 1.5 * ceiling)
+    return ceiling
 
 
 class MalformedReply(protocol.ProtocolError):
@@ -514,9 +524,7 @@ class Session:
         self._last_progress = now
         if pending.sends == 1:  # Karn's rule: only a frame sent once gives a true round trip
             self._measure(now - pending.sent_at)
-            # Grow from what got through: a frame near the ceiling lifts it by half.
-            self._ceiling = min(float(spec.MAX_PAYLOAD),
-                                max(self._ceiling, 1.5 * len(pending.payload)))
+            self._ceiling = grown_ceiling(self._ceiling, len(pending.payload))
         else:
             self._set_rto()  # the link delivers again: undo the timeouts' backoff
         # The copy that ran (a reply from the cache names it too): every later frame whose
