@@ -156,11 +156,13 @@ def run_ablation(args, seeds) -> dict:
     chosen = [ABLATION[i] for i in (args.rows if args.rows is not None else range(len(ABLATION)))]
     for name in names:
         rows = []
+        # The rows change only the training: each seed's buffers are distilled once.
+        caches = {seed: {} for seed in seeds}
         for label, opts in chosen:
             row = {"label": label, "options": opts, "method": [], "fixed_size": [], "flops_ratio": []}
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
-                                     train_options=opts, progress=False)
+                                     train_options=opts, progress=False, buffer_cache=caches[seed])
                 m, f = res["method"], res["baselines"]["fixed_size"]
                 row["method"].append(m["final_avg_accuracy"])
                 row["fixed_size"].append(f["final_avg_accuracy"])

@@ -81,3 +81,23 @@ def test_experiment_refuses_a_malformed_resize(tmp_path):
     res = CliRunner().invoke(main, ["experiment", "--dataset", "digits", "--resize", "big",
                                     "-o", str(tmp_path / "r")])
     assert res.exit_code != 0 and "HxW" in res.output
+
+
+def test_an_ablation_reuses_the_buffers_of_its_seed(monkeypatch):
+    # The rows of an ablation change only the training: the second call distills nothing and
+    # trains on the very same buffers.
+    import tinycil.learn.distill as distill
+    from tinycil.learn.experiment import run_experiment
+
+    calls = []
+    real = distill.distill_task
+    monkeypatch.setattr(distill, "distill_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = {}
+    first = run_experiment("digits", n_tasks=2, epochs=1, distill_iters=2, runs=("method",),
+                           progress=False, buffer_cache=cache)
+    assert len(calls) == 2 and len(cache) == 1
+    second = run_experiment("digits", n_tasks=2, epochs=1, distill_iters=2, runs=("method",),
+                            progress=False, buffer_cache=cache, train_options={"asymmetric_ce": True})
+    assert len(calls) == 2
+    assert second["details"]["distill_seconds_per_task"] == first["details"]["distill_seconds_per_task"]
+    assert second["config"]["training"]["asymmetric_ce"] and not first["config"]["training"]["asymmetric_ce"]

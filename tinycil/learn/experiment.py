@@ -76,12 +76,16 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
                    max_train: int | None = None, max_test: int | None = None,
                    train_config: TrainConfig | None = None, policy: WidthPolicy | None = None,
                    runs: Sequence[str] = ALL_RUNS, progress: bool = True, ds=None,
-                   class_order: Sequence[int] | None = None, train_options: dict | None = None) -> dict:
+                   class_order: Sequence[int] | None = None, train_options: dict | None = None,
+                   buffer_cache: dict | None = None) -> dict:
     """Run the method and the baselines; return the results dict (DESIGN.md "Contracts").
 
     ``resize`` None takes the data set's default size (see DEFAULTS) unless ``keep_size``.
     Besides the contract keys it holds "config" (every setting, to reproduce the run) and
     "details" (per run: widths, FLOPs and average accuracy per task; distillation cost).
+    ``buffer_cache``: a dict kept by the caller across calls with the same data set, seed, tasks
+    and distillation settings (an ablation changes only the training): the distilled and random
+    buffers are made once and reused; the distillation time reported is the first call's.
     """
     from tinycil.datasets import load_dataset
     from tinycil.learn.distill import distill_task, random_subset
@@ -126,9 +130,16 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
         test_parts.append((xte, unit_of[yte]))
     n_train_total = sum(len(x) for x, _ in train_parts)
 
-    bar = _bar(progress, total=n_tasks, desc=f"distilling ({distill_method})", unit="task")
-    distilled, randoms, distill_seconds = [], [], []
-    for i, (x, y) in enumerate(train_parts):
+    cache_key = (dataset, seed, tuple(map(tuple, tasks)), buffer_fraction, distill_method, iters,
+                 n_train_total)
+    if buffer_cache is not None and cache_key in buffer_cache:
+        distilled, randoms, distill_seconds = buffer_cache[cache_key]
+        train_parts_to_distill = []
+    else:
+        distilled, randoms, distill_seconds = [], [], []
+        train_parts_to_distill = train_parts
+    bar = _bar(progress, total=len(train_parts_to_distill), desc=f"distilling ({distill_method})", unit="task")
+    for i, (x, y) in enumerate(train_parts_to_distill):
         t0 = time.perf_counter()
         dset = distill_task(x, y, fraction=buffer_fraction, method=distill_method, iterations=iters,
                             seed=seed + i, progress=False)
@@ -137,6 +148,8 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
         randoms.append(random_subset(x, y, len(dset.x), seed + i))
         bar.update(1)
     bar.close()
+    if buffer_cache is not None:
+        buffer_cache[cache_key] = (distilled, randoms, distill_seconds)
 
     results = {"dataset": dataset, "board": None, "seed": seed, "tasks": tasks, "known_tasks": known,
                "baselines": {}}
