@@ -10,7 +10,9 @@ a 1% buffer; distilled against random replay of the same size).
 
 --ablation switches the training ingredients of tinycil.learn.train.TrainConfig on and off one at a
 time (method and fixed_size, same procedure for both) and writes host_study_ablation.json; the
-ablation table is appended to host_study.md whenever that file exists.
+ablation table is appended to host_study.md whenever that file exists. Rows are kept per data set,
+label and seeds: a later --ablation run (other seeds, other data sets, --rows) adds its rows to the
+file and replaces only rows with the same data set, label and seeds (--fresh starts a new file).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
 # Each row changes the defaults of TrainConfig by the named options; the first row is the defaults.
 ABLATION = [
     ("defaults (no ingredient)", {}),
+    ("asymmetric cross-entropy (ER-ACE)", {"asymmetric_ce": True}),
+    ("weight aligning of new output rows", {"align_output": True}),
+    ("asymmetric cross-entropy + weight aligning", {"asymmetric_ce": True, "align_output": True}),
     ("distillation from the old model on replayed samples", {"distill_weight": 1.0}),
-    ("+ distillation on the new samples too", {"distill_weight": 1.0, "distill_new": True}),
-    ("+ class-balanced pass over the buffer (50 steps)", {"distill_weight": 1.0, "balance_steps": 50}),
-    ("+ weight aligning of new output rows", {"distill_weight": 1.0, "align_output": True}),
+    ("class-balanced pass over the buffer (50 steps)", {"balance_steps": 50}),
 ]
 ABLATION_DATASETS = ("mnist5k", "digits")
 ABLATION_RUNS = ("method", "fixed_size")
@@ -124,18 +127,38 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def merge_ablation(old: dict, new: dict) -> dict:
+    """``new``'s rows added to ``old``'s; a row with the same data set, label and seeds replaces
+    the old one. Rows from before rows carried their seeds take the file's seeds."""
+    out = {"defaults": new["defaults"], "datasets": {}, "seconds": old.get("seconds", 0.0) + new["seconds"],
+           "seeds": sorted(set(old.get("seeds", [])) | set(new["seeds"]))}
+    for src in (old, new):
+        for name, rows in src.get("datasets", {}).items():
+            kept = out["datasets"].setdefault(name, [])
+            for row in rows:
+                row = dict(row, seeds=row.get("seeds", src.get("seeds")))
+                kept[:] = [r for r in kept if (r["label"], r["seeds"]) != (row["label"], row["seeds"])]
+                kept.append(row)
+    if old.get("sources"):
+        out["sources"] = old["sources"]
+    return out
+
+
 def ablation_markdown(ab: dict) -> list[str]:
     lines = ["## Ablation: training ingredients on and off", "",
-             f"Seeds {ab['seeds']} (seed 0 keeps the natural class order, the others shuffle it); "
-             f"method and fixed_size trained with the same procedure; mean ± std over seeds. "
+             "Seed 0 keeps the natural class order, the others shuffle it; method and fixed_size trained "
+             "with the same procedure; mean ± std over the row's seeds; gap = fixed_size - method "
+             "accuracy, per seed. "
              f"Defaults: {ab['defaults']}.", "",
-             "| data set | training | method acc | fixed_size acc | fixed - method | FLOPs / fixed |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| data set | training | seeds | method acc | fixed_size acc | fixed - method | FLOPs / fixed |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for name, rows in ab["datasets"].items():
         for row in rows:
             m, f = np.array(row["method"]), np.array(row["fixed_size"])
             gap, ratio = f - m, np.array(row["flops_ratio"])
-            lines.append(f"| {name} | {row['label']} | {100 * m.mean():.1f} ± {100 * _std(m):.1f} | "
+            seeds = row.get("seeds", ab.get("seeds"))
+            lines.append(f"| {name} | {row['label']} | {', '.join(map(str, seeds))} | "
+                         f"{100 * m.mean():.1f} ± {100 * _std(m):.1f} | "
                          f"{100 * f.mean():.1f} ± {100 * _std(f):.1f} | {100 * gap.mean():+.1f} ± "
                          f"{100 * _std(gap):.1f} | {ratio.mean():.1%} |")
     if ab.get("sources"):
@@ -159,7 +182,8 @@ def run_ablation(args, seeds) -> dict:
         # The rows change only the training: each seed's buffers are distilled once.
         caches = {seed: {} for seed in seeds}
         for label, opts in chosen:
-            row = {"label": label, "options": opts, "method": [], "fixed_size": [], "flops_ratio": []}
+            row = {"label": label, "options": opts, "seeds": list(seeds), "method": [], "fixed_size": [],
+                   "flops_ratio": []}
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
                                      train_options=opts, progress=False, buffer_cache=caches[seed])
@@ -190,6 +214,8 @@ def main(argv=None) -> int:
                     help="switch the training ingredients on and off (on " + ", ".join(ABLATION_DATASETS) + ")")
     ap.add_argument("--rows", type=int, nargs="+", default=None,
                     help="with --ablation: only these rows of ABLATION (0 = defaults)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="with --ablation: start a new ablation file instead of adding to the existing one")
     args = ap.parse_args(argv)
 
     from tinycil.learn.experiment import run_experiment
@@ -199,6 +225,9 @@ def main(argv=None) -> int:
     if args.ablation:
         ab = run_ablation(args, seeds)
         args.out.mkdir(parents=True, exist_ok=True)
+        existing = args.out / "host_study_ablation.json"
+        if existing.is_file() and not args.fresh:
+            ab = merge_ablation(json.loads(existing.read_text()), ab)
         (args.out / "host_study_ablation.json").write_text(json.dumps(jsonable(ab), indent=1) + "\n")
         print("\n".join(ablation_markdown(ab)))
         if (args.out / "host_study.json").is_file():
