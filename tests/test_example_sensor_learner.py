@@ -4,6 +4,7 @@ builds for both boards; on the emulated board it must learn the new classes (its
 so) from a model exported by the ordinary path (a quick digits run), and its learned state must
 survive a save, a restart and a restore."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -48,9 +49,52 @@ def _build(project, board):
     return elf
 
 
-def test_example_builds_for_the_real_board(example):
-    # The emulated board's build is part of the next test.
-    _build(example, "nucleo_f746zg")
+def _copy_with_library(example, tmp, library: str):
+    """The example copied elsewhere, its learner dependency given as `library` (a lib_deps
+    entry; ${tinycil.path} is the tinycil folder)."""
+    project = tmp / "app"
+    shutil.copytree(example, project, ignore=shutil.ignore_patterns(".pio"))
+    ini = (project / "platformio.ini").read_text()
+    symlink = "    symlink://${tinycil.path}/firmware/lib\n"
+    assert symlink in ini
+    ini = ini.replace("path = ../..", f"path = {example.parent.parent}")
+    (project / "platformio.ini").write_text(ini.replace(symlink, f"    {library}\n"))
+    return project
+
+
+def test_example_builds_for_the_real_board_with_the_library_as_a_copied_folder(example, tmp_path):
+    # lib_deps = file://<tinycil>/firmware/lib: PlatformIO copies the folder into .pio/libdeps,
+    # so the library must build from the copy alone (the emulated board's build, with the
+    # symlink the example ships, is part of the next test).
+    project = _copy_with_library(example, tmp_path, "file://${tinycil.path}/firmware/lib")
+    _build(project, "nucleo_f746zg")
+    copied = project / ".pio" / "libdeps" / "nucleo_f746zg" / "tinycil-learner"
+    assert (copied / "library.json").is_file() and (copied / "learner" / "tc_learner.h").is_file()
+    assert not (copied / "learner").is_symlink()
+
+
+def test_a_git_repository_url_resolves_the_learner_library(example, tmp_path):
+    # lib_deps = <repository URL>: PlatformIO clones the repository and takes the library.json
+    # at its top. A real remote cannot be reached here; a local repository through git+file://
+    # goes through the same clone. The build itself is the folder's (the manifests agree:
+    # tests/test_learner_library.py).
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    tinycil = example.parent.parent
+    repo = tmp_path / "tinycil.git"
+    shutil.copytree(tinycil / "firmware" / "lib", repo / "firmware" / "lib")
+    shutil.copy(tinycil / "library.json", repo / "library.json")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "learner"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    project = _copy_with_library(example, tmp_path, f"git+file://{repo}")
+    proc = subprocess.run([sys.executable, "-m", "platformio", "pkg", "install", "-d", str(project),
+                           "-e", "nucleo_f746zg"], capture_output=True, text=True,
+                          env=build_env(), timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    cloned = project / ".pio" / "libdeps" / "nucleo_f746zg" / "tinycil-learner"
+    assert json.loads((cloned / "library.json").read_text())["name"] == "tinycil-learner"
+    assert (cloned / "firmware" / "lib" / "learner" / "tc_learner.h").is_file()
 
 
 def test_example_learns_new_classes_on_the_emulated_board(example):

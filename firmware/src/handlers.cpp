@@ -5,7 +5,7 @@
 #include "bsp.h"
 #include "learn_handlers.h"
 #include "learned_state.h"
-#include "tc_runtime.h"
+#include "tc_learner.h"
 
 namespace app {
 namespace {
@@ -35,7 +35,7 @@ void fill_info(tc_info_t& info) {
     info.counter_kind = bsp::counter_kind();
     // All zero (no signature, input NONE, no classes) when the firmware has no model.
     tc_rt_desc desc;
-    tc_rt_describe(&desc);
+    tc_learner_describe(&desc);
     if (desc.has_model) {
         info.input_type = desc.input_type;
         info.input_rank = desc.input_rank;

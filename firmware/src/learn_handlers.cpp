@@ -1,4 +1,8 @@
-// The learning requests: the serial side of the on-device runtime (firmware/lib/runtime).
+// The learning requests: the serial front end of the learner library (firmware/lib/learner,
+// tc_learner.h). It calls the same C API an application calls with its own sensor's data (begin
+// task, add sample -> a step when the batch is full, flush, remember, predict, statistics); what
+// is here is only the protocol's part: sequencing, ownership, checks of the host's fields, and
+// the measurements the host reads back.
 //
 // Sequencing. A class-incremental run is only reproducible if every training sample reaches the
 // runtime once and in the order the host shuffled it, whatever the link does. So the learning
@@ -32,8 +36,8 @@
 #include "tc_crc32.h"
 #include "tc_dense_f32.h"
 #include "tc_fully_connected_s8.h"
+#include "tc_learner.h"
 #include "tc_persist.h"
-#include "tc_runtime.h"
 
 // The export's model, with the run's device key (TC_DEVICE_KEY) when its export made one.
 #if __has_include("model_data.h")
@@ -119,7 +123,6 @@ struct Sequencer {
 struct Learner {
     int runtime_status;
     bool have_params;
-    uint16_t batch_new;
     uint16_t pending;
     uint32_t task_steps, task_samples;
     uint32_t new_samples;
@@ -279,12 +282,11 @@ bool parse_samples(const tc::Frame& f, Reply& r, tc_samples_t& head, const uint8
         return false;
     }
     memcpy(&head, f.payload, sizeof(head));
-    tc_rt_desc desc;
-    tc_rt_describe(&desc);
-    const size_t need = sizeof(head) + head.count + static_cast<size_t>(head.count) * desc.input_size;
+    const uint32_t input_size = tc_learner_input_size();
+    const size_t need = sizeof(head) + head.count + static_cast<size_t>(head.count) * input_size;
     if (f.length != need) {
         r.fail(TC_STATUS_BAD_ARGUMENT, "payload length does not match count samples of the "
-               "model's input size", static_cast<uint16_t>(desc.input_size));
+               "model's input size", static_cast<uint16_t>(input_size));
         return false;
     }
     if (head.count > max_count) {
@@ -341,7 +343,7 @@ void begin_task(const tc::Frame& f, tc::Responder&, Reply& r) {
     memcpy(&head, f.payload, sizeof(head));
     if (f.length != sizeof(head) + head.count)
         return r.fail(TC_STATUS_MALFORMED, "BEGIN_TASK length does not match its count");
-    const int status = tc_rt_begin_task(f.payload + sizeof(head), head.count);
+    const int status = tc_learner_begin_task(f.payload + sizeof(head), head.count);
     fail_status(r, status, "labels must continue the classes seen in order, and the model's "
                 "plan must know the size they lead to");
     if (status == TC_STATUS_OK) {
@@ -376,14 +378,11 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
     p.batch_new = c.batch_new;
     p.batch_replay = c.batch_replay;
     p.seed = c.seed;
-    const int status = tc_rt_set_training(&p);
+    const int status = tc_learner_set_training(&p);
     fail_status(r, status, "training parameters out of range (lr > 0, 0 <= momentum < 1, "
                 "batch_new >= 1, batch_new + batch_replay <= the model's max batch), or a "
                 "mini-batch is half sent");
-    if (status == TC_STATUS_OK) {
-        learner.have_params = true;
-        learner.batch_new = c.batch_new;
-    }
+    if (status == TC_STATUS_OK) learner.have_params = true;
 }
 
 void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
@@ -393,22 +392,19 @@ void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
     const uint8_t* labels;
     const int8_t* x;
     if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
-    tc_rt_desc desc;
-    tc_rt_describe(&desc);
+    const uint32_t input_size = tc_learner_input_size();
     // train_ticks counts the training alone: the PROGRESS frame of a step is sent after the step
     // was measured. Its transmission is a busy wait on a real UART (about 2.7 ms per step at
     // 115200 baud on the NUCLEO: 10 bits per byte of a ~30-byte frame) that the emulated board
     // does not have, so counting it would make the two boards' figures incomparable.
     for (uint16_t i = 0; i < head.count; ++i) {
-        // Mini-batches of batch_new are formed here from the stream, so frames need not follow
+        // The learner forms mini-batches of batch_new from the stream, so frames need not follow
         // batch boundaries; END_OF_BATCH steps on a short batch (the end of the data).
-        const bool last = i + 1 == head.count;
-        const bool end = learner.pending + 1u >= learner.batch_new ||
-                         (last && (head.flags & TC_SAMPLES_END_OF_BATCH));
+        const bool end_of_data = i + 1 == head.count && (head.flags & TC_SAMPLES_END_OF_BATCH);
         tc_step_report rep;
         const uint64_t t0 = bsp::counter_read();
-        const int status = tc_rt_train_samples(x + static_cast<size_t>(i) * desc.input_size,
-                                               labels + i, 1, end ? 1 : 0, &rep);
+        int status = tc_learner_add_sample(x + static_cast<size_t>(i) * input_size, labels[i], &rep);
+        if (status == TC_STATUS_OK && end_of_data && !rep.stepped) status = tc_learner_flush(&rep);
         learner.train_ticks += bsp::counter_read() - t0;
         if (status != TC_STATUS_OK) {
             return r.fail(static_cast<uint8_t>(status),
@@ -419,8 +415,8 @@ void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
         ++learner.task_samples;
         if (rep.stepped) {
             ++learner.task_steps;
-            struct tc_rt_stats st;
-            tc_rt_stats(&st);
+            tc_learner_stats_t st;
+            tc_learner_stats(&st);
             tc_progress_t p;
             p.task_steps = learner.task_steps;
             p.task_samples = learner.task_samples;
@@ -438,7 +434,7 @@ void buffer_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
     const uint8_t* labels;
     const int8_t* x;
     if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
-    const int status = tc_rt_add_buffer_samples(x, labels, head.count);
+    const int status = tc_learner_remember(x, labels, head.count);
     fail_status(r, status,
                 "buffer samples refused: label beyond the classes seen, or the buffer is full");
     if (status != TC_STATUS_OK || !(head.flags & TC_SAMPLES_END_OF_TASK)) return;
@@ -466,8 +462,11 @@ void eval_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
     r.type = TC_MSG_EVAL_RESULT;
     tc_eval_result_t* res = r.body<tc_eval_result_t>();
     uint8_t* pred = r.payload + kAckSize + sizeof(tc_eval_result_t);
+    const uint32_t input_size = tc_learner_input_size();
+    int status = TC_STATUS_OK;
     const uint64_t t0 = bsp::counter_read();
-    const int status = tc_rt_predict(x, head.count, pred);
+    for (uint16_t i = 0; i < head.count && status == TC_STATUS_OK; ++i)
+        status = tc_learner_predict(x + static_cast<size_t>(i) * input_size, pred + i);
     learner.eval_ticks += bsp::counter_read() - t0;
     if (status != TC_STATUS_OK) return r.fail(static_cast<uint8_t>(status), "prediction failed");
     learner.eval_samples += head.count;
@@ -481,7 +480,7 @@ void eval_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
     r.length = kAckSize + sizeof(tc_eval_result_t) + head.count;
     if (head.flags & TC_SAMPLES_EVAL_SUMMARY) {
         tc_rt_desc desc;
-        tc_rt_describe(&desc);
+        tc_learner_describe(&desc);
         uint16_t classes = desc.classes_seen;
         const size_t room = (TC_REPLY_CACHE_PAYLOAD - r.length) / 4;
         if (classes > room) classes = static_cast<uint16_t>(room);
@@ -500,9 +499,9 @@ void stats(const tc::Frame&, tc::Responder&, Reply& r) {
     tc_stats_t* s = r.body<tc_stats_t>();
     memset(s, 0, sizeof(*s));
     tc_rt_desc desc;
-    tc_rt_describe(&desc);
-    struct tc_rt_stats st;
-    tc_rt_stats(&st);
+    tc_learner_describe(&desc);
+    tc_learner_stats_t st;
+    tc_learner_stats(&st);
     memcpy(s->model_signature, desc.signature, 8);
     s->has_model = desc.has_model;
     s->counter_kind = bsp::counter_kind();
@@ -626,8 +625,6 @@ void selftest(const tc::Frame&, tc::Responder&, Reply& r) {
     if (err != 0.0f) s->failed |= 1u << 2;
 
     // What training and evaluation cost so far, per sample (0 before any).
-    struct tc_rt_stats st;
-    tc_rt_stats(&st);
     if (learner.new_samples)
         s->ticks_per_train_sample = static_cast<float>(learner.train_ticks) / learner.new_samples;
     if (learner.eval_samples)

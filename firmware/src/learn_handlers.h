@@ -8,7 +8,7 @@
 
 namespace app {
 
-// What tc_rt_init() said at boot: the learning requests answer with it when it is not OK.
+// What tc_learner_init() said at boot: the learning requests answer with it when it is not OK.
 void set_runtime_status(int status);
 
 // The seq the sequenced transport expects next: what a damage report tells the host to resend.

@@ -2,7 +2,7 @@
 
 #include "tc_persist_runtime.h"
 #include "tc_protocol_spec.h"
-#include "tc_runtime.h"
+#include "tc_learner.h"
 
 namespace app {
 namespace {
@@ -17,7 +17,7 @@ int g_running_slot = -1;
 
 uint16_t current_task() {
     tc_rt_desc desc;
-    tc_rt_describe(&desc);
+    tc_learner_describe(&desc);
     return desc.task;
 }
 #endif

@@ -12,7 +12,7 @@ struct LearnedState {
     uint32_t sequence;   // its slot sequence number
 };
 
-// At boot, after tc_rt_init() succeeded: the newest state saved for this model, if any.
+// At boot, after tc_learner_init() succeeded: the newest state saved for this model, if any.
 void restore_learned_state();
 
 // At the end of a task (no mini-batch half formed). Returns the tc_persist_status; the call

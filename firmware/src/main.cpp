@@ -7,7 +7,7 @@
 #include "learn_handlers.h"
 #include "learned_state.h"
 #include "tc_dispatch.h"
-#include "tc_runtime.h"
+#include "tc_learner.h"
 
 // Build-system tests only (tests/test_firmware_build.py): with these defines set to sizes beyond
 // the board's budget the link must fail with "region `RAM' overflowed" / "region `FLASH'
@@ -43,9 +43,9 @@ int main() {
     __asm volatile("udf #0");
 #endif
 
-    // The model starts at boot, so INFO describes it from the first HELLO. A firmware built without
-    // a model still boots and answers: every learning request then reports NO_MODEL.
-    const int runtime_status = tc_rt_init();
+    // The learner starts at boot, so INFO describes its model from the first HELLO. A firmware
+    // built without a model still boots and answers: every learning request then reports NO_MODEL.
+    const int runtime_status = tc_learner_init();
     app::set_runtime_status(runtime_status);
     if (runtime_status == TC_STATUS_OK) app::restore_learned_state();
 

@@ -1,5 +1,5 @@
 """Builds tests/fuzz_host/device_host: the firmware's serial front end (firmware/src), protocol,
-runtime and kernels for the host, with the tiny test model of tests/persist_host, under
+learner library, runtime and kernels for the host, with the tiny test model of tests/persist_host, under
 AddressSanitizer and UndefinedBehaviorSanitizer (any report aborts)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def sources(root: Path) -> list[Path]:
             *(fw / "src" / n for n in ("main.cpp", "handlers.cpp", "learn_handlers.cpp",
                                        "learned_state.cpp")),
             *sorted((lib / "protocol").glob("*.cpp")), *sorted((lib / "runtime").glob("*.cpp")),
-            *sorted((lib / "kernels").glob("*.cpp")),
+            *sorted((lib / "kernels").glob("*.cpp")), lib / "learner" / "tc_learner.cpp",
             lib / "persist" / "tc_persist.cpp", lib / "persist" / "tc_persist_runtime.cpp"]
 
 
@@ -46,7 +46,7 @@ def build(root: Path, out_dir: Path) -> Path:
     model = tiny_model.write(out_dir / "model")
     lib = root / "firmware" / "lib"
     includes = [model, HERE, root / "firmware" / "src", lib / "bsp", lib / "protocol",
-                lib / "runtime", lib / "kernels", lib / "persist"]
+                lib / "runtime", lib / "kernels", lib / "persist", lib / "learner"]
     inc = [f"-I{d}" for d in includes]
 
     def compile_one(src: Path) -> Path:

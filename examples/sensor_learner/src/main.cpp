@@ -110,10 +110,10 @@ int main() {
         if (tc_learner_add_sample(frame, labels[pattern], nullptr) != TC_STATUS_OK)
             finish(4, "add_sample failed");
         if (remembered[pattern] < kRememberPerClass &&
-            tc_learner_remember(frame, labels[pattern]) == TC_STATUS_OK)
+            tc_learner_remember(frame, &labels[pattern], 1) == TC_STATUS_OK)
             ++remembered[pattern];
     }
-    if (tc_learner_flush() != TC_STATUS_OK) finish(4, "flush failed");
+    if (tc_learner_flush(nullptr) != TC_STATUS_OK) finish(4, "flush failed");
 
     tc_learner_stats(&stats);
     const int after = accuracy_percent(labels);

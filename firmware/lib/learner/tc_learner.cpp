@@ -43,6 +43,8 @@ int tc_learner_set_training(const tc_train_params* params) {
     return status;
 }
 
+void tc_learner_describe(tc_rt_desc* out) { tc_rt_describe(out); }
+
 uint32_t tc_learner_input_size(void) { return describe().input_size; }
 float tc_learner_input_scale(void) { return describe().input_scale; }
 int32_t tc_learner_input_zero_point(void) { return describe().input_zero_point; }
@@ -58,47 +60,54 @@ void tc_learner_quantize(const float* values, uint32_t n, int8_t* out) {
     }
 }
 
-int tc_learner_flush(void) {
-    tc_step_report rep;
+int tc_learner_flush(tc_step_report* report) {
+    tc_step_report local;
+    if (report == nullptr) report = &local;
     // No new sample, end of batch: the runtime trains on what waits (nothing when none waits).
-    const int status = tc_rt_train_samples(nullptr, nullptr, 0, 1, &rep);
-    if (status == TC_STATUS_OK && rep.stepped) g_last_loss = rep.loss;
+    const int status = tc_rt_train_samples(nullptr, nullptr, 0, 1, report);
+    if (status == TC_STATUS_OK && report->stepped) g_last_loss = report->loss;
     return status;
 }
 
 int tc_learner_begin_task(const uint8_t* labels, uint16_t n) {
-    const int status = tc_learner_flush();
+    const int status = tc_learner_flush(nullptr);
     if (status != TC_STATUS_OK) return status;
     return tc_rt_begin_task(labels, n);
 }
 
-int tc_learner_add_sample(const int8_t* x, uint8_t label, uint8_t* stepped) {
-    if (stepped) *stepped = 0;
-    tc_step_report rep;
+int tc_learner_add_sample(const int8_t* x, uint8_t label, tc_step_report* report) {
+    tc_step_report local;
+    if (report == nullptr) report = &local;
     // Queue the sample; the report says how many wait, and the batch closes when they fill it.
-    int status = tc_rt_train_samples(x, &label, 1, 0, &rep);
+    // The runtime runs the frozen prefix now and the step at the end of the batch: the same
+    // computation as handing it the whole batch at once.
+    int status = tc_rt_train_samples(x, &label, 1, 0, report);
+    bool stepped = false;
+    tc_step_report early;
     if (status == TC_STATUS_FULL) {
         // The batch is already full (a restored state may train with another batch size): train
         // it, adopt its size, and queue the sample into the next one.
-        if (tc_rt_train_samples(nullptr, nullptr, 0, 0, &rep) == TC_STATUS_OK && rep.pending)
-            g_batch_new = rep.pending;
-        status = tc_learner_flush();
+        if (tc_rt_train_samples(nullptr, nullptr, 0, 0, &early) == TC_STATUS_OK && early.pending)
+            g_batch_new = early.pending;
+        status = tc_learner_flush(&early);
         if (status != TC_STATUS_OK) return status;
-        if (stepped) *stepped = 1;
-        status = tc_rt_train_samples(x, &label, 1, 0, &rep);
+        stepped = true;
+        status = tc_rt_train_samples(x, &label, 1, 0, report);
     }
     if (status != TC_STATUS_OK) return status;
-    if (rep.pending < g_batch_new) return TC_STATUS_OK;
-    status = tc_rt_train_samples(nullptr, nullptr, 0, 1, &rep);
-    if (status == TC_STATUS_OK && rep.stepped) {
-        g_last_loss = rep.loss;
-        if (stepped) *stepped = 1;
+    if (report->pending >= g_batch_new) {
+        status = tc_learner_flush(report);
+    } else if (stepped) {
+        // The step of the full batch is this call's step; the sample waits for the next.
+        const uint16_t pending = report->pending;
+        *report = early;
+        report->pending = pending;
     }
     return status;
 }
 
-int tc_learner_remember(const int8_t* x, uint8_t label) {
-    return tc_rt_add_buffer_samples(x, &label, 1);
+int tc_learner_remember(const int8_t* x, const uint8_t* labels, uint16_t n) {
+    return tc_rt_add_buffer_samples(x, labels, n);
 }
 
 int tc_learner_predict(const int8_t* x, uint8_t* label) { return tc_rt_predict(x, 1, label); }

@@ -1,9 +1,15 @@
 // tinycil's on-device learner as a library: call it from your own firmware with the data your
 // own sensor produces. It wraps the runtime (lib/runtime: the exported model - frozen int8
 // prefix, trainable float32 tail that grows when new classes arrive, replay buffer, SGD) behind
-// a few calls; tinycil's serial front end (firmware/src) drives the same runtime for a host.
+// a few calls. tinycil's own serial front end (firmware/src/learn_handlers.cpp) is one caller of
+// this API: a host streaming samples over the link and an application reading its sensor go
+// through the very same sequence (begin task, add sample -> train when the batch is full,
+// predict, save/restore, statistics).
 //
 // Use:
+//   0. The library is firmware/lib (its library.json compiles this folder with the runtime,
+//      kernels and persistence): `lib_deps = symlink://<tinycil>/firmware/lib`, or
+//      `file://<tinycil>/firmware/lib`, or the tinycil repository's URL (its top library.json).
 //   1. Export a prepared run into a folder on your project's include path:
 //      `tinycil export RUN --board B --into <project>/generated` writes model_data.h and
 //      model_data.cpp there (`build_flags = -I generated`); the library compiles them in.
@@ -12,8 +18,9 @@
 //   3. New classes: tc_learner_begin_task() with their labels (the next class numbers; the model
 //      grows as the export's growth plan says), then tc_learner_add_sample() for each labelled
 //      sample: when a mini-batch of new samples is full it trains one SGD step, mixing in samples
-//      of the replay buffer. tc_learner_end_task() trains on what is left and keeps a few of the
-//      task's samples (tc_learner_remember) so the new classes are replayed later.
+//      of the replay buffer. At the end of the task's data tc_learner_flush() trains on what is
+//      left, and tc_learner_remember() keeps a few of the task's samples so the new classes are
+//      replayed later.
 //   4. tc_learner_predict() at any time.
 //   5. tc_learner_save() / tc_learner_restore() keep the learned state across resets (lib/persist
 //      stores it in two flash slots safely; see tc_persist_runtime.h).
@@ -55,6 +62,10 @@ int tc_learner_init(void);
 // mini-batch, seed); the export's defaults apply until this is called. Between mini-batches only.
 int tc_learner_set_training(const tc_train_params* params);
 
+// What the exported model is: signature, input shape and type, classes seen and planned, replay
+// buffer, arena (tc_rt_desc of tc_runtime.h). All zero when the firmware holds no model.
+void tc_learner_describe(tc_rt_desc* out);
+
 // Bytes per sample, and the model's input quantisation (float = scale * (q - zero_point)).
 uint32_t tc_learner_input_size(void);
 float tc_learner_input_scale(void);
@@ -65,19 +76,24 @@ void tc_learner_quantize(const float* values, uint32_t n, int8_t* out);
 
 // Begins a task bringing `n` class labels: already known labels are allowed, new ones must be the
 // next numbers (classes_seen, classes_seen+1, ...), and the new count must be a size the export's
-// plan knows. Momentum restarts; a half-formed mini-batch of the previous task is trained first.
+// plan knows. Momentum restarts; a half-formed mini-batch of the previous task is trained first
+// (call tc_learner_flush at the end of a task's data to see that step's report).
 int tc_learner_begin_task(const uint8_t* labels, uint16_t n);
 
 // Adds one labelled sample of the current task; trains one SGD step when the mini-batch of new
-// samples is full (*stepped = 1 then; `stepped` may be null).
-int tc_learner_add_sample(const int8_t* x, uint8_t label, uint8_t* stepped);
+// samples is full. `report` (may be null) says whether a step ran (stepped), its loss and
+// gradient norm, and how many new samples wait for the next step (pending).
+// TC_STATUS_BAD_ARGUMENT for a label beyond the classes seen.
+int tc_learner_add_sample(const int8_t* x, uint8_t label, tc_step_report* report);
 
-// Trains on the samples still waiting (a step with a partial batch); OK when none wait.
-int tc_learner_flush(void);
+// Trains on the samples still waiting (a step with a partial batch); OK, and no step, when none
+// wait. `report` as for tc_learner_add_sample (may be null).
+int tc_learner_flush(tc_step_report* report);
 
-// Keeps a sample in the replay buffer's RAM area (TC_STATUS_FULL when it is full): a few samples
-// of every new class keep it from being forgotten when later classes arrive.
-int tc_learner_remember(const int8_t* x, uint8_t label);
+// Keeps `n` labelled samples in the replay buffer's RAM area, all or none (TC_STATUS_FULL when
+// they do not all fit): a few samples of every new class keep it from being forgotten when later
+// classes arrive.
+int tc_learner_remember(const int8_t* x, const uint8_t* labels, uint16_t n);
 
 // Predicted class of one sample (0 .. classes_seen-1).
 int tc_learner_predict(const int8_t* x, uint8_t* label);

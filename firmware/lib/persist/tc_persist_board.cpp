@@ -1,6 +1,7 @@
-// The board's persistence slots (bsp::flash) as a tc_persist_medium. Firmware builds only: the
-// host tests hand the library a simulated flash instead.
-#if defined(__arm__)
+// The board's persistence slots (bsp::flash) as a tc_persist_medium. Firmware builds with
+// tinycil's board support only: the host tests hand the library a simulated flash instead, and
+// an application on its own board support (the learner library without lib/bsp) its own medium.
+#if defined(__arm__) && __has_include("bsp_flash.h")
 
 #include "bsp_flash.h"
 #include "tc_persist_runtime.h"
@@ -29,4 +30,4 @@ const tc_persist_medium* tc_persist_board_medium(void) {
     return &g_board_medium;
 }
 
-#endif  // __arm__
+#endif  // __arm__ && bsp_flash.h
