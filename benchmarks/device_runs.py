@@ -96,6 +96,33 @@ def host_reference(dataset: str, seed: int) -> dict | None:
     return None
 
 
+def wall_split(results: dict) -> dict:
+    """Where a run's wall time went (seconds), and what the link carried while the device ran."""
+    timing = results.get("timing") or {}
+    log = results["device_log"]
+    tasks = log["tasks"].values()
+    train = sum(m["train_seconds"] for m in tasks)
+    evals = log.get("deploy_eval_seconds", 0.0) + sum(m.get("eval_seconds", 0.0) for m in tasks)
+    device = timing.get("start_device", 0.0) + timing.get("device", 0.0)
+    wire = sum(m["link"]["wire_bytes"] for m in tasks)
+    return {
+        "prepare": timing.get("prepare"),  # host training and distillation of the known tasks
+        "export_build": (timing.get("export") or 0.0) + (timing.get("build") or 0.0),
+        "device_training": train,          # streaming the training samples, training on the device
+        "device_evaluations": evals,       # the deployed model's and every task's evaluation
+        "device_other": max(0.0, device - train - evals),  # buffer, statistics, QEMU start
+        "device": device,
+        "simulation": timing.get("simulation"),  # the numpy simulation of the device procedure
+        "twin": timing.get("twin"),              # the firmware's runtime on the host
+        "total": timing.get("total") or results.get("wall_seconds"),
+        "link_bytes_to_device": wire,
+        "link_kB_per_s": (wire / 1000 / train) if train else None,
+        "device_train_instructions": sum(m["ticks_per_train_sample"] * m["samples"]
+                                         for m in tasks if m.get("ticks_per_train_sample")),
+        "device_eval_instructions": sum(m.get("eval_ticks", 0) for m in tasks),
+    }
+
+
 def summarise(results: dict, quick: bool) -> dict:
     tasks = results["device_log"]["tasks"]
     cfg = results["run_config"]
@@ -115,6 +142,10 @@ def summarise(results: dict, quick: bool) -> dict:
         "wall_seconds_per_task": {t: m["seconds"] for t, m in tasks.items()},
         "instructions_per_train_sample": {t: m["ticks_per_train_sample"] for t, m in tasks.items()},
         "wall_seconds": results["wall_seconds"],
+        "wall_split": wall_split(results),
+        "epochs": (cfg.get("training") or {}).get("epochs"),
+        "streamed_samples": sum(m["samples"] for m in tasks.values()),
+        "evaluated_samples": sum(m.get("eval_samples", 0) for m in tasks.values()),
     }
 
 
@@ -147,7 +178,37 @@ def markdown(rows: list[dict]) -> str:
             "set, seed and full data (\"-\" where it has none, and for subsampled runs). The "
             "auto cut's reasons:", ""]
     out += [f"- {r['dataset']} seed {r['seed']}: {r['cut_reason']}" for r in rows]
+    out += ["", "## Where the wall time goes", "",
+            "Minutes. The device run is everything between QEMU's start and the last task's "
+            "evaluation: streaming the training samples while the device trains on them, and "
+            "the evaluations (the deployed model, then the test data of every task seen after "
+            "each task). The numpy simulation and the host twin are host work after the device "
+            "run. Link: bytes sent to the device while training, per second of training.", "",
+            "| data set | seed | samples streamed (epochs) | test samples evaluated | prepare (host "
+            "training, distillation) | export + build | device: training | device: evaluations "
+            "| device: other | device run | link to the device | device instructions (train / "
+            "eval) | numpy simulation | host twin | total |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        w = r.get("wall_split")
+        if not w:
+            continue
+        out.append(
+            f"| {r['dataset']} | {r['seed']} | {r.get('streamed_samples', 0):,} "
+            f"({r.get('epochs')}) | {r.get('evaluated_samples', 0):,} | {_min(w['prepare'])} | "
+            f"{_min(w['export_build'])} | {_min(w['device_training'])} | "
+            f"{_min(w['device_evaluations'])} | {_min(w['device_other'])} | "
+            f"**{_min(w['device'])}** | "
+            + ("-" if w["link_kB_per_s"] is None else
+               f"{w['link_bytes_to_device'] / 1e6:.1f} MB at {w['link_kB_per_s']:.1f} kB/s")
+            + f" | {w['device_train_instructions'] / 1e9:.1f} G / "
+            f"{w['device_eval_instructions'] / 1e9:.1f} G | {_min(w['simulation'])} | "
+            f"{_min(w['twin'])} | {_min(w['total'])} |")
     return "\n".join(out) + "\n"
+
+
+def _min(seconds) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
 def main() -> None:

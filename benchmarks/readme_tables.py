@@ -63,21 +63,35 @@ def host_study_section(d) -> list[str]:
 
 def device_section(d) -> list[str]:
     out = ["### On the emulated board: device against its host reference",
-           "", "From `benchmarks/device_runs.py` (QEMU mps2-an500, `-icount shift=0`).", ""]
+           "", "From `benchmarks/device_runs.py` (QEMU mps2-an500, `-icount shift=0`): every "
+           "training sample of every field task streamed, the whole test set evaluated after each "
+           "task, a 1% buffer, unless the data column says otherwise. Host method: "
+           "`benchmarks/results/host_study.json` on the same data and seed. Device run: wall time "
+           "from QEMU's start to the last evaluation (the split is in "
+           "`benchmarks/results/device_runs.md`).", ""]
     if not d:
         return out + ["_No device runs yet: run `make bench`._", ""]
-    out.append("| data set | data | device final avg acc (%) | host simulation | host twin | largest difference (points) | instructions per training sample |")
-    out.append("|---|---|---:|---:|---:|---:|---:|")
+    out.append("| data set | data | device final avg acc (%) | host twin | numpy simulation | "
+               "device = twin | host method | forgetting (device) | RAM | instructions per "
+               "training sample | device run |")
+    out.append("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for s in d["summary"]:
         acc = s["final_avg_accuracy"]
         ipts = s.get("instructions_per_train_sample") or {}
         mean_ipts = sum(ipts.values()) / len(ipts) if ipts else None
-        diff = max(v for v in s["fidelity"].values() if v is not None) if s.get("fidelity") else None
+        hs = s.get("host_study") or {}
+        wall = (s.get("wall_split") or {}).get("device")
         # what the run saw: a subsample (--quick) is stated with its numbers
         data = s.get("data") or "-"
-        out.append(f"| {s['dataset']} (seed {s.get('seed', 0)}) | {data} | {_pct(acc.get('device'))} | {_pct(acc.get('host_simulation'))} | "
-                   f"{_pct(acc.get('host_twin'))} | {'-' if diff is None else f'{100 * diff:.2f}'} | "
-                   f"{'-' if mean_ipts is None else f'{mean_ipts:,.0f}'} |")
+        ram = (f"{s['ram_used'] / 1024:.0f} / {s['ram_total'] / 1024:.0f} KB"
+               if s.get("ram_used") else "-")
+        out.append(f"| {s['dataset']} (seed {s.get('seed', 0)}) | {data} | "
+                   f"{_pct(acc.get('device'))} | {_pct(acc.get('host_twin'))} | "
+                   f"{_pct(acc.get('host_simulation'))} | "
+                   f"{ {True: 'yes', False: 'NO'}.get(s.get('device_equals_twin'), '-')} | "
+                   f"{_pct(hs.get('method'))} | {_pct(s.get('forgetting'))} | {ram} | "
+                   f"{'-' if mean_ipts is None else f'{mean_ipts:,.0f}'} | "
+                   f"{'-' if wall is None else f'{wall / 60:.1f} min'} |")
     return out + [""]
 
 

@@ -74,6 +74,15 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     from tinycil.link.stream import RunData, TaskInterrupted, stream_task
 
     started = time.monotonic()
+    # Where the wall time goes (seconds): the host's work, the device run, the host references.
+    timing: dict = {}
+    mark = [started]
+
+    def lap(name: str) -> None:
+        now = time.monotonic()
+        timing[name] = timing.get(name, 0.0) + now - mark[0]
+        mark[0] = now
+
     board = load_board(board_id, root) if root else load_board(board_id)
     run_dir = Path(out_dir) if out_dir else default_run_dir(dataset, "device")
     check_output_folder(run_dir)
@@ -91,12 +100,15 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
                     epochs=epochs, distill_iters=distill_iters, quick=quick, progress=progress,
                     echo=echo, check_model=board_fit_check(board),
                     choose_cut=cut_chooser(board), **(prepare_kwargs or {}))
+    lap("prepare")
     echo(f"== export for {board.id}")
     exported = export_run(run_dir, board, root=root)
     echo(f"model signature {exported.signature_hex}")
+    lap("export")
     echo(f"== build firmware for {board.id}")
     built = build(board, root=root)
     echo(f"built in {built.seconds:.1f} s: {built.size_line()}")
+    lap("build")
 
     state = None
     run = RunFolder(run_dir)
@@ -116,6 +128,7 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
         if link_wrapper is not None:
             url = link_wrapper(url)
         data = RunData.load(run_dir)
+        lap("start_device")
         hint = f"--board {board.id}"
         with DeviceLink(url, baudrate=board.baudrate or 115200, timeout=1.0, retries=10) as link:
             for t in range(data.known, len(data.tasks)):
@@ -139,11 +152,14 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
     finally:
         if state is not None:
             emulator.stop_state(state)
+    lap("device")  # every device task: streaming, training and evaluations on the device
 
     echo("== host reference (simulation of the device procedure)")
     record_simulation(run_dir, progress=False, echo=echo)
+    lap("simulation")
     results = run.read_results()
     twin = twin_result(run_dir, results, echo=echo)
+    lap("twin")
     device_R = results["device"]["accuracy_matrix"]
     fidelity = {"max_abs_diff_vs_simulation": compare_matrices(
         device_R, results["method"]["accuracy_matrix"])}
@@ -152,6 +168,8 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
         fidelity["max_abs_diff_vs_twin"] = compare_matrices(device_R, twin["accuracy_matrix"])
     results["fidelity"] = fidelity
     results["seconds"] = time.monotonic() - started
+    timing["total"] = results["seconds"]
+    results["timing"] = timing
     run.write_results(results)
     table = write_report(run, results)
     echo(table)

@@ -506,8 +506,10 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     deploy_row = str(data.known - 1)
     if task == data.known and deploy_row not in device_log["rows"]:
         echo(f"Evaluating the deployed model on tasks 0..{data.known - 1} ...")
+        t_eval = time.monotonic()
         row, _ = evaluate(session, data, data.known - 1, progress)
         device_log["rows"][deploy_row] = row
+        device_log["deploy_eval_seconds"] = time.monotonic() - t_eval
 
     x8, y = data.samples("train", task)
     bn = int(tr["batch_new"])
@@ -540,14 +542,33 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     t_train = time.monotonic()
     from tinycil.learn.simulate import stream_order
 
+    # A frame that completes a mini-batch is answered only after the device's training step,
+    # which can take far longer than the round trip of the other frames (seconds for a trainable
+    # convolution on the emulated board of a loaded machine). Resending it after the link's
+    # RTO would be taken for a loss: the window sent again, the frames made smaller. So such a
+    # frame waits for twice the slowest step reply seen lately before it is resent.
+    step_wait = [0.0]
+    step_sent: dict = {}  # seq -> when a frame that completes a mini-batch left
+
+    def answered(reply, n):
+        sent = step_sent.pop(reply.seq, None)
+        if sent is not None:
+            step_wait[0] = max(time.monotonic() - sent, 0.9 * step_wait[0])
+        if bar is not None:
+            bar.update(n)
+
     for epoch in range(int(tr["epochs"])):
         order = stream_order(len(y), data.seed, task, epoch)[:used]
         s = 0
         while s < used:  # frames sized by the session to the link's measured loss
             idx = order[s:s + session.samples_per_frame(data.input_size)]
             n = len(idx)
-            session.send("TRAIN_SAMPLES", samples_payload(x8[idx], y[idx]),
-                         on_reply=(lambda r, n=n: bar.update(n)) if bar is not None else None)
+            stepping = (s + n) // bn > s // bn  # the device trains a mini-batch before it answers
+            seq = session.send("TRAIN_SAMPLES", samples_payload(x8[idx], y[idx]),
+                               on_reply=lambda r, n=n: answered(r, n),
+                               timeout=2.0 * step_wait[0] if stepping and step_wait[0] else None)
+            if stepping:
+                step_sent[seq] = time.monotonic()
             s += n
     session.flush()
     train_seconds = time.monotonic() - t_train
@@ -581,14 +602,20 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     _confirm(stats1["buffer_fill"] - mid["buffer_fill"], len(by), "buffer samples", task, data,
              info, run_dir, board_hint)
 
+    t_eval = time.monotonic()
     row, summary = evaluate(session, data, task, progress)
+    eval_seconds = time.monotonic() - t_eval
+    stats2 = parse_stats(session.call("STATS"))
     new = stats1["new_samples"] - stats0["new_samples"]
     ticks = stats1["train_ticks"] - stats0["train_ticks"]
     steps = stats1["steps"] - stats0["steps"]
     stepped = stats1["samples_stepped"] - stats0["samples_stepped"]
     measured = {
         "task": task, "row": row, "seconds": time.monotonic() - started,
-        "train_seconds": train_seconds, "samples": int(new), "steps": int(steps),
+        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "eval_samples": int(stats2["eval_samples"] - stats1["eval_samples"]),
+        "eval_ticks": int(stats2["eval_ticks"] - stats1["eval_ticks"]),
+        "samples": int(new), "steps": int(steps),
         "samples_per_second": new / train_seconds if train_seconds > 0 else None,
         "counter": stats1["counter_kind_name"].lower(),
         "ticks_per_train_sample": ticks / new if new else None,
