@@ -9,8 +9,9 @@ The arithmetic of training memory (gradients accumulate sample by sample, tc_run
   tail parameters  3 x 4 x (weights + biases) at the final size: the weights, their gradient
                    accumulators and their momentum;
   activations      4 x (every tail layer's output map of ONE sample + the latent of one sample)
-                   + 2 x 4 x the largest map (gradients flowing back) + 4 x the largest conv
-                   weight tensor (one sample's conv gradient before it is added);
+                   + 2 x 4 x the largest map (gradients flowing back); every layer's backward
+                   pass adds one sample's weight gradient straight into the accumulators (the
+                   batch's first sample overwrites them), so no sample gradient is buffered;
   pending batch    batch_new x latent bytes (int8) + 4 bytes of label per batch slot: the only
                    part that grows with the mini-batch, at one byte per latent value.
 Flash: the code, the backbone's int8 parameters, the tail's initial weights, the growth plan and
@@ -145,7 +146,7 @@ def _align(n: int) -> int:
 
 def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
     """(block name, offset, bytes) in the runtime's carving order."""
-    max_map = max_sample_w = max_sample_b = 0
+    max_map = 0
     blocks: list[tuple[str, int]] = []
     for i, t in enumerate(fp.specs):
         nw, nb = 4 * t.weights(), 4 * t.biases()
@@ -154,11 +155,8 @@ def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
                    (f"tail{i}.momentum_weights", nw), (f"tail{i}.momentum_bias", nb),
                    (f"tail{i}.activations", 4 * t.out_size())]
         max_map = max(max_map, t.in_size(), t.out_size())
-        if t.op in (OP_CONV2D, OP_DEPTHWISE):
-            max_sample_w, max_sample_b = max(max_sample_w, t.weights()), max(max_sample_b, t.biases())
     blocks += [("latent", 4 * fp.latent_size),
                ("delta_a", 4 * max_map), ("delta_b", 4 * max_map),
-               ("sample_grad_weights", 4 * max_sample_w), ("sample_grad_bias", 4 * max_sample_b),
                ("pending_latents", fp.max_batch * fp.latent_size),
                ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
                ("kernel_scratch", fp.kernel_scratch_bytes), ("batch_labels", 4 * fp.max_batch),
@@ -243,7 +241,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
 
     tail_params = sum(size for name, _, size in layout
                       if name.startswith("tail") and not name.endswith("activations"))
-    activations = (blocks(("latent", "delta_", "sample_grad", "pending_latents", "batch_labels"))
+    activations = (blocks(("latent", "delta_", "pending_latents", "batch_labels"))
                    + sum(size for name, _, size in layout if name.endswith("activations")))
     scratch = blocks(("backbone_scratch", "kernel_scratch"))
     replay = blocks("replay_ram")

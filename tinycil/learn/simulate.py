@@ -47,6 +47,8 @@ numpy twin and the device agree bit for bit (up to the rare double rounding note
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 from tinycil.learn.prng import Prng
@@ -142,15 +144,15 @@ def softmax_cross_entropy(z: np.ndarray, target: np.ndarray):
     return loss, dz
 
 
-def _sum_squares(tensors) -> float:
-    """s = fmaf(g, g, s) over the tensors in order, each in C (row-major) order, from s = 0:
+def _sum_squares(tensors, start: float = 0.0) -> float:
+    """s = fmaf(g, g, s) over the tensors in order, each in C (row-major) order, from `start`:
     tc_f32_sum_squares. Sequential by nature; g*g is exact in float64, so each step is one
     float64 addition rounded to float32 (the double rounding noted at `fma`)."""
-    total = F32(0)
+    total = array("f", [start])  # storing into a float32 array rounds, as fmaf does
     for t in tensors:
         for g in np.ascontiguousarray(t, F32).ravel().tolist():
-            total = F32(g * g + float(total))
-    return float(total)
+            total[0] = g * g + total[0]
+    return float(total[0])
 
 
 def clip_factor(norm, clip_norm: float):
@@ -404,6 +406,10 @@ class NetTail:
                 yield ky, kx, xp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :]
 
     # forward / backward -------------------------------------------------------------------------
+    # Every float32 sum runs in the kernels' order (firmware/lib/kernels), vectorised over what the
+    # kernels compute independently (samples, channels, positions): the results are the device's
+    # bit for bit, up to the double rounding noted at `fma` (and the sign of a zero: a padded tap
+    # adds fmaf(0, w, acc), which the kernels skip).
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         first = self.layers[0]
         h = np.asarray(x, F32).reshape(len(x), *first["in_hw"], int(first["in_c"]))
@@ -411,15 +417,19 @@ class NetTail:
         for l in self.layers:
             h = self._layer_forward(l, h)
             if l["relu"]:
-                h = np.maximum(h, F32(0))
+                h = np.where(h > 0, h, F32(0)).astype(F32)  # tc_relu_f32_fwd
             acts.append(h.astype(F32))
         return acts
 
+    @staticmethod
+    def _dense_w(l) -> np.ndarray:
+        """A dense layer's weights as [out][in] over the flattened (h, w, c) input."""
+        return l["weights"].reshape(len(l["bias"]), -1)
+
     def _layer_forward(self, l, x):
         op, B = l["op"], len(x)
-        if op == "dense":
-            w = l["weights"].reshape(len(l["bias"]), -1)
-            return (x.reshape(B, -1) @ w.T + l["bias"]).astype(F32).reshape(B, 1, 1, -1)
+        if op == "dense":  # tc_dense_f32_fwd: y = b, then fmaf over the inputs in order
+            return dense_forward(x.reshape(B, -1), self._dense_w(l).T, l["bias"]).reshape(B, 1, 1, -1)
         ih, iw, kh, kw, sh, sw, oh, ow, pt, pb, pl, pr = self._window(l)
         C = x.shape[-1]
         if op == "max_pool":
@@ -429,7 +439,7 @@ class NetTail:
                 y = np.maximum(y, p)
             return y
         xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-        if op == "avg_pool":
+        if op == "avg_pool":  # y = 0; y += x over the window in raster order; y / count
             ones = np.pad(np.ones((1, ih, iw, 1), F32), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
             y = np.zeros((B, oh, ow, C), F32)
             n = np.zeros((1, oh, ow, 1), F32)
@@ -441,97 +451,153 @@ class NetTail:
         w, b = l["weights"], l["bias"]
         y = np.broadcast_to(b, (B, oh, ow, len(b))).astype(F32)
         for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
-            if op == "conv2d":
-                y = y + p @ w[:, ky, kx, :].T
-            else:  # depthwise
-                y = y + p * w[ky, kx]
-        return y.astype(F32)
+            if op == "conv2d":  # per kernel row one dot product over (kx, c): taps in order
+                for c in range(C):
+                    y = fma(p[..., c:c + 1], w[:, ky, kx, c], y)
+            else:  # depthwise: y = fmaf(x, w, y) per tap in raster order
+                y = fma(p, w[ky, kx], y)
+        return y
 
-    def _layer_backward(self, l, x, dy, need_dx: bool):
-        """(dW, db, dx) of one layer given dy at its output (after the ReLU's gradient)."""
+    def _layer_backward(self, l, x, dy, need_dx: bool, grad):
+        """The batch's (dW, db) accumulated sample by sample onto `grad` (None: the batch's first
+        sample overwrites), and each sample's dx, as the kernels compute them."""
         op, B = l["op"], len(x)
-        if op == "dense":
-            w = l["weights"].reshape(len(l["bias"]), -1)
+        if op == "dense":  # tc_dense_f32_bwd_acc
+            w = self._dense_w(l)
             d2 = dy.reshape(B, -1)
-            dw = (d2.T @ x.reshape(B, -1)).astype(F32).reshape(l["weights"].shape)
-            db = d2.sum(axis=0).astype(F32)
-            dx = (d2 @ w).astype(F32).reshape(x.shape) if need_dx else None
+            dw, db = dense_param_grads(x.reshape(B, -1), d2)
+            dw = dw.T.reshape(l["weights"].shape)
+            dx = dense_input_grad(d2, w.T).reshape(x.shape) if need_dx else None
             return dw, db, dx
         ih, iw, kh, kw, sh, sw, oh, ow, pt, pb, pl, pr = self._window(l)
         pad = ((0, 0), (pt, pb), (pl, pr), (0, 0))
         dxp = np.zeros(np.pad(x, pad).shape, F32)
+        # Each input position gets one term per output pixel whose window covers it, in the
+        # pixels' raster order: for one tap every pixel reaches a different position, and a later
+        # tap (row, then column) belongs to an earlier pixel. So the taps run backwards.
+        taps = [(ky, kx) for ky in range(kh) for kx in range(kw)][::-1]
 
-        def add_tap(ky, kx, v):
-            dxp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :] += v
+        def at(ky, kx):
+            return (slice(None), slice(ky, ky + sh * (oh - 1) + 1, sh),
+                    slice(kx, kx + sw * (ow - 1) + 1, sw), slice(None))
 
-        if op == "max_pool":
-            xp = np.pad(x, pad, constant_values=-np.inf)
-            y = self._layer_forward(l, x)
-            taken = np.zeros(dy.shape, bool)  # the first maximum of each window gets it
-            for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
-                hit = (p == y) & ~taken
-                taken |= hit
-                add_tap(ky, kx, np.where(hit, dy, F32(0)))
+        if op in ("max_pool", "avg_pool"):
+            if op == "max_pool":  # the first maximum of each window (raster order) gets dy
+                xp = np.pad(x, pad, constant_values=-np.inf)
+                y = self._layer_forward(l, x)
+                taken = np.zeros(dy.shape, bool)
+                hits = {}
+                for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
+                    hits[ky, kx] = (p == y) & ~taken
+                    taken |= hits[ky, kx]
+                for ky, kx in taps:
+                    dxp[at(ky, kx)] += np.where(hits[ky, kx], dy, F32(0))
+            else:  # every input of the window gets dy / count
+                ones = np.pad(np.ones((1, ih, iw, 1), F32), pad)
+                n = np.zeros((1, oh, ow, 1), F32)
+                for _, _, q in self._taps(ones, kh, kw, sh, sw, oh, ow):
+                    n += q
+                g = (dy / n).astype(F32)
+                for ky, kx in taps:
+                    dxp[at(ky, kx)] += np.where(ones[at(ky, kx)] > 0, g, F32(0))
             return None, None, dxp[:, pt:pt + ih, pl:pl + iw]
-        if op == "avg_pool":
-            ones = np.pad(np.ones((1, ih, iw, 1), F32), pad)
-            n = np.zeros((1, oh, ow, 1), F32)
-            for _, _, q in self._taps(ones, kh, kw, sh, sw, oh, ow):
-                n += q
-            g = (dy / n).astype(F32)
-            for ky in range(kh):
-                for kx in range(kw):
-                    add_tap(ky, kx, g)
-            return None, None, (dxp * ones)[:, pt:pt + ih, pl:pl + iw]
-        xp = np.pad(x, pad)
         w = l["weights"]
-        dw = np.zeros_like(w)
-        for ky, kx, p in self._taps(xp, kh, kw, sh, sw, oh, ow):
-            if op == "conv2d":
-                dw[:, ky, kx, :] = np.einsum("bhwo,bhwi->oi", dy, p)
-                if need_dx:
-                    add_tap(ky, kx, dy @ w[:, ky, kx, :])
-            else:
-                dw[ky, kx] = np.einsum("bhwc,bhwc->c", dy, p)
-                if need_dx:
-                    add_tap(ky, kx, dy * w[ky, kx])
-        db = dy.sum(axis=(0, 1, 2)).astype(F32)
+        xp = np.pad(x, pad)
+        if grad is None:
+            dw, db = np.zeros_like(w), np.zeros_like(l["bias"])
+        else:
+            dw, db = grad
+        # db += dy per output pixel, sample after sample (np.add.accumulate adds in order)
+        db = np.add.accumulate(np.concatenate([db[None], dy.reshape(-1, dy.shape[-1])]),
+                               axis=0, dtype=F32)[-1]
+        # dw = fmaf(dy, x, dw) per sample, per output pixel in raster order: one long chain per
+        # weight, all weights at once (`fma` unrolled into preallocated float64 buffers, the
+        # chain being far longer than the vectors are wide).
+        dy64, xp64 = dy.astype(np.float64), xp.astype(np.float64)
+        acc32, acc = dw.astype(F32), dw.astype(np.float64)
+        tmp = np.empty_like(acc)
+        for b in range(B):
+            for oy in range(oh):
+                for ox in range(ow):
+                    win = xp64[b, oy * sh:oy * sh + kh, ox * sw:ox * sw + kw, :]
+                    if op == "conv2d":
+                        np.multiply(dy64[b, oy, ox, :, None, None, None], win[None], out=tmp)
+                    else:
+                        np.multiply(dy64[b, oy, ox], win, out=tmp)
+                    tmp += acc
+                    acc32[...] = tmp  # rounds to float32, as fmaf
+                    acc[...] = acc32
+        dw = acc32
+        if need_dx:  # per pixel: output channels in order (conv2d), the tap (depthwise)
+            for ky, kx in taps:
+                if op == "conv2d":
+                    for o in range(w.shape[0]):
+                        dxp[at(ky, kx)] = fma(dy[..., o:o + 1], w[o, ky, kx], dxp[at(ky, kx)])
+                else:
+                    dxp[at(ky, kx)] = fma(dy, w[ky, kx], dxp[at(ky, kx)])
         dx = dxp[:, pt:pt + ih, pl:pl + iw] if need_dx else None
-        return dw.astype(F32), db, dx
+        return dw, db, dx
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)[-1].reshape(len(x), -1)
 
-    def loss_and_grads(self, x: np.ndarray, target: np.ndarray):
-        """Mean softmax cross-entropy and its gradients: [(dW, db) or None per layer]."""
+    def loss_and_grads(self, x: np.ndarray, target: np.ndarray, single: bool = False):
+        """Mean softmax cross-entropy and its gradients: [(dW, db) or None per layer], plus the
+        activations and every layer's output gradient (dy). `single`: a batch of one, where a
+        dense layer's weight gradient is not formed (dW None, the update uses dy x^T)."""
         acts = self.forward(x)
         loss, dz = softmax_cross_entropy(acts[-1].reshape(len(x), -1), np.asarray(target))
         dy = dz.reshape(acts[-1].shape)
         grads: list = [None] * len(self.layers)
+        deltas: list = [None] * len(self.layers)
         first_trained = next(i for i, l in enumerate(self.layers) if l["weights"] is not None)
         for i in range(len(self.layers) - 1, first_trained - 1, -1):
             l = self.layers[i]
-            if l["relu"]:
+            if l["relu"]:  # tc_relu_f32_bwd
                 dy = np.where(acts[i + 1] > 0, dy, F32(0)).astype(F32)
-            dw, db, dx = self._layer_backward(l, acts[i], dy, need_dx=i > first_trained)
-            if dw is not None:
-                grads[i] = (dw, db)
+            deltas[i] = dy
+            need_dx = i > first_trained
+            if single and l["op"] == "dense":
+                dx = (dense_input_grad(dy.reshape(1, -1), self._dense_w(l).T).reshape(acts[i].shape)
+                      if need_dx else None)
+                grads[i] = (None, dy.reshape(-1).astype(F32))
+            else:
+                dw, db, dx = self._layer_backward(l, acts[i], dy, need_dx, None)
+                if dw is not None:
+                    grads[i] = (dw, db)
             dy = dx
-        return loss, grads
+        return loss, grads, acts, deltas
 
     def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
-        loss, grads = self.loss_and_grads(x, target)
-        total = 0.0
-        for g in grads:
-            if g is not None:
-                total += float(np.sum(g[0].astype(np.float64) ** 2) + np.sum(g[1].astype(np.float64) ** 2))
-        norm = F32(np.sqrt(total))
-        factor = clip_factor(norm, clip_norm)
+        """tc_runtime.cpp's train_step: the batch's gradient, its global norm (fmaf sum of
+        squares, layer by layer, weights then bias), the clipping factor folded into the fused
+        momentum update; at a batch of one a dense layer's weight gradient is dy x^T, never
+        stored (the norm adds |dy|^2 |x|^2 + |dy|^2, the update forms (dy * factor) * x)."""
+        single = len(x) == 1
+        loss, grads, acts, _ = self.loss_and_grads(x, target, single)
+        total = F32(0)
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            if g[0] is None:  # dense at a batch of one
+                d2 = F32(_sum_squares([g[1]]))
+                x2 = F32(_sum_squares([acts[i][0]]))
+                total = (fma(d2, x2, total) + d2).astype(F32)
+            else:
+                total = F32(_sum_squares([g[0], g[1]], float(total)))
+        factor = clip_factor(F32(np.sqrt(total)), clip_norm)
         for i, (l, g) in enumerate(zip(self.layers, grads)):
             if g is None:
                 continue
-            l["weights"], vw = sgd_fma(l["weights"], self.vel[i][0], g[0], lr, momentum, factor)
-            l["bias"], vb = sgd_fma(l["bias"], self.vel[i][1], g[1], lr, momentum, factor)
+            gw, gb = g
+            if gw is None:  # g[o][i] = (dy[o] * factor) * x[i]
+                a = gb if factor is None else (gb * factor).astype(F32)
+                gw, wf = (a[:, None] * acts[i][0].reshape(1, -1)).astype(F32), None
+                gw = gw.reshape(l["weights"].shape)
+            else:
+                wf = factor
+            l["weights"], vw = sgd_fma(l["weights"], self.vel[i][0], gw, lr, momentum, wf)
+            l["bias"], vb = sgd_fma(l["bias"], self.vel[i][1], gb, lr, momentum, factor)
             self.vel[i] = (vw, vb)
         return loss
 

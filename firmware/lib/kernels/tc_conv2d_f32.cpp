@@ -68,13 +68,20 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
 
 void tc_conv2d_f32_bwd(const tc_window_dims* d, const float* x, const float* w, const float* dy,
                        float* dx, float* dw, float* db) {
+    tc_conv2d_f32_bwd_acc(d, x, w, dy, dx, dw, db, 0);
+}
+
+void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float* w,
+                           const float* dy, float* dx, float* dw, float* db, int32_t accumulate) {
     const int32_t in_c = d->in_c;
     const int32_t out_c = d->out_c;
     const int32_t w_row = d->k_w * in_c;
     const int32_t w_filter = d->k_h * w_row;
     const int32_t x_row = d->in_w * in_c;
-    tc_f32_zero(dw, out_c * w_filter);
-    if (db) tc_f32_zero(db, out_c);
+    if (!accumulate) {
+        tc_f32_zero(dw, out_c * w_filter);
+        if (db) tc_f32_zero(db, out_c);
+    }
     if (dx) tc_f32_zero(dx, d->batch * d->in_h * x_row);
     for (int32_t b = 0; b < d->batch; ++b) {
         const float* xb = x + b * d->in_h * x_row;

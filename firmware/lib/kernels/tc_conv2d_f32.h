@@ -9,3 +9,9 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
 // dx (skipped when null), dw and db (skipped when null) are overwritten.
 void tc_conv2d_f32_bwd(const tc_window_dims* d, const float* x, const float* w, const float* dy,
                        float* dx, float* dw, float* db);
+
+// The same with `accumulate` nonzero: dw and db are added to (dw = fmaf(dy, x, dw) per output
+// pixel in raster order, db += dy), so a mini-batch's gradient accumulates sample by sample with
+// no buffer for one sample's gradient; dx is overwritten as above.
+void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float* w,
+                           const float* dy, float* dx, float* dw, float* db, int32_t accumulate);

@@ -38,11 +38,19 @@ void tc_depthwise_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const 
 
 void tc_depthwise_conv2d_f32_bwd(const tc_window_dims* d, const float* x, const float* w,
                                  const float* dy, float* dx, float* dw, float* db) {
+    tc_depthwise_conv2d_f32_bwd_acc(d, x, w, dy, dx, dw, db, 0);
+}
+
+void tc_depthwise_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float* w,
+                                     const float* dy, float* dx, float* dw, float* db,
+                                     int32_t accumulate) {
     const int32_t in_c = d->in_c;
     const int32_t mult = d->depth_multiplier;
     const int32_t out_c = in_c * mult;
-    tc_f32_zero(dw, d->k_h * d->k_w * out_c);
-    if (db) tc_f32_zero(db, out_c);
+    if (!accumulate) {
+        tc_f32_zero(dw, d->k_h * d->k_w * out_c);
+        if (db) tc_f32_zero(db, out_c);
+    }
     if (dx) tc_f32_zero(dx, d->batch * d->in_h * d->in_w * in_c);
     for (int32_t b = 0; b < d->batch; ++b) {
         for (int32_t oy = 0; oy < d->out_h; ++oy) {

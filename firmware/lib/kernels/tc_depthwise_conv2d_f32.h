@@ -10,3 +10,9 @@ void tc_depthwise_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const 
 // dx (skipped when null), dw and db (skipped when null) are overwritten.
 void tc_depthwise_conv2d_f32_bwd(const tc_window_dims* d, const float* x, const float* w,
                                  const float* dy, float* dx, float* dw, float* db);
+
+// The same with `accumulate` nonzero: dw and db are added to (per output pixel in raster order:
+// db += dy, then dw = fmaf(dy, x, dw) per tap), dx is overwritten.
+void tc_depthwise_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float* w,
+                                     const float* dy, float* dx, float* dw, float* db,
+                                     int32_t accumulate);

@@ -45,8 +45,6 @@ struct Runtime {
     float* latent;        // one sample's dequantised latent (the first tail layer's input)
     float* delta_a;       // one sample's gradients flowing back between layers
     float* delta_b;
-    float* sample_gw;     // one sample's conv / depthwise weight gradient before it is added
-    float* sample_gb;
     int8_t* pending_x;    // [max_batch][latent_size]: int8 latents of the batch being formed
     int8_t* scratch_a;    // backbone ping-pong
     int8_t* scratch_b;
@@ -134,7 +132,7 @@ uint32_t out_size(const tc_tail_layer& L, uint16_t out) { return (uint32_t)L.out
 bool carve(Runtime* rt) {
     const tc_model* m = rt->m;
     Carver c;
-    uint32_t max_map = 0, max_sample_w = 0, max_sample_b = 0;
+    uint32_t max_map = 0;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
         const tc_tail_layer& L = m->tail[l];
         const uint32_t nw = weight_count(L, L.in_max, L.out_max);
@@ -149,16 +147,10 @@ bool carve(Runtime* rt) {
         t.act = c.floats(out_size(L, L.out_max));
         if (in_size(L, L.in_max) > max_map) max_map = in_size(L, L.in_max);
         if (out_size(L, L.out_max) > max_map) max_map = out_size(L, L.out_max);
-        if (L.op == TC_OP_CONV2D || L.op == TC_OP_DEPTHWISE_CONV2D) {
-            if (nw > max_sample_w) max_sample_w = nw;
-            if (nb > max_sample_b) max_sample_b = nb;
-        }
     }
     rt->latent = c.floats(m->latent_size);
     rt->delta_a = c.floats(max_map);
     rt->delta_b = c.floats(max_map);
-    rt->sample_gw = c.floats(max_sample_w);
-    rt->sample_gb = c.floats(max_sample_b);
     rt->pending_x = static_cast<int8_t*>(c.take((uint32_t)m->max_batch * m->latent_size));
     rt->scratch_a = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->scratch_b = static_cast<int8_t*>(c.take(m->scratch_bytes));
@@ -276,10 +268,6 @@ void tail_forward(Runtime* rt) {
     }
 }
 
-void add_to(float* acc, const float* g, uint32_t n) {
-    for (uint32_t i = 0; i < n; ++i) acc[i] += g[i];
-}
-
 // The input of tail layer l for the sample in the activations: the latent or the previous
 // layer's output.
 const float* layer_input(const Runtime* rt, uint16_t l) {
@@ -328,17 +316,14 @@ float accumulate_sample(Runtime* rt, int32_t y, float inv_batch, bool first, uin
             }
             case TC_OP_CONV2D:
             case TC_OP_DEPTHWISE_CONV2D: {
+                // Straight into the accumulators (cleared by the first sample): no buffer for
+                // one sample's gradient.
                 const tc_window_dims d = window_of(L, t.in, t.out);
-                float* gw = first ? t.gw : rt->sample_gw;
-                float* gb = first ? t.gb : rt->sample_gb;
                 if (L.op == TC_OP_CONV2D)
-                    tc_conv2d_f32_bwd(&d, x, t.w, dy, dxl, gw, gb);
+                    tc_conv2d_f32_bwd_acc(&d, x, t.w, dy, dxl, t.gw, t.gb, first ? 0 : 1);
                 else
-                    tc_depthwise_conv2d_f32_bwd(&d, x, t.w, dy, dxl, gw, gb);
-                if (!first) {
-                    add_to(t.gw, rt->sample_gw, weight_count(L, t.in, t.out));
-                    add_to(t.gb, rt->sample_gb, t.out);
-                }
+                    tc_depthwise_conv2d_f32_bwd_acc(&d, x, t.w, dy, dxl, t.gw, t.gb,
+                                                    first ? 0 : 1);
                 break;
             }
             case TC_OP_MAX_POOL: {
