@@ -289,6 +289,13 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
     s.case("quantize_dequantize_s8", f"{{ tc_quantize_s8({XF}, {{q}}, 33, 0.05f, -4); "
            f"tc_dequantize_s8({Q}, {{x}}, 33, 0.05f, -4); }}",
            {"q": q, "x": k.dequantize_s8(q, 0.05, -4)})
+    # Every int8 value, from an odd address (the blocked loop's word loads are then unaligned),
+    # with the zero point of a ReLU layer's outputs.
+    every = np.arange(-128, 128).astype(np.int8)
+    EVERY = s.const(every)
+    s.case("dequantize_s8 every value, unaligned",
+           f"{{ tc_dequantize_s8({EVERY} + 1, {{x}}, 255, 0.0371f, -128); }}",
+           {"x": k.dequantize_s8(every[1:], np.float32(0.0371), -128)})
     return s
 
 
