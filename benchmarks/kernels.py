@@ -14,7 +14,8 @@ and kernels.md.
 
 The same image also runs whole training steps of a float32 MLP 196-64-10 (ReLU, softmax
 cross-entropy, global-norm clipping, SGD with momentum 0.9) at batch 1 and batch 16, stage by
-stage. `--baseline REV` builds the image once more against the kernels of git revision REV (only
+stage; the same MLP is then exported and stepped through the product runtime
+(benchmarks/runtime_step_cost.cpp: tc_rt_train_samples, as the serial handler calls it). `--baseline REV` builds the image once more against the kernels of git revision REV (only
 the calls that existed then) and records those figures as "before".
 """
 
@@ -28,7 +29,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kernels_host.target import TARGET_DIR, build_image, run_image, tools_available  # noqa: E402
@@ -107,6 +111,80 @@ STEPS = {
 }
 
 
+# The same MLP through the PRODUCT runtime (tc_rt_train_samples), exported with an empty int8
+# prefix so the whole model trains: benchmarks/runtime_step_cost.cpp.
+RUNTIME_IMAGE = ROOT / "benchmarks" / "runtime_step_cost.cpp"
+RUNTIME_STAGES = ("forward", "softmax_ce", "backward", "norm", "update")
+
+
+def export_mlp(out_dir: Path) -> Path:
+    """The MLP 196-64-10 as a runtime export (model_data.h/.cpp): dense layers over the int8
+    input dequantised with scale 1/32, He-normal weights, 10 classes known, batch up to 16."""
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.export import ExportModel, export_model
+
+    rng = np.random.default_rng(0)
+    w1 = (rng.normal(0, np.sqrt(2 / 196), (64, 196))).astype(np.float32)
+    w2 = (rng.normal(0, np.sqrt(2 / 64), (10, 64))).astype(np.float32)
+    em = ExportModel(
+        name="mlp-196-64-10", input_shape=(196,), input_scale=1 / 32, input_zero_point=0,
+        table=[], latent_size=196, latent_scale=1 / 32, latent_zero_point=0,
+        tail_weights=[w1, w2], tail_biases=[np.zeros(64, np.float32), np.zeros(10, np.float32)],
+        tail_max=[(196, 64), (64, 10)], plan=[{"classes_seen": 10, "out": [64, 10]}],
+        known_tasks=1, classes_max=10, buffer_x=np.zeros((0, 196), np.int8),
+        buffer_y=np.zeros(0, np.uint8), buffer_ram_capacity=1,
+        defaults={"lr": 0.01, "momentum": 0.9, "clip_norm": 0.0, "batch_new": 16,
+                  "batch_replay": 0, "seed": 1})
+    export_model(em, load_board("mps2_an500"), [out_dir])
+    return out_dir
+
+
+def build_runtime_image(model_dir: Path, out_dir: Path, stages: bool) -> Path:
+    """The timing image with the product runtime and kernels, compiled like the on-target
+    kernel images (product flags, board support, linker script)."""
+    from kernels_host.host_lib import KERNELS_DIR
+    from kernels_host.target import ARM_FLAGS, BOARD_DEFINES, BSP_DIR, BSP_SOURCES, LDSCRIPTS, \
+        PROTOCOL_DIR
+
+    runtime = ROOT / "firmware" / "lib" / "runtime"
+    elf = out_dir / ("runtime_step_stages.elf" if stages else "runtime_step.elf")
+    flags = [f for f in ARM_FLAGS if f != "-Werror"]  # the export is generated data
+    sources = [RUNTIME_IMAGE, *BSP_SOURCES, *sorted(runtime.glob("*.cpp")),
+               *sorted(KERNELS_DIR.glob("*.cpp"))]  # tc_model_source.cpp includes the export
+    cmd = ["arm-none-eabi-g++", *flags, *BOARD_DEFINES,
+           *(["-DTC_RT_STAGE_TICKS"] if stages else []),
+           *(f"-I{d}" for d in [model_dir, runtime, KERNELS_DIR, TARGET_DIR, BSP_DIR, PROTOCOL_DIR]),
+           "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
+           f"-L{LDSCRIPTS}", "-T", str(LDSCRIPTS / "mps2_an500.ld"), "-Wl,--gc-sections",
+           "-o", str(elf), *map(str, sources), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise SystemExit(f"the runtime step image did not build:\n{proc.stderr[-3000:]}")
+    return elf
+
+
+def measure_runtime_step() -> dict:
+    """{variant: {batch: {"step": n, "call": n, stage: n, ...}}}: step and call from the image
+    without stage marks (what the product runs), the stages from the one with them."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="tinycil-rtstep-") as tmp:
+        tmp = Path(tmp)
+        model_dir = export_mlp(tmp / "model")
+        for stages in (False, True):
+            elf = build_runtime_image(model_dir, tmp, stages)
+            status, text = run_image(elf, timeout=600, icount=True)
+            if status != 0:
+                raise SystemExit(f"runtime step image failed with status {status}:\n{text}")
+            for variant, batch, what, n in re.findall(r"RSTEP (\S+) (\d+) (\S+) (\d+)", text):
+                if stages == (what in RUNTIME_STAGES):
+                    out.setdefault(variant, {}).setdefault(batch, {})[what] = int(n)
+    for variant, batches in out.items():
+        for batch, row in batches.items():
+            if set(row) != {"step", "call", *RUNTIME_STAGES}:
+                raise SystemExit(f"runtime step output incomplete for {variant} batch {batch}: {row}")
+    return out
+
+
 def run_bench(kernels_dir: Path | None = None, defines: tuple[str, ...] = ()) -> str:
     missing = tools_available()
     if missing:
@@ -171,6 +249,43 @@ def previous() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def runtime_markdown(runtime: dict) -> list[str]:
+    """The product runtime's rows: per-sample cost and where its instructions go."""
+    lines = [
+        "",
+        "### The product runtime's step",
+        "",
+        "The same MLP exported (empty int8 prefix: the whole model trains) and stepped through "
+        "`tc_rt_train_samples`, the call the serial handler makes "
+        "(`benchmarks/runtime_step_cost.cpp`, built with firmware/lib/runtime and the kernels). "
+        "The step is `tc_rt_stats`' last_step_ticks (dequantising the int8 inputs, forward, loss, "
+        "backward, norm, update); the call adds taking the samples in. Third step measured (the "
+        "momentum is not zero).",
+        "",
+        "| batch | target | step per sample | (clipping) | call per sample | (clipping) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for batch in ("1", "16"):
+        r, c = runtime["runtime"][batch], runtime["runtime_clipping"][batch]
+        b = int(batch)
+        lines.append(f"| {batch} | {STEP_TARGETS[batch]:,} | {r['step'] / b:,.0f} | "
+                     f"{c['step'] / b:,.0f} | {r['call'] / b:,.0f} | {c['call'] / b:,.0f} |")
+    lines += ["", "Where the runtime's instructions go (an image built with TC_RT_STAGE_TICKS, "
+              "whose stage marks add a few dozen instructions each):", "",
+              "| variant | batch | stage | instructions | per sample | share |",
+              "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for variant in ("runtime", "runtime_clipping"):
+        for batch in ("1", "16"):
+            row = runtime[variant][batch]
+            total = sum(row[k] for k in RUNTIME_STAGES)
+            for k in RUNTIME_STAGES:
+                lines.append(f"| {variant} | {batch} | {k} | {row[k]:,} | "
+                             f"{row[k] / int(batch):,.0f} | {100 * row[k] / total:.0f}% |")
+            lines.append(f"| {variant} | {batch} | **total** | {total:,} | "
+                         f"{total / int(batch):,.0f} | 100% |")
+    return lines + [""]
+
+
 def step_markdown(steps: dict, before: dict | None) -> list[str]:
     ps = per_sample(steps)
     head = ps["single"]["1"], ps["accumulated"]["16"]
@@ -230,7 +345,7 @@ def step_markdown(steps: dict, before: dict | None) -> list[str]:
 
 
 def write(rows: dict[str, dict], models: dict[str, dict], steps: dict,
-          before: dict | None) -> None:
+          before: dict | None, runtime: dict) -> None:
     out_dir = OUT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     ps = per_sample(steps)
@@ -248,6 +363,12 @@ def write(rows: dict[str, dict], models: dict[str, dict], steps: dict,
             "targets": {f"batch_{b}": t for b, t in STEP_TARGETS.items()},
             "stages": steps,
             "steps": STEPS,
+            # the same MLP through the product runtime (tc_rt_train_samples)
+            "runtime_instructions_per_sample": {
+                f"batch_{b}{'_clipping' if v.endswith('clipping') else ''}":
+                    round(runtime[v][b]["step"] / int(b))
+                for v in ("runtime", "runtime_clipping") for b in ("1", "16")},
+            "runtime": runtime,
         },
         "before": before,
         # per streamed training sample, as the device reports it (see train_sample_cost)
@@ -276,7 +397,7 @@ def write(rows: dict[str, dict], models: dict[str, dict], steps: dict,
         lines += ["", f"Before (the kernels of revision {before['revision']}, same image): " +
                   ", ".join(f"{k} {v['instructions_per_mac']:.3f}"
                             for k, v in before["kernels"].items()) + " instructions per MAC."]
-    lines += [""] + step_markdown(steps, before)
+    lines += [""] + step_markdown(steps, before) + runtime_markdown(runtime)
     lines += train_sample_cost.markdown(models)
     lines += ["Regenerate: `.venv/bin/python benchmarks/kernels.py`.", ""]
     (out_dir / "kernels.md").write_text("\n".join(lines))
@@ -297,8 +418,10 @@ def main() -> None:
         rows = {k: {f: old["details"][k][f] for f in ("instructions", "macs", "instructions_per_mac")}
                 for k in SHAPES}
         steps = old["train_step"]["stages"]
+        runtime = old["train_step"].get("runtime") or measure_runtime_step()
     else:
         rows, steps = measure()
+        runtime = measure_runtime_step()
     before = measure_baseline(args.baseline) if args.baseline else old.get("before")
     if args.only == "kernels":
         if "train_sample_cost" not in old:
@@ -306,12 +429,16 @@ def main() -> None:
         models = old["train_sample_cost"]
     else:
         models = train_sample_cost.measure()
-    write(rows, models, steps, before)
+    write(rows, models, steps, before, runtime)
     for k in SHAPES:
         print(f"{k:18s} {rows[k]['instructions_per_mac']:.3f} instructions/MAC")
     for variant, batches in per_sample(steps).items():
         for batch, n in batches.items():
             print(f"train step {variant:22s} batch {batch:>2}: {n:,} instructions/sample")
+    for variant, batches in runtime.items():
+        for batch, r in batches.items():
+            print(f"product runtime {variant:16s} batch {batch:>2}: "
+                  f"{r['step'] / int(batch):,.0f} instructions/sample")
     for name, r in models.items():
         print(train_sample_cost.summary_line(name, r))
 
