@@ -167,7 +167,9 @@ def ablation_markdown(ab: dict) -> list[str]:
     return lines
 
 
-def run_ablation(args, seeds) -> dict:
+def run_ablation(args, seeds, save=None) -> dict:
+    """The ablation rows on ``args.datasets``; ``save(ab)`` (if given) after every finished row, so
+    that a long ablation stopped half way keeps what it measured."""
     from tinycil.learn.experiment import run_experiment
     from tinycil.learn.train import TrainConfig
 
@@ -175,7 +177,8 @@ def run_ablation(args, seeds) -> dict:
     tasks = dict(STUDIES)
     t0 = time.perf_counter()
     ab = {"seeds": seeds, "defaults": {k: v for k, v in TrainConfig().to_dict().items()
-                                       if k.startswith(("distill", "align", "balance"))}, "datasets": {}}
+                                       if k.startswith(("distill", "align", "balance", "asymmetric"))},
+          "datasets": {}}
     chosen = [ABLATION[i] for i in (args.rows if args.rows is not None else range(len(ABLATION)))]
     for name in names:
         rows = []
@@ -192,9 +195,12 @@ def run_ablation(args, seeds) -> dict:
                 row["fixed_size"].append(f["final_avg_accuracy"])
                 row["flops_ratio"].append(m["train_flops"] / f["train_flops"])
                 print(f"[ablation {name} seed {seed}] {label}: method {m['final_avg_accuracy']:.3f}, "
-                      f"fixed {f['final_avg_accuracy']:.3f}", flush=True)
+                      f"fixed {f['final_avg_accuracy']:.3f}, FLOPs ratio {row['flops_ratio'][-1]:.3f}", flush=True)
             rows.append(row)
-        ab["datasets"][name] = rows
+            ab["datasets"][name] = rows
+            ab["seconds"] = time.perf_counter() - t0
+            if save is not None:
+                save(ab)
     ab["seconds"] = time.perf_counter() - t0
     return ab
 
@@ -223,16 +229,20 @@ def main(argv=None) -> int:
 
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if args.ablation:
-        ab = run_ablation(args, seeds)
         args.out.mkdir(parents=True, exist_ok=True)
         existing = args.out / "host_study_ablation.json"
-        if existing.is_file() and not args.fresh:
-            ab = merge_ablation(json.loads(existing.read_text()), ab)
-        (args.out / "host_study_ablation.json").write_text(json.dumps(jsonable(ab), indent=1) + "\n")
+        before = json.loads(existing.read_text()) if existing.is_file() and not args.fresh else None
+
+        def save(ab):
+            ab = merge_ablation(before, ab) if before is not None else ab
+            existing.write_text(json.dumps(jsonable(ab), indent=1) + "\n")
+            if (args.out / "host_study.json").is_file():
+                study = json.loads((args.out / "host_study.json").read_text())
+                (args.out / "host_study.md").write_text(markdown(study, ab))
+            return ab
+
+        ab = save(run_ablation(args, seeds, save))
         print("\n".join(ablation_markdown(ab)))
-        if (args.out / "host_study.json").is_file():
-            study = json.loads((args.out / "host_study.json").read_text())
-            (args.out / "host_study.md").write_text(markdown(study, ab))
         return 0
     studies = [(n, t) for n, t in STUDIES if args.datasets is None or n in args.datasets]
     t_start = time.perf_counter()
