@@ -44,8 +44,9 @@ ABLATION = [
     ("asymmetric cross-entropy + weight aligning", {"asymmetric_ce": True, "align_output": True}),
     ("distillation from the old model on replayed samples", {"distill_weight": 1.0}),
     ("class-balanced pass over the buffer (50 steps)", {"balance_steps": 50}),
+    ("asymmetric cross-entropy + class-balanced pass (50 steps)", {"asymmetric_ce": True, "balance_steps": 50}),
 ]
-ABLATION_DATASETS = ("mnist5k", "digits")
+ABLATION_DATASETS = ("mnist5k", "digits")  # the default; --datasets may name any of STUDIES
 ABLATION_RUNS = ("method", "fixed_size")
 FLOPS_YARDSTICK = 0.43
 ACCURACY_YARDSTICK = 0.01
@@ -173,7 +174,7 @@ def run_ablation(args, seeds, save=None) -> dict:
     from tinycil.learn.experiment import run_experiment
     from tinycil.learn.train import TrainConfig
 
-    names = [n for n in ABLATION_DATASETS if args.datasets is None or n in args.datasets]
+    names = list(ABLATION_DATASETS) if args.datasets is None else [n for n, _ in STUDIES if n in args.datasets]
     tasks = dict(STUDIES)
     t0 = time.perf_counter()
     ab = {"seeds": seeds, "defaults": {k: v for k, v in TrainConfig().to_dict().items()
