@@ -177,7 +177,8 @@ def markdown(rows: list[dict]) -> str:
     out += ["", "Host method and baselines: benchmarks/results/host_study.json on the same data "
             "set, seed and full data (\"-\" where it has none, and for subsampled runs). The "
             "auto cut's reasons:", ""]
-    out += [f"- {r['dataset']} seed {r['seed']}: {r['cut_reason']}" for r in rows]
+    out += [f"- {r['dataset']} seed {r['seed']}: {r['cut_reason']}"
+            + (f" (code {r['code_version']})" if r.get("code_version") else "") for r in rows]
     out += ["", "## Where the wall time goes", "",
             "Minutes. The device run is everything between QEMU's start and the last task's "
             "evaluation: streaming the training samples while the device trains on them, and "
@@ -226,20 +227,53 @@ def main() -> None:
                     help=f"subsample the data ({QUICK_SUBSAMPLE}) and train briefly; stated "
                          "with every number")
     ap.add_argument("--name", default="device_runs", help="results file name (without suffix)")
+    ap.add_argument("--keep", action="store_true",
+                    help="add to the results file instead of starting a new one (a run of the "
+                         "same data set, seed and data replaces the earlier one)")
     args = ap.parse_args()
-    runs, rows = {}, []
     RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{args.name}.json"
+    runs, rows = {}, []
+    if args.keep and path.is_file():
+        earlier = json.loads(path.read_text())
+        runs = dict(earlier.get("runs") or {})
+        rows = [r for r in earlier.get("summary") or [] if f"{r['dataset']}:{r['seed']}"
+                + (" --quick" if r.get("quick") else "") in runs]
+    code = code_version()
     for spec in args.runs:
         dataset, _, seed = spec.partition(":")
+        key = f"{dataset}:{int(seed or 0)}" + (" --quick" if args.quick else "")
         res = device_run(dataset, int(seed or 0), args.quick)
-        runs[spec] = res
-        rows.append(summarise(res, args.quick))
+        res["code_version"] = code
+        runs[key] = res
+        row = summarise(res, args.quick)
+        row["code_version"] = code
+        rows = [r for r in rows if (r["dataset"], r["seed"], bool(r.get("quick")))
+                != (dataset, int(seed or 0), args.quick)] + [row]
         # written after every run: a long benchmark keeps what it has measured
-        (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(
-            {"quick": args.quick, "subsample": QUICK_SUBSAMPLE if args.quick else None,
+        quick = any(r.get("quick") for r in rows)
+        path.write_text(json.dumps(
+            {"quick": quick, "subsample": QUICK_SUBSAMPLE if quick else None,
              "runs": runs, "summary": rows}, indent=2) + "\n")
         (RESULTS_DIR / f"{args.name}.md").write_text(markdown(rows))
     print(markdown(rows))
+
+
+def code_version() -> str | None:
+    """The commit the measured code is (TINYCIL_CODE_VERSION names it for a copy without git)."""
+    import subprocess
+
+    if os.environ.get("TINYCIL_CODE_VERSION"):
+        return os.environ["TINYCIL_CODE_VERSION"]
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "tinycil", "firmware", "boards", "benchmarks/device_runs.py"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + (" with uncommitted changes" if dirty else "")
 
 
 if __name__ == "__main__":
