@@ -70,6 +70,19 @@ def model_footprint(model, plan: list[dict], sizing: dict, tail_layers: int):
         tail_specs=tail_specs)
 
 
+def ram_arithmetic(fp, mp) -> str:
+    """The plan's RAM in words: 12 bytes per trainable parameter (weight, gradient sum,
+    momentum), one sample's activations, the replay area, the fixed parts."""
+    params = sum(t.weights() + t.biases() for t in fp.specs)
+    r = mp.ram
+    fixed = r["protocol_buffers"] + r["firmware_static"] + r["stack"]
+    return (f"{params:,} trainable parameters x 12 B (weight, gradient sum, momentum) "
+            f"{r['tail_parameters'] / 1024:.1f} KB + one sample's activations and the pending "
+            f"batch {r['activations'] / 1024:.1f} KB + replay area {r['replay_ram_area'] / 1024:.1f} "
+            f"KB + backbone scratch {r['backbone_scratch'] / 1024:.1f} KB + protocol, firmware "
+            f"and stack {fixed / 1024:.1f} KB")
+
+
 def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of, sizing: dict,
                      user_model=None) -> tuple[int, str]:
     """The most trainable weight layers that fit `board`, and a one-line reason.
@@ -100,10 +113,10 @@ def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of,
                       f"of {mp.ram_total / 1024:.0f} KB, arena {memplan.arena_bytes(fp) / 1024:.1f} "
                       f"KB")
             if tried:
-                m, used = tried[-1]
-                reason += f"; {m} would need {used / 1024:.1f} KB"
+                m, used, parts = tried[-1]
+                reason += f"; {m} would need {used / 1024:.1f} KB: {parts}"
             return n, reason + ")"
-        tried.append((n, mp.ram_used))
+        tried.append((n, mp.ram_used, ram_arithmetic(fp, mp)))
     raise memplan.MemoryPlanError(
         f"not even the logits alone fit {board.id} (RAM {tried[-1][1]} bytes of "
         f"{board.ram_bytes}): shrink the buffer (--buffer), the input (--resize) or the "

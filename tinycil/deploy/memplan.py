@@ -9,11 +9,17 @@ The arithmetic of training memory (gradients accumulate sample by sample, tc_run
   tail parameters  3 x 4 x (weights + biases) at the final size: the weights, their gradient
                    accumulators and their momentum;
   activations      4 x (every tail layer's output map of ONE sample + the latent of one sample)
-                   + 2 x 4 x the largest map (gradients flowing back); every layer's backward
-                   pass adds one sample's weight gradient straight into the accumulators (the
-                   batch's first sample overwrites them), so no sample gradient is buffered;
-  pending batch    batch_new x latent bytes (int8) + 4 bytes of label per batch slot: the only
-                   part that grows with the mini-batch, at one byte per latent value.
+                   + 4 x the largest map of each of the backward pass's two ping-pong buffers
+                   (gradients flowing back; one holds the logits' gradient and the input
+                   gradients of every other layer below, the other the rest); every layer's
+                   backward pass adds one sample's weight gradient straight into the
+                   accumulators (the batch's first sample overwrites them), so no sample's
+                   gradient is buffered;
+  pending batch    max_batch (batch_new + batch_replay) x latent bytes (int8) + 4 bytes of label
+                   per batch slot: the only part that grows with the mini-batch, at one byte per
+                   latent value.
+The cut's reason (tinycil.deploy.cut) prints this sum for the first trainable part that does not
+fit.
 Flash: the code, the backbone's int8 parameters, the tail's initial weights, the growth plan and
 the known tasks' int8 buffer.
 
@@ -146,7 +152,11 @@ def _align(n: int) -> int:
 
 def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
     """(block name, offset, bytes) in the runtime's carving order."""
-    max_map = 0
+    # The backward pass's ping-pong (tc_runtime.cpp carve): delta_a holds the logits' gradient
+    # and the input gradients of the layers an odd number below the logits, delta_b the others
+    # (the first layer passes none down).
+    last = len(fp.specs) - 1
+    delta = [fp.specs[last].out_size(), 0]
     blocks: list[tuple[str, int]] = []
     for i, t in enumerate(fp.specs):
         nw, nb = 4 * t.weights(), 4 * t.biases()
@@ -154,9 +164,11 @@ def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
                    (f"tail{i}.grad_weights", nw), (f"tail{i}.grad_bias", nb),
                    (f"tail{i}.momentum_weights", nw), (f"tail{i}.momentum_bias", nb),
                    (f"tail{i}.activations", 4 * t.out_size())]
-        max_map = max(max_map, t.in_size(), t.out_size())
+        if i > 0:
+            side = (last - i) % 2 == 0
+            delta[side] = max(delta[side], t.in_size())
     blocks += [("latent", 4 * fp.latent_size),
-               ("delta_a", 4 * max_map), ("delta_b", 4 * max_map),
+               ("delta_a", 4 * delta[0]), ("delta_b", 4 * delta[1]),
                ("pending_latents", fp.max_batch * fp.latent_size),
                ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
                ("kernel_scratch", fp.kernel_scratch_bytes), ("batch_labels", 4 * fp.max_batch),

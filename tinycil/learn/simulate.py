@@ -163,13 +163,24 @@ def clip_factor(norm, clip_norm: float):
     return None
 
 
-def sgd_fma(w: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, momentum: float, factor):
+def bf16_round(v: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (the upper 16 bits, round to nearest even), as
+    float32: how a momentum buffer held in 16 bits keeps them."""
+    u = np.ascontiguousarray(v, F32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(F32)
+
+
+def sgd_fma(w: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, momentum: float, factor,
+            momentum_bits: int = 32):
     """tc_sgd_momentum_fma_f32: g' = g * factor (when given), v = fmaf(momentum, v, g'),
-    w = fmaf(-lr, v, w). Returns (w, v)."""
+    w = fmaf(-lr, v, w). Returns (w, v); with momentum_bits 16 the kept v is rounded to
+    bfloat16 (the weight update uses the float32 value)."""
     if factor is not None:
         g = (g * factor).astype(F32)
     v = fma(F32(momentum), v, g)
-    return fma(-F32(lr), v, w), v
+    w = fma(-F32(lr), v, w)
+    return w, (bf16_round(v) if momentum_bits == 16 else v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +190,11 @@ class Tail:
     """A chain of dense layers: ReLU after every layer except the last (the logits).
 
     weights[l] has the Keras kernel layout (inputs, outputs), biases[l] shape (outputs,).
+    `momentum_bits` 16: the momentum is kept in bfloat16, as the device keeps it when the
+    memory plan asks for it.
     """
+
+    momentum_bits = 32
 
     def __init__(self, weights: list[np.ndarray], biases: list[np.ndarray]):
         if len(weights) != len(biases) or not weights:
@@ -257,9 +272,9 @@ class Tail:
         clipping), v = fmaf(momentum, v, g'), w = fmaf(-lr, v, w)."""
         for l in range(len(self.weights)):
             self.weights[l], self.vel_w[l] = sgd_fma(self.weights[l], self.vel_w[l], grads_w[l],
-                                                     lr, momentum, factor)
+                                                     lr, momentum, factor, self.momentum_bits)
             self.biases[l], self.vel_b[l] = sgd_fma(self.biases[l], self.vel_b[l], grads_b[l],
-                                                    lr, momentum, factor)
+                                                    lr, momentum, factor, self.momentum_bits)
 
     def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
         """One SGD step as the runtime takes it (tc_runtime.cpp train_step): the batch's
@@ -291,9 +306,9 @@ class Tail:
             a = d if factor is None else (d * factor).astype(F32)
             g = (acts[l][0][:, None] * a[None, :]).astype(F32)  # Keras layout [in][out]
             self.weights[l], self.vel_w[l] = sgd_fma(self.weights[l], self.vel_w[l], g, lr,
-                                                     momentum, None)
+                                                     momentum, None, self.momentum_bits)
             self.biases[l], self.vel_b[l] = sgd_fma(self.biases[l], self.vel_b[l], d, lr,
-                                                    momentum, factor)
+                                                    momentum, factor, self.momentum_bits)
         return loss
 
     # growth -----------------------------------------------------------------------------------
@@ -335,7 +350,9 @@ class Tail:
         self.reset_momentum()
 
     def copy(self) -> "Tail":
-        return Tail([w.copy() for w in self.weights], [b.copy() for b in self.biases])
+        t = Tail([w.copy() for w in self.weights], [b.copy() for b in self.biases])
+        t.momentum_bits = self.momentum_bits
+        return t
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,6 +381,8 @@ class NetTail:
     independent one (it agrees to float32 rounding, checked against TensorFlow in the tests).
     """
 
+    momentum_bits = 32  # 16: kept in bfloat16 (as Tail)
+
     def __init__(self, layers: list[dict]):
         self.layers = [dict(l) for l in layers]
         for l in self.layers:
@@ -386,9 +405,11 @@ class NetTail:
                     for l in self.layers]
 
     def copy(self) -> "NetTail":
-        return NetTail([{**l, "weights": None if l["weights"] is None else l["weights"].copy(),
-                         "bias": None if l["bias"] is None else l["bias"].copy()}
-                        for l in self.layers])
+        t = NetTail([{**l, "weights": None if l["weights"] is None else l["weights"].copy(),
+                      "bias": None if l["bias"] is None else l["bias"].copy()}
+                     for l in self.layers])
+        t.momentum_bits = self.momentum_bits
+        return t
 
     # geometry ---------------------------------------------------------------------------------
     @staticmethod
@@ -596,8 +617,10 @@ class NetTail:
                 gw = gw.reshape(l["weights"].shape)
             else:
                 wf = factor
-            l["weights"], vw = sgd_fma(l["weights"], self.vel[i][0], gw, lr, momentum, wf)
-            l["bias"], vb = sgd_fma(l["bias"], self.vel[i][1], gb, lr, momentum, factor)
+            l["weights"], vw = sgd_fma(l["weights"], self.vel[i][0], gw, lr, momentum, wf,
+                                       self.momentum_bits)
+            l["bias"], vb = sgd_fma(l["bias"], self.vel[i][1], gb, lr, momentum, factor,
+                                    self.momentum_bits)
             self.vel[i] = (vw, vb)
         return loss
 

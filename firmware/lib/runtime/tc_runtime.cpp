@@ -132,7 +132,11 @@ uint32_t out_size(const tc_tail_layer& L, uint16_t out) { return (uint32_t)L.out
 bool carve(Runtime* rt) {
     const tc_model* m = rt->m;
     Carver c;
-    uint32_t max_map = 0;
+    // The backward pass ping-pongs: the logits' gradient and every input gradient of a layer an
+    // odd number of layers below the logits go to delta_a, the others to delta_b (layer 0 needs
+    // none), so each is sized for its own maps only.
+    const uint16_t last = m->n_tail - 1;
+    uint32_t size_a = out_size(m->tail[last], m->tail[last].out_max), size_b = 0;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
         const tc_tail_layer& L = m->tail[l];
         const uint32_t nw = weight_count(L, L.in_max, L.out_max);
@@ -145,12 +149,12 @@ bool carve(Runtime* rt) {
         t.vw = c.floats(nw);
         t.vb = c.floats(nb);
         t.act = c.floats(out_size(L, L.out_max));
-        if (in_size(L, L.in_max) > max_map) max_map = in_size(L, L.in_max);
-        if (out_size(L, L.out_max) > max_map) max_map = out_size(L, L.out_max);
+        uint32_t& side = (last - l) % 2 ? size_a : size_b;
+        if (l > 0 && in_size(L, L.in_max) > side) side = in_size(L, L.in_max);
     }
     rt->latent = c.floats(m->latent_size);
-    rt->delta_a = c.floats(max_map);
-    rt->delta_b = c.floats(max_map);
+    rt->delta_a = c.floats(size_a);
+    rt->delta_b = c.floats(size_b);
     rt->pending_x = static_cast<int8_t*>(c.take((uint32_t)m->max_batch * m->latent_size));
     rt->scratch_a = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->scratch_b = static_cast<int8_t*>(c.take(m->scratch_bytes));
