@@ -116,7 +116,7 @@ def wall_split(results: dict) -> dict:
         "twin": timing.get("twin"),              # the firmware's runtime on the host
         "total": timing.get("total") or results.get("wall_seconds"),
         "link_bytes_to_device": wire,
-        "link_kB_per_s": (wire / 1000 / train) if train else None,
+        "link_kB_per_s": (wire / 1000 / (train + evals)) if train + evals else None,
         "device_train_instructions": sum(m["ticks_per_train_sample"] * m["samples"]
                                          for m in tasks if m.get("ticks_per_train_sample")),
         "device_eval_instructions": sum(m.get("eval_ticks", 0) for m in tasks),
@@ -160,7 +160,7 @@ def markdown(rows: list[dict]) -> str:
            "(auto cut), unless the data column says otherwise.", "",
            "| data set | seed | data | trainable layers | device | host twin | numpy ref. | "
            "device = twin | host method | naive | random replay | fixed size | joint | "
-           "forgetting (device) | RAM | instr. / train sample | wall |",
+           "forgetting (device) | RAM | instr. / train sample | wall (all steps) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc, hs = r["final_avg_accuracy"], r["host_study"] or {}
@@ -184,7 +184,8 @@ def markdown(rows: list[dict]) -> str:
             "evaluation: streaming the training samples while the device trains on them, and "
             "the evaluations (the deployed model, then the test data of every task seen after "
             "each task). The numpy simulation and the host twin are host work after the device "
-            "run. Link: bytes sent to the device while training, per second of training.", "",
+            "run. Link: the bytes sent to the device (training and evaluation frames, "
+            "retransmissions included) per second of training and evaluation.", "",
             "| data set | seed | samples streamed (epochs) | test samples evaluated | prepare (host "
             "training, distillation) | export + build | device: training | device: evaluations "
             "| device: other | device run | link to the device | device instructions (train / "
