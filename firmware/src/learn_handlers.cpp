@@ -5,7 +5,7 @@
 // the measurements the host reads back.
 //
 // Sequencing. A class-incremental run is only reproducible if every training sample reaches the
-// runtime once and in the order the host shuffled it, whatever the link does. So the learning
+// learner once and in the order the host shuffled it, whatever the link does. So the learning
 // requests run strictly in seq order: a frame the device already ran (the host retransmitted it,
 // or the link duplicated it) is answered again from a cache of recent replies and not run twice;
 // a frame after a gap (its predecessor was lost or damaged) is dropped and answered once with
