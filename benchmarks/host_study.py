@@ -140,8 +140,9 @@ def merge_ablation(old: dict, new: dict) -> dict:
                 row = dict(row, seeds=row.get("seeds", src.get("seeds")))
                 kept[:] = [r for r in kept if (r["label"], r["seeds"]) != (row["label"], row["seeds"])]
                 kept.append(row)
-    if old.get("sources"):
-        out["sources"] = old["sources"]
+    for key in ("sources", "note"):
+        if old.get(key):
+            out[key] = old[key]
     return out
 
 
@@ -164,6 +165,8 @@ def ablation_markdown(ab: dict) -> list[str]:
                          f"{100 * _std(gap):.1f} | {ratio.mean():.1%} |")
     if ab.get("sources"):
         lines += ["", f"Sources: {ab['sources']}."]
+    if ab.get("note"):
+        lines += ["", ab["note"]]
     lines += ["", f"Ablation time: {ab['seconds']:.0f} s.", ""]
     return lines
 
