@@ -1,8 +1,11 @@
 """RAM and flash of each demo model against the STM32F746's 320 KB / 1 MB budget.
 
-For every demo model: prepare a quick run, export it (memory plan), then build the firmware with
-that export for the board and read the linker's figures (the final judge). Writes
-benchmarks/results/memory.json and memory.md.
+For every demo model: prepare a quick run with the default cut (`--trainable auto`: the memory
+plan's choice for the board, its reason recorded) on the data set's full training data (the RAM
+replay area holds 1% of every field task's data, so a subsample would understate it), export it
+(memory plan), then build the firmware with that export for the board and read the linker's
+figures (the final judge). Quick: few epochs and distillation iterations, which change no size.
+Writes benchmarks/results/memory.json and memory.md.
 
     python benchmarks/memory.py [--board nucleo_f746zg]
 """
@@ -11,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,76 +22,71 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = [  # name, dataset, family, prepare options
     ("digits mlp", "digits", "mlp", {}),
-    ("fashion-mnist 14x14 cnn2d", "fashion-mnist", "cnn2d", {"max_train": 3000, "max_test": 500}),
+    ("fashion-mnist 14x14 cnn2d", "fashion-mnist", "cnn2d", {"max_test": 500}),
     ("basic-motions cnn1d", "basic-motions", "cnn1d", {"n_tasks": 2, "batch_new": 8, "batch_replay": 8}),
 ]
-RUNTIME_API = ["tc_rt_init", "tc_rt_describe", "tc_rt_set_training", "tc_rt_begin_task",
-               "tc_rt_train_samples", "tc_rt_add_buffer_samples", "tc_rt_predict", "tc_rt_stats"]
 
 
-def link_figures(board: str, work: Path) -> dict:
-    """Build the firmware with the export in firmware/generated/ and read the linker's usage."""
-    ini = (ROOT / "firmware" / "platformio.ini").read_text()
-    keep = " ".join(f"-Wl,--undefined={s}" for s in RUNTIME_API)
-    ini = ini.replace("build_flags = -I generated", f"build_flags = -I generated {keep}\nlib_deps = runtime")
-    conf = work / "platformio.ini"
-    conf.write_text(ini)
-    env = dict(os.environ, PLATFORMIO_BUILD_DIR=str(work / "build"),
-               PLATFORMIO_SETTING_ENABLE_TELEMETRY="No", PLATFORMIO_DISABLE_UPGRADE_CHECK="true")
-    pio = shutil.which("pio", path=str(Path(sys.executable).parent)) or "pio"
-    proc = subprocess.run([pio, "run", "-d", str(ROOT / "firmware"), "-c", str(conf), "-e", board],
-                          capture_output=True, text=True, timeout=600, env=env)
-    out = {"build_ok": proc.returncode == 0}
-    for region in ("FLASH", "RAM"):
-        m = re.search(rf"{region}:\s+(\d+) B", proc.stdout)
-        out[f"{region.lower()}_linked"] = int(m.group(1)) if m else None
-    if proc.returncode != 0:
-        out["build_error"] = (proc.stdout + proc.stderr)[-800:]
-    return out
+def private_project(dest: Path) -> Path:
+    """A copy of the firmware project and boards, so that exporting and building here leave the
+    checkout's firmware/generated/ and .pio/ alone."""
+    shutil.copytree(ROOT / "firmware", dest / "firmware",
+                    ignore=shutil.ignore_patterns(".pio", "model_data.*"))
+    shutil.copytree(ROOT / "boards", dest / "boards")
+    return dest
+
+
+def link_figures(board: str, project: Path) -> dict:
+    """Build the product firmware with the export in the project copy and read the linker's
+    usage (tinycil.deploy.build, as `tinycil flash` builds it)."""
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.build import BuildError, build
+
+    try:
+        built = build(load_board(board, project), root=project)
+    except BuildError as exc:
+        return {"build_ok": False, "build_error": str(exc)[-800:], "flash_linked": None,
+                "ram_linked": None}
+    return {"build_ok": True, "flash_linked": built.flash_used, "ram_linked": built.ram_used}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", default="nucleo_f746zg")
     args = ap.parse_args()
-    from tinycil.deploy.export import GENERATED_FILES, ExportError, export_run
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.cut import cut_chooser
+    from tinycil.deploy.export import ExportError, export_run
     from tinycil.deploy.memplan import MemoryPlanError
     from tinycil.learn.prepare import prepare_run
 
-    gen = ROOT / "firmware" / "generated"
-    saved = {f: (gen / f).read_bytes() for f in GENERATED_FILES if (gen / f).exists()}
     rows = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, dataset, family, opts in DEMOS:
-                run = Path(tmp) / dataset
-                row = {"model": name, "dataset": dataset, "family": family, "board": args.board}
-                prepare_run(dataset, run, family=family, quick=True, progress=False, **opts)
-                try:
-                    res = export_run(run, args.board)
-                except (ExportError, MemoryPlanError) as exc:
-                    row["error"] = str(exc)
-                    rows.append(row)
-                    print(f"{name}: {exc}")
-                    continue
-                mem = res.memory
-                row.update(signature=res.signature_hex, ram_planned=mem["ram_used"],
-                           flash_planned=mem["flash_used"], ram_total=mem["ram_total"],
-                           flash_total=mem["flash_total"], ram_parts=mem["ram"],
-                           flash_parts=mem["flash"], arena_bytes=res.manifest["arena_bytes"],
-                           buffer=res.manifest["buffer"])
-                work = Path(tmp) / f"build-{dataset}"
-                work.mkdir()
-                row.update(link_figures(args.board, work))
+    with tempfile.TemporaryDirectory() as tmp:
+        project = private_project(Path(tmp) / "project")
+        for name, dataset, family, opts in DEMOS:
+            run = Path(tmp) / dataset
+            row = {"model": name, "dataset": dataset, "family": family, "board": args.board}
+            cfg = prepare_run(dataset, run, family=family, quick=True, progress=False,
+                              tail_layers="auto", board=args.board,
+                              choose_cut=cut_chooser(load_board(args.board)), **opts)
+            row.update(trainable_layers=cfg["tail_layers"], cut=cfg.get("cut_reason"))
+            try:
+                res = export_run(run, args.board, root=project)
+            except (ExportError, MemoryPlanError) as exc:
+                row["error"] = str(exc)
                 rows.append(row)
-                print(f"{name}: RAM planned {row['ram_planned']} linked {row.get('ram_linked')}, "
-                      f"flash planned {row['flash_planned']} linked {row.get('flash_linked')}")
-    finally:
-        for f in GENERATED_FILES:
-            if f in saved:
-                (gen / f).write_bytes(saved[f])
-            elif (gen / f).exists():
-                (gen / f).unlink()
+                print(f"{name}: {exc}")
+                continue
+            mem = res.memory
+            row.update(signature=res.signature_hex, ram_planned=mem["ram_used"],
+                       flash_planned=mem["flash_used"], ram_total=mem["ram_total"],
+                       flash_total=mem["flash_total"], ram_parts=mem["ram"],
+                       flash_parts=mem["flash"], arena_bytes=res.manifest["arena_bytes"],
+                       buffer=res.manifest["buffer"])
+            row.update(link_figures(args.board, project))
+            rows.append(row)
+            print(f"{name}: RAM planned {row['ram_planned']} linked {row.get('ram_linked')}, "
+                  f"flash planned {row['flash_planned']} linked {row.get('flash_linked')}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory.json").write_text(json.dumps({"board": args.board, "models": rows}, indent=2) + "\n")
@@ -99,15 +94,24 @@ def main() -> int:
              "Planned: tinycil.deploy.memplan before the build (arena for the final grown tail, replay RAM "
              "area, protocol buffers, stack). Linked: the linker's figures for the firmware built "
              "with the export (runtime linked in).", "",
-             "| model | RAM planned | RAM linked | flash planned | flash linked | arena | buffer (flash + RAM slots) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | trainable layers | RAM planned | RAM linked | flash planned | flash linked | arena | buffer (flash + RAM slots) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | not exported: {r['error'][:120]} | | | | | |")
+            lines.append(f"| {r['model']} | {r.get('trainable_layers')} | not exported: "
+                         f"{r['error'][:120]} | | | | | |")
             continue
-        lines.append(f"| {r['model']} | {r['ram_planned']} | {r.get('ram_linked')} | {r['flash_planned']} | "
+        lines.append(f"| {r['model']} | {r['trainable_layers']} | {r['ram_planned']} | "
+                     f"{r.get('ram_linked')} | {r['flash_planned']} | "
                      f"{r.get('flash_linked')} | {r['arena_bytes']} | {r['buffer']['flash_samples']} + "
                      f"{r['buffer']['ram_capacity']} |")
+    lines += ["", "The memory plan's choice of the trainable part, per model:", ""]
+    lines += [f"- {r['model']}: {r.get('cut')}" for r in rows]
+    lines += ["", "Training memory per trainable parameter: 12 bytes (the weight, its gradient "
+              "summed over the mini-batch, its momentum); each layer's backward pass adds one "
+              "sample's gradient straight into the sums, so no sample gradient is buffered; the "
+              "backward pass's two ping-pong buffers are each sized for their own layers' maps. "
+              "Regenerate: `.venv/bin/python benchmarks/memory.py`."]
     (out / "memory.md").write_text("\n".join(lines) + "\n")
     return 0
 
