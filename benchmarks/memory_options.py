@@ -12,9 +12,11 @@ most without changing the procedure's structure:
 This script runs the device procedure (tinycil.learn.simulate, the device's arithmetic) on a
 prepared run folder with each option and both, and prints / writes the accuracy table:
 
-    .venv/bin/python benchmarks/memory_options.py RUN_DIR [--name NAME]
+    .venv/bin/python benchmarks/memory_options.py RUN_DIR [--name NAME] [--variants ...]
+        [--out NAME]
 
-It writes benchmarks/results/memory_options.json and .md. The run folder's trainable part is
+It writes benchmarks/results/memory_options.json and .md (or --out's name); the change column is
+against the first row run. The run folder's trainable part is
 whatever its prepare chose; the table says which.
 """
 
@@ -68,6 +70,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--name", default=None, help="label of the run in the table")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="the rows to run (default: all)")
+    ap.add_argument("--out", default="memory_options",
+                    help="name of the result files in benchmarks/results/")
     args = ap.parse_args()
     from tinycil.learn.simulate import RunInputs
 
@@ -77,15 +83,17 @@ def main() -> None:
                           f"{cfg['tail_layers']}, training samples "
                           f"{'all' if not cfg.get('max_train') else cfg['max_train']}")
     rows = {}
-    for name, (bits, pack) in VARIANTS.items():
+    for name in args.variants:
+        bits, pack = VARIANTS[name]
         r = run_variant(base, bits, pack)
         rows[name] = {"final_avg_accuracy": r["final_avg_accuracy"], "forgetting": r["forgetting"],
                       "accuracy_matrix": r["accuracy_matrix"], "seconds": r["seconds"]}
         print(f"{name}: final average {r['final_avg_accuracy']:.4f}, forgetting "
               f"{r['forgetting']:.4f} ({r['seconds']:.0f} s)")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "memory_options.json").write_text(json.dumps({"run": label, "rows": rows}, indent=2) + "\n")
-    ref = rows["float32 momentum, int8 replay"]["final_avg_accuracy"]
+    (OUT / f"{args.out}.json").write_text(json.dumps({"run": label, "rows": rows}, indent=2) + "\n")
+    first = next(iter(rows.values()))
+    ref = first["final_avg_accuracy"]
     lines = ["# RAM-saving options: accuracy in the simulation", "",
              f"Run: {label}. The device procedure simulated with the device's arithmetic "
              "(tinycil.learn.simulate); each option changes only what its row says.", "",
@@ -97,7 +105,7 @@ def main() -> None:
                      f"{r['seconds']:.0f} |")
     lines += ["", "Regenerate: `.venv/bin/python benchmarks/memory_options.py RUN_DIR` on a run "
               "prepared with `tinycil prepare --dataset fashion-mnist` (full data).", ""]
-    (OUT / "memory_options.md").write_text("\n".join(lines))
+    (OUT / f"{args.out}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
