@@ -103,8 +103,10 @@ def main() -> None:
         lines.append(f"| {name} | {100 * r['final_avg_accuracy']:.2f}% | "
                      f"{100 * (r['final_avg_accuracy'] - ref):+.2f} | {100 * r['forgetting']:.2f}% | "
                      f"{r['seconds']:.0f} |")
-    lines += ["", "Regenerate: `.venv/bin/python benchmarks/memory_options.py RUN_DIR` on a run "
-              "prepared with `tinycil prepare --dataset fashion-mnist` (full data).", ""]
+    variants = " ".join(f'"{v}"' for v in args.variants)
+    lines += ["", f"Regenerate: `tinycil prepare --dataset {cfg['dataset']} --trainable "
+              f"{cfg['tail_layers']} -o RUN_DIR` (full data), then `.venv/bin/python "
+              f"benchmarks/memory_options.py RUN_DIR --variants {variants} --out {args.out}`.", ""]
     (OUT / f"{args.out}.md").write_text("\n".join(lines))
 
 
