@@ -206,7 +206,9 @@ def test_ctrl_c_during_a_run_leaves_no_emulator(e2e, project, tmp_path):
     seen = {}
 
     def interrupt(url):
-        seen["pid"] = next(s for s in _qemu_pids() if s not in seen.get("before", ()))
+        # Only an emulator this test started: others (a benchmark beside the suite) may come and go.
+        seen["pid"] = next(s for s in _qemu_pids(parent=os.getpid())
+                           if s not in seen.get("before", ()))
         raise KeyboardInterrupt
 
     seen["before"] = set(_qemu_pids())
@@ -216,7 +218,8 @@ def test_ctrl_c_during_a_run_leaves_no_emulator(e2e, project, tmp_path):
     assert seen["pid"] and not process_alive(seen["pid"])
 
 
-def _qemu_pids():
+def _qemu_pids(parent: int | None = None):
+    """Live QEMU processes, or only the children of `parent`."""
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -225,8 +228,18 @@ def _qemu_pids():
             except OSError:
                 continue
             if b"qemu-system-arm" in cmd and process_alive(int(p.name)):
+                if parent is not None and _parent_of(p) != parent:
+                    continue
                 pids.append(int(p.name))
     return pids
+
+
+def _parent_of(proc: Path) -> int | None:
+    try:
+        # /proc/PID/stat: "pid (comm) state ppid ...", comm may hold spaces: read after its ")".
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def test_selftest_runs_the_kernel_checks_on_the_device(device):
