@@ -181,12 +181,15 @@ def test_growth_init_matches_simulate(digits_run):
 def test_twin_agrees_with_simulate(digits_run):
     """Every field task of the run: accuracy matrices within 1 point; weights close after N steps."""
     from tinycil.learn.prng import Prng
-    from tinycil.learn.simulate import ReplayBuffer, RunInputs, evaluate_units, train_task
+    from tinycil.learn.simulate import ReplayBuffer, RunInputs, end_task, evaluate_units, train_task
+    from tinycil.learn.train import device_ingredients
     from tinycil.deploy.twin import Twin, run_device_procedure
 
     inp = RunInputs(digits_run)
     cfg, plan, tasks = inp.config, inp.plan, inp.tasks
     tr = cfg["training"]
+    ing = device_ingredients(tr)
+    assert ing["asymmetric_ce"] and ing["balance_steps"] > 0  # the defaults: both ingredients run
     unit_of = {int(c): k for k, c in enumerate(plan[-1]["seen_classes"])}
 
     def units(y):
@@ -208,8 +211,13 @@ def test_twin_agrees_with_simulate(digits_run):
         train_task(tail, lat, units(y), buffer, unit_of, prng, seed=inp.seed, task=t,
                    epochs=int(tr["epochs"]), batch_new=int(tr["batch_new"]),
                    batch_replay=int(tr["batch_replay"]), lr=float(tr["lr"]),
-                   momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]))
+                   momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]),
+                   task_lo=min(unit_of[int(c)] for c in tasks[t]))
         buffer.add(inp.buffers[t][0], inp.buffers[t][2], inp.buffers[t][1])
+        end_task(tail, buffer, unit_of, prng, batch_replay=int(tr["batch_replay"]),
+                 lr=float(tr["lr"]), momentum=float(tr["momentum"]),
+                 clip_norm=float(tr["clip_norm"]), balance_steps=ing["balance_steps"],
+                 balance_lr_scale=ing["balance_lr_scale"])
         for j in range(t + 1):
             _, tlat, ty = inp.test[j]
             R_sim[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import struct
 import sys
 
-PROTOCOL_VERSION = 1
+# 2: TRAIN_CONTROL carries the end-of-task balanced pass and the asymmetric cross-entropy.
+PROTOCOL_VERSION = 2
 
 # ---- limits -------------------------------------------------------------------------------------
 HEADER_SIZE = 6
@@ -142,6 +143,9 @@ TRAIN_LIMITS = {
     "batch_new": (1, 1024),
     "batch_replay": (0, 1024),
     "epochs": (0, 10000),
+    "balance_steps": (0, 10000),
+    "balance_lr_scale": (0.0, 10.0),  # above 0 when balance_steps > 0 (the runtime checks)
+    "asymmetric_ce": (0, 1),
 }
 
 
@@ -247,7 +251,15 @@ TRAIN_CONTROL_FIELDS = [
     ("batch_replay", "u16", 1),
     ("seed", "u32", 1),
     ("epochs", "u16", 1),              # what the host will stream (for PROGRESS only)
-    ("reserved0", "u16", 1),
+    # The end-of-task pass (tinycil.learn.train.TrainConfig.balance_steps): at END_OF_TASK, after
+    # the task's buffer samples joined, balance_steps SGD steps of batch_replay class-balanced
+    # buffer draws at lr * balance_lr_scale, from zero momentum (0 steps: none).
+    ("balance_steps", "u16", 1),
+    ("balance_lr_scale", "f32", 1),
+    # 1: a streamed sample's softmax spans only its task's own output units (from the lowest
+    # label of BEGIN_TASK up), a replayed sample's every unit seen (TrainConfig.asymmetric_ce).
+    ("asymmetric_ce", "u8", 1),
+    ("reserved0", "u8", 3),
 ]
 
 # TRAIN_SAMPLES, BUFFER_SAMPLES and EVAL_SAMPLES: this head, then count u8 labels, then
@@ -262,7 +274,8 @@ SAMPLES_FLAGS = {
     "END_OF_BATCH": 0x01,   # TRAIN_SAMPLES: the mini-batch is complete: take the SGD step
     "EVAL_START": 0x01,     # EVAL_SAMPLES: clear the per-class counters first
     "EVAL_SUMMARY": 0x02,   # EVAL_SAMPLES: the reply carries the per-class counters
-    # BUFFER_SAMPLES: the task's last buffer samples: the task is complete. A firmware built with
+    # BUFFER_SAMPLES: the task's last buffer samples: the task is complete. The device runs the
+    # end-of-task pass (TRAIN_CONTROL.balance_steps) over its buffer, then a firmware built with
     # persistence saves its learned state before it answers (seconds on a real flash: the host
     # waits for that answer with PERSIST_SAVE_TIMEOUT); ACK.detail is the save's tc_persist_status
     # (2, UNAVAILABLE, without persistence).

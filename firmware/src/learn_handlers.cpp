@@ -371,6 +371,12 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
         return r.fail(TC_STATUS_BAD_ARGUMENT, "batch_replay outside its sane range", 4);
     if (c.epochs > TC_TRAIN_EPOCHS_MAX)  // its minimum is 0
         return r.fail(TC_STATUS_BAD_ARGUMENT, "epochs outside its sane range", 6);
+    if (c.balance_steps > TC_TRAIN_BALANCE_STEPS_MAX)  // its minimum is 0
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "balance_steps outside its sane range", 7);
+    if (!within(c.balance_lr_scale, TC_TRAIN_BALANCE_LR_SCALE_MIN, TC_TRAIN_BALANCE_LR_SCALE_MAX))
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "balance_lr_scale outside its sane range", 8);
+    if (c.asymmetric_ce > TC_TRAIN_ASYMMETRIC_CE_MAX)
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "asymmetric_ce must be 0 or 1", 9);
     tc_train_params p;
     p.lr = c.lr;
     p.momentum = c.momentum;
@@ -378,6 +384,10 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
     p.batch_new = c.batch_new;
     p.batch_replay = c.batch_replay;
     p.seed = c.seed;
+    p.balance_lr_scale = c.balance_lr_scale;
+    p.balance_steps = c.balance_steps;
+    p.asymmetric_ce = c.asymmetric_ce;
+    p.reserved = 0;
     const int status = tc_learner_set_training(&p);
     fail_status(r, status, "training parameters out of range (lr > 0, 0 <= momentum < 1, "
                 "batch_new >= 1, batch_new + batch_replay <= the model's max batch), or a "
@@ -438,7 +448,13 @@ void buffer_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
     fail_status(r, status,
                 "buffer samples refused: label beyond the classes seen, or the buffer is full");
     if (status != TC_STATUS_OK || !(head.flags & TC_SAMPLES_END_OF_TASK)) return;
-    // The task is complete: keep what it taught across a reset (TC_PERSIST builds).
+    // The task is complete: its end-of-task pass, then keep what it taught across a reset
+    // (TC_PERSIST builds).
+    const uint64_t t0 = bsp::counter_read();
+    const int ended = tc_learner_end_task(nullptr);
+    learner.train_ticks += bsp::counter_read() - t0;
+    if (ended != TC_STATUS_OK)
+        return r.fail(static_cast<uint8_t>(ended), "the end-of-task pass could not run");
     const int saved = save_learned_state();
     r.detail = static_cast<uint16_t>(saved);
     if (saved == TC_PERSIST_OK) {

@@ -33,7 +33,7 @@ from tinycil.deploy import memplan
 from tinycil.runfolder import EXPORT_DIR, MANIFEST, ensure_device_key, read_signature  # noqa: F401
 
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
-FORMAT_VERSION = 3               # TC_MODEL_FORMAT_VERSION in tc_model.h
+FORMAT_VERSION = 4               # TC_MODEL_FORMAT_VERSION in tc_model.h
 # What a replay-buffer sample holds on the device, in the order of the protocol's codes.
 BUFFER_STORES = protocol_spec.BUFFER_STORE_NAMES
 MAX_TAIL_LAYERS = 12             # TC_MAX_TAIL_LAYERS
@@ -298,7 +298,8 @@ class ExportModel:
     buffer_x: np.ndarray             # int8 [n, input_size], or [n, latent_size] (buffer_store)
     buffer_y: np.ndarray             # uint8 class indices (output units)
     buffer_ram_capacity: int
-    defaults: dict                   # lr, momentum, clip_norm, batch_new, batch_replay, seed
+    defaults: dict                   # lr, momentum, clip_norm, batch_new, batch_replay, seed,
+                                     # balance_lr_scale, balance_steps, asymmetric_ce
     buffer_store: str = "inputs"     # one of BUFFER_STORES
     # Per tail layer: op (conv2d, depthwise, dense, max_pool, avg_pool), relu, padding, strides,
     # kernel, in_hw, out_hw (models.tail_layer_specs without the weights). None: a chain of
@@ -517,6 +518,10 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         "batch_new": int(_config_get(cfg, "batch_new", default=32)),
         "batch_replay": int(_config_get(cfg, "batch_replay", default=32)),
         "seed": int(_config_get(cfg, "seed", default=0)),
+        # A run prepared before these existed trained without them: off.
+        "balance_lr_scale": float(_config_get(cfg, "balance_lr_scale", default=0.1)),
+        "balance_steps": int(_config_get(cfg, "balance_steps", default=0)),
+        "asymmetric_ce": int(bool(_config_get(cfg, "asymmetric_ce", default=False))),
     }
     return ExportModel(
         name=Path(run.path).resolve().name, input_shape=input_shape,
@@ -721,7 +726,8 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
         f"    {len(em.buffer_y)}u, buffer_x, buffer_y, {em.buffer_ram_capacity}u,\n"
         f"    {em.max_batch},\n"
         f"    {{{_c_float(d['lr'])}, {_c_float(d['momentum'])}, {_c_float(d['clip_norm'])}, "
-        f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u}},\n"
+        f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u, {_c_float(d['balance_lr_scale'])}, "
+        f"{d['balance_steps']}, {d['asymmetric_ce']}}},\n"
         f"    {arena}u,\n"
         f"    {BUFFER_STORES.index(em.buffer_store)},  // buffer_store: {em.buffer_store}\n"
         "};\n")

@@ -46,7 +46,9 @@ class RtDesc(ctypes.Structure):
 class TrainParams(ctypes.Structure):
     _fields_ = [("lr", ctypes.c_float), ("momentum", ctypes.c_float), ("clip_norm", ctypes.c_float),
                 ("batch_new", ctypes.c_uint16), ("batch_replay", ctypes.c_uint16),
-                ("seed", ctypes.c_uint32)]
+                ("seed", ctypes.c_uint32), ("balance_lr_scale", ctypes.c_float),
+                ("balance_steps", ctypes.c_uint16), ("asymmetric_ce", ctypes.c_uint8),
+                ("reserved", ctypes.c_uint8)]
 
 
 class StepReport(ctypes.Structure):
@@ -145,6 +147,7 @@ class Twin:
         L.tc_rt_train_samples.argtypes = [P(ctypes.c_int8), P(ctypes.c_uint8), ctypes.c_uint16,
                                           ctypes.c_uint8, P(StepReport)]
         L.tc_rt_add_buffer_samples.argtypes = [P(ctypes.c_int8), P(ctypes.c_uint8), ctypes.c_uint16]
+        L.tc_rt_end_task.argtypes = [P(StepReport)]
         L.tc_rt_predict.argtypes = [P(ctypes.c_int8), ctypes.c_uint16, P(ctypes.c_uint8)]
         L.tc_rt_stats.argtypes = [P(RtStats)]
         L.tc_rt_tail_params.argtypes = [ctypes.c_uint16, P(ctypes.c_float), P(ctypes.c_float),
@@ -182,8 +185,10 @@ class Twin:
         return out
 
     def set_training(self, lr: float, momentum: float, batch_new: int, batch_replay: int,
-                     clip_norm: float, seed: int) -> None:
-        p = TrainParams(lr, momentum, clip_norm, batch_new, batch_replay, seed)
+                     clip_norm: float, seed: int, *, asymmetric_ce: bool = False,
+                     balance_steps: int = 0, balance_lr_scale: float = 0.1) -> None:
+        p = TrainParams(lr, momentum, clip_norm, batch_new, batch_replay, seed, balance_lr_scale,
+                        balance_steps, int(bool(asymmetric_ce)), 0)
         self._check(self._lib.tc_rt_set_training(ctypes.byref(p)), "set_training")
 
     def begin_task(self, labels) -> None:
@@ -207,6 +212,12 @@ class Twin:
         self._check(self._lib.tc_rt_add_buffer_samples(self._ptr(x, ctypes.c_int8),
                                                        self._ptr(y, ctypes.c_uint8), len(y)),
                     "add_buffer_samples")
+
+    def end_task(self) -> dict:
+        """The end-of-task pass (tc_rt_end_task); returns its last step's report."""
+        rep = StepReport()
+        self._check(self._lib.tc_rt_end_task(ctypes.byref(rep)), "end_task")
+        return _struct_dict(rep)
 
     def predict(self, x) -> np.ndarray:
         x = self._samples(x)
@@ -304,6 +315,7 @@ def run_device_procedure(twin: Twin, inputs, epochs: int | None = None, last_tas
     each field task.
     """
     from tinycil.learn.simulate import stream_order
+    from tinycil.learn.train import device_ingredients
 
     cfg, plan, tasks = inputs.config, inputs.plan, inputs.tasks
     tr = cfg["training"]
@@ -315,7 +327,8 @@ def run_device_procedure(twin: Twin, inputs, epochs: int | None = None, last_tas
         return np.array([unit_of[int(c)] for c in y], dtype=np.int64)
 
     twin.set_training(float(tr["lr"]), float(tr["momentum"]), int(tr["batch_new"]),
-                      int(tr["batch_replay"]), float(tr["clip_norm"]), int(inputs.seed))
+                      int(tr["batch_replay"]), float(tr["clip_norm"]), int(inputs.seed),
+                      **device_ingredients(tr))
     T = len(tasks) if last_task is None else last_task + 1
     R: list[list[float | None]] = [[None] * len(tasks) for _ in range(len(tasks))]
     bn = int(tr["batch_new"])
@@ -330,6 +343,7 @@ def run_device_procedure(twin: Twin, inputs, epochs: int | None = None, last_tas
                 twin.train_samples(x8[idx], yu[idx], end_of_batch=True)
         bx, _, by = inputs.buffers[t]
         twin.add_buffer_samples(bx, units(by))
+        twin.end_task()
         for j in range(t + 1):
             tx, _, ty = inputs.test[j]
             R[t][j] = float(np.mean(twin.predict(tx) == units(ty)))

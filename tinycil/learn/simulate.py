@@ -146,16 +146,24 @@ def expf(x: np.ndarray) -> np.ndarray:
     return np.where(x < F32(-87.3), F32(0), out).astype(F32)
 
 
-def softmax_cross_entropy(z: np.ndarray, target: np.ndarray):
+def softmax_cross_entropy(z: np.ndarray, target: np.ndarray, lo=None):
     """Mean cross-entropy and dz as the device's tc_softmax_ce_f32 computes them.
 
     Per sample: m = max z; s = sum of expf(z[c] - m), c increasing; dz[c] = (expf(z[c] - m) *
     (1 / s) - [c == label]) * (1 / batch). The loss (only reported, it changes no weight) uses
-    numpy's log.
+    numpy's log. `lo` (per sample, or None: 0): the softmax spans units lo.. only, the units
+    below get dz 0 (the asymmetric cross-entropy); adding their exact 0.0 leaves the sum as the
+    device's, which starts at unit lo.
     """
     batch, classes = z.shape
-    shifted = (z - z.max(axis=1, keepdims=True)).astype(F32)
-    e = expf(shifted)
+    if lo is None:
+        shifted = (z - z.max(axis=1, keepdims=True)).astype(F32)
+        e = expf(shifted)
+    else:
+        valid = np.arange(classes)[None, :] >= np.asarray(lo).reshape(batch, 1)
+        zmax = np.where(valid, z, F32(-np.inf)).max(axis=1, keepdims=True)
+        shifted = np.where(valid, z - zmax, F32(0)).astype(F32)
+        e = np.where(valid, expf(shifted), F32(0)).astype(F32)
     s = np.zeros(batch, F32)
     for c in range(classes):
         s = (s + e[:, c]).astype(F32)
@@ -258,13 +266,14 @@ class Tail:
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)[-1]
 
-    def loss_and_grads(self, x: np.ndarray, target: np.ndarray):
+    def loss_and_grads(self, x: np.ndarray, target: np.ndarray, lo=None):
         """Mean softmax cross-entropy over the output units and its gradients.
 
-        `target` holds output-unit indices. Returns (loss, grads_w, grads_b).
+        `target` holds output-unit indices; `lo` as for softmax_cross_entropy. Returns (loss,
+        grads_w, grads_b).
         """
         acts = self.forward(x)
-        loss, dy = softmax_cross_entropy(acts[-1], np.asarray(target))
+        loss, dy = softmax_cross_entropy(acts[-1], np.asarray(target), lo)
         grads_w: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
         grads_b: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
         for l in range(len(self.weights) - 1, -1, -1):
@@ -300,21 +309,23 @@ class Tail:
             self.biases[l], self.vel_b[l] = sgd_fma(self.biases[l], self.vel_b[l], grads_b[l],
                                                     lr, momentum, factor, self.momentum_bits)
 
-    def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
+    def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float,
+                   lo=None) -> float:
         """One SGD step as the runtime takes it (tc_runtime.cpp train_step): the batch's
         gradient, its global norm, the clipping factor folded into the fused update. At a batch
         of one a dense layer's weight gradient is the outer product dy x^T, never stored: the
-        norm adds |dy|^2 |x|^2 + |dy|^2 per layer and the update forms g = (dy * factor) * x."""
+        norm adds |dy|^2 |x|^2 + |dy|^2 per layer and the update forms g = (dy * factor) * x.
+        `lo`: each sample's lowest output unit in the softmax (None: 0)."""
         if len(x) == 1:
-            return self._train_step_single(x, target, lr, momentum, clip_norm)
-        loss, gw, gb = self.loss_and_grads(x, target)
+            return self._train_step_single(x, target, lr, momentum, clip_norm, lo)
+        loss, gw, gb = self.loss_and_grads(x, target, lo)
         norm = F32(np.sqrt(F32(_sum_squares([a for w, b in zip(gw, gb) for a in (w.T, b)]))))
         self.sgd_step(gw, gb, lr, momentum, clip_factor(norm, clip_norm))
         return loss
 
-    def _train_step_single(self, x, target, lr, momentum, clip_norm) -> float:
+    def _train_step_single(self, x, target, lr, momentum, clip_norm, lo=None) -> float:
         acts = self.forward(x)
-        loss, dy = softmax_cross_entropy(acts[-1], np.asarray(target))
+        loss, dy = softmax_cross_entropy(acts[-1], np.asarray(target), lo)
         deltas: list[np.ndarray] = [None] * len(self.weights)  # type: ignore[list-item]
         for l in range(len(self.weights) - 1, -1, -1):
             deltas[l] = dy[0]
@@ -592,12 +603,13 @@ class NetTail:
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)[-1].reshape(len(x), -1)
 
-    def loss_and_grads(self, x: np.ndarray, target: np.ndarray, single: bool = False):
+    def loss_and_grads(self, x: np.ndarray, target: np.ndarray, single: bool = False, lo=None):
         """Mean softmax cross-entropy and its gradients: [(dW, db) or None per layer], plus the
         activations and every layer's output gradient (dy). `single`: a batch of one, where a
-        dense layer's weight gradient is not formed (dW None, the update uses dy x^T)."""
+        dense layer's weight gradient is not formed (dW None, the update uses dy x^T). `lo` as
+        for softmax_cross_entropy."""
         acts = self.forward(x)
-        loss, dz = softmax_cross_entropy(acts[-1].reshape(len(x), -1), np.asarray(target))
+        loss, dz = softmax_cross_entropy(acts[-1].reshape(len(x), -1), np.asarray(target), lo)
         dy = dz.reshape(acts[-1].shape)
         grads: list = [None] * len(self.layers)
         deltas: list = [None] * len(self.layers)
@@ -619,13 +631,15 @@ class NetTail:
             dy = dx
         return loss, grads, acts, deltas
 
-    def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float) -> float:
+    def train_step(self, x, target, *, lr: float, momentum: float, clip_norm: float,
+                   lo=None) -> float:
         """tc_runtime.cpp's train_step: the batch's gradient, its global norm (fmaf sum of
         squares, layer by layer, weights then bias), the clipping factor folded into the fused
         momentum update; at a batch of one a dense layer's weight gradient is dy x^T, never
-        stored (the norm adds |dy|^2 |x|^2 + |dy|^2, the update forms (dy * factor) * x)."""
+        stored (the norm adds |dy|^2 |x|^2 + |dy|^2, the update forms (dy * factor) * x).
+        `lo`: each sample's lowest output unit in the softmax (None: 0)."""
         single = len(x) == 1
-        loss, grads, acts, _ = self.loss_and_grads(x, target, single)
+        loss, grads, acts, _ = self.loss_and_grads(x, target, single, lo)
         total = F32(0)
         for i, g in enumerate(grads):
             if g is None:
@@ -753,11 +767,13 @@ def stream_order(n: int, seed: int, task: int, epoch: int) -> np.ndarray:
 def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: ReplayBuffer,
                buffer_targets: dict[int, int], prng: Prng, *, seed: int, task: int, epochs: int,
                batch_new: int, batch_replay: int, lr: float, momentum: float,
-               clip_norm: float) -> dict:
+               clip_norm: float, task_lo: int = 0) -> dict:
     """TRAIN of the device procedure for one task. Returns counters (steps, samples, last loss).
 
     latents/targets: the task's training samples (backbone outputs, output-unit indices) in the
     data set's order; buffer_targets maps a buffer sample's class id to its output unit.
+    task_lo: the lowest output unit of a streamed sample's softmax (the asymmetric
+    cross-entropy: the task's lowest unit; 0: every unit); replayed samples span every unit.
     """
     n = len(latents)
     if n < batch_new:
@@ -770,15 +786,37 @@ def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: Rep
         for start in range(0, n - batch_new + 1, batch_new):
             idx = order[start:start + batch_new]
             xb, yb = latents[idx], targets[idx]
+            lo = np.full(len(idx), task_lo, np.int64)
             if batch_replay > 0 and len(buffer):
                 ridx = buffer.draw(prng, batch_replay)
                 xr = np.stack([buffer.latents[i] for i in ridx])
                 yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
                 xb, yb = np.concatenate([xb, xr]), np.concatenate([yb, yr])
-            loss = tail.train_step(xb, yb, lr=lr, momentum=momentum, clip_norm=clip_norm)
+                lo = np.concatenate([lo, np.zeros(len(ridx), np.int64)])
+            loss = tail.train_step(xb, yb, lr=lr, momentum=momentum, clip_norm=clip_norm,
+                                   lo=lo if task_lo else None)
             steps += 1
             samples += len(yb)
     return {"steps": steps, "samples": samples, "last_loss": loss}
+
+
+def end_task(tail: Tail, buffer: ReplayBuffer, buffer_targets: dict[int, int], prng: Prng, *,
+             batch_replay: int, lr: float, momentum: float, clip_norm: float,
+             balance_steps: int, balance_lr_scale: float) -> dict:
+    """END_OF_TASK of the device procedure (tc_rt_end_task): balance_steps steps of batch_replay
+    class-balanced buffer draws at lr * balance_lr_scale (a float32 product), from zero momentum,
+    drawing on from the task's PRNG; momentum is zero again after it. Returns counters."""
+    if balance_steps <= 0 or batch_replay <= 0 or len(buffer) == 0:
+        return {"steps": 0, "samples": 0}
+    lr_b = float(F32(lr) * F32(balance_lr_scale))
+    tail.reset_momentum()
+    for _ in range(balance_steps):
+        ridx = buffer.draw(prng, batch_replay)
+        xr = np.stack([buffer.latents[i] for i in ridx])
+        yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
+        tail.train_step(xr, yr, lr=lr_b, momentum=momentum, clip_norm=clip_norm)
+    tail.reset_momentum()
+    return {"steps": balance_steps, "samples": balance_steps * batch_replay}
 
 
 # --------------------------------------------------------------------------------------------
@@ -902,6 +940,9 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
     def units(y):
         return np.array([unit_of[int(c)] for c in y], dtype=np.int64)
 
+    from tinycil.learn.train import device_ingredients
+
+    ing = device_ingredients(tr)
     tail = inp.tail.copy()
     buffer = ReplayBuffer()
     for t in range(inp.known):
@@ -920,16 +961,24 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
         entry = plan[t]
         prng = Prng.for_task(inp.seed, t)
         tail.grow(entry["tail_widths"], entry["outputs"], prng)  # BEGIN_TASK
+        task_units = [unit_of[int(c)] for c in tasks[t]]
         _, lat, y = inp.train[t]
         stats = train_task(tail, lat, units(y), buffer, unit_of, prng, seed=inp.seed, task=t,
                            epochs=int(tr["epochs"]), batch_new=int(tr["batch_new"]),
                            batch_replay=int(tr["batch_replay"]), lr=float(tr["lr"]),
-                           momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]))
+                           momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]),
+                           task_lo=min(task_units) if ing["asymmetric_ce"] else 0)
         if not np.isfinite(stats["last_loss"]):
             raise SimulationError(f"training diverged on task {t}; lower the learning rate")
-        flops += stats["samples"] * float(entry["device_flops_per_sample"]["total"])
+        per_sample = float(entry["device_flops_per_sample"]["total"])
+        flops += stats["samples"] * per_sample
         x8, blat, by = inp.buffers[t]
         buffer.add(x8, by, blat)  # after the task
+        ended = end_task(tail, buffer, unit_of, prng, batch_replay=int(tr["batch_replay"]),
+                         lr=float(tr["lr"]), momentum=float(tr["momentum"]),
+                         clip_norm=float(tr["clip_norm"]), balance_steps=ing["balance_steps"],
+                         balance_lr_scale=ing["balance_lr_scale"])
+        flops += ended["samples"] * per_sample
         for j in range(t + 1):
             _, tlat, ty = inp.test[j]
             R[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs)

@@ -439,7 +439,9 @@ class Session:
             oldest = next(iter(self._pending.values()), None)
             if oldest is None:
                 return
-            if now - self._last_progress > self.dead_after:
+            # A request that may take long by nature (its own timeout) extends the silence
+            # allowed, so the end-of-task pass of a slow device is not taken for a dead link.
+            if now - self._last_progress > max(self.dead_after, oldest.timeout or 0.0):
                 raise self._dead(now)
             limit = max(self.stats.rto, oldest.timeout or 0.0)
             if now - max(oldest.sent_at, self._last_activity) > limit:
@@ -586,19 +588,24 @@ def begin_task_payload(units) -> bytes:
 
 
 def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch_new: int,
-                          batch_replay: int, seed: int, epochs: int) -> bytes:
+                          batch_replay: int, seed: int, epochs: int, asymmetric_ce: bool = False,
+                          balance_steps: int = 0, balance_lr_scale: float = 0.1) -> bytes:
     """TRAIN_CONTROL's payload; BadTrainingSettings for a value the device would refuse."""
     problem = spec.train_limits_error({"lr": lr, "momentum": momentum, "clip_norm": clip_norm,
                                        "batch_new": batch_new, "batch_replay": batch_replay,
-                                       "epochs": epochs})
+                                       "epochs": epochs, "balance_steps": balance_steps,
+                                       "balance_lr_scale": balance_lr_scale,
+                                       "asymmetric_ce": int(bool(asymmetric_ce))})
     if problem:
         raise BadTrainingSettings(f"training settings refused: {problem}. Choose a value in "
                                   "that range (--lr, --momentum, --clip-norm, --batch-new, "
-                                  "--batch-replay, --epochs).")
+                                  "--batch-replay, --epochs, --balance-steps).")
     return pack_fields(spec.TRAIN_CONTROL_FIELDS, {
         "lr": float(lr), "momentum": float(momentum), "clip_norm": float(clip_norm),
         "batch_new": int(batch_new), "batch_replay": int(batch_replay),
-        "seed": int(seed) & 0xFFFFFFFF, "epochs": int(epochs)})
+        "seed": int(seed) & 0xFFFFFFFF, "epochs": int(epochs),
+        "balance_steps": int(balance_steps), "balance_lr_scale": float(balance_lr_scale),
+        "asymmetric_ce": int(bool(asymmetric_ce))})
 
 
 def samples_per_frame(input_size: int, limit: int | None = None) -> int:

@@ -31,6 +31,7 @@ import numpy as np
 
 from tinycil import protocol_spec as spec
 from tinycil.link.bridge import DeviceError
+from tinycil.learn.train import device_ingredients
 from tinycil.runfolder import read_device_key
 from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
                              parse_stats, samples_payload, train_control_payload)
@@ -527,7 +528,7 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     session.call("TRAIN_CONTROL", train_control_payload(
         lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
         batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed,
-        epochs=tr["epochs"]))
+        epochs=tr["epochs"], **device_ingredients(tr)))
     session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[task])))
 
     losses: list[float] = []
@@ -586,10 +587,13 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
         session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + n], by[s:s + n]))
         s += n
     session.flush()
-    # The last frame ends the task; a device with persistence saves its state before answering,
-    # which takes seconds on a real flash (nothing else is in flight meanwhile).
+    # The last frame ends the task: the device runs the end-of-task pass (balance_steps steps of
+    # batch_replay samples, each about as long as a streamed mini-batch's step, whose reply time
+    # step_wait tracks) and, with persistence, saves its state before answering, which takes
+    # seconds on a real flash (nothing else is in flight meanwhile).
+    balance = device_ingredients(tr)["balance_steps"]
     done = session.call("BUFFER_SAMPLES", samples_payload(bx[s:], by[s:], FLAGS["END_OF_TASK"]),
-                        timeout=spec.PERSIST_SAVE_TIMEOUT)
+                        timeout=spec.PERSIST_SAVE_TIMEOUT + 2.0 * balance * step_wait[0])
     saved = done.detail == 0
     if done.detail not in (0, 2):  # 2: tc_persist UNAVAILABLE, a build without persistence
         echo(f"warning: the device could not save its learned state ({done.text}); it keeps "
@@ -706,5 +710,7 @@ def _device_flops(results: dict, data: RunData) -> float:
     for t, m in results["device_log"]["tasks"].items():
         per = data.plan[int(t)].get("device_flops_per_sample", {}).get("total", 0.0)
         stepped = m["samples"] * (1 + m["training"]["batch_replay"] / m["training"]["batch_new"])
+        # The end-of-task pass (the buffer always holds the known tasks' samples here).
+        stepped += device_ingredients(m["training"])["balance_steps"] * m["training"]["batch_replay"]
         total += stepped * float(per)
     return total

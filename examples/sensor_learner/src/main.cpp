@@ -113,7 +113,7 @@ int main() {
             tc_learner_remember(frame, &labels[pattern], 1) == TC_STATUS_OK)
             ++remembered[pattern];
     }
-    if (tc_learner_flush(nullptr) != TC_STATUS_OK) finish(4, "flush failed");
+    if (tc_learner_end_task(nullptr) != TC_STATUS_OK) finish(4, "end of task failed");
 
     tc_learner_stats(&stats);
     const int after = accuracy_percent(labels);

@@ -110,6 +110,12 @@ int tc_learner_remember(const int8_t* x, const uint8_t* labels, uint16_t n) {
     return tc_rt_add_buffer_samples(x, labels, n);
 }
 
+int tc_learner_end_task(tc_step_report* report) {
+    const int status = tc_learner_flush(nullptr);
+    if (status != TC_STATUS_OK) return status;
+    return tc_rt_end_task(report);
+}
+
 int tc_learner_predict(const int8_t* x, uint8_t* label) { return tc_rt_predict(x, 1, label); }
 
 uint32_t tc_learner_state_bytes(void) { return tc_rt_state_bytes(); }

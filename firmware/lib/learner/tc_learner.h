@@ -19,8 +19,8 @@
 //      grows as the export's growth plan says), then tc_learner_add_sample() for each labelled
 //      sample: when a mini-batch of new samples is full it trains one SGD step, mixing in samples
 //      of the replay buffer. At the end of the task's data tc_learner_flush() trains on what is
-//      left, and tc_learner_remember() keeps a few of the task's samples so the new classes are
-//      replayed later.
+//      left, tc_learner_remember() keeps a few of the task's samples so the new classes are
+//      replayed later, and tc_learner_end_task() closes the task (its end-of-task pass).
 //   4. tc_learner_predict() at any time.
 //   5. tc_learner_save() / tc_learner_restore() keep the learned state across resets (lib/persist
 //      stores it in two flash slots safely; see tc_persist_runtime.h).
@@ -94,6 +94,12 @@ int tc_learner_flush(tc_step_report* report);
 // they do not all fit): a few samples of every new class keep it from being forgotten when later
 // classes arrive.
 int tc_learner_remember(const int8_t* x, const uint8_t* labels, uint16_t n);
+
+// Ends the task after its samples and its remembered samples: trains what still waits, then the
+// end-of-task pass of the training parameters (balance_steps class-balanced steps over the whole
+// buffer at lr * balance_lr_scale), which evens out the bias toward the newest classes. Call it
+// once per task, before tc_learner_save. `report` (may be null): the pass's last step.
+int tc_learner_end_task(tc_step_report* report);
 
 // Predicted class of one sample (0 .. classes_seen-1).
 int tc_learner_predict(const int8_t* x, uint8_t* label);

@@ -3,7 +3,7 @@
 #pragma once
 #include <stdint.h>
 
-#define TC_PROTOCOL_VERSION 1
+#define TC_PROTOCOL_VERSION 2
 #define TC_HEADER_SIZE 6
 #define TC_CRC_SIZE 4
 #define TC_MAX_PAYLOAD 1024
@@ -88,6 +88,12 @@
 #define TC_TRAIN_BATCH_REPLAY_MAX 1024
 #define TC_TRAIN_EPOCHS_MIN 0
 #define TC_TRAIN_EPOCHS_MAX 10000
+#define TC_TRAIN_BALANCE_STEPS_MIN 0
+#define TC_TRAIN_BALANCE_STEPS_MAX 10000
+#define TC_TRAIN_BALANCE_LR_SCALE_MIN 0.0f
+#define TC_TRAIN_BALANCE_LR_SCALE_MAX 10.0f
+#define TC_TRAIN_ASYMMETRIC_CE_MIN 0
+#define TC_TRAIN_ASYMMETRIC_CE_MAX 1
 
 typedef struct __attribute__((packed)) {
     uint16_t protocol_version;
@@ -169,10 +175,13 @@ typedef struct __attribute__((packed)) {
     uint16_t batch_replay;
     uint32_t seed;
     uint16_t epochs;
-    uint16_t reserved0;
+    uint16_t balance_steps;
+    float balance_lr_scale;
+    uint8_t asymmetric_ce;
+    uint8_t reserved0[3];
 } tc_train_control_t;
 #ifdef __cplusplus
-static_assert(sizeof(tc_train_control_t) == 24, "train_control layout differs from the host");
+static_assert(sizeof(tc_train_control_t) == 32, "train_control layout differs from the host");
 #endif
 
 typedef struct __attribute__((packed)) {

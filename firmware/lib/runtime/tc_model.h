@@ -10,7 +10,7 @@
 
 #include "tc_protocol_spec.h"
 
-#define TC_MODEL_FORMAT_VERSION 3
+#define TC_MODEL_FORMAT_VERSION 4
 #define TC_MAX_TAIL_LAYERS 12
 
 // Operators of the frozen int8 backbone (TFLite semantics, NHWC).
@@ -71,6 +71,9 @@ struct tc_train_defaults {
     float lr, momentum, clip_norm;
     uint16_t batch_new, batch_replay;
     uint32_t seed;
+    float balance_lr_scale;      // the end-of-task pass (tc_train_params)
+    uint16_t balance_steps;
+    uint8_t asymmetric_ce;
 };
 
 struct tc_model {

@@ -55,6 +55,7 @@ struct Runtime {
     tc_train_params params;
     uint16_t plan_index;  // plan step of the current size
     uint16_t pending;     // new samples waiting for end of batch
+    uint16_t task_lo;     // the current task's lowest output unit (asymmetric_ce)
     uint32_t arena_used;
     bool grads_stored;    // false after a step at batch 1: dense weight gradients were not formed
     struct tc_rt_stats stats;
@@ -287,17 +288,21 @@ bool outer_product_step(const tc_tail_layer& L, uint16_t batch) {
 // Forward and backward of the sample in rt->latent with label y; adds its gradient (of the
 // batch-mean loss: the logits' gradient is scaled by inv_batch) to the accumulators. The first
 // sample of a batch overwrites them instead (equal to adding to zeros: nothing is cleared).
-// Returns the sample's loss.
-float accumulate_sample(Runtime* rt, int32_t y, float inv_batch, bool first, uint16_t batch) {
+// The softmax spans output units lo.. (units below lo get no gradient). Returns the sample's loss.
+float accumulate_sample(Runtime* rt, int32_t y, uint16_t lo, float inv_batch, bool first,
+                        uint16_t batch) {
     const tc_model* m = rt->m;
     tail_forward(rt);
     const uint16_t last = m->n_tail - 1;
     TailLayer& out = rt->tail[last];
     float* dy = rt->delta_a;
     float* dx = rt->delta_b;
-    // dy = (p - onehot) * (1 / batch)
+    // dy = (p - onehot) * (1 / batch) over units lo.., 0 below.
     stage_end(kStageForward);
-    const float loss = tc_softmax_ce_row_f32(out.act, y, out.out, nullptr, out.out, inv_batch, dy);
+    const int32_t n_soft = (int32_t)out.out - lo;
+    const float loss = tc_softmax_ce_row_f32(out.act + lo, y - lo, n_soft, nullptr, n_soft,
+                                             inv_batch, dy + lo);
+    if (lo > 0) tc_f32_zero(dy, lo);
     stage_end(kStageLoss);
     for (int32_t l = last; l >= 0; --l) {
         const tc_tail_layer& L = m->tail[l];
@@ -363,6 +368,10 @@ bool valid_params(const tc_model* m, const tc_train_params* p) {
     if (!(p->momentum >= 0.0f) || !(p->momentum < 1.0f)) return false;
     if (!isfinite(p->clip_norm)) return false;
     if (p->batch_new < 1) return false;
+    if (p->asymmetric_ce > 1) return false;
+    if (p->balance_steps > 0 && (!(p->balance_lr_scale > 0.0f) || !isfinite(p->balance_lr_scale) ||
+                                 !(p->lr * p->balance_lr_scale > 0.0f)))
+        return false;
     return (uint32_t)p->batch_new + p->batch_replay <= m->max_batch;
 }
 
@@ -390,9 +399,9 @@ float gradient_norm(const Runtime* rt, uint16_t batch) {
 
 // SGD with momentum, the clipping factor folded in, one fused pass per tensor:
 // g' = g * scale (nothing when scale is 1); v = fmaf(momentum, v, g'); w = fmaf(-lr, v, w).
-void apply_update(Runtime* rt, uint16_t batch, float scale) {
+void apply_update(Runtime* rt, uint16_t batch, float scale, float lr) {
     const tc_model* m = rt->m;
-    const float lr = rt->params.lr, momentum = rt->params.momentum;
+    const float momentum = rt->params.momentum;
     for (uint16_t l = 0; l < m->n_tail; ++l) {
         const tc_tail_layer& L = m->tail[l];
         if (!has_params(L)) continue;
@@ -410,30 +419,31 @@ void apply_update(Runtime* rt, uint16_t batch, float scale) {
 // One SGD step over the pending new samples and `replay` buffer draws, one sample at a time:
 // the gradients accumulate, so RAM holds one sample's activations whatever the batch. The
 // order is the batch's: new samples first, then the replay draws. Then the global norm, the
-// clipping factor and the update. Returns the mean loss.
-float train_step(Runtime* rt, uint16_t replay, uint16_t* batch_out, float* grad_norm) {
+// clipping factor and the update at learning rate lr. Returns the mean loss.
+float train_step(Runtime* rt, uint16_t replay, float lr, uint16_t* batch_out, float* grad_norm) {
     const tc_model* m = rt->m;
     const uint16_t batch = rt->pending + replay;
     const float inv_batch = 1.0f / (float)batch;
+    const uint16_t new_lo = rt->params.asymmetric_ce ? rt->task_lo : (uint16_t)0;
     float loss = 0.0f;
     stage_start();
     for (uint16_t i = 0; i < rt->pending; ++i) {
         dequantize_latent(rt, rt->pending_x + (size_t)i * m->latent_size);
-        loss += accumulate_sample(rt, rt->batch_y[i], inv_batch, i == 0, batch);
+        loss += accumulate_sample(rt, rt->batch_y[i], new_lo, inv_batch, i == 0, batch);
     }
     for (uint16_t r = 0; r < replay; ++r) {
         const uint32_t k = tc_buffer_draw(&rt->buffer, &rt->prng);
         const int8_t* q = tc_buffer_x(&rt->buffer, k);
         if (m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
         dequantize_latent(rt, q);
-        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), inv_batch,
+        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), 0, inv_batch,
                                   rt->pending == 0 && r == 0, batch);
     }
     rt->grads_stored = batch > 1;
     const float norm = gradient_norm(rt, batch);
     *grad_norm = norm;
     stage_end(kStageNorm);
-    apply_update(rt, batch, tc_clip_factor_f32(norm, rt->params.clip_norm));
+    apply_update(rt, batch, tc_clip_factor_f32(norm, rt->params.clip_norm), lr);
     stage_end(kStageUpdate);
     *batch_out = batch;
     return loss * inv_batch;
@@ -494,6 +504,11 @@ int tc_rt_init(void) {
     g_rt.params.batch_new = m->defaults.batch_new;
     g_rt.params.batch_replay = m->defaults.batch_replay;
     g_rt.params.seed = m->defaults.seed;
+    g_rt.params.balance_lr_scale = m->defaults.balance_lr_scale;
+    g_rt.params.balance_steps = m->defaults.balance_steps;
+    g_rt.params.asymmetric_ce = m->defaults.asymmetric_ce;
+    g_rt.params.reserved = 0;
+    g_rt.task_lo = 0;
     tc_prng_seed(&g_rt.prng, tc_prng_task_seed(g_rt.params.seed, g_rt.plan_index));
     g_rt.ready = true;
     return TC_STATUS_OK;
@@ -564,6 +579,11 @@ int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n) {
     zero_momentum(&g_rt);
     g_rt.plan_index = step;
     g_rt.pending = 0;
+    // The task's own units start at its lowest label (the host trainer's n_old = min label).
+    uint16_t lo = to.classes_seen;
+    for (uint16_t i = 0; i < n; ++i)
+        if (new_labels[i] < lo) lo = new_labels[i];
+    g_rt.task_lo = n ? lo : 0;
     return TC_STATUS_OK;
 }
 
@@ -593,7 +613,7 @@ int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t e
         tc_buffer_fill(&g_rt.buffer) > 0 ? g_rt.params.batch_replay : (uint16_t)0;
     float norm = 0.0f;
     uint16_t batch = 0;
-    rep->loss = train_step(&g_rt, replay, &batch, &norm);
+    rep->loss = train_step(&g_rt, replay, g_rt.params.lr, &batch, &norm);
     rep->grad_norm = norm;
     rep->batch = batch;
     rep->stepped = 1;
@@ -621,6 +641,36 @@ int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
                                           g_rt.scratch_b, g_rt.kernel_scratch);
         if (q == nullptr || !tc_buffer_add(&g_rt.buffer, q, y + i, 1)) return TC_STATUS_NO_MODEL;
     }
+    return TC_STATUS_OK;
+}
+
+// The end-of-task pass: a short class-balanced pass over the whole buffer (the task's own
+// samples included) at a lower learning rate, from zero momentum, so the output layer's bias
+// toward the newest classes, learned from a stream of only them, is corrected on equal terms.
+int tc_rt_end_task(tc_step_report* rep) {
+    tc_step_report local;
+    if (rep == nullptr) rep = &local;
+    memset(rep, 0, sizeof(*rep));
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (g_rt.pending) return TC_STATUS_BAD_STATE;
+    const tc_train_params& p = g_rt.params;
+    if (p.balance_steps == 0 || p.batch_replay == 0 || tc_buffer_fill(&g_rt.buffer) == 0)
+        return TC_STATUS_OK;
+    const float lr = p.lr * p.balance_lr_scale;
+    const uint64_t t0 = tc_rt_ticks();
+    zero_momentum(&g_rt);
+    for (uint16_t s = 0; s < p.balance_steps; ++s) {
+        float norm = 0.0f;
+        uint16_t batch = 0;
+        rep->loss = train_step(&g_rt, p.batch_replay, lr, &batch, &norm);
+        rep->grad_norm = norm;
+        rep->batch = batch;
+        g_rt.stats.steps += 1;
+        g_rt.stats.samples_trained += batch;
+    }
+    rep->stepped = 1;
+    zero_momentum(&g_rt);  // the next task starts from zero momentum, as every task does
+    g_rt.stats.last_step_ticks = (tc_rt_ticks() - t0) / p.balance_steps;
     return TC_STATUS_OK;
 }
 
@@ -719,6 +769,7 @@ struct StateOut {
     void put(const void* p, uint32_t n) {
         if (ok && n > 0 && w->write(w, p, n) != 0) ok = false;
     }
+    void u8(uint8_t v) { put(&v, 1); }
     void u16(uint16_t v) { put(&v, 2); }
     void u32(uint32_t v) { put(&v, 4); }
     void f32(float v) { put(&v, 4); }
@@ -737,6 +788,10 @@ struct StateIn {
         const uint8_t* q = p + at;
         at += k;
         return q;
+    }
+    uint8_t u8() {
+        const uint8_t* q = take(1);
+        return q ? *q : 0;
     }
     uint16_t u16() {
         uint16_t v = 0;
@@ -787,6 +842,10 @@ int tc_rt_save_state(tc_state_writer* w) {
     out.u16(g_rt.params.batch_new);
     out.u16(g_rt.params.batch_replay);
     out.u32(g_rt.params.seed);
+    out.f32(g_rt.params.balance_lr_scale);
+    out.u16(g_rt.params.balance_steps);
+    out.u8(g_rt.params.asymmetric_ce);
+    out.u8(0);
     out.u32(g_rt.prng.state);
     out.u32(g_rt.buffer.ram_count);
     out.u32(g_rt.buffer.sample_size);
@@ -823,6 +882,10 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
     params.batch_new = in.u16();
     params.batch_replay = in.u16();
     params.seed = in.u32();
+    params.balance_lr_scale = in.f32();
+    params.balance_steps = in.u16();
+    params.asymmetric_ce = in.u8();
+    params.reserved = in.u8();
     const uint32_t prng_state = in.u32();
     const uint32_t ram_count = in.u32();
     const uint32_t sample_size = in.u32();
@@ -860,6 +923,7 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
     g_rt.params = params;
     g_rt.prng.state = prng_state;
     g_rt.pending = 0;
+    g_rt.task_lo = 0;  // saved at a task's end: the next task's BEGIN_TASK sets it
     tc_buffer& b = g_rt.buffer;
     tc_buffer_init(&b, b.sample_size, m->buffer_x, m->buffer_y, m->buffer_flash_count, b.ram_x,
                    b.ram_y, b.ram_capacity);

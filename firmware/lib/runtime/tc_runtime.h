@@ -40,6 +40,14 @@ typedef struct {
     uint16_t batch_new;
     uint16_t batch_replay;
     uint32_t seed;
+    // The end of a task (tc_rt_end_task): balance_steps steps of batch_replay class-balanced
+    // buffer draws at lr * balance_lr_scale, from zero momentum. 0 steps: none.
+    float balance_lr_scale;
+    uint16_t balance_steps;
+    // 1: a new sample's softmax spans only its task's own units (from the lowest label given to
+    // tc_rt_begin_task up); replayed samples span every unit seen (ER-ACE). 0: all units.
+    uint8_t asymmetric_ce;
+    uint8_t reserved;
 } tc_train_params;
 
 typedef struct {
@@ -68,6 +76,11 @@ int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n);
 int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t end_of_batch,
                         tc_step_report* rep);
 int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n);
+// The task is complete (its buffer samples added): runs the end-of-task pass of the training
+// parameters over the whole buffer. BAD_STATE while new samples wait for a step. `rep` (may be
+// null) reports the pass's last step (stepped 0: the pass took no step); tc_rt_stats counts
+// its steps and samples with the others.
+int tc_rt_end_task(tc_step_report* rep);
 int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred);
 void tc_rt_stats(struct tc_rt_stats* out);
 
@@ -102,11 +115,11 @@ int32_t tc_rt_logits(const int8_t* x, float* logits);
 // Serialised little-endian, TC_RT_STATE_VERSION:
 //   u16 version, u16 n_tail, u8 signature[8], u16 task, u16 classes_seen,
 //   f32 lr, f32 momentum, f32 clip_norm, u16 batch_new, u16 batch_replay, u32 seed,
-//   u32 prng_state, u32 ram_count, u32 sample_size,
+//   f32 balance_lr_scale, u16 balance_steps, u8 asymmetric_ce, u8 reserved, u32 prng_state, u32 ram_count, u32 sample_size,
 //   per tail layer: u16 in, u16 out, f32 weights[...], f32 bias[out] (none for pooling),
 //   i8 ram_x[ram_count][sample_size], u8 ram_y[ram_count]
-#define TC_RT_STATE_VERSION 1
-#define TC_RT_STATE_FIXED_BYTES 48   // everything before the first tail layer
+#define TC_RT_STATE_VERSION 2
+#define TC_RT_STATE_FIXED_BYTES 56   // everything before the first tail layer
 #define TC_RT_STATE_LAYER_BYTES 4    // per layer, before its weights
 
 // Receives the serialised state in pieces; write returns 0 to go on, anything else to abort.
