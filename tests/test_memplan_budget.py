@@ -50,3 +50,16 @@ def test_layout_is_aligned_and_ordered():
     # the tail is planned at its final size: weights, gradients and momentum
     sizes = {name: size for name, _, size in layout}
     assert sizes["tail0.weights"] == sizes["tail0.grad_weights"] == sizes["tail0.momentum_weights"] == 4 * 64 * 33
+
+
+def test_persisted_state_sizes_are_the_runtimes():
+    """The plan sizes the flash slots of the learned state with the runtime's own layout."""
+    import re
+    from pathlib import Path
+
+    from tinycil.deploy import memplan
+
+    header = (Path(__file__).resolve().parents[1] / "firmware/lib/runtime/tc_runtime.h").read_text()
+    defines = dict(re.findall(r"#define (TC_RT_STATE_\w+) (\d+)", header))
+    assert int(defines["TC_RT_STATE_FIXED_BYTES"]) == memplan.PERSIST_STATE_FIXED
+    assert int(defines["TC_RT_STATE_LAYER_BYTES"]) == memplan.PERSIST_STATE_PER_LAYER

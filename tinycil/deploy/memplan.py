@@ -53,11 +53,11 @@ PROTOCOL_RAM = (protocol_spec.DEVICE_RX_RING + 2 * protocol_spec.MAX_ENCODED_FRA
 
 # Persistence of the learned state (firmware built with -DTC_PERSIST=1, lib/persist): two slots,
 # each one erasable flash sector, taken out of the code region by the board's linker script. A slot
-# holds a 32-byte header and the runtime's serialised state (tc_runtime.h: 48 fixed bytes, then per
+# holds a 32-byte header and the runtime's serialised state (tc_runtime.h: 56 fixed bytes, then per
 # tail layer 4 bytes + its float32 weights and biases at the current width, then the RAM replay
 # area's samples and labels).
 PERSIST_SLOT_HEADER = 32
-PERSIST_STATE_FIXED = 48
+PERSIST_STATE_FIXED = 56  # TC_RT_STATE_FIXED_BYTES
 PERSIST_STATE_PER_LAYER = 4
 
 
