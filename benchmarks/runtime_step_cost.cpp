@@ -60,7 +60,7 @@ int main() {
     for (const float clip : {1e6f, 1e-3f}) {  // 1e6 never scales, 1e-3 always does
         const char* variant = clip < 1.0f ? "runtime_clipping" : "runtime";
         for (const uint16_t batch : {(uint16_t)1, kMaxBatch}) {
-            const tc_train_params p = {0.01f, 0.9f, clip, batch, 0, 1};
+            const tc_train_params p = {0.01f, 0.9f, clip, batch, 0, 1, 0.1f, 0, 0, 0};
             if (tc_rt_set_training(&p) != TC_STATUS_OK) return 5;
             uint64_t call = 0;
 #if defined(TC_RT_STAGE_TICKS)

@@ -159,7 +159,9 @@ def test_a_new_session_with_overlapping_seqs_gets_fresh_replies(device):
         assert parse_stats(reply)["frames_run"] == ran + 2  # its SYNC and this STATS ran
 
 
-@pytest.mark.parametrize("rate", [1e-4, 1e-3, 1e-2])
+# 1% per byte takes minutes (16 times the clean run's wall time): benchmarks/soak.py runs it, on
+# the emulated board, in `make bench`.
+@pytest.mark.parametrize("rate", [1e-4, 1e-3])
 def test_a_task_over_a_lossy_link_gives_the_clean_results(device, clean, rate):
     """The bounded soak: bytes damaged at `rate` per byte (drop, corrupt, duplicate and garbage a
     quarter each) and delayed at `rate`, both directions, for the whole task."""

@@ -162,7 +162,10 @@ Bytes request_payload(uint8_t type, size_t input_size) {
             put16(p, static_cast<uint16_t>(chance(90) ? below(8) : next()));
             put32(p, static_cast<uint32_t>(next()));
             put16(p, static_cast<uint16_t>(below(4)));
-            put16(p, 0);
+            put16(p, static_cast<uint16_t>(chance(90) ? below(4) : next()));  // balance_steps
+            putf(p, chance(60) ? 0.1f : odd_float());                        // balance_lr_scale
+            p.push_back(static_cast<uint8_t>(chance(90) ? below(2) : next()));  // asymmetric_ce
+            p.insert(p.end(), 3, 0);
             if (chance(10)) p.pop_back();
             break;
         case TC_MSG_TRAIN_SAMPLES:

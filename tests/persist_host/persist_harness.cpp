@@ -305,7 +305,7 @@ void train(const Data& d, uint16_t batch) {
 void cmd_runtime(uint32_t cut_stride) {
     CHECK(tc_rt_init() == TC_STATUS_OK, "init");
     const uint32_t in = input_size();
-    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7};
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0};
     CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
     NorSim sim(64 * 1024, 2);
     tc_persist_medium m = sim.medium();
@@ -516,7 +516,7 @@ void cmd_failing() {
 void cmd_running(uint32_t cut_stride) {
     CHECK(tc_rt_init() == TC_STATUS_OK, "init");
     const uint32_t in = input_size();
-    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7};
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0};
     CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
     NorSim sim(64 * 1024, 4);
     tc_persist_medium m = sim.medium();
@@ -591,7 +591,7 @@ void cmd_running(uint32_t cut_stride) {
 void cmd_not_finite() {
     CHECK(tc_rt_init() == TC_STATUS_OK, "init");
     const uint32_t in = input_size();
-    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7};
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0};
     CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
     NorSim sim(64 * 1024, 5);
     tc_persist_medium m = sim.medium();
@@ -601,7 +601,7 @@ void cmd_not_finite() {
     tc_persist_slot_info info;
     CHECK(tc_persist_save_runtime(&m, -1, &info) == TC_PERSIST_OK, "save");
     const auto good = state_now();
-    tc_train_params wild = {1e30f, 0.0f, 0.0f, 4, 2, 7};
+    tc_train_params wild = {1e30f, 0.0f, 0.0f, 4, 2, 7, 0.1f, 0, 0, 0};
     CHECK(tc_rt_set_training(&wild) == TC_STATUS_OK, "the runtime takes any finite lr");
     const Data d = make_data(in, 40, {0, 1, 2, 3}, 42);
     const uint32_t in_size = input_size();

@@ -145,6 +145,13 @@ def device_training_options(func):
                      help="Buffer samples per mini-batch (default per data set)."),
         click.option("--clip-norm", type=float, default=None,
                      help="Global gradient norm clip (default 5.0)."),
+        click.option("--balance-steps", type=click.IntRange(0, 10000), default=None,
+                     help="End of every task: SGD steps of class-balanced replay over the whole "
+                          "buffer at a tenth of --lr, evening out the bias toward the newest "
+                          "classes (default 50; 0: none)."),
+        click.option("--asymmetric-ce/--no-asymmetric-ce", "asymmetric_ce", default=None,
+                     help="A streamed sample's loss spans only its own task's classes, a replayed "
+                          "one every class seen (ER-ACE; default on)."),
         click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default="inputs",
                      show_default=True,
                      help="What the device's replay buffer keeps: int8 inputs (as the paper), or "

@@ -211,8 +211,8 @@ def device_port(board, port: str | None) -> str:
 @friendly(also=(ValueError,))
 def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order, family, epochs,
         distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
-        batch_new, batch_replay, clip_norm, replay_store, model_file, board_id, port, output,
-        no_progress):
+        batch_new, batch_replay, clip_norm, balance_steps, asymmetric_ce, replay_store, model_file,
+        board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
     resize, keep_size = split_resize(resize)
@@ -221,7 +221,8 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_
         data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
         tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
-        batch_replay=batch_replay, clip_norm=clip_norm, replay_store=replay_store,
+        batch_replay=batch_replay, clip_norm=clip_norm, balance_steps=balance_steps,
+        asymmetric_ce=asymmetric_ce, replay_store=replay_store,
         class_order=class_order, model_file=model_file)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,

@@ -30,6 +30,7 @@ import numpy as np
 
 from tinycil import protocol_spec
 from tinycil.deploy import memplan
+from tinycil.learn.train import device_ingredients
 from tinycil.runfolder import EXPORT_DIR, MANIFEST, ensure_device_key, read_signature  # noqa: F401
 
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
@@ -710,6 +711,7 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
         outs = ", ".join(str(v) for v in step["out"])
         parts.append(f"    {{{step['classes_seen']}, {{{outs}}}}},\n")
     d = em.defaults
+    ing = device_ingredients(d)  # defaults written without them: off
     shape = list(em.input_shape) + [0] * (4 - len(em.input_shape))
     fp = em.footprint()
     parts.append(
@@ -726,8 +728,8 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
         f"    {len(em.buffer_y)}u, buffer_x, buffer_y, {em.buffer_ram_capacity}u,\n"
         f"    {em.max_batch},\n"
         f"    {{{_c_float(d['lr'])}, {_c_float(d['momentum'])}, {_c_float(d['clip_norm'])}, "
-        f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u, {_c_float(d['balance_lr_scale'])}, "
-        f"{d['balance_steps']}, {d['asymmetric_ce']}}},\n"
+        f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u, {_c_float(ing['balance_lr_scale'])}, "
+        f"{ing['balance_steps']}, {int(ing['asymmetric_ce'])}}},\n"
         f"    {arena}u,\n"
         f"    {BUFFER_STORES.index(em.buffer_store)},  // buffer_store: {em.buffer_store}\n"
         "};\n")

@@ -94,6 +94,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                 board: str | None = None, epochs: int | None = None, lr: float | None = None,
                 momentum: float | None = None, batch_new: int | None = None,
                 batch_replay: int | None = None, clip_norm: float | None = None,
+                balance_steps: int | None = None, asymmetric_ce: bool | None = None,
                 replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
@@ -156,7 +157,9 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         momentum=momentum if momentum is not None else base.momentum,
         batch_new=batch_new if batch_new is not None else d.batch_new,
         batch_replay=batch_replay if batch_replay is not None else d.batch_replay,
-        clip_norm=clip_norm if clip_norm is not None else base.clip_norm)
+        clip_norm=clip_norm if clip_norm is not None else base.clip_norm,
+        balance_steps=balance_steps if balance_steps is not None else base.balance_steps,
+        asymmetric_ce=asymmetric_ce if asymmetric_ce is not None else base.asymmetric_ce)
     iters = distill_iters if distill_iters is not None else (
         QUICK["distill_iters"] if quick else d.distill_iters)
 

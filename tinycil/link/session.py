@@ -595,7 +595,7 @@ def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch
                                        "batch_new": batch_new, "batch_replay": batch_replay,
                                        "epochs": epochs, "balance_steps": balance_steps,
                                        "balance_lr_scale": balance_lr_scale,
-                                       "asymmetric_ce": int(bool(asymmetric_ce))})
+                                       "asymmetric_ce": asymmetric_ce})
     if problem:
         raise BadTrainingSettings(f"training settings refused: {problem}. Choose a value in "
                                   "that range (--lr, --momentum, --clip-norm, --batch-new, "

@@ -10,7 +10,8 @@ namespace {
 
 // Checks, as the state streams past, that every float of it is finite: the training parameters
 // of the fixed part and every tail weight and bias. The layout is tc_runtime.h's (the fixed part
-// of TC_RT_STATE_FIXED_BYTES with lr, momentum and clip_norm at bytes 16, 20 and 24; then per
+// of TC_RT_STATE_FIXED_BYTES with lr, momentum, clip_norm and balance_lr_scale at the offsets
+// tc_runtime.h names, and the replay area's count and sample size read from it; then per
 // tail layer a TC_RT_STATE_LAYER_BYTES head, its weights and its bias; then the replay samples,
 // bytes that are not checked). How many floats each layer holds is asked of the runtime
 // (tc_rt_tail_params: its weight count; a layer with weights has one bias per output), not read
@@ -62,8 +63,8 @@ struct FiniteScan {
             return;
         }
         uint32_t ram_count, sample_size;
-        memcpy(&ram_count, fixed + 40, 4);
-        memcpy(&sample_size, fixed + 44, 4);
+        memcpy(&ram_count, fixed + TC_RT_STATE_RAM_COUNT_AT, 4);
+        memcpy(&sample_size, fixed + TC_RT_STATE_SAMPLE_SIZE_AT, 4);
         rest_left = ram_count * (sample_size + 1u);
         phase = kRest;
     }
@@ -76,8 +77,9 @@ struct FiniteScan {
                     uint16_t n_tail;
                     memcpy(&n_tail, fixed + 2, 2);
                     if (n_tail != layers) layout_ok = false;
-                    for (uint32_t off = 16; off < 28; off += 4)
+                    for (uint32_t off = TC_RT_STATE_LR_AT; off < TC_RT_STATE_LR_AT + 12; off += 4)
                         if (!finite_bits(fixed + off)) finite = false;
+                    if (!finite_bits(fixed + TC_RT_STATE_BALANCE_LR_SCALE_AT)) finite = false;
                     next_layer();
                 }
                 break;

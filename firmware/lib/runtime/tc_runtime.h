@@ -120,6 +120,11 @@ int32_t tc_rt_logits(const int8_t* x, float* logits);
 //   i8 ram_x[ram_count][sample_size], u8 ram_y[ram_count]
 #define TC_RT_STATE_VERSION 2
 #define TC_RT_STATE_FIXED_BYTES 56   // everything before the first tail layer
+// Byte offsets in the fixed part that the persistence layer's scan reads.
+#define TC_RT_STATE_LR_AT 16         // lr, momentum, clip_norm: three floats from here
+#define TC_RT_STATE_BALANCE_LR_SCALE_AT 36
+#define TC_RT_STATE_RAM_COUNT_AT 48
+#define TC_RT_STATE_SAMPLE_SIZE_AT 52
 #define TC_RT_STATE_LAYER_BYTES 4    // per layer, before its weights
 
 // Receives the serialised state in pieces; write returns 0 to go on, anything else to abort.
