@@ -231,3 +231,41 @@ def test_twin_agrees_with_simulate(digits_run):
     assert steps > 0 and len(diffs) == sum(t + 1 for t in range(inp.known, len(tasks)))
     assert max(diffs) <= 0.01, (R_dev, R_sim)
     assert wdiff < 1e-3
+
+
+def test_asymmetric_loss_and_end_of_task_pass(digits_run):
+    """The runtime's two ingredients against forgetting: with the asymmetric cross-entropy a step
+    on new samples alone leaves the old classes' output rows untouched (without it, it pushes
+    them down); the end-of-task pass takes balance_steps steps of replay and moves the weights."""
+    from tinycil.deploy.twin import Twin
+
+    _, cfg, tasks, _, parts = _run_data(digits_run)
+    tr = cfg["training"]
+    x, y = parts[1][0][:8], parts[1][1][:8]  # task 1's samples: output units 2 and 3
+    rows = {}
+    for asymmetric in (True, False):
+        twin = Twin(digits_run)
+        twin.set_training(float(tr["lr"]), 0.0, 8, 0, float(tr["clip_norm"]), 0,
+                          asymmetric_ce=asymmetric)
+        twin.begin_task([2, 3])
+        before = twin.tail_params()[-1]
+        twin.train_samples(x, y)
+        after = twin.tail_params()[-1]
+        rows[asymmetric] = [np.array_equal(a[:2], b[:2]) for a, b in zip(after, before)]
+    assert rows[True] == [True, True]     # weights and bias of units 0 and 1 unchanged
+    assert rows[False] == [False, False]  # the plain softmax lowers them
+
+    for steps in (0, 7):
+        twin = Twin(digits_run)
+        twin.set_training(float(tr["lr"]), 0.9, 8, 4, float(tr["clip_norm"]), 0,
+                          balance_steps=steps, balance_lr_scale=0.5)
+        twin.begin_task([2, 3])
+        twin.train_samples(x, y)
+        twin.add_buffer_samples(parts[1][0][8:10], parts[1][1][8:10])
+        before, stats = twin.tail_params(), twin.stats()
+        report = twin.end_task()
+        moved = any(not np.array_equal(a, b) for (a, _), (b, _) in zip(twin.tail_params(), before))
+        assert twin.stats()["steps"] - stats["steps"] == steps
+        assert moved == (steps > 0) and report["stepped"] == (steps > 0)
+        if steps:
+            assert report["batch"] == 4 and np.isfinite(report["loss"])
