@@ -48,6 +48,11 @@ ABLATION = [
     ("distillation from the old model on replayed samples", {"distill_weight": 1.0}),
     ("class-balanced pass over the buffer (50 steps)", {"balance_steps": 50}),
     ("asymmetric cross-entropy + class-balanced pass (50 steps)", {"asymmetric_ce": True, "balance_steps": 50}),
+    # How long and how hard the end-of-task pass should be (the defaults: 50 steps at lr x 0.1).
+    ("asymmetric cross-entropy + class-balanced pass (150 steps)",
+     {"asymmetric_ce": True, "balance_steps": 150}),
+    ("asymmetric cross-entropy + class-balanced pass (50 steps at lr x 0.3)",
+     {"asymmetric_ce": True, "balance_steps": 50, "balance_lr_scale": 0.3}),
 ]
 ABLATION_DATASETS = ("mnist5k", "digits")  # the default; --datasets may name any of STUDIES
 ABLATION_RUNS = ("method", "fixed_size")
