@@ -231,9 +231,24 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true",
                     help="add to the results file instead of starting a new one (a run of the "
                          "same data set, seed and data replaces the earlier one)")
+    ap.add_argument("--resummarise", action="store_true",
+                    help="run nothing: rebuild the table from the stored runs (for a host study "
+                         "that was re-run after them)")
     args = ap.parse_args()
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"{args.name}.json"
+    if args.resummarise:
+        stored = json.loads(path.read_text())
+        rows = []
+        for key, res in stored["runs"].items():
+            row = summarise(res, key.endswith("--quick"))
+            row["code_version"] = res.get("code_version")
+            rows.append(row)
+        stored["summary"] = rows
+        path.write_text(json.dumps(stored, indent=2) + "\n")
+        (RESULTS_DIR / f"{args.name}.md").write_text(markdown(rows))
+        print(markdown(rows))
+        return
     runs, rows = {}, []
     if args.keep and path.is_file():
         earlier = json.loads(path.read_text())
