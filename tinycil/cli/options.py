@@ -148,7 +148,7 @@ def device_training_options(func):
         click.option("--balance-steps", type=click.IntRange(0, 10000), default=None,
                      help="End of every task: SGD steps of class-balanced replay over the whole "
                           "buffer at a tenth of --lr, evening out the bias toward the newest "
-                          "classes (default 50; 0: none)."),
+                          "classes (default 150; 0: none)."),
         click.option("--asymmetric-ce/--no-asymmetric-ce", "asymmetric_ce", default=None,
                      help="A streamed sample's loss spans only its own task's classes, a replayed "
                           "one every class seen (ER-ACE; default on)."),
