@@ -53,6 +53,8 @@ ABLATION = [
      {"asymmetric_ce": True, "balance_steps": 150}),
     ("asymmetric cross-entropy + class-balanced pass (50 steps at lr x 0.3)",
      {"asymmetric_ce": True, "balance_steps": 50, "balance_lr_scale": 0.3}),
+    ("asymmetric cross-entropy + class-balanced pass (300 steps)",
+     {"asymmetric_ce": True, "balance_steps": 300}),
 ]
 ABLATION_DATASETS = ("mnist5k", "digits")  # the default; --datasets may name any of STUDIES
 ABLATION_RUNS = ("method", "fixed_size")
