@@ -45,7 +45,7 @@ demo: setup
 	$(TINYCIL) run --dataset digits --board mps2_an500 -o runs/demo
 
 # Every benchmark writes benchmarks/results/<name>.json and .md; the README's tables come from them.
-BENCHMARKS := kernels memory link soak fuzz distill_cost device_runs host_study
+BENCHMARKS := kernels memory link soak fuzz distill_cost device_width device_runs host_study
 bench: setup
 	@for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done
 	$(PY) benchmarks/readme_tables.py

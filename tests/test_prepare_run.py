@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory):
     assert result.exit_code == 0, result.output + repr(result.exception)
     for step in ("[1/7] loading digits", "[4/7] distilling", "[7/7] prepared", "host reference",
                  # the default cut is the memory plan's: the whole digits cnn2d fits the board
-                 "trainable layers: 4 of 4 (auto"):
+                 "trainable layers: 4 of 4, model widths x 1 "):
         assert step in result.output
     return out
 

@@ -207,3 +207,67 @@ def test_auto_cut_trains_less_on_a_board_with_less_ram(tmp_path):
     assert n_big == 4
     assert 1 <= n_small < n_big
     assert "small_ram" in why_small and f"{n_small + 1} would need" in why_small
+
+
+def test_prefix_at_its_final_width_and_the_model_scaled_to_fit_the_board(tmp_path):
+    """The frozen prefix never grows on the device, so the sized cut builds it at its final width
+    from the first task on and scales the whole model down (x 1, 7/8, ... 1/2) until it fits:
+    the most trainable layers first, each at its widest scale that fits. The chosen plan fits,
+    one step wider does not, and a board with less RAM gets a smaller model or fewer layers."""
+    from tinycil.deploy import memplan
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.cut import WIDTH_SCALES, choose_sized_cut, model_footprint
+    from tinycil.learn.models import DEFAULT_WIDTHS, backbone_width_count, build_model
+    from tinycil.learn.prepare import plan_for_device
+    from tinycil.learn.sizing import WidthPolicy
+    from tinycil.learn.tasks import make_tasks
+
+    tasks = make_tasks(10, 5)
+    policy = WidthPolicy(DEFAULT_WIDTHS["cnn2d"])
+    # Split Fashion-MNIST 14x14 with a 1% buffer: 120 samples per task.
+    sizing = {"known": 1, "tasks": tasks, "batch_new": 32, "batch_replay": 32,
+              "replay_store": "inputs", "input_shape": [14, 14, 1],
+              "buffer_samples_per_task": [120] * 5}
+
+    def plan_of(n, s):
+        return plan_for_device(policy, tasks, 10, 1, n, "cnn2d", prefix_scale=s)
+
+    def ram(board, n, s):
+        plan = plan_of(n, s)
+        model = build_model("cnn2d", (14, 14, 1), plan[0]["outputs"], plan[0]["widths"])
+        return memplan.plan_memory(model_footprint(model, plan, sizing, n), board)
+
+    # The plan itself: the prefix at the scaled policy's final widths at every task.
+    plan = plan_of(2, 0.75)
+    final = policy.scaled(0.75).widths(10, 10)
+    nb = backbone_width_count("cnn2d", 2)
+    assert final == [12, 24, 48]
+    assert all(e["widths"][:nb] == final[:nb] for e in plan)
+    assert plan[-1]["widths"] == final and plan[0]["tail_widths"][0] < final[-1]
+
+    big = load_board("mps2_an500")
+    n, s, why = choose_sized_cut(big, "cnn2d", (14, 14, 1), None, plan_of, sizing)
+    print(f"\n{why}")
+    assert s is not None and ram(big, n, s).fits
+    wider = WIDTH_SCALES[WIDTH_SCALES.index(s) - 1] if s != WIDTH_SCALES[0] else None
+    if wider is not None:
+        assert not ram(big, n, wider).fits
+        assert f"x {wider:g} would need" in why
+    if n < 4:
+        assert not ram(big, n + 1, WIDTH_SCALES[-1]).fits
+    assert why.startswith(f"trainable layers: {n} of 4, model widths x {s:g}")
+    # With the layers fixed (--trainable 2), only the width is chosen.
+    n2, s2, _ = choose_sized_cut(big, "cnn2d", (14, 14, 1), 2, plan_of, sizing)
+    assert n2 == 2 and ram(big, 2, s2).fits
+
+    manifest = json.loads(big.manifest.read_text())
+    manifest["tinycil"]["memory"]["ram_bytes"] = 200 * 1024
+    manifest["upload"]["maximum_ram_size"] = 200 * 1024
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "small_ram.json").write_text(json.dumps(manifest))
+    small = load_board("small_ram", tmp_path)
+    n_small, s_small, why_small = choose_sized_cut(small, "cnn2d", (14, 14, 1), None, plan_of,
+                                                   sizing)
+    print(why_small)
+    assert (n_small, -(s_small or 0)) < (n, -s)  # fewer layers, or as many at a smaller width
+    assert s_small is None or ram(small, n_small, s_small).fits

@@ -137,6 +137,13 @@ def device_training_options(func):
                           "- conv2d, depthwise conv2d, dense, with the pooling between them; the "
                           "rest is the frozen int8 prefix. auto: the most whose memory at the "
                           "final size fits the board's RAM (chosen by the memory plan)."),
+        click.option("--frozen-width", type=click.Choice(["auto", "final", "known"]),
+                     default="auto", show_default=True,
+                     help="Width of the frozen int8 prefix, which never grows on the device. "
+                          "auto: the width the model reaches at the end, the whole model scaled "
+                          "down (7/8, 3/4, 5/8, 1/2) until it fits the board, else the known "
+                          "tasks' width; final: the final width whatever the board; known: the "
+                          "known tasks' (narrow) width."),
         click.option("--lr", type=float, default=None, help="SGD learning rate (default 0.05)."),
         click.option("--momentum", type=float, default=None, help="SGD momentum (default 0.9)."),
         click.option("--batch-new", type=int, default=None,

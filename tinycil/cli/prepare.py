@@ -27,7 +27,7 @@ from tinycil.cli.options import (check_model_file_option, device_training_option
               help="Run folder (default runs/<dataset>-device).")
 @friendly(also=(ValueError,))
 def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order,
-                    family, tail_layers,
+                    family, tail_layers, frozen_width,
                     board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, balance_steps,
                     asymmetric_ce, replay_store, distill_method,
                     distill_iters, max_train, max_test, quick, model_file, simulate, output):
@@ -41,7 +41,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
     check_model_file_option(model_file)
     resize, keep_size = split_resize(resize)
     from tinycil.deploy.boards import load_board
-    from tinycil.deploy.cut import cut_chooser
+    from tinycil.deploy.cut import cut_chooser, sized_cut_chooser
 
     check_model = None
     if board is not None:
@@ -52,7 +52,8 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
     elif tail_layers == "auto" and (model_file is None or model_file.suffix.lower() != ".tflite"):
         click.echo("--trainable auto without --board: planning for mps2_an500 (the STM32F746's "
                    "320 KB RAM budget)")
-    choose_cut = cut_chooser(load_board(board or "mps2_an500"))
+    planned_for = load_board(board or "mps2_an500")
+    choose_cut, choose_sized_cut = cut_chooser(planned_for), sized_cut_chooser(planned_for)
     config = prepare_run(
         dataset, out, n_tasks=n_tasks, known=known, buffer_fraction=buffer_fraction, seed=seed,
         family=family, tail_layers=tail_layers, resize=resize,
@@ -61,7 +62,8 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
         balance_steps=balance_steps, asymmetric_ce=asymmetric_ce,
         replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
         max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model,
-        class_order=class_order, choose_cut=choose_cut, model_file=model_file)
+        class_order=class_order, choose_cut=choose_cut, model_file=model_file,
+        frozen_width=frozen_width, choose_sized_cut=choose_sized_cut)
     if simulate:
         from tinycil.learn.simulate import record_simulation
 

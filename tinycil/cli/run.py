@@ -93,13 +93,14 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 
         echo(f"== reusing the prepared run {run_dir}")
     else:
         from tinycil.cli.fit import board_fit_check
-        from tinycil.deploy.cut import cut_chooser
+        from tinycil.deploy.cut import cut_chooser, sized_cut_chooser
 
         echo(f"== prepare {dataset} into {run_dir}")
         prepare_run(dataset, run_dir, n_tasks=n_tasks, known=known, seed=seed, board=board.id,
                     epochs=epochs, distill_iters=distill_iters, quick=quick, progress=progress,
                     echo=echo, check_model=board_fit_check(board),
-                    choose_cut=cut_chooser(board), **(prepare_kwargs or {}))
+                    choose_cut=cut_chooser(board), choose_sized_cut=sized_cut_chooser(board),
+                    **(prepare_kwargs or {}))
     lap("prepare")
     echo(f"== export for {board.id}")
     exported = export_run(run_dir, board, root=root)
@@ -210,8 +211,8 @@ def device_port(board, port: str | None) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @friendly(also=(ValueError,))
 def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order, family, epochs,
-        distill_method, distill_iters, max_train, max_test, quick, tail_layers, lr, momentum,
-        batch_new, batch_replay, clip_norm, balance_steps, asymmetric_ce, replay_store, model_file,
+        distill_method, distill_iters, max_train, max_test, quick, tail_layers, frozen_width, lr,
+        momentum, batch_new, batch_replay, clip_norm, balance_steps, asymmetric_ce, replay_store, model_file,
         board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
@@ -220,7 +221,7 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_
     prepare_kwargs = dict(
         data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
-        tail_layers=tail_layers, lr=lr, momentum=momentum, batch_new=batch_new,
+        tail_layers=tail_layers, frozen_width=frozen_width, lr=lr, momentum=momentum, batch_new=batch_new,
         batch_replay=batch_replay, clip_norm=clip_norm, balance_steps=balance_steps,
         asymmetric_ce=asymmetric_ce, replay_store=replay_store,
         class_order=class_order, model_file=model_file)

@@ -6,6 +6,11 @@ the final grown size, fits the board's RAM together with the replay buffer, the 
 the rest of the firmware's static data and the stack. Training more layers costs RAM three times
 per parameter (weights, gradient accumulators, momentum) plus one sample's activation maps, so a
 board with less RAM gets a smaller trainable part.
+
+The frozen prefix never grows on the device, so it is built at the width the model reaches at
+the end (`choose_sized_cut`): at the policy's full widths when that fits, else with the whole
+model scaled down step by step (WIDTH_SCALES); when no step fits, the prefix keeps the known
+tasks' narrow widths.
 """
 
 from __future__ import annotations
@@ -123,9 +128,85 @@ def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of,
         f"mini-batch (--batch-new/--batch-replay)")
 
 
+# Width factors tried, widest first, for a model whose frozen prefix is built at its final
+# width. Below one half the model loses more than a narrow prefix costs.
+WIDTH_SCALES = (1.0, 0.875, 0.75, 0.625, 0.5)
+
+
+def choose_sized_cut(board, family: str, input_shape, tail_layers: int | None, plan_of,
+                     sizing: dict) -> tuple[int, float | None, str]:
+    """(trainable layers, width scale, one-line reason) of a family's model on `board`.
+
+    The frozen prefix never grows on the device, so it is built at the width the model reaches
+    at the end; the whole model is scaled down (WIDTH_SCALES) until it fits. Candidates: the
+    most trainable layers first (or only `tail_layers` when given), each at its widest scale
+    that fits. When no candidate fits at any scale, the prefix keeps the known tasks' narrow
+    widths (scale None) with the most trainable layers that fit so. `plan_of(n, s)` gives the
+    growth plan (prepare.plan_for_device's prefix_scale s, None for the known widths).
+    """
+    from tinycil.deploy import memplan
+    from tinycil.learn.models import build_model, weight_layer_count
+
+    known = int(sizing["known"])
+    total = weight_layer_count(family)
+    candidates = [tail_layers] if tail_layers is not None else list(range(total, 0, -1))
+
+    def planned(n, s):
+        plan = plan_of(n, s)
+        model = build_model(family, input_shape, int(plan[known - 1]["outputs"]),
+                            plan[known - 1]["widths"])
+        fp = model_footprint(model, plan, sizing, n)
+        return plan, fp, memplan.plan_memory(fp, board)
+
+    def ram(mp) -> str:
+        return f"RAM {mp.ram_used / 1024:.1f} of {mp.ram_total / 1024:.0f} KB"
+
+    missed = []  # (n, scale, RAM used, arithmetic) of what did not fit
+    for n in candidates:
+        for s in WIDTH_SCALES:
+            plan, fp, mp = planned(n, s)
+            if not mp.fits:
+                missed.append((n, s, mp.ram_used, ram_arithmetic(fp, mp)))
+                continue
+            why = [f"{ram(mp)}, arena {memplan.arena_bytes(fp) / 1024:.1f} KB"]
+            wider = [m for m in missed if m[0] == n]
+            if wider:
+                why.append(f"x {wider[-1][1]:g} would need {wider[-1][2] / 1024:.1f} KB")
+            more = [m for m in missed if m[0] == n + 1 and m[1] == WIDTH_SCALES[-1]]
+            if more:
+                why.append(f"{n + 1} trainable layers would need {more[0][2] / 1024:.1f} KB even "
+                           f"at x {WIDTH_SCALES[-1]:g}: {more[0][3]}")
+            rule = ("the widest model that fits" if tail_layers is not None else
+                    "the most trainable layers that fit, at the widest model that fits")
+            prefix = ("every layer trains" if n == total
+                      else "the frozen prefix at its final width")
+            return n, s, (f"trainable layers: {n} of {total}, model widths x {s:g} "
+                          f"{plan[-1]['widths']}, {prefix} (auto: "
+                          f"{rule} {board.id}, x 1 down to x {WIDTH_SCALES[-1]:g}: "
+                          + "; ".join(why) + ")")
+    for n in candidates:
+        plan, fp, mp = planned(n, None)
+        if mp.fits or tail_layers is not None:
+            return n, None, (f"trainable layers: {n} of {total}, the frozen prefix at the known "
+                             f"tasks' widths {plan[-1]['widths']} (at its final width the model "
+                             f"does not fit {board.id} even at x {WIDTH_SCALES[-1]:g}: "
+                             f"{missed[-1][2] / 1024:.1f} KB; so: {ram(mp)})")
+    raise memplan.MemoryPlanError(
+        f"not even the logits alone fit {board.id} (RAM {missed[-1][2]} bytes of "
+        f"{board.ram_bytes}): shrink the buffer (--buffer), the input (--resize) or the "
+        f"mini-batch (--batch-new/--batch-replay)")
+
+
 def cut_chooser(board):
     """prepare_run's `choose_cut` for `board` (a Board)."""
     def choose(family, input_shape, num_classes, plan_of, sizing, user_model=None):
         return choose_trainable(board, family, input_shape, num_classes, plan_of, sizing,
                                 user_model=user_model)
+    return choose
+
+
+def sized_cut_chooser(board):
+    """prepare_run's `choose_sized_cut` for `board` (a Board)."""
+    def choose(family, input_shape, tail_layers, plan_of, sizing):
+        return choose_sized_cut(board, family, input_shape, tail_layers, plan_of, sizing)
     return choose

@@ -62,6 +62,14 @@ class WidthPolicy:
         # A small epsilon keeps e.g. 0.5 * 32 from rounding up to 17 through float error.
         return [max(1, min(w, math.ceil(w * f - 1e-9))) for w in self.full_widths]
 
+    def scaled(self, factor: float) -> WidthPolicy:
+        """The same schedule with every full width times `factor` (at least 1 unit each): a
+        smaller model for a board with less RAM."""
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"a width factor must be in (0, 1], got {factor}")
+        full = tuple(max(1, int(round(w * factor))) for w in self.full_widths)
+        return WidthPolicy(full, self.min_fraction, self.schedule, self.power)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["full_widths"] = list(self.full_widths)
