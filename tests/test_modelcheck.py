@@ -134,8 +134,19 @@ def test_files_that_are_not_models(tmp_path):
     with pytest.raises(ModelCheckError, match=r"reads Keras models \(.keras, .h5, .hdf5\) and full-int8"):
         check_model_file(tmp_path / "model.onnx")
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
-    with pytest.raises(ModelCheckError, match="could not be loaded as a Keras model"):
+    with pytest.raises(ModelCheckError, match=r"broken.keras is not a .keras model \(a .keras file "
+                                              r"is a zip archive"):
         check_model_file(tmp_path / "broken.keras")
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ModelCheckError, match="broken.h5 is not an HDF5 Keras model"):
+        check_model_file(tmp_path / "broken.h5")
+    # A zip that holds no model: Keras's own words, after ours.
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as z:
+        z.writestr("readme.txt", "no model here")
+    with pytest.raises(ModelCheckError, match="empty.keras could not be loaded as a Keras model"):
+        check_model_file(tmp_path / "empty.keras")
 
 
 def test_check_model_command(keras, tmp_path):

@@ -188,6 +188,11 @@ def check_model_file(path) -> ModelReport:
                               f" and full-int8 TFLite models (.tflite)")
     import keras
 
+    from tinycil.learn.usermodel import keras_file_problem
+
+    problem = keras_file_problem(path)
+    if problem:
+        raise ModelCheckError(problem)
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many kinds for a damaged or foreign file

@@ -764,6 +764,15 @@ def stream_order(n: int, seed: int, task: int, epoch: int) -> np.ndarray:
     return np.random.default_rng(seed + 1000 * task + epoch).permutation(n)
 
 
+def replay_draw(buffer: ReplayBuffer, buffer_targets: dict[int, int], prng: Prng,
+                n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n class-balanced buffer draws (tc_buffer_draw): their latents and output units."""
+    ridx = buffer.draw(prng, n)
+    xr = np.stack([buffer.latents[i] for i in ridx])
+    yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
+    return xr, yr
+
+
 def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: ReplayBuffer,
                buffer_targets: dict[int, int], prng: Prng, *, seed: int, task: int, epochs: int,
                batch_new: int, batch_replay: int, lr: float, momentum: float,
@@ -788,11 +797,9 @@ def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: Rep
             xb, yb = latents[idx], targets[idx]
             lo = np.full(len(idx), task_lo, np.int64)
             if batch_replay > 0 and len(buffer):
-                ridx = buffer.draw(prng, batch_replay)
-                xr = np.stack([buffer.latents[i] for i in ridx])
-                yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
+                xr, yr = replay_draw(buffer, buffer_targets, prng, batch_replay)
                 xb, yb = np.concatenate([xb, xr]), np.concatenate([yb, yr])
-                lo = np.concatenate([lo, np.zeros(len(ridx), np.int64)])
+                lo = np.concatenate([lo, np.zeros(len(yr), np.int64)])
             loss = tail.train_step(xb, yb, lr=lr, momentum=momentum, clip_norm=clip_norm,
                                    lo=lo if task_lo else None)
             steps += 1
@@ -811,9 +818,7 @@ def end_task(tail: Tail, buffer: ReplayBuffer, buffer_targets: dict[int, int], p
     lr_b = float(F32(lr) * F32(balance_lr_scale))
     tail.reset_momentum()
     for _ in range(balance_steps):
-        ridx = buffer.draw(prng, batch_replay)
-        xr = np.stack([buffer.latents[i] for i in ridx])
-        yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
+        xr, yr = replay_draw(buffer, buffer_targets, prng, batch_replay)
         tail.train_step(xr, yr, lr=lr_b, momentum=momentum, clip_norm=clip_norm)
     tail.reset_momentum()
     return {"steps": balance_steps, "samples": balance_steps * batch_replay}

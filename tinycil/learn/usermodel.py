@@ -27,6 +27,24 @@ from pathlib import Path
 import numpy as np
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def keras_file_problem(path) -> str | None:
+    """What makes `path` no Keras model file at all, before Keras reads it (Keras then says
+    "file not found" of a file that exists), or None. A .keras model is a zip archive, a .h5
+    one an HDF5 file."""
+    import zipfile
+
+    path = Path(path)
+    if path.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(path):
+            return (f"{path.name} is not a .keras model (a .keras file is a zip archive, as "
+                    f"`model.save('{path.name}')` writes it)")
+    elif path.read_bytes()[:len(HDF5_SIGNATURE)] != HDF5_SIGNATURE:
+        return (f"{path.name} is not an HDF5 Keras model (as `model.save('{path.stem}.h5')` "
+                f"writes it)")
+    return None
 # The head tinycil builds on a .tflite frozen part: one hidden dense layer of this many units.
 TFLITE_HEAD_UNITS = 32
 
@@ -68,6 +86,9 @@ class UserModel:
 
         from tinycil.learn.models import weight_layers
 
+        problem = keras_file_problem(self.path)
+        if problem:
+            raise UserModelError(problem)
         try:
             self.source = keras.models.load_model(self.path, compile=False)
         except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
