@@ -266,7 +266,14 @@ def main() -> None:
         row["code_version"] = code
         rows = [r for r in rows if (r["dataset"], r["seed"], bool(r.get("quick")))
                 != (dataset, int(seed or 0), args.quick)] + [row]
-        # written after every run: a long benchmark keeps what it has measured
+        # written after every run: a long benchmark keeps what it has measured. With --keep the
+        # file is read again first, so runs measured meanwhile by another process stay in it.
+        if args.keep and path.is_file():
+            now = json.loads(path.read_text())
+            runs = {**(now.get("runs") or {}), key: res}
+            rows = [r for r in now.get("summary") or []
+                    if (r["dataset"], r["seed"], bool(r.get("quick")))
+                    != (dataset, int(seed or 0), args.quick)] + [row]
         quick = any(r.get("quick") for r in rows)
         path.write_text(json.dumps(
             {"quick": quick, "subsample": QUICK_SUBSAMPLE if quick else None,

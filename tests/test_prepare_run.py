@@ -179,6 +179,14 @@ def test_prepare_refuses_bad_settings(tmp_path):
                                                   "-o", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--trainable 5" in result.output
     assert "at most 4" in result.output and "Traceback" not in result.output
+    from tinycil.learn.prepare import PrepareError, prepare_run
+
+    with pytest.raises(PrepareError, match="--frozen-width known applies to tinycil's model "
+                                           "families; your own model"):
+        prepare_run("digits", tmp_path / "y", model_file=tmp_path / "mine.keras",
+                    frozen_width="known", progress=False)
+    with pytest.raises(PrepareError, match="--frozen-width must be one of auto, final, known"):
+        prepare_run("digits", tmp_path / "y", frozen_width="wide", progress=False)
     result = CliRunner().invoke(prepare_command, ["--dataset", "digits", "--trainable", "none",
                                                   "-o", str(tmp_path / "x")])
     assert result.exit_code != 0 and "'auto'" in result.output

@@ -164,6 +164,9 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     if frozen_width not in FROZEN_WIDTHS:
         raise PrepareError(f"--frozen-width must be one of {', '.join(FROZEN_WIDTHS)}, got "
                            f"{frozen_width!r}")
+    if model_file is not None and frozen_width != "auto":
+        raise PrepareError(f"--frozen-width {frozen_width} applies to tinycil's model families; "
+                           f"your own model (--model) keeps its own widths: leave it out")
     if replay_store not in BUFFER_STORE_NAMES:
         raise PrepareError(f"--replay-store must be {' or '.join(BUFFER_STORE_NAMES)}, got "
                            f"{replay_store!r}")
