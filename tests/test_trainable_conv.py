@@ -173,6 +173,18 @@ def test_growing_conv_channels_changes_no_prediction(tmp_path):
     np.testing.assert_allclose(ref.logits(x), after, rtol=1e-5, atol=1e-5)
 
 
+def small_ram_board(board, tmp_path, kb: int):
+    """`board` with only `kb` KB of RAM, as a catalogue entry "small_ram" under tmp_path."""
+    from tinycil.deploy.boards import load_board
+
+    manifest = json.loads(board.manifest.read_text())
+    manifest["tinycil"]["memory"]["ram_bytes"] = kb * 1024
+    manifest["upload"]["maximum_ram_size"] = kb * 1024
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "small_ram.json").write_text(json.dumps(manifest))
+    return load_board("small_ram", tmp_path)
+
+
 def test_auto_cut_trains_less_on_a_board_with_less_ram(tmp_path):
     """The memory plan picks the most trainable layers that fit: all four weight layers of the
     digits cnn2d on the 320 KB board, fewer on a board with 96 KB; the reason says why."""
@@ -184,12 +196,7 @@ def test_auto_cut_trains_less_on_a_board_with_less_ram(tmp_path):
     from tinycil.learn.tasks import make_tasks
 
     big = load_board("mps2_an500")
-    manifest = json.loads(big.manifest.read_text())
-    manifest["tinycil"]["memory"]["ram_bytes"] = 96 * 1024
-    manifest["upload"]["maximum_ram_size"] = 96 * 1024
-    (tmp_path / "boards").mkdir()
-    (tmp_path / "boards" / "small_ram.json").write_text(json.dumps(manifest))
-    small = load_board("small_ram", tmp_path)
+    small = small_ram_board(big, tmp_path, 96)
     assert small.ram_bytes == 96 * 1024
 
     tasks = make_tasks(10, 5)
@@ -260,12 +267,7 @@ def test_prefix_at_its_final_width_and_the_model_scaled_to_fit_the_board(tmp_pat
     n2, s2, _ = choose_sized_cut(big, "cnn2d", (14, 14, 1), 2, plan_of, sizing)
     assert n2 == 2 and ram(big, 2, s2).fits
 
-    manifest = json.loads(big.manifest.read_text())
-    manifest["tinycil"]["memory"]["ram_bytes"] = 200 * 1024
-    manifest["upload"]["maximum_ram_size"] = 200 * 1024
-    (tmp_path / "boards").mkdir()
-    (tmp_path / "boards" / "small_ram.json").write_text(json.dumps(manifest))
-    small = load_board("small_ram", tmp_path)
+    small = small_ram_board(big, tmp_path, 200)
     n_small, s_small, why_small = choose_sized_cut(small, "cnn2d", (14, 14, 1), None, plan_of,
                                                    sizing)
     print(why_small)
