@@ -39,7 +39,7 @@ METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
 # Each row switches on the named options over NO_INGREDIENT (every ingredient off, whatever the
 # defaults of TrainConfig are); the first row is no ingredient at all.
 NO_INGREDIENT = {"asymmetric_ce": False, "balance_steps": 0, "align_output": False,
-                 "distill_weight": 0.0, "distill_new": False}
+                 "distill_weight": 0.0, "distill_new": False, "replay_shift": 0}
 ABLATION = [
     ("no ingredient", {}),
     ("asymmetric cross-entropy (ER-ACE)", {"asymmetric_ce": True}),
@@ -55,6 +55,10 @@ ABLATION = [
      {"asymmetric_ce": True, "balance_steps": 50, "balance_lr_scale": 0.3}),
     ("asymmetric cross-entropy + class-balanced pass (300 steps)",
      {"asymmetric_ce": True, "balance_steps": 300}),
+    # Augmenting the replayed samples: moved by up to one pixel (one time step of a series).
+    ("replayed samples moved by up to 1 pixel", {"replay_shift": 1}),
+    ("asymmetric cross-entropy + class-balanced pass (150 steps) + replay shift 1",
+     {"asymmetric_ce": True, "balance_steps": 150, "replay_shift": 1}),
 ]
 ABLATION_DATASETS = ("mnist5k", "digits")  # the default; --datasets may name any of STUDIES
 ABLATION_RUNS = ("method", "fixed_size")
@@ -191,7 +195,7 @@ def run_ablation(args, seeds, save=None) -> dict:
     tasks = dict(STUDIES)
     t0 = time.perf_counter()
     ab = {"seeds": seeds, "defaults": {k: v for k, v in TrainConfig().to_dict().items()
-                                       if k.startswith(("distill", "align", "balance", "asymmetric"))},
+                                       if k.startswith(("distill", "align", "balance", "asymmetric", "replay"))},
           "datasets": {}}
     chosen = [ABLATION[i] for i in (args.rows if args.rows is not None else range(len(ABLATION)))]
     for name in names:

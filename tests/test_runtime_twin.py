@@ -189,7 +189,8 @@ def test_twin_agrees_with_simulate(digits_run):
     cfg, plan, tasks = inp.config, inp.plan, inp.tasks
     tr = cfg["training"]
     ing = device_ingredients(tr)
-    assert ing["asymmetric_ce"] and ing["balance_steps"] > 0  # the defaults: both ingredients run
+    # the defaults: every device ingredient runs
+    assert ing["asymmetric_ce"] and ing["balance_steps"] > 0 and ing["replay_shift"] > 0
     unit_of = {int(c): k for k, c in enumerate(plan[-1]["seen_classes"])}
 
     def units(y):
@@ -212,12 +213,12 @@ def test_twin_agrees_with_simulate(digits_run):
                    epochs=int(tr["epochs"]), batch_new=int(tr["batch_new"]),
                    batch_replay=int(tr["batch_replay"]), lr=float(tr["lr"]),
                    momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]),
-                   task_lo=min(unit_of[int(c)] for c in tasks[t]))
+                   task_lo=min(unit_of[int(c)] for c in tasks[t]), replay_shift=ing["replay_shift"])
         buffer.add(inp.buffers[t][0], inp.buffers[t][2], inp.buffers[t][1])
         end_task(tail, buffer, unit_of, prng, batch_replay=int(tr["batch_replay"]),
                  lr=float(tr["lr"]), momentum=float(tr["momentum"]),
                  clip_norm=float(tr["clip_norm"]), balance_steps=ing["balance_steps"],
-                 balance_lr_scale=ing["balance_lr_scale"])
+                 balance_lr_scale=ing["balance_lr_scale"], replay_shift=ing["replay_shift"])
         for j in range(t + 1):
             _, tlat, ty = inp.test[j]
             R_sim[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs)

@@ -25,7 +25,9 @@ import struct
 import sys
 
 # 2: TRAIN_CONTROL carries the end-of-task balanced pass and the asymmetric cross-entropy.
-PROTOCOL_VERSION = 2
+# 3: TRAIN_CONTROL carries replay_shift (a version-2 device would take it for a reserved byte
+#    and ignore it, training otherwise than its twin).
+PROTOCOL_VERSION = 3
 
 # ---- limits -------------------------------------------------------------------------------------
 HEADER_SIZE = 6
@@ -146,6 +148,7 @@ TRAIN_LIMITS = {
     "balance_steps": (0, 10000),
     "balance_lr_scale": (0.0, 10.0),  # above 0 when balance_steps > 0 (the runtime checks)
     "asymmetric_ce": (0, 1),
+    "replay_shift": (0, 4),
 }
 
 
@@ -259,7 +262,11 @@ TRAIN_CONTROL_FIELDS = [
     # 1: a streamed sample's softmax spans only its task's own output units (from the lowest
     # label of BEGIN_TASK up), a replayed sample's every unit seen (TrainConfig.asymmetric_ce).
     ("asymmetric_ce", "u8", 1),
-    ("reserved0", "u8", 3),
+    # A replayed sample's trainable input is moved by an offset drawn uniformly in
+    # -replay_shift..replay_shift along each spatial axis longer than 1, zeros shifted in
+    # (TrainConfig.replay_shift; 0: not moved).
+    ("replay_shift", "u8", 1),
+    ("reserved0", "u8", 2),
 ]
 
 # TRAIN_SAMPLES, BUFFER_SAMPLES and EVAL_SAMPLES: this head, then count u8 labels, then

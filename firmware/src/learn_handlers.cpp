@@ -377,6 +377,8 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
         return r.fail(TC_STATUS_BAD_ARGUMENT, "balance_lr_scale outside its sane range", 8);
     if (c.asymmetric_ce > TC_TRAIN_ASYMMETRIC_CE_MAX)
         return r.fail(TC_STATUS_BAD_ARGUMENT, "asymmetric_ce must be 0 or 1", 9);
+    if (c.replay_shift > TC_TRAIN_REPLAY_SHIFT_MAX)
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "replay_shift outside its sane range", 10);
     tc_train_params p;
     p.lr = c.lr;
     p.momentum = c.momentum;
@@ -387,7 +389,7 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
     p.balance_lr_scale = c.balance_lr_scale;
     p.balance_steps = c.balance_steps;
     p.asymmetric_ce = c.asymmetric_ce;
-    p.reserved = 0;
+    p.replay_shift = c.replay_shift;
     const int status = tc_learner_set_training(&p);
     fail_status(r, status, "training parameters out of range (lr > 0, 0 <= momentum < 1, "
                 "batch_new >= 1, batch_new + batch_replay <= the model's max batch), or a "

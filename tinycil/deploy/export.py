@@ -300,7 +300,8 @@ class ExportModel:
     buffer_y: np.ndarray             # uint8 class indices (output units)
     buffer_ram_capacity: int
     defaults: dict                   # lr, momentum, clip_norm, batch_new, batch_replay, seed,
-                                     # balance_lr_scale, balance_steps, asymmetric_ce
+                                     # balance_lr_scale, balance_steps, asymmetric_ce,
+                                     # replay_shift
     buffer_store: str = "inputs"     # one of BUFFER_STORES
     # Per tail layer: op (conv2d, depthwise, dense, max_pool, avg_pool), relu, padding, strides,
     # kernel, in_hw, out_hw (models.tail_layer_specs without the weights). None: a chain of
@@ -523,6 +524,7 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         "balance_lr_scale": float(_config_get(cfg, "balance_lr_scale", default=0.1)),
         "balance_steps": int(_config_get(cfg, "balance_steps", default=0)),
         "asymmetric_ce": int(bool(_config_get(cfg, "asymmetric_ce", default=False))),
+        "replay_shift": int(_config_get(cfg, "replay_shift", default=0)),
     }
     return ExportModel(
         name=Path(run.path).resolve().name, input_shape=input_shape,
@@ -729,7 +731,7 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
         f"    {em.max_batch},\n"
         f"    {{{_c_float(d['lr'])}, {_c_float(d['momentum'])}, {_c_float(d['clip_norm'])}, "
         f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u, {_c_float(ing['balance_lr_scale'])}, "
-        f"{ing['balance_steps']}, {int(ing['asymmetric_ce'])}}},\n"
+        f"{ing['balance_steps']}, {int(ing['asymmetric_ce'])}, {int(ing['replay_shift'])}}},\n"
         f"    {arena}u,\n"
         f"    {BUFFER_STORES.index(em.buffer_store)},  // buffer_store: {em.buffer_store}\n"
         "};\n")

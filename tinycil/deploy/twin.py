@@ -48,7 +48,7 @@ class TrainParams(ctypes.Structure):
                 ("batch_new", ctypes.c_uint16), ("batch_replay", ctypes.c_uint16),
                 ("seed", ctypes.c_uint32), ("balance_lr_scale", ctypes.c_float),
                 ("balance_steps", ctypes.c_uint16), ("asymmetric_ce", ctypes.c_uint8),
-                ("reserved", ctypes.c_uint8)]
+                ("replay_shift", ctypes.c_uint8)]
 
 
 class StepReport(ctypes.Structure):
@@ -186,9 +186,10 @@ class Twin:
 
     def set_training(self, lr: float, momentum: float, batch_new: int, batch_replay: int,
                      clip_norm: float, seed: int, *, asymmetric_ce: bool = False,
-                     balance_steps: int = 0, balance_lr_scale: float = 0.1) -> None:
+                     balance_steps: int = 0, balance_lr_scale: float = 0.1,
+                     replay_shift: int = 0) -> None:
         p = TrainParams(lr, momentum, clip_norm, batch_new, batch_replay, seed, balance_lr_scale,
-                        balance_steps, int(bool(asymmetric_ce)), 0)
+                        balance_steps, int(bool(asymmetric_ce)), int(replay_shift))
         self._check(self._lib.tc_rt_set_training(ctypes.byref(p)), "set_training")
 
     def begin_task(self, labels) -> None:

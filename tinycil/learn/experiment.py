@@ -29,7 +29,7 @@ from tinycil.learn.metrics import avg_accuracy_after_each_task, make_result
 from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality, model_widths
 from tinycil.learn.sizing import WidthPolicy, growth_plan
 from tinycil.learn.tasks import make_tasks, task_subset
-from tinycil.learn.train import TrainConfig
+from tinycil.learn.train import TrainConfig, default_replay_shift
 
 METHOD = "method"
 BASELINES = ("naive", "random_replay", "fixed_size", "joint")
@@ -98,6 +98,14 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
                           seed=seed, max_train=max_train, max_test=max_test)
     if family == "auto":
         family = family_for_modality(ds.modality)
+    cfg = train_config or TrainConfig(epochs=epochs or (QUICK["epochs"] if quick else d.epochs),
+                                      batch_new=d.batch_new, batch_replay=d.batch_replay,
+                                      replay_shift=default_replay_shift(ds.modality))
+    if epochs is not None:
+        cfg.epochs = epochs
+    if train_options:
+        # Switch training ingredients on or off by name (see tinycil.learn.train.TrainConfig).
+        cfg = dataclasses.replace(cfg, **train_options)
     if not 0.0 < buffer_fraction <= 1.0:
         raise ValueError(f"--buffer must be a fraction in (0, 1], got {buffer_fraction}")
     if not 0 <= known <= n_tasks:
@@ -105,13 +113,6 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
     unknown = [r for r in runs if r not in ALL_RUNS]
     if unknown or METHOD not in runs:
         raise ValueError(f"runs must include {METHOD!r} and come from {ALL_RUNS}, got {list(runs)}")
-    cfg = train_config or TrainConfig(epochs=epochs or (QUICK["epochs"] if quick else d.epochs),
-                                      batch_new=d.batch_new, batch_replay=d.batch_replay)
-    if epochs is not None:
-        cfg.epochs = epochs
-    if train_options:
-        # Switch training ingredients on or off by name (see tinycil.learn.train.TrainConfig).
-        cfg = dataclasses.replace(cfg, **train_options)
     iters = distill_iters or (QUICK["distill_iters"] if quick else d.distill_iters)
     policy = policy or WidthPolicy(DEFAULT_WIDTHS[family])
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)

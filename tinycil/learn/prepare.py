@@ -108,7 +108,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                 momentum: float | None = None, batch_new: int | None = None,
                 batch_replay: int | None = None, clip_norm: float | None = None,
                 balance_steps: int | None = None, asymmetric_ce: bool | None = None,
-                replay_store: str = "inputs", distill: str = "dm",
+                replay_shift: int | None = None, replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
                 echo=print, check_model=None, class_order=None, choose_cut=None,
@@ -139,7 +139,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     from tinycil.runfolder import RunFolder
     from tinycil.learn.sizing import WidthPolicy
     from tinycil.learn.tasks import make_tasks, task_subset
-    from tinycil.learn.train import TrainConfig, Trainer, accuracy
+    from tinycil.learn.train import TrainConfig, Trainer, accuracy, default_replay_shift
 
     started = time.perf_counter()
     n_steps = 7  # progress lines: load, train, quantise, distil, cost, save, done
@@ -183,13 +183,16 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         batch_replay=batch_replay if batch_replay is not None else d.batch_replay,
         clip_norm=clip_norm if clip_norm is not None else base.clip_norm,
         balance_steps=balance_steps if balance_steps is not None else base.balance_steps,
-        asymmetric_ce=asymmetric_ce if asymmetric_ce is not None else base.asymmetric_ce)
+        asymmetric_ce=asymmetric_ce if asymmetric_ce is not None else base.asymmetric_ce,
+        replay_shift=replay_shift if replay_shift is not None else base.replay_shift)
     iters = distill_iters if distill_iters is not None else (
         QUICK["distill_iters"] if quick else d.distill_iters)
 
     say(f"loading {dataset}")
     ds = load_dataset(dataset, data_dir=data_dir, resize=resize, seed=seed,
                       max_train=max_train, max_test=max_test)
+    if replay_shift is None:
+        cfg.replay_shift = default_replay_shift(ds.modality)
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
     user, policy, cut_reason = None, None, None
     if model_file is not None:

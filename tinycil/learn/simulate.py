@@ -244,6 +244,11 @@ class Tail:
         return [int(w.shape[1]) for w in self.weights[:-1]]
 
     @property
+    def input_map(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the tail's input: a vector has no spatial axes."""
+        return 1, 1, int(self.weights[0].shape[0])
+
+    @property
     def num_outputs(self) -> int:
         return int(self.weights[-1].shape[1])
 
@@ -435,6 +440,12 @@ class NetTail:
     @property
     def hidden_widths(self) -> list[int]:
         return [int(l["out_c"]) for l in self.layers[:-1] if l["op"] in ("conv2d", "dense")]
+
+    @property
+    def input_map(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the tail's input map (the latent)."""
+        first = self.layers[0]
+        return int(first["in_hw"][0]), int(first["in_hw"][1]), int(first["in_c"])
 
     def reset_momentum(self) -> None:
         self.vel = [None if l["weights"] is None else (np.zeros_like(l["weights"]),
@@ -764,11 +775,32 @@ def stream_order(n: int, seed: int, task: int, epoch: int) -> np.ndarray:
     return np.random.default_rng(seed + 1000 * task + epoch).permutation(n)
 
 
-def replay_draw(buffer: ReplayBuffer, buffer_targets: dict[int, int], prng: Prng,
-                n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n class-balanced buffer draws (tc_buffer_draw): their latents and output units."""
-    ridx = buffer.draw(prng, n)
-    xr = np.stack([buffer.latents[i] for i in ridx])
+def shift_latent(latent: np.ndarray, input_map, k: int, prng: Prng) -> np.ndarray:
+    """replay_shift on one latent (tc_runtime.cpp shift_latent): an offset drawn in -k..k along
+    each of height and width that is longer than 1 (height first), out[y][x] = in[y-dy][x-dx],
+    zeros shifted in."""
+    from tinycil.learn.train import shift_sample
+
+    h, w, c = input_map
+    dy = prng.index(2 * k + 1) - k if h > 1 else 0
+    dx = prng.index(2 * k + 1) - k if w > 1 else 0
+    if dy == 0 and dx == 0:
+        return latent
+    offsets = [d for d, n in ((dy, h), (dx, w)) if n > 1]
+    return shift_sample(latent.reshape(h, w, c), offsets).reshape(latent.shape)
+
+
+def replay_draw(buffer: ReplayBuffer, buffer_targets: dict[int, int], prng: Prng, n: int,
+                shift: int = 0, input_map=(1, 1, 1)) -> tuple[np.ndarray, np.ndarray]:
+    """n class-balanced buffer draws (tc_buffer_draw): their latents and output units; with
+    shift > 0 each latent moved by shift_latent right after its draw (the runtime's order)."""
+    ridx, lats = [], []
+    for _ in range(n):
+        i = buffer.draw(prng, 1)[0]
+        ridx.append(i)
+        lats.append(shift_latent(buffer.latents[i], input_map, shift, prng) if shift > 0
+                    else buffer.latents[i])
+    xr = np.stack(lats)
     yr = np.array([buffer_targets[buffer.y[i]] for i in ridx], dtype=np.int64)
     return xr, yr
 
@@ -776,13 +808,14 @@ def replay_draw(buffer: ReplayBuffer, buffer_targets: dict[int, int], prng: Prng
 def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: ReplayBuffer,
                buffer_targets: dict[int, int], prng: Prng, *, seed: int, task: int, epochs: int,
                batch_new: int, batch_replay: int, lr: float, momentum: float,
-               clip_norm: float, task_lo: int = 0) -> dict:
+               clip_norm: float, task_lo: int = 0, replay_shift: int = 0) -> dict:
     """TRAIN of the device procedure for one task. Returns counters (steps, samples, last loss).
 
     latents/targets: the task's training samples (backbone outputs, output-unit indices) in the
     data set's order; buffer_targets maps a buffer sample's class id to its output unit.
     task_lo: the lowest output unit of a streamed sample's softmax (the asymmetric
     cross-entropy: the task's lowest unit; 0: every unit); replayed samples span every unit.
+    replay_shift: replayed latents moved by up to that many cells (shift_latent).
     """
     n = len(latents)
     if n < batch_new:
@@ -797,7 +830,8 @@ def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: Rep
             xb, yb = latents[idx], targets[idx]
             lo = np.full(len(idx), task_lo, np.int64)
             if batch_replay > 0 and len(buffer):
-                xr, yr = replay_draw(buffer, buffer_targets, prng, batch_replay)
+                xr, yr = replay_draw(buffer, buffer_targets, prng, batch_replay, replay_shift,
+                                     tail.input_map)
                 xb, yb = np.concatenate([xb, xr]), np.concatenate([yb, yr])
                 lo = np.concatenate([lo, np.zeros(len(yr), np.int64)])
             loss = tail.train_step(xb, yb, lr=lr, momentum=momentum, clip_norm=clip_norm,
@@ -809,7 +843,7 @@ def train_task(tail: Tail, latents: np.ndarray, targets: np.ndarray, buffer: Rep
 
 def end_task(tail: Tail, buffer: ReplayBuffer, buffer_targets: dict[int, int], prng: Prng, *,
              batch_replay: int, lr: float, momentum: float, clip_norm: float,
-             balance_steps: int, balance_lr_scale: float) -> dict:
+             balance_steps: int, balance_lr_scale: float, replay_shift: int = 0) -> dict:
     """END_OF_TASK of the device procedure (tc_rt_end_task): balance_steps steps of batch_replay
     class-balanced buffer draws at lr * balance_lr_scale (a float32 product), from zero momentum,
     drawing on from the task's PRNG; momentum is zero again after it. Returns counters."""
@@ -818,7 +852,8 @@ def end_task(tail: Tail, buffer: ReplayBuffer, buffer_targets: dict[int, int], p
     lr_b = float(F32(lr) * F32(balance_lr_scale))
     tail.reset_momentum()
     for _ in range(balance_steps):
-        xr, yr = replay_draw(buffer, buffer_targets, prng, batch_replay)
+        xr, yr = replay_draw(buffer, buffer_targets, prng, batch_replay, replay_shift,
+                             tail.input_map)
         tail.train_step(xr, yr, lr=lr_b, momentum=momentum, clip_norm=clip_norm)
     tail.reset_momentum()
     return {"steps": balance_steps, "samples": balance_steps * batch_replay}
@@ -972,7 +1007,8 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
                            epochs=int(tr["epochs"]), batch_new=int(tr["batch_new"]),
                            batch_replay=int(tr["batch_replay"]), lr=float(tr["lr"]),
                            momentum=float(tr["momentum"]), clip_norm=float(tr["clip_norm"]),
-                           task_lo=min(task_units) if ing["asymmetric_ce"] else 0)
+                           task_lo=min(task_units) if ing["asymmetric_ce"] else 0,
+                           replay_shift=ing["replay_shift"])
         if not np.isfinite(stats["last_loss"]):
             raise SimulationError(f"training diverged on task {t}; lower the learning rate")
         per_sample = float(entry["device_flops_per_sample"]["total"])
@@ -982,7 +1018,8 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
         ended = end_task(tail, buffer, unit_of, prng, batch_replay=int(tr["batch_replay"]),
                          lr=float(tr["lr"]), momentum=float(tr["momentum"]),
                          clip_norm=float(tr["clip_norm"]), balance_steps=ing["balance_steps"],
-                         balance_lr_scale=ing["balance_lr_scale"])
+                         balance_lr_scale=ing["balance_lr_scale"],
+                         replay_shift=ing["replay_shift"])
         flops += ended["samples"] * per_sample
         for j in range(t + 1):
             _, tlat, ty = inp.test[j]

@@ -3,7 +3,7 @@
 #pragma once
 #include <stdint.h>
 
-#define TC_PROTOCOL_VERSION 2
+#define TC_PROTOCOL_VERSION 3
 #define TC_HEADER_SIZE 6
 #define TC_CRC_SIZE 4
 #define TC_MAX_PAYLOAD 1024
@@ -94,6 +94,8 @@
 #define TC_TRAIN_BALANCE_LR_SCALE_MAX 10.0f
 #define TC_TRAIN_ASYMMETRIC_CE_MIN 0
 #define TC_TRAIN_ASYMMETRIC_CE_MAX 1
+#define TC_TRAIN_REPLAY_SHIFT_MIN 0
+#define TC_TRAIN_REPLAY_SHIFT_MAX 4
 
 typedef struct __attribute__((packed)) {
     uint16_t protocol_version;
@@ -178,7 +180,8 @@ typedef struct __attribute__((packed)) {
     uint16_t balance_steps;
     float balance_lr_scale;
     uint8_t asymmetric_ce;
-    uint8_t reserved0[3];
+    uint8_t replay_shift;
+    uint8_t reserved0[2];
 } tc_train_control_t;
 #ifdef __cplusplus
 static_assert(sizeof(tc_train_control_t) == 32, "train_control layout differs from the host");

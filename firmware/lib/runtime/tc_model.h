@@ -74,6 +74,7 @@ struct tc_train_defaults {
     float balance_lr_scale;      // the end-of-task pass (tc_train_params)
     uint16_t balance_steps;
     uint8_t asymmetric_ce;
+    uint8_t replay_shift;
 };
 
 struct tc_model {

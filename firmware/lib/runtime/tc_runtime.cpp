@@ -227,6 +227,43 @@ void dequantize_latent(Runtime* rt, const int8_t* q) {
     tc_dequantize_s8(q, rt->latent, (int32_t)m->latent_size, m->latent_scale, m->latent_zero_point);
 }
 
+// replay_shift: the latent in rt->latent (the tail's input map, in_h x in_w x channels) moved by
+// an offset drawn in -k..k along each axis longer than 1 (height first), zeros shifted in:
+// out[y][x] = in[y - dy][x - dx]. Rows are moved in place, in the order that reads every source
+// row before it is overwritten. As simulate.py's shift_latent.
+void shift_latent(Runtime* rt) {
+    const tc_model* m = rt->m;
+    const int32_t k = rt->params.replay_shift;
+    const tc_tail_layer& L = m->tail[0];
+    const int32_t h = L.in_h, w = L.in_w;
+    int32_t dy = 0, dx = 0;
+    if (h > 1) dy = (int32_t)tc_prng_index(&rt->prng, (uint32_t)(2 * k + 1)) - k;
+    if (w > 1) dx = (int32_t)tc_prng_index(&rt->prng, (uint32_t)(2 * k + 1)) - k;
+    if (dy == 0 && dx == 0) return;
+    const int32_t c = (int32_t)(m->latent_size / (uint32_t)(h * w));
+    const int32_t row = w * c;
+    float* v = rt->latent;
+    const int32_t adx = dx < 0 ? -dx : dx;
+    const int32_t keep = adx < w ? (w - adx) * c : 0;  // floats of a row that stay in the map
+    for (int32_t i = 0; i < h; ++i) {
+        const int32_t y = dy > 0 ? h - 1 - i : i;  // dy > 0 reads rows above: go bottom up
+        const int32_t src = y - dy;
+        float* out = v + (size_t)y * row;
+        if (src < 0 || src >= h || keep == 0) {
+            tc_f32_zero(out, row);
+            continue;
+        }
+        const float* in = v + (size_t)src * row;
+        if (dx >= 0) {
+            memmove(out + dx * c, in, (size_t)keep * sizeof(float));
+            tc_f32_zero(out, dx * c);
+        } else {
+            memmove(out, in + adx * c, (size_t)keep * sizeof(float));
+            tc_f32_zero(out + keep, adx * c);
+        }
+    }
+}
+
 // Backbone of one sample; returns its int8 latent (in backbone scratch, or x itself when the
 // backbone is empty).
 const int8_t* backbone(Runtime* rt, const int8_t* x) {
@@ -369,6 +406,7 @@ bool valid_params(const tc_model* m, const tc_train_params* p) {
     if (!isfinite(p->clip_norm)) return false;
     if (p->batch_new < 1) return false;
     if (p->asymmetric_ce > 1) return false;
+    if (p->replay_shift > TC_TRAIN_REPLAY_SHIFT_MAX) return false;
     if (p->balance_steps > 0 && (!(p->balance_lr_scale > 0.0f) || !isfinite(p->balance_lr_scale) ||
                                  !(p->lr * p->balance_lr_scale > 0.0f)))
         return false;
@@ -436,6 +474,7 @@ float train_step(Runtime* rt, uint16_t replay, float lr, uint16_t* batch_out, fl
         const int8_t* q = tc_buffer_x(&rt->buffer, k);
         if (m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
         dequantize_latent(rt, q);
+        if (rt->params.replay_shift) shift_latent(rt);
         loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), 0, inv_batch,
                                   rt->pending == 0 && r == 0, batch);
     }
@@ -507,7 +546,7 @@ int tc_rt_init(void) {
     g_rt.params.balance_lr_scale = m->defaults.balance_lr_scale;
     g_rt.params.balance_steps = m->defaults.balance_steps;
     g_rt.params.asymmetric_ce = m->defaults.asymmetric_ce;
-    g_rt.params.reserved = 0;
+    g_rt.params.replay_shift = m->defaults.replay_shift;
     g_rt.task_lo = 0;
     tc_prng_seed(&g_rt.prng, tc_prng_task_seed(g_rt.params.seed, g_rt.plan_index));
     g_rt.ready = true;
@@ -845,7 +884,7 @@ int tc_rt_save_state(tc_state_writer* w) {
     out.f32(g_rt.params.balance_lr_scale);
     out.u16(g_rt.params.balance_steps);
     out.u8(g_rt.params.asymmetric_ce);
-    out.u8(0);
+    out.u8(g_rt.params.replay_shift);
     out.u32(g_rt.prng.state);
     out.u32(g_rt.buffer.ram_count);
     out.u32(g_rt.buffer.sample_size);
@@ -885,7 +924,7 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
     params.balance_lr_scale = in.f32();
     params.balance_steps = in.u16();
     params.asymmetric_ce = in.u8();
-    params.reserved = in.u8();
+    params.replay_shift = in.u8();
     const uint32_t prng_state = in.u32();
     const uint32_t ram_count = in.u32();
     const uint32_t sample_size = in.u32();

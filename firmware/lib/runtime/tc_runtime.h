@@ -47,7 +47,10 @@ typedef struct {
     // 1: a new sample's softmax spans only its task's own units (from the lowest label given to
     // tc_rt_begin_task up); replayed samples span every unit seen (ER-ACE). 0: all units.
     uint8_t asymmetric_ce;
-    uint8_t reserved;
+    // A replayed sample's latent (the tail's input map) is moved by an offset drawn uniformly in
+    // -replay_shift..replay_shift along its height and its width (each only when longer than 1),
+    // zeros shifted in; two PRNG draws after the buffer draw, height first. 0: not moved.
+    uint8_t replay_shift;
 } tc_train_params;
 
 typedef struct {
@@ -115,7 +118,7 @@ int32_t tc_rt_logits(const int8_t* x, float* logits);
 // Serialised little-endian, TC_RT_STATE_VERSION:
 //   u16 version, u16 n_tail, u8 signature[8], u16 task, u16 classes_seen,
 //   f32 lr, f32 momentum, f32 clip_norm, u16 batch_new, u16 batch_replay, u32 seed,
-//   f32 balance_lr_scale, u16 balance_steps, u8 asymmetric_ce, u8 reserved, u32 prng_state, u32 ram_count, u32 sample_size,
+//   f32 balance_lr_scale, u16 balance_steps, u8 asymmetric_ce, u8 replay_shift, u32 prng_state, u32 ram_count, u32 sample_size,
 //   per tail layer: u16 in, u16 out, f32 weights[...], f32 bias[out] (none for pooling),
 //   i8 ram_x[ram_count][sample_size], u8 ram_y[ram_count]
 #define TC_RT_STATE_VERSION 2
