@@ -111,3 +111,53 @@ def test_asymmetric_ce_still_scores_replayed_samples_over_every_class():
     Trainer(model, TrainConfig(epochs=1, batch_new=16, batch_replay=8, asymmetric_ce=True)).train_task(
         x, y, 4, task=1, seed=0, replay=buffer)
     assert not np.array_equal(before[:, :2], model.layers[-1].weights[0].numpy()[:, :2])
+
+
+def test_replay_shift_moves_images_in_height_and_width_series_in_time_and_vectors_not():
+    from tinycil.learn.train import default_replay_shift, shift_axes, shift_sample, shifted
+
+    img = np.arange(4 * 5 * 2, dtype=np.float32).reshape(4, 5, 2)
+    moved = shift_sample(img, [1, -2])  # down 1, left 2
+    assert np.array_equal(moved[1:, :3], img[:3, 2:]) and not moved[0].any() and not moved[:, 3:].any()
+    series = np.arange(6 * 3, dtype=np.float32).reshape(6, 3)
+    assert np.array_equal(shift_sample(series, [2])[2:], series[:4])
+    assert shift_axes((6, 3)) == [0] and shift_axes((1, 6, 3)) == [1] and shift_axes((6,)) == []
+    vectors = np.random.default_rng(0).normal(size=(3, 4, 6)).astype(np.float32)
+    assert np.array_equal(shifted(vectors, 1, 1, np.random.default_rng(1)), vectors)
+
+    # Every moved copy is the sample translated by an offset in -1..1 each way, and every such
+    # offset occurs.
+    batch = np.random.default_rng(2).normal(size=(2, 40, 4, 5, 2)).astype(np.float32)
+    out = shifted(batch, 3, 1, np.random.default_rng(3))
+    seen = set()
+    for a, b in zip(batch.reshape(-1, 4, 5, 2), out.reshape(-1, 4, 5, 2)):
+        hits = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                if np.array_equal(shift_sample(a, [dy, dx]), b)]
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert len(seen) == 9
+    assert default_replay_shift("image") == 1 and default_replay_shift("inertial") == 0
+
+
+def test_replay_shift_trains_on_moved_copies_of_the_buffer():
+    """A buffer whose samples are a single bright pixel in the corner: with replay_shift the
+    model also sees it moved, so the weights of the pixels next to the corner change; without,
+    only the corner's column of the first layer can change through the replayed samples."""
+    model0 = build_model("mlp", (3, 3, 1), 4, [8, 8], seed=0)
+    x = np.zeros((16, 3, 3, 1), np.float32)  # the task's samples carry no signal at all
+    y = np.repeat([2, 3], 8)
+    bx = np.zeros((4, 3, 3, 1), np.float32)
+    bx[:, 0, 0, 0] = 1.0
+    by = np.array([0, 0, 1, 1])
+    changed = {}
+    for k in (0, 1):
+        model = build_model("mlp", (3, 3, 1), 4, [8, 8], seed=0)
+        model.set_weights(model0.get_weights())
+        kernel = model.layers[[type(l).__name__ for l in model.layers].index("Dense")].weights[0]
+        before = kernel.numpy().copy()
+        Trainer(model, TrainConfig(epochs=1, batch_new=8, batch_replay=8, replay_shift=k)).train_task(
+            x, y, 4, task=1, seed=0, replay=(bx, by))
+        rows = np.flatnonzero(np.any(kernel.numpy() != before, axis=1))  # flattened input pixels
+        changed[k] = set(int(r) for r in rows)
+    assert changed[0] == {0}
+    assert {1, 3} <= changed[1]  # the pixels right of and below the corner

@@ -20,9 +20,10 @@ import pytest
 INPUT_SCALE, INPUT_ZP = 1.0 / 32, 0
 
 
-def _export(model, family, plan_widths, plan_outputs, out_dir, batch=8):
+def _export(model, family, plan_widths, plan_outputs, out_dir, batch=8, buffer=None):
     """The whole model trainable (empty int8 prefix), exported for the twin: plan step 0 is
-    the model as it is, the next steps grow it to `plan_widths` / `plan_outputs`."""
+    the model as it is, the next steps grow it to `plan_widths` / `plan_outputs`. `buffer`:
+    (int8 samples, output units) of the replay buffer in flash (default: none)."""
     from tinycil.deploy.boards import load_board
     from tinycil.deploy.export import ExportModel, export_model, tail_arrays, tail_channels
     from tinycil.learn.models import layer_channels, split_model, tail_layer_specs, weight_layers
@@ -43,7 +44,9 @@ def _export(model, family, plan_widths, plan_outputs, out_dir, batch=8):
         tail_biases=biases,
         tail_max=[(first_in if l == 0 else final[l - 1], final[l]) for l in range(len(final))],
         plan=plan, known_tasks=1, classes_max=plan_outputs[-1],
-        buffer_x=np.zeros((0, int(np.prod(shape))), np.int8), buffer_y=np.zeros(0, np.uint8),
+        buffer_x=(np.zeros((0, int(np.prod(shape))), np.int8) if buffer is None
+                  else np.asarray(buffer[0], np.int8).reshape(len(buffer[0]), -1)),
+        buffer_y=np.zeros(0, np.uint8) if buffer is None else np.asarray(buffer[1], np.uint8),
         buffer_ram_capacity=4,
         defaults={"lr": 0.01, "momentum": 0.0, "clip_norm": 0.0, "batch_new": batch,
                   "batch_replay": 0, "seed": 3},
