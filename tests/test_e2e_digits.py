@@ -52,8 +52,11 @@ def e2e(project, tmp_path_factory):
         return url
 
     lines = []
+    # replay_shift on (off by default for 8x8 images): the device, its twin and the simulation
+    # must agree with every ingredient of the device procedure running.
     results = run_end_to_end("digits", BOARD, run_dir, epochs=4, distill_iters=10, root=project,
-                             progress=False, echo=lines.append, link_wrapper=remember)
+                             progress=False, echo=lines.append, link_wrapper=remember,
+                             prepare_kwargs={"replay_shift": 1})
     elf = project / "firmware" / ".pio" / "build" / BOARD / "firmware.elf"
     return {"run_dir": run_dir, "results": results, "elf": elf, "lines": lines}
 

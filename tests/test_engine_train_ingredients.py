@@ -136,7 +136,8 @@ def test_replay_shift_moves_images_in_height_and_width_series_in_time_and_vector
         assert len(hits) == 1
         seen.add(hits[0])
     assert len(seen) == 9
-    assert default_replay_shift("image") == 1 and default_replay_shift("inertial") == 0
+    assert default_replay_shift("image", (14, 14, 1)) == 1
+    assert default_replay_shift("image", (8, 8, 1)) == 0 and default_replay_shift("inertial", (100, 6)) == 0
 
 
 def test_replay_shift_trains_on_moved_copies_of_the_buffer():

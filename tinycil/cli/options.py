@@ -161,8 +161,8 @@ def device_training_options(func):
                           "one every class seen (ER-ACE; default on)."),
         click.option("--replay-shift", type=click.IntRange(0, 4), default=None,
                      help="Move every replayed sample by up to N pixels (time steps of a series) "
-                          "each way, so a small buffer is not learned by heart (default 1; 0: "
-                          "not moved)."),
+                          "each way, so a small buffer is not learned by heart (default 1 for "
+                          "images of at least 12 pixels a side, else 0: not moved)."),
         click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default="inputs",
                      show_default=True,
                      help="What the device's replay buffer keeps: int8 inputs (as the paper), or "

@@ -100,7 +100,7 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
         family = family_for_modality(ds.modality)
     cfg = train_config or TrainConfig(epochs=epochs or (QUICK["epochs"] if quick else d.epochs),
                                       batch_new=d.batch_new, batch_replay=d.batch_replay,
-                                      replay_shift=default_replay_shift(ds.modality))
+                                      replay_shift=default_replay_shift(ds.modality, ds.input_shape))
     if epochs is not None:
         cfg.epochs = epochs
     if train_options:

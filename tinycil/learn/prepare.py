@@ -192,7 +192,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     ds = load_dataset(dataset, data_dir=data_dir, resize=resize, seed=seed,
                       max_train=max_train, max_test=max_test)
     if replay_shift is None:
-        cfg.replay_shift = default_replay_shift(ds.modality)
+        cfg.replay_shift = default_replay_shift(ds.modality, ds.input_shape)
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
     user, policy, cut_reason = None, None, None
     if model_file is not None:
