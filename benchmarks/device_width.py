@@ -87,8 +87,13 @@ def render(rows: list[dict]) -> str:
             "| --- | --- | ---: | ---: |"]
     for (ds, choice), accs in by.items():
         out.append(f"| {ds} | {choice} | {len(accs)} | {100 * sum(accs) / len(accs):.1f}% |")
-    out += ["", "Regenerate: `.venv/bin/python benchmarks/device_width.py` (about 10 minutes per "
-            "row on 2 cores).", ""]
+    seeds: dict[str, list[int]] = {}
+    for r in rows:
+        if r["seed"] not in seeds.setdefault(r["dataset"], []):
+            seeds[r["dataset"]].append(r["seed"])
+    commands = "; ".join(f"`.venv/bin/python benchmarks/device_width.py --dataset {ds} --seeds "
+                         f"{' '.join(map(str, s))}`" for ds, s in seeds.items())
+    out += ["", f"Regenerate: {commands} (about 10 minutes per fashion-mnist row on 2 cores).", ""]
     return "\n".join(out)
 
 

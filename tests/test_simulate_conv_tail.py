@@ -74,11 +74,10 @@ def test_replay_shift_moves_replayed_samples_as_the_simulation_does(tmp_path, fa
     n = len(weight_layers(model))
     bx8, bx = _inputs(shape, 6, seed=7)
     by = np.array([0, 0, 0, 1, 1, 1], np.uint8)
+    out = _export(model, family, [widths, widths], [2, 2], tmp_path / "m", buffer=(bx8, by))
     after = {}
     for shift in (0, 1):
-        out = tmp_path / f"m{shift}"
-        _export(model, family, [widths, widths], [2, 2], out, buffer=(bx8, by))
-        twin = Twin(model_dir=out)
+        twin = Twin(model_dir=out)  # a fresh runtime state
         sim = NetTail(tail_layer_specs(split_model(model, n)[1]))
         buffer = ReplayBuffer()
         buffer.add(bx8, by, bx.reshape(len(bx), -1))
