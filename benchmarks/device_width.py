@@ -57,6 +57,7 @@ def one(dataset: str, seed: int, choice: str, tmp: Path) -> dict:
     return {"dataset": dataset, "seed": seed, "choice": choice,
             "tail_layers": config["tail_layers"], "cut_reason": config["cut_reason"],
             "width_scale": config["frozen_prefix"]["width_scale"],
+            "replay_shift": int(config["training"].get("replay_shift", 0)),
             "widths_first": plan[0]["widths"], "widths_last": plan[-1]["widths"],
             "final_avg_accuracy": result["final_avg_accuracy"],
             "forgetting": result["forgetting"], "train_flops": result["train_flops"],
@@ -71,22 +72,26 @@ def render(rows: list[dict]) -> str:
            "full data, for the 320 KB board (mps2_an500 = STM32F746 budget), 1% buffer, default "
            "training. `known`: frozen prefix at the first task's widths; `auto` (default): prefix "
            "at its final width, most trainable layers at the widest model that fits; `dense2`: "
-           "two dense layers train, auto width.", "",
+           "two dense layers train, auto width. Replay shift: the training's replay_shift (rows "
+           "with 0 were simulated before the option existed).", "",
            "| data set | seed | choice | trainable layers | widths after task 0 -> last | "
-           "final average | forgetting | device FLOPs |",
-           "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
+           "replay shift | final average | forgetting | device FLOPs |",
+           "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         out.append(f"| {r['dataset']} | {r['seed']} | {r['choice']} | {r['tail_layers']} | "
-                   f"{r['widths_first']} -> {r['widths_last']} | "
+                   f"{r['widths_first']} -> {r['widths_last']} | {r.get('replay_shift', 0)} | "
                    f"{100 * r['final_avg_accuracy']:.1f}% | {100 * r['forgetting']:.1f}% | "
                    f"{r['train_flops']:.3g} |")
     by = {}
     for r in rows:
-        by.setdefault((r["dataset"], r["choice"]), []).append(r["final_avg_accuracy"])
-    out += ["", "Mean over the seeds run:", "", "| data set | choice | seeds | final average |",
-            "| --- | --- | ---: | ---: |"]
-    for (ds, choice), accs in by.items():
-        out.append(f"| {ds} | {choice} | {len(accs)} | {100 * sum(accs) / len(accs):.1f}% |")
+        by.setdefault((r["dataset"], r["choice"], r.get("replay_shift", 0)), []).append(
+            r["final_avg_accuracy"])
+    out += ["", "Mean over the seeds run:", "",
+            "| data set | choice | replay shift | seeds | final average |",
+            "| --- | --- | ---: | ---: | ---: |"]
+    for (ds, choice, shift), accs in by.items():
+        out.append(f"| {ds} | {choice} | {shift} | {len(accs)} | "
+                   f"{100 * sum(accs) / len(accs):.1f}% |")
     seeds: dict[str, list[int]] = {}
     for r in rows:
         if r["seed"] not in seeds.setdefault(r["dataset"], []):
