@@ -259,3 +259,42 @@ def test_selftest_runs_the_kernel_checks_on_the_device(device):
     assert [r["check"] for r in result["results"]] == ["dense_f32_fwd", "dense_f32_bwd",
                                                       "fully_connected_s8"]
     assert all(r["passed"] and r["ticks_per_mac"] > 0 for r in result["results"])
+
+
+def test_packed_frames_are_unpacked_exactly_and_bad_ones_refused(e2e, device):
+    """The device unpacks PACKED samples into what the host packed: the same predictions as the
+    plain frames of the same samples; a packed body one byte short or long, or more samples than
+    a frame unpacks to, is refused before anything runs."""
+    from tinycil import protocol_spec as spec
+    from tinycil.link import packing
+    from tinycil.link.bridge import DeviceStatusError
+    from tinycil.link.session import parse_eval_result, pack_fields
+    from tinycil.link.stream import RunData
+
+    data = RunData.load(e2e["run_dir"])
+    x, y = data.samples("test", 0)
+    plan = packing.FramePlan(x)
+    assert plan.packed  # 8x8 digits: the background is one value
+    n = 8
+    with DeviceLink(device.url, timeout=1.0) as link:
+        session = Session(link)
+        for s in range(0, 40, n):
+            plain = samples_payload(x[s:s + n], y[s:s + n], 0)
+            packed = samples_payload(x[s:s + n], y[s:s + n], 0, plan.fill)
+            assert packed[2] & spec.SAMPLES_FLAGS["PACKED"] and len(packed) < len(plain)
+            assert (parse_eval_result(session.call("EVAL_SAMPLES", packed))[0]
+                    == parse_eval_result(session.call("EVAL_SAMPLES", plain))[0])
+        packed = samples_payload(x[:n], y[:n], 0, plan.fill)
+        for bad in (packed[:-1], packed + b"\x00"):
+            with pytest.raises(DeviceStatusError) as refused:
+                session.call("EVAL_SAMPLES", bad)
+            assert refused.value.code == spec.STATUS["BAD_ARGUMENT"]
+            assert "packed samples do not match" in refused.value.text
+        too_many = spec.PACKED_SCRATCH // data.input_size + 1
+        head = pack_fields(spec.SAMPLES_FIELDS, {"count": too_many, "fill": plan.fill,
+                                                 "flags": spec.SAMPLES_FLAGS["PACKED"]})
+        blank = packing.pack(np.full((too_many, data.input_size), plan.fill, np.int8), plan.fill)
+        with pytest.raises(DeviceStatusError) as refused:
+            session.call("EVAL_SAMPLES", head + bytes(too_many) + blank)
+        assert refused.value.code == spec.STATUS["BAD_ARGUMENT"]
+        assert "more packed samples than one frame unpacks to" in refused.value.text

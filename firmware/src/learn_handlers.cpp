@@ -274,7 +274,33 @@ void sequenced(const tc::Frame& request, tc::Responder& out, Body body) {
     }
 }
 
-// Parses the samples head; false (and the reply says why) when the payload is inconsistent.
+// A PACKED frame's samples, unpacked (protocol_spec.SAMPLES_FIELDS); what the handlers read.
+int8_t unpacked[TC_PACKED_SCRATCH];
+
+// Unpacks `count` packed samples of n bytes from src[0, len) into dst; false unless the payload
+// holds exactly that: every map whole and every byte a map names present, nothing left over.
+bool unpack_samples(const uint8_t* src, size_t len, uint32_t count, uint32_t n, int8_t fill,
+                    int8_t* dst) {
+    const uint8_t* const end = src + len;
+    const uint32_t map_bytes = (n + 7) / 8;
+    for (uint32_t s = 0; s < count; ++s) {
+        if (static_cast<size_t>(end - src) < map_bytes) return false;
+        const uint8_t* map = src;
+        src += map_bytes;
+        for (uint32_t i = 0; i < n; ++i) {
+            if ((map[i >> 3] >> (i & 7)) & 1u) {
+                if (src == end) return false;
+                *dst++ = static_cast<int8_t>(*src++);
+            } else {
+                *dst++ = fill;
+            }
+        }
+    }
+    return src == end;
+}
+
+// Parses the samples head (and unpacks PACKED samples); false (and the reply says why) when the
+// payload is inconsistent. Nothing is trained on until the whole frame proved consistent.
 bool parse_samples(const tc::Frame& f, Reply& r, tc_samples_t& head, const uint8_t*& labels,
                    const int8_t*& x, uint16_t max_count) {
     if (f.length < sizeof(tc_samples_t)) {
@@ -283,8 +309,10 @@ bool parse_samples(const tc::Frame& f, Reply& r, tc_samples_t& head, const uint8
     }
     memcpy(&head, f.payload, sizeof(head));
     const uint32_t input_size = tc_learner_input_size();
-    const size_t need = sizeof(head) + head.count + static_cast<size_t>(head.count) * input_size;
-    if (f.length != need) {
+    const size_t head_and_labels = sizeof(head) + head.count;
+    labels = f.payload + sizeof(head);
+    const bool packed = head.flags & TC_SAMPLES_PACKED;
+    if (!packed && f.length != head_and_labels + static_cast<size_t>(head.count) * input_size) {
         r.fail(TC_STATUS_BAD_ARGUMENT, "payload length does not match count samples of the "
                "model's input size", static_cast<uint16_t>(input_size));
         return false;
@@ -293,7 +321,22 @@ bool parse_samples(const tc::Frame& f, Reply& r, tc_samples_t& head, const uint8
         r.fail(TC_STATUS_BAD_ARGUMENT, "too many samples in one frame", max_count);
         return false;
     }
-    labels = f.payload + sizeof(head);
+    if (packed) {
+        if (static_cast<size_t>(head.count) * input_size > sizeof(unpacked)) {
+            r.fail(TC_STATUS_BAD_ARGUMENT, "more packed samples than one frame unpacks to",
+                   static_cast<uint16_t>(sizeof(unpacked) / (input_size ? input_size : 1)));
+            return false;
+        }
+        if (f.length < head_and_labels ||
+            !unpack_samples(f.payload + head_and_labels, f.length - head_and_labels, head.count,
+                            input_size, head.fill, unpacked)) {
+            r.fail(TC_STATUS_BAD_ARGUMENT, "packed samples do not match count samples of the "
+                   "model's input size", static_cast<uint16_t>(input_size));
+            return false;
+        }
+        x = unpacked;
+        return true;
+    }
     x = reinterpret_cast<const int8_t*>(labels + head.count);
     return true;
 }

@@ -46,9 +46,9 @@ CODE_FLASH_ESTIMATE = 52 * 1024
 # benchmarks/memory.py's builds exceeded the plan without it by about 10.5 KB.
 FIRMWARE_STATIC_RAM = 12 * 1024
 # The serial path's buffers: the interrupt-driven receive ring, one decoded and one encoded frame
-# each way.
+# each way, and the samples of a PACKED frame unpacked.
 PROTOCOL_RAM = (protocol_spec.DEVICE_RX_RING + 2 * protocol_spec.MAX_ENCODED_FRAME
-                + 2 * protocol_spec.MAX_RAW_FRAME)
+                + 2 * protocol_spec.MAX_RAW_FRAME + protocol_spec.PACKED_SCRATCH)
 
 
 # Persistence of the learned state (firmware built with -DTC_PERSIST=1, lib/persist): two slots,

@@ -334,6 +334,14 @@ class Session:
         n = max(1, (self.payload_budget() - head) // (input_size + 1))
         return min(n, samples_per_frame(input_size, limit))
 
+    def samples_in_frame(self, plan, idx, limit: int | None = None) -> int:
+        """How many of the samples idx (the next ones, in order; plan: packing.FramePlan of
+        their stream) the next frame carries: as many as their bytes, packed as the plan packs
+        them, fit the payload budget; at least one, at most what one frame unpacks to."""
+        head = layout_struct(spec.SAMPLES_FIELDS).size
+        return plan.count(idx, self.payload_budget() - head,
+                          samples_per_frame(plan.input_size, limit))
+
     @property
     def loss_per_byte(self) -> float:
         return self._loss_events / self._loss_bytes
@@ -619,13 +627,23 @@ def samples_per_frame(input_size: int, limit: int | None = None) -> int:
     return min(n, limit) if limit else n
 
 
-def samples_payload(x_int8, labels, flags: int = 0) -> bytes:
+def samples_payload(x_int8, labels, flags: int = 0, fill: int | None = None) -> bytes:
+    """A TRAIN_SAMPLES, BUFFER_SAMPLES or EVAL_SAMPLES payload; with `fill` (an int8 value) the
+    samples are packed against it (flag PACKED) when that makes the payload shorter."""
     import numpy as np
+
+    from tinycil.link import packing
 
     x = np.ascontiguousarray(np.asarray(x_int8, dtype=np.int8))
     y = np.asarray(labels, dtype=np.uint8)
-    return (pack_fields(spec.SAMPLES_FIELDS, {"count": len(y), "flags": flags})
-            + y.tobytes() + x.tobytes())
+    body = x.tobytes()
+    if fill is not None:
+        packed = packing.pack(x, fill)
+        if len(packed) < len(body):
+            body, flags = packed, flags | spec.SAMPLES_FLAGS["PACKED"]
+    return (pack_fields(spec.SAMPLES_FIELDS, {"count": len(y), "flags": flags,
+                                              "fill": fill if fill is not None else 0})
+            + y.tobytes() + body)
 
 
 def parse_eval_result(reply: Reply) -> tuple[list[int], list[tuple[int, int]]]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from tinycil import protocol_spec as spec
 from tinycil.link.bridge import DeviceError
+from tinycil.link.packing import FramePlan
 from tinycil.learn.train import device_ingredients
 from tinycil.runfolder import read_device_key
 from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
@@ -306,10 +307,11 @@ def evaluate(session: Session, data: RunData, upto: int, progress: bool) -> tupl
 
     first = True
     for j, (x, y) in enumerate(parts):
+        plan = FramePlan(x)
         s = 0
         while s < len(y):
             # The session sizes every frame to the link's measured loss.
-            n = min(session.samples_per_frame(data.input_size, spec.EVAL_MAX_SAMPLES), len(y) - s)
+            n = session.samples_in_frame(plan, np.arange(s, len(y)), spec.EVAL_MAX_SAMPLES)
             flags = (FLAGS["EVAL_START"] if first else 0) | (
                 FLAGS["EVAL_SUMMARY"] if j == last_part and s + n >= len(y) else 0)
 
@@ -321,8 +323,8 @@ def evaluate(session: Session, data: RunData, upto: int, progress: bool) -> tupl
                 if bar is not None:
                     bar.update(n)
 
-            session.send("EVAL_SAMPLES", samples_payload(x[s:s + n], y[s:s + n], flags),
-                         on_reply=store)
+            session.send("EVAL_SAMPLES", samples_payload(x[s:s + n], y[s:s + n], flags,
+                                                         plan.fill_or_none), on_reply=store)
             first = False
             s += n
     session.flush()
@@ -558,14 +560,16 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
         if bar is not None:
             bar.update(n)
 
+    plan = FramePlan(x8)
     for epoch in range(int(tr["epochs"])):
         order = stream_order(len(y), data.seed, task, epoch)[:used]
         s = 0
         while s < used:  # frames sized by the session to the link's measured loss
-            idx = order[s:s + session.samples_per_frame(data.input_size)]
+            idx = order[s:s + session.samples_in_frame(plan, order[s:])]
             n = len(idx)
             stepping = (s + n) // bn > s // bn  # the device trains a mini-batch before it answers
-            seq = session.send("TRAIN_SAMPLES", samples_payload(x8[idx], y[idx]),
+            seq = session.send("TRAIN_SAMPLES", samples_payload(x8[idx], y[idx], 0,
+                                                                plan.fill_or_none),
                                on_reply=lambda r, n=n: answered(r, n),
                                timeout=2.0 * step_wait[0] if stepping and step_wait[0] else None)
             if stepping:
@@ -581,10 +585,12 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     mid = parse_stats(session.call("STATS"))
     _confirm(mid["new_samples"] - stats0["new_samples"], expected, "training samples", task,
              data, info, run_dir, board_hint)
+    bplan = FramePlan(bx)
     s = 0
-    while s + session.samples_per_frame(data.input_size) < len(by):
-        n = session.samples_per_frame(data.input_size)
-        session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + n], by[s:s + n]))
+    while s + session.samples_in_frame(bplan, np.arange(s, len(by))) < len(by):
+        n = session.samples_in_frame(bplan, np.arange(s, len(by)))
+        session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + n], by[s:s + n], 0,
+                                                       bplan.fill_or_none))
         s += n
     session.flush()
     # The last frame ends the task: the device runs the end-of-task pass (balance_steps steps of
@@ -592,7 +598,8 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     # step_wait tracks) and, with persistence, saves its state before answering, which takes
     # seconds on a real flash (nothing else is in flight meanwhile).
     balance = device_ingredients(tr)["balance_steps"]
-    done = session.call("BUFFER_SAMPLES", samples_payload(bx[s:], by[s:], FLAGS["END_OF_TASK"]),
+    done = session.call("BUFFER_SAMPLES", samples_payload(bx[s:], by[s:], FLAGS["END_OF_TASK"],
+                                                          bplan.fill_or_none),
                         timeout=spec.PERSIST_SAVE_TIMEOUT + 2.0 * balance * step_wait[0])
     saved = done.detail == 0
     if done.detail not in (0, 2):  # 2: tc_persist UNAVAILABLE, a build without persistence

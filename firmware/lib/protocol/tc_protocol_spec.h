@@ -3,7 +3,7 @@
 #pragma once
 #include <stdint.h>
 
-#define TC_PROTOCOL_VERSION 3
+#define TC_PROTOCOL_VERSION 4
 #define TC_HEADER_SIZE 6
 #define TC_CRC_SIZE 4
 #define TC_MAX_PAYLOAD 1024
@@ -19,6 +19,7 @@
 #define TC_REPLY_CACHE 8
 #define TC_REPLY_CACHE_PAYLOAD 512
 #define TC_EVAL_MAX_SAMPLES 128
+#define TC_PACKED_SCRATCH 1024
 
 #define TC_MSG_HELLO 0x01
 #define TC_MSG_RESET 0x02
@@ -134,6 +135,7 @@ static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the h
 #define TC_SAMPLES_EVAL_START 0x01
 #define TC_SAMPLES_EVAL_SUMMARY 0x02
 #define TC_SAMPLES_END_OF_TASK 0x04
+#define TC_SAMPLES_PACKED 0x08
 #define TC_SELFTEST_CHECKS 3
 
 typedef struct __attribute__((packed)) {
@@ -190,7 +192,7 @@ static_assert(sizeof(tc_train_control_t) == 32, "train_control layout differs fr
 typedef struct __attribute__((packed)) {
     uint16_t count;
     uint8_t flags;
-    uint8_t reserved0;
+    int8_t fill;
 } tc_samples_t;
 #ifdef __cplusplus
 static_assert(sizeof(tc_samples_t) == 4, "samples layout differs from the host");
