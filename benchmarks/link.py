@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,6 +49,13 @@ def main() -> None:
         wire = sum(m["link"]["wire_bytes"] for m in tasks.values())
         samples = sum(m["samples"] for m in tasks.values())
         train_s = sum(m["train_seconds"] for m in tasks.values())
+        # Packed frames: a streamed sample's bytes on the wire (label included) against plain.
+        from tinycil.link.packing import FramePlan
+        from tinycil.link.stream import RunData
+
+        data = RunData.load(tmp / "run")
+        plans = [FramePlan(data.samples("train", int(t))[0]) for t in tasks]
+        packed_bytes = float(np.mean(np.concatenate([p.wire for p in plans])))
 
         # The same first task again through a damaged link, on a fresh board.
         import shutil
@@ -67,6 +76,8 @@ def main() -> None:
     out = {
         "efficiency": payload / wire,
         "samples_per_second": samples / train_s,
+        "sample_bytes": {"plain": data.input_size + 1, "packed": packed_bytes,
+                         "packed_fraction": packed_bytes / (data.input_size + 1)},
         "payload_bytes": payload, "wire_bytes": wire, "training_samples": samples,
         "training_seconds": train_s,
         "per_task": {t: {"efficiency": m["link"]["payload_bytes"] / m["link"]["wire_bytes"],
@@ -88,6 +99,9 @@ def main() -> None:
           "| measure | value |", "|---|---|",
           f"| link efficiency (payload / raw bytes), clean | {100 * out['efficiency']:.1f}% (target >= 90%) |",
           f"| training samples per second | {out['samples_per_second']:.0f} |",
+          f"| bytes of a training sample on the wire, packed (plain) | "
+          f"{packed_bytes:.1f} ({data.input_size + 1}): "
+          f"{100 * out['sample_bytes']['packed_fraction']:.0f}% |",
           f"| damaged link: faults injected | {injected} |",
           f"| damaged link: efficiency | {100 * out['damaged_link']['efficiency']:.1f}% |",
           f"| damaged link: same accuracy row as clean | {out['damaged_link']['same_accuracy_row']} |",

@@ -137,7 +137,10 @@ def link_section(d) -> list[str]:
     if not d:
         return out + ["_No link results yet: run `make bench`._", ""]
     return out + [f"- payload efficiency (payload bytes / bytes on the wire): {100 * d['efficiency']:.1f}%",
-                  f"- training samples streamed per second: {d['samples_per_second']:.0f}", ""]
+                  f"- training samples streamed per second: {d['samples_per_second']:.0f}"] + (
+        [f"- bytes of a training sample on the wire (packed frames): "
+         f"{d['sample_bytes']['packed']:.1f} of {d['sample_bytes']['plain']} "
+         f"({100 * d['sample_bytes']['packed_fraction']:.0f}%)"] if "sample_bytes" in d else []) + [""]
 
 
 def render() -> str:
