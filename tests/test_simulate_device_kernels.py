@@ -96,3 +96,28 @@ def test_training_steps_agree_bit_for_bit_with_the_device_kernels(k):
     assert np.array_equal(tail.logits(x).view(np.uint32),
                           k.dense_f32_fwd(k.relu_f32(k.dense_f32_fwd(x, dev_w[0], dev_b[0])),
                                           dev_w[1], dev_b[1]).view(np.uint32))
+
+
+@pytest.mark.parametrize("h, w, out_c", [(8, 7, 6), (5, 5, 9), (14, 14, 10)])
+def test_a_one_channel_convolution_is_the_simulation_bit_for_bit(k, h, w, out_c):
+    """An image model's first layer (one input channel, 3x3, same) has its own path for the pixels
+    whose window lies inside the input: its output, weight gradient and input gradient must still
+    be the simulation's, which follows the blocked loops' order, bit for bit."""
+    from tinycil.learn.simulate import NetTail
+
+    rng = np.random.default_rng(h * 100 + out_c)
+    x = rng.normal(0, 1, (2, h, w, 1)).astype(np.float32)
+    wt = rng.normal(0, 0.5, (out_c, 3, 3, 1)).astype(np.float32)
+    b = rng.normal(0, 0.1, out_c).astype(np.float32)
+    sim = NetTail([{"op": "conv2d", "in_hw": (h, w), "kernel": (3, 3), "strides": (1, 1),
+                    "padding": "SAME", "in_c": 1, "out_c": out_c, "relu": False,
+                    "weights": wt, "bias": b}])
+    layer = sim.layers[0]
+    y = k.conv2d_f32_fwd(x, wt, b, 1, "same")
+    assert np.array_equal(y.view(np.uint32), sim._layer_forward(layer, x).view(np.uint32))
+    dy = rng.normal(0, 1, y.shape).astype(np.float32)
+    dx, dw, db = k.conv2d_f32_bwd(x, wt, dy, 1, "same")
+    sdw, sdb, sdx = sim._layer_backward(layer, x, dy, True, None)
+    assert np.array_equal(dw.view(np.uint32), sdw.astype(np.float32).view(np.uint32))
+    assert np.array_equal(db.view(np.uint32), sdb.astype(np.float32).view(np.uint32))
+    assert np.array_equal(dx.view(np.uint32), sdx.astype(np.float32).view(np.uint32))

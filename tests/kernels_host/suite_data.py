@@ -85,6 +85,7 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
 
     # conv2d float, forward and backward
     for b, h, w_, ci, co, ks, st, pad in [(1, 7, 6, 3, 5, 3, 1, "same"),
+                                          (2, 6, 5, 1, 6, 3, 1, "same"),  # one channel, 3x3
                                           (1, 8, 8, 8, 8, 3, 2, "same"),
                                           (1, 9, 9, 2, 4, 5, 1, "valid")]:
         x, wt, bias = f32(b, h, w_, ci), f32(co, ks, ks, ci), f32(co)

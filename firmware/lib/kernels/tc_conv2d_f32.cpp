@@ -1,5 +1,7 @@
 #include "tc_conv2d_f32.h"
 
+#include <math.h>
+
 // In NHWC, the input pixels (iy, kx0..kx1-1) of one kernel row are contiguous together with
 // their channels, and so are the matching weights [o][ky][kx0..kx1-1][:]. Every kernel row of
 // an output pixel is therefore one contiguous dot product of length (kx1 - kx0) * in_c, which
@@ -24,6 +26,36 @@ inline window_span span_of(const tc_window_dims* d, int32_t oy, int32_t ox) {
     return s;
 }
 
+// One input channel and a 3x3 filter (an image model's first layer): a kernel row is 3 taps,
+// far too short for the blocked loops, whose set-up per call would cost more than the taps. For a
+// pixel whose window lies inside the input the nine inputs stay in registers while every filter
+// runs its taps in the blocked loops' order (row by row, left to right), so the results are bit
+// for bit the same; pixels at the border take the general path.
+inline bool full_3x3_single_channel(const tc_window_dims* d, const window_span& s) {
+    return d->in_c == 1 && d->k_h == 3 && d->k_w == 3 && s.ky0 == 0 && s.ky1 == 3 &&
+           s.kx0 == 0 && s.kx1 == 3;
+}
+
+struct window9 {
+    float t[9];
+    explicit window9(const float* p, int32_t row) {
+        for (int32_t r = 0; r < 3; ++r)
+            for (int32_t c = 0; c < 3; ++c) t[3 * r + c] = p[r * row + c];
+    }
+};
+
+inline float dot9(const window9& x, const float* w, float acc) {
+    acc = fmaf(x.t[0], w[0], acc);
+    acc = fmaf(x.t[1], w[1], acc);
+    acc = fmaf(x.t[2], w[2], acc);
+    acc = fmaf(x.t[3], w[3], acc);
+    acc = fmaf(x.t[4], w[4], acc);
+    acc = fmaf(x.t[5], w[5], acc);
+    acc = fmaf(x.t[6], w[6], acc);
+    acc = fmaf(x.t[7], w[7], acc);
+    return fmaf(x.t[8], w[8], acc);
+}
+
 }  // namespace
 
 void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, const float* bias,
@@ -41,6 +73,11 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
                 const int32_t n = (s.kx1 - s.kx0) * in_c;
                 const int32_t w_off = s.kx0 * in_c;
                 float* yp = y + ((b * d->out_h + oy) * d->out_w + ox) * out_c;
+                if (full_3x3_single_channel(d, s)) {
+                    const window9 win(xb + s.iy0 * x_row + s.ix0, x_row);
+                    for (int32_t o = 0; o < out_c; ++o) yp[o] = dot9(win, w + 9 * o, bias[o]);
+                    continue;
+                }
                 int32_t o = 0;
                 for (; o + 4 <= out_c; o += 4) {
                     float acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
@@ -92,6 +129,32 @@ void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float*
                 const int32_t n = (s.kx1 - s.kx0) * in_c;
                 const int32_t w_off = s.kx0 * in_c;
                 const float* dyp = dy + ((b * d->out_h + oy) * d->out_w + ox) * out_c;
+                if (full_3x3_single_channel(d, s)) {
+                    const int32_t x_off = s.iy0 * x_row + s.ix0;
+                    const window9 win(xb + x_off, x_row);
+                    // dw: one fmaf per pixel and weight; dx: over the filters in order, as the
+                    // four-row AXPY and its remainder add them.
+                    float g[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+                    if (dxb) {
+                        const window9 cur(dxb + x_off, x_row);
+                        for (int32_t k = 0; k < 9; ++k) g[k] = cur.t[k];
+                    }
+                    for (int32_t o = 0; o < out_c; ++o) {
+                        const float a = dyp[o];
+                        float* dwo = dw + 9 * o;
+                        for (int32_t k = 0; k < 9; ++k) dwo[k] = fmaf(a, win.t[k], dwo[k]);
+                        if (dxb) {
+                            const float* wo = w + 9 * o;
+                            for (int32_t k = 0; k < 9; ++k) g[k] = fmaf(a, wo[k], g[k]);
+                        }
+                    }
+                    if (dxb)
+                        for (int32_t r = 0; r < 3; ++r)
+                            for (int32_t c = 0; c < 3; ++c) dxb[x_off + r * x_row + c] = g[3 * r + c];
+                    if (db)
+                        for (int32_t o = 0; o < out_c; ++o) db[o] += dyp[o];
+                    continue;
+                }
                 int32_t o = 0;
                 for (; o + 4 <= out_c; o += 4) {
                     const float a[4] = {dyp[o], dyp[o + 1], dyp[o + 2], dyp[o + 3]};
