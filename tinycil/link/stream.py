@@ -311,7 +311,8 @@ def evaluate(session: Session, data: RunData, upto: int, progress: bool) -> tupl
         s = 0
         while s < len(y):
             # The session sizes every frame to the link's measured loss.
-            n = session.samples_in_frame(plan, np.arange(s, len(y)), spec.EVAL_MAX_SAMPLES)
+            n = session.samples_in_frame(plan, np.arange(s, min(len(y), s + spec.EVAL_MAX_SAMPLES)),
+                                         spec.EVAL_MAX_SAMPLES)
             flags = (FLAGS["EVAL_START"] if first else 0) | (
                 FLAGS["EVAL_SUMMARY"] if j == last_part and s + n >= len(y) else 0)
 
@@ -587,8 +588,10 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
              data, info, run_dir, board_hint)
     bplan = FramePlan(bx)
     s = 0
-    while s + session.samples_in_frame(bplan, np.arange(s, len(by))) < len(by):
+    while True:  # every frame but the last; the last says END_OF_TASK
         n = session.samples_in_frame(bplan, np.arange(s, len(by)))
+        if s + n >= len(by):
+            break
         session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + n], by[s:s + n], 0,
                                                        bplan.fill_or_none))
         s += n
