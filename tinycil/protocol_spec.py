@@ -40,8 +40,8 @@ MAX_ENCODED_FRAME = MAX_RAW_FRAME + (MAX_RAW_FRAME + 253) // 254 + 1 + 1
 # half of it unanswered (session.py), and the frame that completes a mini-batch is answered only
 # after the training step: so the ring is what the link can carry while the device trains. 16 KB
 # holds a Fashion-MNIST step's 32 new samples (about 4.5 KB packed) with room to spare: the
-# samples for the next step arrive during this one (4 KB made a device run wait on the link for
-# about a third of its time).
+# samples for the next step arrive during this one (with 4 KB the device waited on the link at
+# every step; benchmarks/device_runs.py measures the run).
 DEVICE_RX_RING = 16384
 
 # ---- flags --------------------------------------------------------------------------------------
