@@ -22,6 +22,20 @@ def test_small_model_fits_both_boards():
         assert plan.ram["stack"] == load_board(board).stack_bytes
 
 
+def test_every_board_plans_the_stack_the_linker_reserves():
+    """The linker script's stack reserve is the plan's: a plan that fits must link."""
+    import re
+    from pathlib import Path
+
+    from tinycil.deploy.boards import board_ids
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "firmware/platform/ldscripts/tinycil_sections.ld").read_text()
+    kb = int(re.search(r"__stack_size\s*=.*:\s*(\d+)K;", script).group(1))
+    for board in board_ids():
+        assert load_board(board).stack_bytes == kb * 1024, board
+
+
 def test_huge_tail_is_refused_with_the_overshoot_and_what_to_shrink():
     board = load_board("mps2_an500")
     fp = footprint(4000)

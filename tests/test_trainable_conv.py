@@ -140,6 +140,64 @@ def test_sample_by_sample_accumulation_is_the_full_batch_bit_for_bit(tmp_path):
         assert np.array_equal(tw, w.T) and np.array_equal(tb, b)
 
 
+def test_a_batch_ended_early_is_the_mean_over_its_own_samples(tmp_path):
+    """Samples are trained as they arrive, each scaled by 1 / the planned batch; a batch ended
+    early (5 of 8: a flush) still steps on the mean over its 5 samples, as a batch of 5 does."""
+    from tinycil.deploy.twin import Twin
+    from tinycil.learn.models import build_model
+
+    model = build_model("cnn2d", (8, 8, 1), 3, [4, 6, 8], seed=1)
+    x8, _ = _inputs((8, 8, 1), 5, seed=7)
+    y = np.array([0, 2, 1, 1, 0])
+    weights = []
+    for batch in (8, 5):
+        _export(model, "cnn2d", [[4, 6, 8]], [3], tmp_path / f"m{batch}", batch=batch)
+        twin = Twin(model_dir=tmp_path / f"m{batch}")
+        first = twin.train_samples(x8[:2], y[:2], end_of_batch=False)
+        assert first["stepped"] == 0 and first["pending"] == 2
+        rep = twin.train_samples(x8[2:], y[2:], end_of_batch=True)
+        assert rep["stepped"] == 1 and rep["batch"] == 5
+        weights.append((rep["loss"], rep["grad_norm"], twin.tail_params()))
+    (loss8, norm8, early), (loss5, norm5, full) = weights
+    assert loss8 == loss5
+    np.testing.assert_allclose(norm8, norm5, rtol=1e-6)
+    for (w8, b8), (w5, b5) in zip(early, full):
+        np.testing.assert_allclose(w8, w5, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(b8, b5, rtol=1e-5, atol=1e-7)
+
+
+def test_prediction_between_a_batch_s_samples_changes_nothing_but_waits_for_a_batch_of_one(
+        tmp_path):
+    """A pending batch keeps only its gradient sums: predicting between its samples leaves the
+    step bit for bit as it was. A batch of one keeps its gradient in the activations (the
+    outer-product update), so the runtime refuses a prediction until that batch has stepped."""
+    from tinycil.deploy.twin import Twin, TwinError
+    from tinycil.learn.models import build_model
+
+    model = build_model("mlp", (12,), 3, [10, 7], seed=2)
+    x8, _ = _inputs((12,), 8, seed=5)
+    y = np.arange(8) % 3
+    _export(model, "mlp", [[10, 7]], [3], tmp_path / "m", batch=8)
+    after = []
+    for predict in (False, True):
+        twin = Twin(model_dir=tmp_path / "m")
+        twin.train_samples(x8[:4], y[:4], end_of_batch=False)
+        if predict:
+            twin.predict(x8[::-1])
+        twin.train_samples(x8[4:], y[4:], end_of_batch=True)
+        after.append(twin.tail_params())
+    for (wa, ba), (wb, bb) in zip(*after):
+        assert np.array_equal(wa, wb) and np.array_equal(ba, bb)
+
+    _export(model, "mlp", [[10, 7]], [3], tmp_path / "one", batch=1)
+    twin = Twin(model_dir=tmp_path / "one")
+    twin.train_samples(x8[:1], y[:1], end_of_batch=False)
+    with pytest.raises(TwinError, match="BAD_STATE"):
+        twin.predict(x8[1:2])
+    assert twin.train_samples(x8[:0], y[:0], end_of_batch=True)["stepped"] == 1
+    assert len(twin.predict(x8[1:2])) == 1
+
+
 def test_growing_conv_channels_changes_no_prediction(tmp_path):
     """BEGIN_TASK grows conv1, conv2 and the dense layers: old classes' logits are bit-identical,
     new classes' are zero, new filters are random, and the grown weights are the numpy

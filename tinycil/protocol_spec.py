@@ -37,12 +37,13 @@ MAX_RAW_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 # COBS adds one byte per 254 bytes (rounded up) plus one; the delimiter is one more.
 MAX_ENCODED_FRAME = MAX_RAW_FRAME + (MAX_RAW_FRAME + 253) // 254 + 1 + 1
 # Bytes of the firmware's interrupt-driven receive ring (power of two). The host keeps at most
-# half of it unanswered (session.py), and the frame that completes a mini-batch is answered only
-# after the training step: so the ring is what the link can carry while the device trains. 16 KB
-# holds a Fashion-MNIST step's 32 new samples (about 4.5 KB packed) with room to spare: the
-# samples for the next step arrive during this one (with 4 KB the device waited on the link at
-# every step; benchmarks/device_runs.py measures the run).
-DEVICE_RX_RING = 16384
+# half of it unanswered (session.py). A frame is answered once its new samples have run forward
+# and backward; the frame that ends a mini-batch only after the batch's replay draws and the
+# update as well: the ring is what the link carries meanwhile. 8 KB holds most of a
+# Fashion-MNIST step's 32 new samples (about 4.5 KB packed), so the next batch's samples arrive
+# while the device trains on the replay draws (with 4 KB, and whole batches trained at their
+# end, the device waited on the link at every step; benchmarks/device_runs.py measures the run).
+DEVICE_RX_RING = 8192
 
 # ---- flags --------------------------------------------------------------------------------------
 FLAG_NONE = 0x00

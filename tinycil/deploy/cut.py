@@ -82,8 +82,8 @@ def ram_arithmetic(fp, mp) -> str:
     r = mp.ram
     fixed = r["protocol_buffers"] + r["firmware_static"] + r["stack"]
     return (f"{params:,} trainable parameters x 12 B (weight, gradient sum, momentum) "
-            f"{r['tail_parameters'] / 1024:.1f} KB + one sample's activations and the pending "
-            f"batch {r['activations'] / 1024:.1f} KB + replay area {r['replay_ram_area'] / 1024:.1f} "
+            f"{r['tail_parameters'] / 1024:.1f} KB + one sample's activations "
+            f"{r['activations'] / 1024:.1f} KB + replay area {r['replay_ram_area'] / 1024:.1f} "
             f"KB + backbone scratch {r['backbone_scratch'] / 1024:.1f} KB + protocol, firmware "
             f"and stack {fixed / 1024:.1f} KB")
 

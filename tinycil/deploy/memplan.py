@@ -14,10 +14,9 @@ The arithmetic of training memory (gradients accumulate sample by sample, tc_run
                    gradients of every other layer below, the other the rest); every layer's
                    backward pass adds one sample's weight gradient straight into the
                    accumulators (the batch's first sample overwrites them), so no sample's
-                   gradient is buffered;
-  pending batch    max_batch (batch_new + batch_replay) x latent bytes (int8) + 4 bytes of label
-                   per batch slot: the only part that grows with the mini-batch, at one byte per
-                   latent value.
+                   gradient is buffered; and a new sample runs forward and backward as it
+                   arrives, so nothing of the mini-batch but the gradient sums waits: no part of
+                   RAM grows with the batch.
 The cut's reason (tinycil.deploy.cut) prints this sum for the first trainable part that does not
 fit.
 Flash: the code, the backbone's int8 parameters, the tail's initial weights, the growth plan and
@@ -170,9 +169,8 @@ def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
             delta[side] = max(delta[side], t.in_size())
     blocks += [("latent", 4 * fp.latent_size),
                ("delta_a", 4 * delta[0]), ("delta_b", 4 * delta[1]),
-               ("pending_latents", fp.max_batch * fp.latent_size),
                ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
-               ("kernel_scratch", fp.kernel_scratch_bytes), ("batch_labels", 4 * fp.max_batch),
+               ("kernel_scratch", fp.kernel_scratch_bytes),
                ("replay_ram_x", fp.buffer_ram_capacity * fp.buffer_sample_bytes),
                ("replay_ram_y", fp.buffer_ram_capacity)]
     out, used = [], 0
@@ -254,7 +252,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
 
     tail_params = sum(size for name, _, size in layout
                       if name.startswith("tail") and not name.endswith("activations"))
-    activations = (blocks(("latent", "delta_", "pending_latents", "batch_labels"))
+    activations = (blocks(("latent", "delta_"))
                    + sum(size for name, _, size in layout if name.endswith("activations")))
     scratch = blocks(("backbone_scratch", "kernel_scratch"))
     replay = blocks("replay_ram")
@@ -267,7 +265,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
                         "flash_reserved_bytes": layout["flash_reserved_bytes"]}
     plan.ram = {
         "tail_parameters": tail_params,      # weights, gradients, momentum at the final size
-        "activations": activations,          # of one sample, forward and backward, + the pending int8 latents
+        "activations": activations,          # of one sample, forward and backward
         "backbone_scratch": scratch,
         "replay_ram_area": replay,
         "arena_alignment": padding,

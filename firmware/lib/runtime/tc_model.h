@@ -114,8 +114,8 @@ struct tc_model {
     const uint8_t* buffer_y;      // class indices
     uint32_t buffer_ram_capacity;
 
-    uint16_t max_batch;           // batch_new + batch_replay the arena is planned for: only the
-                                  // pending new samples' int8 latents grow with it
+    uint16_t max_batch;           // the largest batch_new + batch_replay the export allows (no
+                                  // RAM grows with it: samples are trained as they arrive)
     tc_train_defaults defaults;
     uint32_t arena_bytes;         // the runtime's static arena (TC_ARENA_BYTES)
 

@@ -45,16 +45,17 @@ struct Runtime {
     float* latent;        // one sample's dequantised latent (the first tail layer's input)
     float* delta_a;       // one sample's gradients flowing back between layers
     float* delta_b;
-    int8_t* pending_x;    // [max_batch][latent_size]: int8 latents of the batch being formed
     int8_t* scratch_a;    // backbone ping-pong
     int8_t* scratch_b;
     void* kernel_scratch;
-    int32_t* batch_y;     // labels of the batch being formed
     tc_buffer buffer;
     tc_prng prng;
     tc_train_params params;
     uint16_t plan_index;  // plan step of the current size
-    uint16_t pending;     // new samples waiting for end of batch
+    uint16_t pending;     // new samples of the batch being formed (their gradients are summed)
+    uint16_t pending_replay;  // replay draws that batch ends with (fixed at its first sample)
+    float pending_loss;   // the pending samples' losses, summed in arrival order
+    uint64_t pending_ticks;   // counter ticks the pending samples took as they arrived
     uint16_t task_lo;     // the current task's lowest output unit (asymmetric_ce)
     uint32_t arena_used;
     bool grads_stored;    // false after a step at batch 1: dense weight gradients were not formed
@@ -156,11 +157,9 @@ bool carve(Runtime* rt) {
     rt->latent = c.floats(m->latent_size);
     rt->delta_a = c.floats(size_a);
     rt->delta_b = c.floats(size_b);
-    rt->pending_x = static_cast<int8_t*>(c.take((uint32_t)m->max_batch * m->latent_size));
     rt->scratch_a = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->scratch_b = static_cast<int8_t*>(c.take(m->scratch_bytes));
     rt->kernel_scratch = c.take(m->kernel_scratch_bytes);
-    rt->batch_y = static_cast<int32_t*>(c.take(4u * m->max_batch));
     const uint32_t sample_size = tc_buffer_sample_size(m);
     int8_t* ram_x = static_cast<int8_t*>(c.take(m->buffer_ram_capacity * sample_size));
     uint8_t* ram_y = static_cast<uint8_t*>(c.take(m->buffer_ram_capacity));
@@ -454,38 +453,59 @@ void apply_update(Runtime* rt, uint16_t batch, float scale, float lr) {
     }
 }
 
-// One SGD step over the pending new samples and `replay` buffer draws, one sample at a time:
-// the gradients accumulate, so RAM holds one sample's activations whatever the batch. The
-// order is the batch's: new samples first, then the replay draws. Then the global norm, the
-// clipping factor and the update at learning rate lr. Returns the mean loss.
-float train_step(Runtime* rt, uint16_t replay, float lr, uint16_t* batch_out, float* grad_norm) {
-    const tc_model* m = rt->m;
-    const uint16_t batch = rt->pending + replay;
-    const float inv_batch = 1.0f / (float)batch;
-    const uint16_t new_lo = rt->params.asymmetric_ce ? rt->task_lo : (uint16_t)0;
-    float loss = 0.0f;
-    stage_start();
-    for (uint16_t i = 0; i < rt->pending; ++i) {
-        dequantize_latent(rt, rt->pending_x + (size_t)i * m->latent_size);
-        loss += accumulate_sample(rt, rt->batch_y[i], new_lo, inv_batch, i == 0, batch);
+// The mini-batch a batch's gradient is the mean over: batch_new new samples and its replay
+// draws (only the replay draws when no new sample is pending: the end-of-task pass). Each
+// sample's gradient is scaled by 1 / planned_batch as it arrives, so nothing of the batch but
+// the gradient sums waits in RAM.
+uint16_t planned_batch(const Runtime* rt, uint16_t replay) {
+    return rt->pending ? (uint16_t)(rt->params.batch_new + replay) : replay;
+}
+
+// The new sample in rt->latent with label y joins the batch being formed: its gradient is added
+// to the sums now (the first sample of a batch overwrites them), in arrival order.
+void accumulate_new_sample(Runtime* rt, uint8_t y) {
+    if (rt->pending == 0) {
+        rt->pending_replay =
+            tc_buffer_fill(&rt->buffer) > 0 ? rt->params.batch_replay : (uint16_t)0;
+        rt->pending_loss = 0.0f;
     }
+    const uint16_t planned = (uint16_t)(rt->params.batch_new + rt->pending_replay);
+    const uint16_t lo = rt->params.asymmetric_ce ? rt->task_lo : (uint16_t)0;
+    stage_start();
+    rt->pending_loss += accumulate_sample(rt, y, lo, 1.0f / (float)planned, rt->pending == 0,
+                                          planned);
+    rt->pending += 1;
+}
+
+// Ends the mini-batch: the `replay` buffer draws join the pending new samples' gradient sums,
+// then the global norm, the clipping factor and the update at learning rate lr. A batch ended
+// early (fewer than batch_new new samples: a flush) is still the mean over its own samples: its
+// sums, scaled by 1 / planned, are taken planned / batch times in the norm and the update.
+// Returns the mean loss.
+float train_step(Runtime* rt, uint16_t replay, float lr, uint16_t* batch_out, float* grad_norm) {
+    const uint16_t planned = planned_batch(rt, replay);
+    const uint16_t batch = rt->pending + replay;
+    const float inv_planned = 1.0f / (float)planned;
+    float loss = rt->pending ? rt->pending_loss : 0.0f;
+    stage_start();
     for (uint16_t r = 0; r < replay; ++r) {
         const uint32_t k = tc_buffer_draw(&rt->buffer, &rt->prng);
         const int8_t* q = tc_buffer_x(&rt->buffer, k);
-        if (m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
+        if (rt->m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
         dequantize_latent(rt, q);
         if (rt->params.replay_shift) shift_latent(rt);
-        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), 0, inv_batch,
-                                  rt->pending == 0 && r == 0, batch);
+        loss += accumulate_sample(rt, tc_buffer_y(&rt->buffer, k), 0, inv_planned,
+                                  rt->pending == 0 && r == 0, planned);
     }
-    rt->grads_stored = batch > 1;
-    const float norm = gradient_norm(rt, batch);
+    rt->grads_stored = planned > 1;
+    const float up = batch == planned ? 1.0f : (float)planned / (float)batch;
+    const float norm = gradient_norm(rt, planned) * up;
     *grad_norm = norm;
     stage_end(kStageNorm);
-    apply_update(rt, batch, tc_clip_factor_f32(norm, rt->params.clip_norm), lr);
+    apply_update(rt, planned, tc_clip_factor_f32(norm, rt->params.clip_norm) * up, lr);
     stage_end(kStageUpdate);
     *batch_out = batch;
-    return loss * inv_batch;
+    return loss * (1.0f / (float)batch);
 }
 
 // Grows layer l to the plan step's channels (function-preserving, tc_growth.h).
@@ -637,22 +657,24 @@ int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t e
     if ((uint32_t)g_rt.pending + n > g_rt.params.batch_new) return TC_STATUS_FULL;
     for (uint16_t i = 0; i < n; ++i)
         if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+    if (g_rt.pending == 0) g_rt.pending_ticks = 0;
+    const uint64_t t_samples = tc_rt_ticks();
     for (uint16_t i = 0; i < n; ++i) {
-        // The frozen backbone runs as the sample arrives; its int8 latent waits for the step.
+        // The backbone and the trainable part run as the sample arrives: its gradient joins
+        // the batch's sums, and nothing of the sample is kept.
         const int8_t* q = backbone(&g_rt, x + (size_t)i * m->input_size);
         if (q == nullptr) return TC_STATUS_NO_MODEL;
-        memcpy(g_rt.pending_x + (size_t)g_rt.pending * m->latent_size, q, m->latent_size);
-        g_rt.batch_y[g_rt.pending++] = y[i];
+        dequantize_latent(&g_rt, q);
+        accumulate_new_sample(&g_rt, y[i]);
     }
+    g_rt.pending_ticks += tc_rt_ticks() - t_samples;
     rep->pending = g_rt.pending;
     if (!end_of_batch || g_rt.pending == 0) return TC_STATUS_OK;
 
-    const uint64_t t0 = tc_rt_ticks();
-    const uint16_t replay =
-        tc_buffer_fill(&g_rt.buffer) > 0 ? g_rt.params.batch_replay : (uint16_t)0;
+    const uint64_t t0 = tc_rt_ticks() - g_rt.pending_ticks;  // the step spans its samples' training
     float norm = 0.0f;
     uint16_t batch = 0;
-    rep->loss = train_step(&g_rt, replay, g_rt.params.lr, &batch, &norm);
+    rep->loss = train_step(&g_rt, g_rt.pending_replay, g_rt.params.lr, &batch, &norm);
     rep->grad_norm = norm;
     rep->batch = batch;
     rep->stepped = 1;
@@ -713,8 +735,15 @@ int tc_rt_end_task(tc_step_report* rep) {
     return TC_STATUS_OK;
 }
 
-// Forward of one input (a pending batch keeps its int8 latents: prediction never disturbs it).
+// Forward of one input. A pending batch keeps only its gradient sums, which prediction never
+// touches; but a batch of one keeps its gradient in the activations (the outer-product update),
+// so no prediction may run before that batch's step.
+bool outer_product_pending() {
+    return g_rt.pending && g_rt.params.batch_new + g_rt.pending_replay == 1;
+}
+
 bool forward_input(const int8_t* x) {
+    if (outer_product_pending()) return false;
     const int8_t* q = backbone(&g_rt, x);
     if (q == nullptr) return false;
     dequantize_latent(&g_rt, q);
@@ -732,6 +761,7 @@ int32_t tc_rt_logits(const int8_t* x, float* logits) {
 
 int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred) {
     if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (outer_product_pending()) return TC_STATUS_BAD_STATE;  // step that batch of one first
     const tc_model* m = g_rt.m;
     for (uint16_t i = 0; i < n; ++i) {
         if (!forward_input(x + (size_t)i * m->input_size)) return TC_STATUS_NO_MODEL;

@@ -76,6 +76,10 @@ int tc_rt_init(void);
 void tc_rt_describe(tc_rt_desc* out);
 int tc_rt_set_training(const tc_train_params* p);
 int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n);
+// Each new sample runs forward and backward as it arrives: its gradient, scaled by 1 / (batch_new
+// + the batch's replay draws), joins the batch's sums, and the sample is not kept.
+// `end_of_batch` adds the replay draws and steps. BAD_STATE from tc_rt_predict while a batch of
+// one (batch_new 1, no replay) waits for its step.
 int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t end_of_batch,
                         tc_step_report* rep);
 int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n);
@@ -93,8 +97,8 @@ void tc_rt_stats(struct tc_rt_stats* out);
 // to *out_n / *in_n.
 int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
                           uint16_t* in_n);
-// The gradient of the last SGD step's batch (before clipping: the update folds the clipping
-// factor in), same layout; returns the number of weights, or -1 for a bad layer and for a dense
+// The gradient sums of the last SGD step's batch (before clipping: the update folds the clipping
+// factor in; for a batch ended early, scaled by 1 / the planned batch, not its own size), same layout; returns the number of weights, or -1 for a bad layer and for a dense
 // layer after a step at batch 1 (its weight gradient, an outer product, is never stored).
 int32_t tc_rt_tail_grads(uint16_t layer, float* grad_weights, float* grad_bias);
 #if defined(TC_RT_STAGE_TICKS)
