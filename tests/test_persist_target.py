@@ -71,7 +71,7 @@ def symbols(elf: Path) -> dict:
 def test_state_survives_system_resets_and_a_reset_mid_save_in_qemu(root, tmp_path):
     _need("qemu-system-arm")
     elf, memory = build_image(root, "mps2_an500", tmp_path)
-    assert re.search(r"FLASH:\s+\d+ B\s+512 KB", memory), memory
+    assert re.search(r"FLASH:\s+\d+ [KM]?B\s+512 KB", memory), memory
     cmd = ["qemu-system-arm", "-M", "mps2-an500", "-display", "none", "-monitor", "none",
            "-serial", "null", "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -93,7 +93,7 @@ def test_state_survives_system_resets_and_a_reset_mid_save_in_qemu(root, tmp_pat
 
 def test_nucleo_image_links_with_the_flash_driver_outside_the_code_region(root, tmp_path):
     elf, memory = build_image(root, "nucleo_f746zg", tmp_path)
-    assert re.search(r"FLASH:\s+\d+ B\s+512 KB", memory), memory
+    assert re.search(r"FLASH:\s+\d+ [KM]?B\s+512 KB", memory), memory
     sym = symbols(elf)
     assert sym["__persist_slot0"] == 0x08080000 and sym["__persist_slot1"] == 0x080C0000
     assert sym["__flash_region_end"] == 0x08080000
@@ -115,6 +115,6 @@ def test_pio_build_with_the_flag_shrinks_the_flash_region(root, tmp_path):
     assert proc.returncode == 0, out[-4000:]
     assert "flash_nucleo_f746zg.cpp" in out and "-DTC_PERSIST=1" in out
     assert "warning" not in out.lower()
-    assert re.search(r"FLASH:\s+\d+ B\s+512 KB", out), out[-3000:]
+    assert re.search(r"FLASH:\s+\d+ [KM]?B\s+512 KB", out), out[-3000:]
     sym = symbols(tmp_path / "build" / "nucleo_f746zg" / "firmware.elf")
     assert sym["__tc_persist"] == 1 and sym["__flash_region_end"] == 0x08080000
