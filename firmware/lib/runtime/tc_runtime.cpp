@@ -453,12 +453,11 @@ void apply_update(Runtime* rt, uint16_t batch, float scale, float lr) {
     }
 }
 
-// The mini-batch a batch's gradient is the mean over: batch_new new samples and its replay
-// draws (only the replay draws when no new sample is pending: the end-of-task pass). Each
-// sample's gradient is scaled by 1 / planned_batch as it arrives, so nothing of the batch but
-// the gradient sums waits in RAM.
-uint16_t planned_batch(const Runtime* rt, uint16_t replay) {
-    return rt->pending ? (uint16_t)(rt->params.batch_new + replay) : replay;
+// The batch the pending new samples belong to, which its gradient is the mean over: batch_new
+// new samples and the replay draws fixed at its first sample. Each sample's gradient is scaled
+// by 1 / this as it arrives, so nothing of the batch but the gradient sums waits in RAM.
+uint16_t planned_batch(const Runtime* rt) {
+    return (uint16_t)(rt->params.batch_new + rt->pending_replay);
 }
 
 // The new sample in rt->latent with label y joins the batch being formed: its gradient is added
@@ -469,7 +468,7 @@ void accumulate_new_sample(Runtime* rt, uint8_t y) {
             tc_buffer_fill(&rt->buffer) > 0 ? rt->params.batch_replay : (uint16_t)0;
         rt->pending_loss = 0.0f;
     }
-    const uint16_t planned = (uint16_t)(rt->params.batch_new + rt->pending_replay);
+    const uint16_t planned = planned_batch(rt);
     const uint16_t lo = rt->params.asymmetric_ce ? rt->task_lo : (uint16_t)0;
     stage_start();
     rt->pending_loss += accumulate_sample(rt, y, lo, 1.0f / (float)planned, rt->pending == 0,
@@ -483,7 +482,8 @@ void accumulate_new_sample(Runtime* rt, uint8_t y) {
 // sums, scaled by 1 / planned, are taken planned / batch times in the norm and the update.
 // Returns the mean loss.
 float train_step(Runtime* rt, uint16_t replay, float lr, uint16_t* batch_out, float* grad_norm) {
-    const uint16_t planned = planned_batch(rt, replay);
+    // Without pending samples (the end-of-task pass) the batch is the replay draws alone.
+    const uint16_t planned = rt->pending ? planned_batch(rt) : replay;
     const uint16_t batch = rt->pending + replay;
     const float inv_planned = 1.0f / (float)planned;
     float loss = rt->pending ? rt->pending_loss : 0.0f;
@@ -739,7 +739,7 @@ int tc_rt_end_task(tc_step_report* rep) {
 // touches; but a batch of one keeps its gradient in the activations (the outer-product update),
 // so no prediction may run before that batch's step.
 bool outer_product_pending() {
-    return g_rt.pending && g_rt.params.batch_new + g_rt.pending_replay == 1;
+    return g_rt.pending && planned_batch(&g_rt) == 1;
 }
 
 bool forward_input(const int8_t* x) {

@@ -98,8 +98,9 @@ void tc_rt_stats(struct tc_rt_stats* out);
 int32_t tc_rt_tail_params(uint16_t layer, float* weights, float* bias, uint16_t* out_n,
                           uint16_t* in_n);
 // The gradient sums of the last SGD step's batch (before clipping: the update folds the clipping
-// factor in; for a batch ended early, scaled by 1 / the planned batch, not its own size), same layout; returns the number of weights, or -1 for a bad layer and for a dense
-// layer after a step at batch 1 (its weight gradient, an outer product, is never stored).
+// factor in; for a batch ended early, scaled by 1 / the planned batch, not its own size), same
+// layout; returns the number of weights, or -1 for a bad layer and for a dense layer after a
+// step at batch 1 (its weight gradient, an outer product, is never stored).
 int32_t tc_rt_tail_grads(uint16_t layer, float* grad_weights, float* grad_bias);
 #if defined(TC_RT_STAGE_TICKS)
 // Benchmark builds only: counter ticks of the training steps so far, per stage (forward with the
