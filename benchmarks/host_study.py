@@ -9,7 +9,8 @@ the adaptive model within 1 point of the fixed final-size model at <= 43% of its
 a 1% buffer; distilled against random replay of the same size).
 
 --ablation switches the training ingredients of tinycil.learn.train.TrainConfig on and off one at a
-time (method and fixed_size, same procedure for both) and writes host_study_ablation.json; the
+time, from no ingredient or on top of the defaults, and tries other width schedules (method and
+fixed_size, same procedure for both); it writes host_study_ablation.json; the
 ablation table is appended to host_study.md whenever that file exists. Rows are kept per data set,
 label and seeds: a later --ablation run (other seeds, other data sets, --rows) adds its rows to the
 file and replaces only rows with the same data set, label and seeds (--fresh starts a new file).
@@ -59,7 +60,23 @@ ABLATION = [
     ("replayed samples moved by up to 1 pixel", {"replay_shift": 1}),
     ("asymmetric cross-entropy + class-balanced pass (150 steps) + replay shift 1",
      {"asymmetric_ce": True, "balance_steps": 150, "replay_shift": 1}),
+    # On top of the defaults (DEFAULT_ROW; replay shift the data set's default): soft labels kept
+    # with the buffer, and a width schedule that is wider during the early tasks at the same FLOPs.
+    ("defaults + stored logits of the buffer (DER, weight 0.3)",
+     {"replay_logits_weight": 0.3, "defaults": True}),
+    ("defaults, wider early (width schedule min_fraction 0.4, power 6)",
+     {"width_policy": {"min_fraction": 0.4, "power": 6.0}, "defaults": True}),
+    # The defaults themselves (= the host study), for seeds beyond the study's three.
+    ("defaults", {"defaults": True}),
+    # Stored logits with a lighter weight (at 1.0 the logits' squared error, on logits of size
+    # ~10, made SGD oscillate in the unit test's mlp).
+    ("defaults + stored logits of the buffer (DER, weight 0.1)",
+     {"replay_logits_weight": 0.1, "defaults": True}),
 ]
+# A row marked "defaults" starts from these instead of NO_INGREDIENT (the data set's own replay
+# shift: run_experiment's default when the option is left out).
+DEFAULT_ROW = {"asymmetric_ce": True, "balance_steps": 150, "align_output": False,
+               "distill_weight": 0.0, "distill_new": False}
 ABLATION_DATASETS = ("mnist5k", "digits")  # the default; --datasets may name any of STUDIES
 ABLATION_RUNS = ("method", "fixed_size")
 FLOPS_YARDSTICK = 0.43
@@ -197,6 +214,8 @@ def run_ablation(args, seeds, save=None) -> dict:
     ab = {"seeds": seeds, "defaults": {k: v for k, v in TrainConfig().to_dict().items()
                                        if k.startswith(("distill", "align", "balance", "asymmetric", "replay"))},
           "datasets": {}}
+    ab["defaults"]["replay_shift"] = ("1 for images of at least 12 pixels a side (fashion-mnist, mnist5k), "
+                                      "else 0 (digits, basic-motions)")
     chosen = [ABLATION[i] for i in (args.rows if args.rows is not None else range(len(ABLATION)))]
     for name in names:
         rows = []
@@ -207,8 +226,8 @@ def run_ablation(args, seeds, save=None) -> dict:
                    "flops_ratio": []}
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
-                                     train_options={**NO_INGREDIENT, **opts}, progress=False,
-                                     buffer_cache=caches[seed])
+                                     train_options=row_options(opts), policy=row_policy(name, opts),
+                                     progress=False, buffer_cache=caches[seed])
                 m, f = res["method"], res["baselines"]["fixed_size"]
                 row["method"].append(m["final_avg_accuracy"])
                 row["fixed_size"].append(f["final_avg_accuracy"])
@@ -222,6 +241,22 @@ def run_ablation(args, seeds, save=None) -> dict:
                 save(ab)
     ab["seconds"] = time.perf_counter() - t0
     return ab
+
+
+def row_options(opts: dict) -> dict:
+    """The TrainConfig options of an ablation row (see ABLATION and DEFAULT_ROW)."""
+    base = DEFAULT_ROW if opts.get("defaults") else NO_INGREDIENT
+    return {**base, **{k: v for k, v in opts.items() if k not in ("defaults", "width_policy")}}
+
+
+def row_policy(name: str, opts: dict):
+    """The width policy of an ablation row: the family's default unless it names another."""
+    if "width_policy" not in opts:
+        return None
+    from tinycil.datasets import DATASETS
+    from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality
+    from tinycil.learn.sizing import WidthPolicy
+    return WidthPolicy(DEFAULT_WIDTHS[family_for_modality(DATASETS[name].modality)], **opts["width_policy"])
 
 
 def _pct(stat: dict, signed: bool = False) -> str:

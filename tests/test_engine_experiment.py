@@ -101,3 +101,22 @@ def test_an_ablation_reuses_the_buffers_of_its_seed(monkeypatch):
     assert len(calls) == 2
     assert second["details"]["distill_seconds_per_task"] == first["details"]["distill_seconds_per_task"]
     assert first["config"]["training"]["asymmetric_ce"] and not second["config"]["training"]["asymmetric_ce"]
+
+
+def test_stored_logits_cost_one_forward_pass_per_buffer_sample_and_change_the_training():
+    # Every task's distilled samples get one forward pass when they join the buffer (the last
+    # task's too: a device would store them for the tasks after it); the FLOPs count them.
+    from tinycil.learn.experiment import run_experiment
+    from tinycil.learn.models import build_model, count_cost
+
+    cache = {}
+    runs = {w: run_experiment("digits", n_tasks=2, epochs=1, distill_iters=2, runs=("method",), progress=False,
+                              buffer_cache=cache, train_options={"replay_logits_weight": w, "balance_steps": 5})
+            for w in (0.0, 0.1)}
+    extra = runs[0.1]["method"]["train_flops"] - runs[0.0]["method"]["train_flops"]
+    info = runs[0.0]["details"]["runs"]["method"]
+    widths, per_task = info["widths"], runs[0.0]["method"]["buffer"]["samples"] / 2
+    fwd = sum(count_cost(build_model("cnn2d", (8, 8, 1), n, w))["fwd_flops"]
+              for w, n in zip(widths, info["outputs"]))
+    assert abs(extra - per_task * fwd) < 1e-6 * extra
+    assert runs[0.1]["method"]["accuracy_matrix"] != runs[0.0]["method"]["accuracy_matrix"]

@@ -162,3 +162,38 @@ def test_replay_shift_trains_on_moved_copies_of_the_buffer():
         changed[k] = set(int(r) for r in rows)
     assert changed[0] == {0}
     assert {1, 3} <= changed[1]  # the pixels right of and below the corner
+
+
+def test_stored_logits_add_the_mean_squared_difference_over_the_units_they_were_stored_for():
+    # One step (16 new samples, batch 16): the loss returned is the one before the update. Stored
+    # logits 1 above the model's own on units 0 and 1 and none for units 2 and 3: each of the 8
+    # replayed samples adds weight * 1, the 16 new samples nothing.
+    from tinycil.learn.train import MASKED_LOGIT
+
+    x, y = _blobs([2, 3], 8, seed=11)
+    buffer = _blobs([0, 1], 4, seed=12)
+    losses = {}
+    for weight in (0.0, 0.5):
+        model = _task0_model()
+        stored = logits(model, buffer[0]) + 1.0
+        stored[:, 2:] = MASKED_LOGIT
+        cfg = TrainConfig(epochs=1, batch_new=16, batch_replay=8, replay_logits_weight=weight)
+        losses[weight] = Trainer(model, cfg).train_task(x, y, 4, task=1, seed=0, replay=buffer,
+                                                        replay_logits=stored)["loss"]
+    assert np.isclose(losses[0.5] - losses[0.0], 0.5 * 8 / 24, rtol=1e-4)
+
+
+def test_stored_logits_hold_the_replayed_samples_answers():
+    # Training on new classes pulls the old units' logits on the buffer away; the stored-logit
+    # term pulls them back toward what was stored.
+    x, y = _blobs([2, 3], 64, seed=13)
+    buffer = _blobs([0, 1], 4, seed=14)
+    drift = {}
+    for weight in (0.0, 0.1):
+        model = _task0_model()
+        stored = logits(model, buffer[0])
+        stored[:, 2:] = -1e9
+        cfg = TrainConfig(epochs=4, batch_new=16, batch_replay=8, replay_logits_weight=weight)
+        Trainer(model, cfg).train_task(x, y, 4, task=1, seed=0, replay=buffer, replay_logits=stored)
+        drift[weight] = float(np.mean((logits(model, buffer[0])[:, :2] - stored[:, :2]) ** 2))
+    assert drift[0.1] < 0.5 * drift[0.0]

@@ -29,7 +29,7 @@ from tinycil.learn.metrics import avg_accuracy_after_each_task, make_result
 from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality, model_widths
 from tinycil.learn.sizing import WidthPolicy, growth_plan
 from tinycil.learn.tasks import make_tasks, task_subset
-from tinycil.learn.train import TrainConfig, default_replay_shift
+from tinycil.learn.train import MASKED_LOGIT, TrainConfig, default_replay_shift
 
 METHOD = "method"
 BASELINES = ("naive", "random_replay", "fixed_size", "joint")
@@ -188,7 +188,7 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
              policy, cfg, seed, n_train_total, progress):
     from tinycil.learn.models import build_model, count_cost, num_outputs, train_flops_per_sample
     from tinycil.learn.sizing import grow_model
-    from tinycil.learn.train import Trainer, accuracy
+    from tinycil.learn.train import Trainer, accuracy, logits
 
     adaptive = name in ("method", "naive", "random_replay")
     T = len(tasks)
@@ -198,6 +198,9 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
     info = {"widths": [], "outputs": [], "train_flops_per_task": [], "samples_per_task": []}
     bar = _bar(progress, total=T * cfg.epochs, desc=f"{name:>13}")
     seen = 0
+    # replay_logits_weight: per task, its buffer samples' logits when stored (MASKED_LOGIT for
+    # the units that did not exist yet).
+    stored = [] if cfg.replay_logits_weight > 0 and buffers is not None else None
     for t in range(T):
         seen += len(tasks[t])
         if adaptive:
@@ -215,18 +218,31 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
             y = np.concatenate([p[1] for p in train_parts[:t + 1]])
         else:
             x, y = train_parts[t]
-        replay = None
+        replay = replay_logits = None
         if buffers is not None and t > 0:
             replay = (np.concatenate([b[0] for b in buffers[:t]]),
                       np.concatenate([b[1] for b in buffers[:t]]))
-        stats = trainer.train_task(x, y, seen, task=t, seed=seed, replay=replay, progress=bar)
+            if stored is not None:
+                replay_logits = np.concatenate(stored)
+        stats = trainer.train_task(x, y, seen, task=t, seed=seed, replay=replay, progress=bar,
+                                   replay_logits=replay_logits)
         after = {"samples": 0}
         if name != "joint":
             buffer = None
             if buffers is not None:
                 buffer = (np.concatenate([b[0] for b in buffers[:t + 1]]),
                           np.concatenate([b[1] for b in buffers[:t + 1]]))
-            after = trainer.after_task(seen - len(tasks[t]), seen, task=t, seed=seed, buffer=buffer)
+            buffer_logits = None
+            if stored is not None:
+                buffer_logits = np.concatenate(stored + [np.full((len(buffers[t][0]), num_classes),
+                                                                 MASKED_LOGIT, np.float32)])
+            after = trainer.after_task(seen - len(tasks[t]), seen, task=t, seed=seed, buffer=buffer,
+                                       buffer_logits=buffer_logits)
+            if stored is not None:
+                z = np.full((len(buffers[t][0]), num_classes), MASKED_LOGIT, np.float32)
+                z[:, :seen] = logits(model, buffers[t][0])[:, :seen]
+                stored.append(z)
+                stats["extra_forward_samples"] += len(buffers[t][0])
         # Everything the device would run: training passes (forward + backward), forward-only
         # passes of the old model for distillation, and weight aligning (norms and scaling).
         task_flops = (float(stats["samples"] + after["samples"]) * train_flops_per_sample(model)

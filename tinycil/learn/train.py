@@ -45,6 +45,16 @@ for a microcontroller; their extra FLOPs are counted in ``extra_forward_samples`
       few samples by heart. On the device the move applies to the trainable part's input (the
       latent; the input itself when the whole model trains). Cost: two PRNG draws and a copy
       per replayed sample.
+  replay_logits_weight   Stored soft labels (dark experience replay, Buzzega et al., NeurIPS 2020):
+      when a task's distilled samples join the buffer (after its class-balanced pass) the model
+      runs one forward pass over them and their logits are kept beside them. Every later replay
+      of a sample adds replay_logits_weight * mean squared difference between the model's logits
+      and the stored ones, over the output units that existed when it was stored. The buffer then
+      carries what the model answered, not only a label. Cost: one forward pass per buffer sample
+      once, and (buffer samples x classes) values of memory. Host only: the ablation
+      (benchmarks/results/host_study.md) found it raising fashion-mnist and digits by 1-1.5
+      points at weight 0.1 (the fixed model as much) and costing mnist5k 1 point, so it is off
+      and the device does not run it.
 """
 
 from __future__ import annotations
@@ -86,6 +96,7 @@ class TrainConfig:
     balance_lr_scale: float = 0.1
     asymmetric_ce: bool = True
     replay_shift: int = 1
+    replay_logits_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,8 +160,9 @@ class Trainer:
 
     def _epoch(self, xb, yb, mask, tb, wb, old_mask, lr, lob):
         """One epoch of SGD steps: xb (steps, batch, ...), yb (steps, batch) output indices;
-        tb (steps, batch, outputs) the old model's logits and wb (steps, batch) the weight of the
-        distillation term per sample (0: none); old_mask the output units the old model knew;
+        tb (steps, batch, outputs) the old model's logits (or, with replay_logits_weight, a
+        sample's stored logits, MASKED_LOGIT where none was stored) and wb (steps, batch) the
+        weight of the distillation term per sample (0: none); old_mask the output units the old model knew;
         lob (steps, batch) the lowest output unit in a sample's softmax (asymmetric_ce)."""
         import tensorflow as tf
 
@@ -173,6 +185,11 @@ class Trainer:
                     kl = tf.reduce_sum(tf.where(old_mask[None, :], tf.exp(log_p_old) * (log_p_old - log_p_new), 0.0),
                                        axis=-1)
                     loss += cfg.distill_weight * temp * temp * tf.reduce_mean(w * kl)
+                if cfg.replay_logits_weight > 0:
+                    stored = t > MASKED_LOGIT / 2
+                    sq = tf.reduce_sum(tf.where(stored, tf.square(raw - t), 0.0), axis=-1)
+                    per_sample = sq / tf.maximum(tf.reduce_sum(tf.cast(stored, tf.float32), axis=-1), 1.0)
+                    loss += cfg.replay_logits_weight * tf.reduce_mean(w * per_sample)
             grads = tape.gradient(loss, self._vars)
             grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
             for var, vel, g in zip(self._vars, self._velocity, grads):
@@ -199,7 +216,8 @@ class Trainer:
                                     tf.constant(lob, tf.int32)))
 
     def train_task(self, x_new: np.ndarray, y_new: np.ndarray, n_active: int, *, task: int, seed: int,
-                   replay: tuple[np.ndarray, np.ndarray] | None = None, progress=None) -> dict:
+                   replay: tuple[np.ndarray, np.ndarray] | None = None, progress=None,
+                   replay_logits: np.ndarray | None = None) -> dict:
         """Learn one task. Returns {"samples": samples trained on (new + replay; forward and
         backward), "extra_forward_samples": forward passes only (the old model's logits on the
         buffer), "steps", "loss"}.
@@ -207,6 +225,8 @@ class Trainer:
         ``n_active``: the output units of the classes seen so far (units >= n_active are masked).
         ``replay``: the buffer of the tasks before this one (labels are output units).
         ``progress``: an optional tqdm bar, advanced by one per epoch.
+        ``replay_logits``: with replay_logits_weight, the buffer samples' stored logits
+        (samples, classes), MASKED_LOGIT for the units that did not exist when stored.
         """
         import tensorflow as tf
 
@@ -224,6 +244,8 @@ class Trainer:
         use_distill = cfg.distill_weight > 0 and n_old > 0
         distill_new = use_distill and cfg.distill_new
         extra_forward = 0
+        if distill_new and replay_logits is not None:
+            raise ValueError("distill_new and replay_logits_weight both need the distillation targets; choose one")
         if distill_new:
             # The model before this task: growth kept its logits on the old units unchanged.
             teacher_new = logits(self.model, x_new)
@@ -248,7 +270,7 @@ class Trainer:
             if distill_new:
                 tb, wb, om = teacher_new[idx], np.ones(idx.shape, np.float32), old_mask
                 extra_forward += int(idx.size)
-            elif use_distill:
+            elif use_distill or replay_logits is not None:
                 tb, wb, om = np.zeros(idx.shape + (n_out,), np.float32), np.zeros(idx.shape, np.float32), old_mask
             if use_replay:
                 rng = np.random.default_rng([seed, task, epoch, 1])  # separate stream from the order
@@ -260,6 +282,9 @@ class Trainer:
                 if use_distill:
                     tb = np.concatenate([tb, teacher[pick]], axis=1)
                     wb = np.concatenate([wb, np.ones(pick.shape, np.float32)], axis=1)
+                elif replay_logits is not None:
+                    tb = np.concatenate([tb, replay_logits[pick][..., :n_out]], axis=1)
+                    wb = np.concatenate([wb, np.ones(pick.shape, np.float32)], axis=1)
             loss = self._run_epoch(xb, yb, mask, tb, wb, om, lob=lob)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training diverged on task {task} (loss {loss}); lower --lr")
@@ -270,9 +295,12 @@ class Trainer:
         return {"samples": samples, "extra_forward_samples": extra_forward, "steps": steps, "loss": loss}
 
     def after_task(self, n_old: int, n_active: int, *, task: int, seed: int,
-                   buffer: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                   buffer: tuple[np.ndarray, np.ndarray] | None = None,
+                   buffer_logits: np.ndarray | None = None) -> dict:
         """The end-of-task ingredients: the class-balanced pass over ``buffer`` (which now holds the
         task's own samples too) and weight aligning of the new classes' output rows.
+        ``buffer_logits``: the stored logits of ``buffer`` (replay_logits_weight; the task's own
+        samples have none yet: MASKED_LOGIT rows).
         Returns {"samples": samples trained on}."""
         import tensorflow as tf
 
@@ -286,7 +314,11 @@ class Trainer:
             self.reset_momentum()
             mask = tf.constant(np.arange(_outputs(self.model)) < n_active)
             xr = shifted(bx[pick], bx.ndim - 1, cfg.replay_shift, np.random.default_rng([seed, task, 5]))
-            self._run_epoch(xr, by[pick], mask, lr=cfg.lr * cfg.balance_lr_scale)
+            tb = wb = None
+            if buffer_logits is not None:
+                tb = buffer_logits[pick][..., :_outputs(self.model)]
+                wb = (tb[..., 0] > MASKED_LOGIT / 2).astype(np.float32)
+            self._run_epoch(xr, by[pick], mask, tb, wb, lr=cfg.lr * cfg.balance_lr_scale)
             samples += int(pick.size)
         if cfg.align_output and 0 < n_old < n_active:
             align_new_outputs(self.model, n_old, n_active)
