@@ -44,7 +44,7 @@ class DatasetDefaults:
     default), the same runs with better buffers raised the adaptive model on digits by 1.5 points
     (seeds 0-4, every one up), on mnist5k by 1.7 (seeds 0-4, four up) and on fashion-mnist by
     0.5 (seeds 0-2), and the fixed model by about 1; 3000 gained nothing more on digits (seeds
-    0-1). The buffer is made on the host, so the device's cost does not change; the host's grows
+    0-2). The buffer is made on the host, so the device's cost does not change; the host's grows
     to about 25 s per fashion-mnist task (benchmarks/results/host_study.md). basic-motions keeps
     200: with its one distilled series per class, 1000 lost 10 and 5 points on seeds 0 and 1.
     """
