@@ -72,6 +72,19 @@ ABLATION = [
     # ~10, made SGD oscillate in the unit test's mlp).
     ("defaults + stored logits of the buffer (DER, weight 0.1)",
      {"replay_logits_weight": 0.1, "defaults": True}),
+    # The rows above were measured with 300 distillation updates per task (basic-motions 200), the
+    # default then; these name the number, so that they mean the same when the default moves.
+    ("defaults, 1000 distillation updates", {"defaults": True, "distill_iters": 1000}),
+    ("defaults, 1000 distillation updates, wider early (min_fraction 0.4, power 6)",
+     {"width_policy": {"min_fraction": 0.4, "power": 6.0}, "defaults": True, "distill_iters": 1000}),
+    ("defaults, 1000 distillation updates + stored logits of the buffer (DER, weight 0.1)",
+     {"replay_logits_weight": 0.1, "defaults": True, "distill_iters": 1000}),
+    # What the gap costs in FLOPs: the same schedule starting wider (min_fraction 0.25 is the
+    # default: about 42% of the fixed model's FLOPs on cnn2d; 0.35 about 47%, 0.5 about 60%).
+    ("defaults, 1000 distillation updates, min_fraction 0.35 (more FLOPs)",
+     {"width_policy": {"min_fraction": 0.35}, "defaults": True, "distill_iters": 1000}),
+    ("defaults, 1000 distillation updates, min_fraction 0.5 (more FLOPs)",
+     {"width_policy": {"min_fraction": 0.5}, "defaults": True, "distill_iters": 1000}),
 ]
 # A row marked "defaults" starts from these instead of NO_INGREDIENT (the data set's own replay
 # shift: run_experiment's default when the option is left out).
@@ -104,6 +117,45 @@ def aggregate(per_seed: list[dict]) -> dict:
     out["distilled_minus_random_accuracy"] = {"mean": float(gain.mean()), "std": _std(gain)}
     out["buffer"] = per_seed[0]["method"]["buffer"]
     return out
+
+
+def gap_sources(per_seed: list[dict]) -> dict:
+    """Where the accuracy gap between the fixed-size model and the method arises, from the
+    accuracy matrices R (R[t][j]: accuracy on task j after task t, over every class seen):
+    "learning" = R[t][t], a task's accuracy right after it was learned (what the model could learn
+    at the width it had then); "drop" = R[t][t] - R[-1][t] averaged over all tasks but the last
+    (what it lost later). Final average accuracy = mean learning - (T-1)/T * mean drop."""
+    out = {}
+    for run, pick in (("method", lambda r: r["method"]), ("fixed_size", lambda r: r["baselines"]["fixed_size"])):
+        learn, drop, per_task = [], [], []
+        for res in per_seed:
+            R = np.array(pick(res)["accuracy_matrix"], float)
+            T = len(R)
+            diag = np.array([R[t, t] for t in range(T)])
+            per_task.append(diag)
+            learn.append(diag.mean())
+            drop.append(np.mean([R[t, t] - R[-1, t] for t in range(T - 1)]) if T > 1 else 0.0)
+        out[run] = {"learning": float(np.mean(learn)), "drop": float(np.mean(drop)),
+                    "learning_per_task": [float(v) for v in np.mean(per_task, axis=0)]}
+    return out
+
+
+def gap_sources_markdown(study: dict) -> list[str]:
+    lines = ["", "## Where the gap comes from", "",
+             "Learning accuracy: a task's accuracy right after it was learned, over every class seen "
+             "(the matrix's diagonal); drop: what a task lost from then to the end (all tasks but the "
+             "last). Final accuracy = learning - (T-1)/T x drop. Per task: method - fixed_size learning "
+             "accuracy, task by task (the model's width grows with them). Mean over the study's seeds.", "",
+             "| data set | method learning | fixed learning | method drop | fixed drop | "
+             "method - fixed learning, per task |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, entry in study["datasets"].items():
+        g = gap_sources(entry["per_seed"])
+        m, f = g["method"], g["fixed_size"]
+        per = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(m["learning_per_task"], f["learning_per_task"]))
+        lines.append(f"| {name} | {100 * m['learning']:.1f} | {100 * f['learning']:.1f} | "
+                     f"{100 * m['drop']:.1f} | {100 * f['drop']:.1f} | {per} |")
+    return lines
 
 
 def _std(v) -> float:
@@ -140,6 +192,7 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
         lines.append(f"| {name} | {agg['buffer']['samples']} samples ({100 * agg['buffer']['fraction']:.2f}%) | "
                      f"{r['mean']:.1%} ± {r['std']:.1%} | {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} | "
                      f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {verdict} |")
+    lines += gap_sources_markdown(study)
     for name, entry in study["datasets"].items():
         if entry.get("note"):
             lines += ["", f"{name}: {entry['note']}"]
@@ -227,6 +280,7 @@ def run_ablation(args, seeds, save=None) -> dict:
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
                                      train_options=row_options(opts), policy=row_policy(name, opts),
+                                     distill_iters=opts.get("distill_iters"),
                                      progress=False, buffer_cache=caches[seed])
                 m, f = res["method"], res["baselines"]["fixed_size"]
                 row["method"].append(m["final_avg_accuracy"])
@@ -246,7 +300,7 @@ def run_ablation(args, seeds, save=None) -> dict:
 def row_options(opts: dict) -> dict:
     """The TrainConfig options of an ablation row (see ABLATION and DEFAULT_ROW)."""
     base = DEFAULT_ROW if opts.get("defaults") else NO_INGREDIENT
-    return {**base, **{k: v for k, v in opts.items() if k not in ("defaults", "width_policy")}}
+    return {**base, **{k: v for k, v in opts.items() if k not in ("defaults", "width_policy", "distill_iters")}}
 
 
 def row_policy(name: str, opts: dict):

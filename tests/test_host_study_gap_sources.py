@@ -1,0 +1,47 @@
+"""The host study's split of the accuracy gap into learning accuracy and drop."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _host_study():
+    spec = importlib.util.spec_from_file_location("host_study", ROOT / "benchmarks" / "host_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _result(matrix):
+    return {"accuracy_matrix": matrix, "final_avg_accuracy": sum(matrix[-1]) / len(matrix[-1])}
+
+
+def test_learning_and_drop_add_up_to_the_final_accuracy():
+    hs = _host_study()
+    method = [[0.9, None, None], [0.7, 0.8, None], [0.6, 0.7, 0.5]]
+    fixed = [[1.0, None, None], [0.9, 0.9, None], [0.8, 0.8, 0.9]]
+    seed = {"method": _result(method), "baselines": {"fixed_size": _result(fixed)}}
+    g = hs.gap_sources([seed])
+    assert g["method"]["learning_per_task"] == pytest.approx([0.9, 0.8, 0.5])
+    assert g["method"]["learning"] == pytest.approx((0.9 + 0.8 + 0.5) / 3)
+    assert g["method"]["drop"] == pytest.approx(((0.9 - 0.6) + (0.8 - 0.7)) / 2)
+    for run in ("method", "fixed_size"):
+        r = seed["method"] if run == "method" else seed["baselines"]["fixed_size"]
+        final = g[run]["learning"] - 2 / 3 * g[run]["drop"]
+        assert final == pytest.approx(r["final_avg_accuracy"])
+    # Two seeds: the mean of each.
+    g2 = hs.gap_sources([seed, {"method": _result(fixed), "baselines": {"fixed_size": _result(method)}}])
+    assert g2["method"]["learning"] == pytest.approx((g["method"]["learning"] + g["fixed_size"]["learning"]) / 2)
+
+
+def test_the_markdown_has_one_row_per_data_set():
+    hs = _host_study()
+    seed = {"method": _result([[0.9, None], [0.7, 0.8]]), "baselines": {"fixed_size": _result([[1.0, None], [0.9, 0.9]])}}
+    study = {"datasets": {"a": {"per_seed": [seed]}, "b": {"per_seed": [seed, seed]}}}
+    lines = hs.gap_sources_markdown(study)
+    rows = [line for line in lines if line.startswith("| a |") or line.startswith("| b |")]
+    assert len(rows) == 2
+    assert "| a | 85.0 | 95.0 | 20.0 | 10.0 | -10.0, -10.0 |" in rows[0]
