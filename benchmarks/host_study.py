@@ -123,18 +123,19 @@ def gap_sources(per_seed: list[dict]) -> dict:
     """Where the accuracy gap between the fixed-size model and the method arises, from the
     accuracy matrices R (R[t][j]: accuracy on task j after task t, over every class seen):
     "learning" = R[t][t], a task's accuracy right after it was learned (what the model could learn
-    at the width it had then); "drop" = R[t][t] - R[-1][t] averaged over all tasks but the last
-    (what it lost later). Final average accuracy = mean learning - (T-1)/T * mean drop."""
+    at the width it had then); "drop" = -BWT, what the tasks but the last lost later.
+    Final average accuracy = mean learning - (T-1)/T * drop."""
+    from tinycil.learn.metrics import backward_transfer
+
     out = {}
     for run, pick in (("method", lambda r: r["method"]), ("fixed_size", lambda r: r["baselines"]["fixed_size"])):
         learn, drop, per_task = [], [], []
         for res in per_seed:
-            R = np.array(pick(res)["accuracy_matrix"], float)
-            T = len(R)
-            diag = np.array([R[t, t] for t in range(T)])
+            R = pick(res)["accuracy_matrix"]
+            diag = np.array([R[t][t] for t in range(len(R))], float)
             per_task.append(diag)
             learn.append(diag.mean())
-            drop.append(np.mean([R[t, t] - R[-1, t] for t in range(T - 1)]) if T > 1 else 0.0)
+            drop.append(-backward_transfer(R))
         out[run] = {"learning": float(np.mean(learn)), "drop": float(np.mean(drop)),
                     "learning_per_task": [float(v) for v in np.mean(per_task, axis=0)]}
     return out
@@ -144,7 +145,7 @@ def gap_sources_markdown(study: dict) -> list[str]:
     lines = ["", "## Where the gap comes from", "",
              "Learning accuracy: a task's accuracy right after it was learned, over every class seen "
              "(the matrix's diagonal); drop: what a task lost from then to the end (all tasks but the "
-             "last). Final accuracy = learning - (T-1)/T x drop. Per task: method - fixed_size learning "
+             "last; -BWT). Final accuracy = learning - (T-1)/T x drop. Per task: method - fixed_size learning "
              "accuracy, task by task (the model's width grows with them). Mean over the study's seeds.", "",
              "| data set | method learning | fixed learning | method drop | fixed drop | "
              "method - fixed learning, per task |",
