@@ -332,6 +332,11 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true",
                     help="with --ablation: start a new ablation file instead of adding to the existing one")
     args = ap.parse_args(argv)
+    known = [n for n, _ in STUDIES]
+    if args.datasets is not None and (bad := [n for n in args.datasets if n not in known]):
+        ap.error(f"unknown data set(s) {', '.join(bad)}: choose from {', '.join(known)}")
+    if args.rows is not None and (bad := [r for r in args.rows if not 0 <= r < len(ABLATION)]):
+        ap.error(f"no ablation row {', '.join(map(str, bad))}: rows are 0 to {len(ABLATION) - 1}")
 
     from tinycil.learn.experiment import run_experiment
     from tinycil.runfolder import jsonable

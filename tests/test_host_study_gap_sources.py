@@ -45,3 +45,16 @@ def test_the_markdown_has_one_row_per_data_set():
     rows = [line for line in lines if line.startswith("| a |") or line.startswith("| b |")]
     assert len(rows) == 2
     assert "| a | 85.0 | 95.0 | 20.0 | 10.0 | -10.0, -10.0 |" in rows[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--ablation", "--rows", "99"], "no ablation row 99"),
+    (["--ablation", "--datasets", "nosuch"], "unknown data set(s) nosuch"),
+])
+def test_bad_rows_and_data_sets_get_one_line_not_a_traceback(argv, words, tmp_path, capsys):
+    hs = _host_study()
+    with pytest.raises(SystemExit) as exit_info:
+        hs.main(argv + ["--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert words in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing run, nothing written
