@@ -85,6 +85,11 @@ ABLATION = [
      {"width_policy": {"min_fraction": 0.35}, "defaults": True, "distill_iters": 1000}),
     ("defaults, 1000 distillation updates, min_fraction 0.5 (more FLOPs)",
      {"width_policy": {"min_fraction": 0.5}, "defaults": True, "distill_iters": 1000}),
+    # Whether the gap is the price of narrowness for a model without spare capacity: both models
+    # twice as wide (final widths x 2, the same schedule and FLOPs ratio). Larger than a 320 KB
+    # board can train; a question for the host only.
+    ("defaults, 1000 distillation updates, both models twice as wide (final widths x 2)",
+     {"width_policy": {"width_scale": 2}, "defaults": True, "distill_iters": 1000}),
 ]
 # A row marked "defaults" starts from these instead of NO_INGREDIENT (the data set's own replay
 # shift: run_experiment's default when the option is left out).
@@ -311,7 +316,10 @@ def row_policy(name: str, opts: dict):
     from tinycil.datasets import DATASETS
     from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality
     from tinycil.learn.sizing import WidthPolicy
-    return WidthPolicy(DEFAULT_WIDTHS[family_for_modality(DATASETS[name].modality)], **opts["width_policy"])
+    options = dict(opts["width_policy"])
+    scale = options.pop("width_scale", 1)
+    full = [int(round(w * scale)) for w in DEFAULT_WIDTHS[family_for_modality(DATASETS[name].modality)]]
+    return WidthPolicy(full, **options)
 
 
 def _pct(stat: dict, signed: bool = False) -> str:

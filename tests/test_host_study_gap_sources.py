@@ -58,3 +58,19 @@ def test_bad_rows_and_data_sets_get_one_line_not_a_traceback(argv, words, tmp_pa
     assert exit_info.value.code == 2
     assert words in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing run, nothing written
+
+
+def test_an_ablation_row_can_scale_both_models_widths():
+    """width_scale multiplies the final widths and keeps the schedule; other rows keep the family's."""
+    from tinycil.learn.models import DEFAULT_WIDTHS
+    from tinycil.learn.sizing import WidthPolicy
+
+    hs = _host_study()
+    wide = hs.row_policy("digits", {"width_policy": {"width_scale": 2}, "defaults": True})
+    assert wide.full_widths == tuple(2 * w for w in DEFAULT_WIDTHS["cnn2d"])
+    plain = WidthPolicy(DEFAULT_WIDTHS["cnn2d"])
+    assert (wide.min_fraction, wide.power, wide.schedule) == (plain.min_fraction, plain.power, plain.schedule)
+    narrow_start = hs.row_policy("digits", {"width_policy": {"min_fraction": 0.5}})
+    assert narrow_start.full_widths == plain.full_widths and narrow_start.min_fraction == 0.5
+    assert hs.row_policy("digits", {"defaults": True}) is None
+    assert "width_scale" not in hs.row_options({"width_policy": {"width_scale": 2}, "defaults": True})
