@@ -74,3 +74,5 @@ def test_an_ablation_row_can_scale_both_models_widths():
     assert narrow_start.full_widths == plain.full_widths and narrow_start.min_fraction == 0.5
     assert hs.row_policy("digits", {"defaults": True}) is None
     assert "width_scale" not in hs.row_options({"width_policy": {"width_scale": 2}, "defaults": True})
+    # A row's buffer size goes to run_experiment, not to TrainConfig.
+    assert "buffer_fraction" not in hs.row_options({"buffer_fraction": 0.05, "defaults": True})
