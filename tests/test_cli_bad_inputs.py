@@ -256,6 +256,12 @@ SCENARIO_MISTAKES = [
     (["--dataset", "mnist"], "mnist"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "mnist"),
     (["--dataset", "digits", "--data-dir", "/tmp"], "drop --data-dir"),
+    # Counts that would train nothing (or fail deep inside) are refused by name.
+    (["--dataset", "digits", "--epochs", "0"], "--epochs"),
+    (["--dataset", "digits", "--distill-iters", "-5"], "--distill-iters"),
+    (["--dataset", "digits", "--tasks", "0"], "--tasks"),
+    (["--dataset", "digits", "--max-train", "0"], "--max-train"),
+    (["--dataset", "digits", "--max-test", "-1"], "--max-test"),
 ]
 # A device run needs a task for the device and a buffer fraction (the host-only study does not).
 DEVICE_RUN_MISTAKES = [

@@ -81,9 +81,9 @@ def scenario_options(func):
         click.option("--resize", callback=parse_resize, default=None, metavar="HxW",
                      help="Resize images (default 14x14 for 28x28 sets so the model fits a board; "
                           "'none' keeps them)."),
-        click.option("--tasks", "n_tasks", type=int, default=5, show_default=True,
+        click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=5, show_default=True,
                      help="Number of tasks the classes are split into."),
-        click.option("--known", type=int, default=1, show_default=True,
+        click.option("--known", type=click.IntRange(min=0), default=1, show_default=True,
                      help="Tasks known on the host at deployment; the device learns the others."),
         click.option("--buffer", "buffer_fraction", type=float, default=0.01, show_default=True,
                      help="Replay buffer per task, as a fraction of its training data "
@@ -95,15 +95,15 @@ def scenario_options(func):
         click.option("--family", type=click.Choice(FAMILY_CHOICES), default="auto", show_default=True,
                      help="Model family; auto picks by modality (image cnn2d, inertial cnn1d, "
                           "audio dscnn)."),
-        click.option("--epochs", type=int, default=None, help="Epochs per task (default per data set)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per task (default per data set)."),
         click.option("--distill", "distill_method", type=click.Choice(["dm", "gm"]), default="dm",
                      show_default=True,
                      help="Distillation: distribution matching or gradient matching."),
-        click.option("--distill-iters", type=int, default=None,
+        click.option("--distill-iters", type=click.IntRange(min=0), default=None,
                      help="Distillation iterations per task (default per data set)."),
-        click.option("--max-train", type=int, default=None,
+        click.option("--max-train", type=click.IntRange(min=1), default=None,
                      help="Use at most this many training samples (stratified)."),
-        click.option("--max-test", type=int, default=None,
+        click.option("--max-test", type=click.IntRange(min=1), default=None,
                      help="Use at most this many test samples (stratified)."),
         click.option("--quick", is_flag=True, help="Few epochs and distillation iterations: a smoke run."),
     ])
