@@ -290,9 +290,8 @@ def run_ablation(args, seeds, save=None) -> dict:
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
                                      train_options=row_options(opts), policy=row_policy(name, opts),
-                                     distill_iters=opts.get("distill_iters"),
-                                     buffer_fraction=opts.get("buffer_fraction", 0.01),
-                                     progress=False, buffer_cache=caches[seed])
+                                     progress=False, buffer_cache=caches[seed],
+                                     **{k: opts[k] for k in ("distill_iters", "buffer_fraction") if k in opts})
                 m, f = res["method"], res["baselines"]["fixed_size"]
                 row["method"].append(m["final_avg_accuracy"])
                 row["fixed_size"].append(f["final_avg_accuracy"])
@@ -327,8 +326,7 @@ def row_policy(name: str, opts: dict):
     from tinycil.learn.sizing import WidthPolicy
     options = dict(opts["width_policy"])
     scale = options.pop("width_scale", 1)
-    full = [int(round(w * scale)) for w in DEFAULT_WIDTHS[family_for_modality(DATASETS[name].modality)]]
-    return WidthPolicy(full, **options)
+    return WidthPolicy(DEFAULT_WIDTHS[family_for_modality(DATASETS[name].modality)], **options).scaled(scale)
 
 
 def _pct(stat: dict, signed: bool = False) -> str:

@@ -63,10 +63,11 @@ class WidthPolicy:
         return [max(1, min(w, math.ceil(w * f - 1e-9))) for w in self.full_widths]
 
     def scaled(self, factor: float) -> WidthPolicy:
-        """The same schedule with every full width times `factor` (at least 1 unit each): a
-        smaller model for a board with less RAM."""
-        if not 0.0 < factor <= 1.0:
-            raise ValueError(f"a width factor must be in (0, 1], got {factor}")
+        """The same schedule with every full width times `factor` (at least 1 unit each): below 1
+        a smaller model for a board with less RAM; above 1 a wider one (the host study asks what
+        spare capacity changes)."""
+        if not factor > 0.0:
+            raise ValueError(f"a width factor must be above 0, got {factor}")
         full = tuple(max(1, int(round(w * factor))) for w in self.full_widths)
         return WidthPolicy(full, self.min_fraction, self.schedule, self.power)
 
