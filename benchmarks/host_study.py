@@ -94,6 +94,13 @@ ABLATION = [
     # added at a growth meet the earlier classes only through the buffer. Five times the buffer.
     ("defaults, 1000 distillation updates, a 5% buffer instead of 1%",
      {"buffer_fraction": 0.05, "defaults": True, "distill_iters": 1000}),
+    # Whether protecting what the old units answer narrows the gap now that the other ingredients
+    # are on: learning without forgetting on the replayed samples (row 4 measured it before any of
+    # them). Host only so far: the device would keep the old model's logits of every buffer sample.
+    ("defaults, 1000 distillation updates + distillation from the old model on replayed samples (weight 1)",
+     {"distill_weight": 1.0, "defaults": True, "distill_iters": 1000}),
+    ("defaults, 1000 distillation updates + distillation from the old model on replayed samples (weight 3)",
+     {"distill_weight": 3.0, "defaults": True, "distill_iters": 1000}),
 ]
 # A row marked "defaults" starts from these instead of NO_INGREDIENT (the data set's own replay
 # shift: run_experiment's default when the option is left out).
