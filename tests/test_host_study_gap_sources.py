@@ -76,3 +76,16 @@ def test_an_ablation_row_can_scale_both_models_widths():
     assert "width_scale" not in hs.row_options({"width_policy": {"width_scale": 2}, "defaults": True})
     # A row's buffer size goes to run_experiment, not to TrainConfig.
     assert "buffer_fraction" not in hs.row_options({"buffer_fraction": 0.05, "defaults": True})
+
+
+def test_every_ablation_row_names_only_real_training_options():
+    """A misspelt option in a row would otherwise fail only after hours of the ablation run."""
+    from tinycil.learn.train import TrainConfig
+
+    hs = _host_study()
+    for label, opts in hs.ABLATION:
+        cfg = TrainConfig(**hs.row_options(opts))  # TypeError on an unknown option
+        assert cfg.epochs == TrainConfig().epochs, label
+    lwf = [opts for label, opts in hs.ABLATION if "distillation from the old model" in label and opts.get("defaults")]
+    assert [hs.row_options(o)["distill_weight"] for o in lwf] == [1.0, 3.0]
+    assert all(hs.row_options(o)["balance_steps"] == hs.DEFAULT_ROW["balance_steps"] for o in lwf)
