@@ -29,13 +29,16 @@ def keras_model(tmp, name, layers, input_shape=DIGITS):
 
 
 def own_cnn(tmp):
-    """A user's small CNN ending in softmax (dropped: the device works on logits)."""
+    """A user's small CNN written as Keras users write them: convolution, batch normalisation and
+    a ReLU layer (folded into the convolution), dropout (dropped), a dense layer without a bias
+    (given a zero one), a softmax output (dropped: the device works on logits)."""
     import keras
 
     L = keras.layers
     return keras_model(tmp, "my_cnn", [
-        L.Conv2D(8, 3, padding="same", activation="relu", name="c1"), L.MaxPooling2D(2, name="p1"),
-        L.Flatten(name="f"), L.Dense(24, activation="relu", name="d1"),
+        L.Conv2D(8, 3, padding="same", name="c1"), L.BatchNormalization(name="bn1"),
+        L.ReLU(name="relu1"), L.MaxPooling2D(2, name="p1"), L.Flatten(name="f"),
+        L.Dropout(0.2, name="drop"), L.Dense(24, activation="relu", use_bias=False, name="d1"),
         L.Dense(10, activation="softmax", name="out")])
 
 
@@ -81,7 +84,8 @@ def test_an_unsupported_layer_is_named_before_any_work(tmp_path, command):
     import keras
 
     L = keras.layers
-    path = keras_model(tmp_path, "with_bn", [L.Flatten(), L.Dense(16), L.BatchNormalization(name="bn"),
+    path = keras_model(tmp_path, "with_bn", [L.Flatten(), L.Dense(16, activation="relu"),
+                                             L.BatchNormalization(name="bn"),
                                              L.Dense(10)])
     out = refused(command + ["-d", "digits", "--model", path, "-o", tmp_path / "run"])
     assert "layer 'bn' (BatchNormalization)" in out and "Supported layers:" in out
@@ -204,6 +208,10 @@ def run_own(project, tmp, model_file, **prepare):
 @pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
 def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     run_dir, results, said = run_own(project, tmp_path, own_cnn(tmp_path))
+    assert "bn1 (BatchNormalization): folded into c1's weights and bias" in said
+    assert "relu1 (ReLU): folded into c1 as its ReLU" in said
+    assert "drop (Dropout): dropped" in said
+    assert "d1 (Dense): given a zero bias" in said
     assert "growth for new classes: hidden units of the trainable layers and output rows" in said
     config = json.loads((run_dir / "config.json").read_text())
     assert config["user_model"]["file"] == "my_cnn.keras" and config["tail_layers"] == 2

@@ -20,6 +20,10 @@ def check_model_command(model: Path) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{model}: {report.format} model, input {report.input_shape}, "
                f"{report.outputs} outputs, {len(report.layers)} layers - all run on the device")
+    for note in report.notes:
+        click.echo(f"  {note}")
+    if report.notes:
+        click.echo("  as the device runs it:")
     for name, kind in report.layers:
         click.echo(f"  {name:<40} {kind}")
 

@@ -6,7 +6,9 @@ Two kinds of file:
 - a full-int8 .tflite model: a frozen part only (the device never trains it), with int8 input
   and output and only the operators of the int8 runtime.
 
-Every layer (or operator) the runtime cannot run is reported with its name, its type and the
+A Keras model is first put in the form the device runs (tinycil.learn.simplify: dropout dropped,
+batch normalisation and ReLU layers folded into the layer before them where they can be); every
+layer (or operator) the runtime cannot run is reported with its name, its type and the
 supported list, so the user knows what to change before anything is trained or exported. The
 lists here are the ones tinycil.learn.models (the trainable layers) and tinycil.deploy.export
 (the int8 operators) implement; keep them in step.
@@ -31,6 +33,14 @@ KERAS_LAYERS = {
     "MaxPooling2D": "", "MaxPooling1D": "", "AveragePooling2D": "", "AveragePooling1D": "",
     "GlobalAveragePooling2D": "without keepdims", "GlobalAveragePooling1D": "without keepdims",
     "Flatten": "",
+}
+# Layers tinycil.learn.simplify folds into the layer before them, and where it can.
+_WHERE = "right after a convolution or dense layer without an activation"
+FOLDABLE = {
+    "BatchNormalization": f"batch normalisation is folded into the weights only {_WHERE}, "
+                          "over the channel axis: conv, batch norm, then ReLU",
+    "ReLU": f"a plain ReLU layer is folded {_WHERE}; give that layer activation='relu'",
+    "Activation": f"a relu Activation is folded {_WHERE}, a softmax one after the output layer",
 }
 HIDDEN_ACTIVATIONS = ("relu", "linear")
 FUSED_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
@@ -62,6 +72,8 @@ class ModelReport:
     outputs: int                                 # classes (keras) or output values (tflite)
     layers: list[tuple[str, str]] = field(default_factory=list)   # (name, type), in order
     problems: list[Problem] = field(default_factory=list)
+    # What was dropped or folded before the check (tinycil.learn.simplify), one line each.
+    notes: list[str] = field(default_factory=list)
 
     def raise_if_unsupported(self) -> "ModelReport":
         if not self.problems:
@@ -93,7 +105,10 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
         kind = type(layer).__name__
         report.layers.append((layer.name, kind))
         if kind not in KERAS_LAYERS:
-            report.problems.append(Problem(layer.name, kind, "not supported by the device runtime"))
+            why = "not supported by the device runtime"
+            if kind in FOLDABLE:
+                why += f" here ({FOLDABLE[kind]})"
+            report.problems.append(Problem(layer.name, kind, why))
             continue
         act = _activation_name(layer)
         if layer is last:
@@ -188,6 +203,7 @@ def check_model_file(path) -> ModelReport:
                               f" and full-int8 TFLite models (.tflite)")
     import keras
 
+    from tinycil.learn.simplify import simplify_keras
     from tinycil.learn.usermodel import keras_file_problem
 
     problem = keras_file_problem(path)
@@ -198,4 +214,7 @@ def check_model_file(path) -> ModelReport:
     except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
         raise ModelCheckError(f"{path.name} could not be loaded as a Keras model: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    return check_keras_model(model, path).raise_if_unsupported()
+    model, notes = simplify_keras(model)
+    report = check_keras_model(model, path)
+    report.notes = notes
+    return report.raise_if_unsupported()

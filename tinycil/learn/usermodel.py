@@ -94,6 +94,11 @@ class UserModel:
         except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserModelError(f"{self.path.name} could not be loaded as a Keras model: {first}") from None
+        from tinycil.learn.simplify import simplify_keras
+
+        self.source, notes = simplify_keras(self.source)
+        for note in notes:
+            self.echo(f"{self.path.name}: {note}")
         got = tuple(int(d) for d in self.source.input_shape[1:])
         if got != want:
             raise UserModelError(f"{self.path.name} takes inputs of shape {got}, the data set gives "

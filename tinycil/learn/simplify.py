@@ -1,0 +1,128 @@
+"""A user's Keras model in the form the device runs, computing the same function at inference.
+
+Models trained in Keras often carry layers that do nothing at inference, or that a converter
+folds away: TFLite's converter does the same before a model reaches TensorFlow Lite Micro. Here:
+
+- Dropout and its relatives (SpatialDropout, GaussianDropout, GaussianNoise, AlphaDropout,
+  ActivityRegularization) are the identity at inference: dropped. The device, and the host's
+  training of the known tasks, then train without them.
+- A ReLU written as a layer of its own (``ReLU()`` with its defaults, ``Activation("relu")``)
+  right after a convolution or dense layer without an activation becomes that layer's
+  activation. ``Activation("linear")`` is dropped; ``Activation("softmax")`` after the output
+  layer becomes its softmax (the device works on logits and drops it).
+- A convolution or dense layer without a bias (use_bias=False) gets a zero one: the device's
+  layers always have one, and training then moves it as it moves every other bias.
+- BatchNormalization right after a convolution or dense layer without an activation (the usual
+  conv - batch norm - ReLU) is folded into that layer's weights and bias with the moving
+  statistics: w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta.
+
+Anything else stays as it is, and tinycil.deploy.modelcheck names what the device cannot run
+(for example batch normalisation after a ReLU, which no weight layer can absorb).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WEIGHT_KINDS = ("Conv2D", "Conv1D", "DepthwiseConv2D", "Dense")
+INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                      "GaussianDropout", "GaussianNoise", "AlphaDropout", "ActivityRegularization")
+
+
+def _activation(layer) -> str:
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", "linear") if act is not None else "linear"
+
+
+def _plain_relu(layer) -> bool:
+    """A ReLU layer with its defaults: max(x, 0), nothing capped, no leak, no threshold."""
+    cfg = layer.get_config()
+    return (cfg.get("max_value") is None and not cfg.get("negative_slope")
+            and not cfg.get("threshold"))
+
+
+def _fold_batchnorm(kind: str, weights: list, config: dict, bn) -> tuple[list, dict]:
+    """The weight layer's [kernel, bias] with the batch normalisation that follows it folded in."""
+    cfg = bn.get_config()
+    values = dict(zip([w.path.split("/")[-1] for w in bn.weights], bn.get_weights()))
+    mean, var = values["moving_mean"], values["moving_variance"]
+    gamma = values.get("gamma", np.ones_like(mean))
+    beta = values.get("beta", np.zeros_like(mean))
+    scale = gamma / np.sqrt(var + float(cfg["epsilon"]))
+    kernel = weights[0]
+    bias = weights[1] if len(weights) > 1 else np.zeros_like(mean)
+    if kind == "DepthwiseConv2D":       # kernel (kh, kw, channels, 1): the channel is axis 2
+        kernel = kernel * scale.reshape(1, 1, -1, 1)
+    else:                               # (..., out): the output channel is the last axis
+        kernel = kernel * scale
+    config = dict(config, use_bias=True)
+    return [kernel.astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)], config
+
+
+def _foldable_batchnorm(bn, prev_kind: str) -> bool:
+    axis = bn.get_config().get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    rank = len(bn.input.shape) if getattr(bn, "input", None) is not None else None
+    last = axis == -1 or (rank is not None and axis == rank - 1)
+    return last and prev_kind in WEIGHT_KINDS
+
+
+def simplify_keras(model):
+    """(model, notes): `model` unchanged when nothing applies, else a new plain Sequential model
+    computing the same function at inference; `notes` say what was dropped or folded, one line
+    each. A model with several inputs or outputs is returned as it is (the check refuses it)."""
+    import keras
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return model, []
+    layers = [l for l in model.layers if type(l).__name__ != "InputLayer"]
+    # Each kept layer as [kind, config, weights, name]; folding edits the last kept one.
+    kept: list[list] = []
+    notes: list[str] = []
+    for layer in layers:
+        kind = type(layer).__name__
+        prev = kept[-1] if kept else None
+        prev_bare = (prev is not None and prev[0] in WEIGHT_KINDS
+                     and prev[1].get("activation", "linear") == "linear")
+        if kind in INFERENCE_IDENTITY:
+            notes.append(f"{layer.name} ({kind}): dropped, the identity at inference "
+                         f"(the device trains without it)")
+            continue
+        if kind == "Activation" and _activation(layer) == "linear":
+            notes.append(f"{layer.name} (Activation linear): dropped, the identity")
+            continue
+        relu = (kind == "ReLU" and _plain_relu(layer)) or (kind == "Activation"
+                                                          and _activation(layer) == "relu")
+        if relu and prev_bare:
+            prev[1] = dict(prev[1], activation="relu")
+            notes.append(f"{layer.name} ({kind}): folded into {prev[3]} as its ReLU")
+            continue
+        if (kind == "Activation" and _activation(layer) == "softmax" and layer is layers[-1]
+                and prev_bare and prev[0] == "Dense"):
+            prev[1] = dict(prev[1], activation="softmax")
+            notes.append(f"{layer.name} (Activation softmax): the output layer's softmax "
+                         f"(dropped on the device, which works on logits)")
+            continue
+        if kind == "BatchNormalization" and prev_bare and _foldable_batchnorm(layer, prev[0]):
+            prev[2], prev[1] = _fold_batchnorm(prev[0], prev[2], prev[1], layer)
+            notes.append(f"{layer.name} (BatchNormalization): folded into {prev[3]}'s weights "
+                         f"and bias (moving statistics)")
+            continue
+        kept.append([kind, layer.get_config(), layer.get_weights(), layer.name])
+    for entry in kept:
+        kind, config, weights, name = entry
+        if kind in WEIGHT_KINDS and not config.get("use_bias", True):
+            # The device's convolution and dense layers always add a bias: a zero one is the same.
+            channels = weights[0].shape[2] if kind == "DepthwiseConv2D" else weights[0].shape[-1]
+            entry[1] = dict(config, use_bias=True)
+            entry[2] = [weights[0], np.zeros(channels, np.float32)]
+            notes.append(f"{name} ({kind}): given a zero bias (the device's layers have one)")
+    if not notes:
+        return model, []
+    inp = keras.Input(shape=tuple(int(d) for d in model.input_shape[1:]), name="input")
+    copies = [getattr(keras.layers, kind).from_config(config) for kind, config, _, _ in kept]
+    new = keras.Sequential([inp] + copies, name=model.name)
+    for copy, (_, _, weights, _) in zip(copies, kept):
+        if weights:
+            copy.set_weights(weights)
+    return new, notes
