@@ -78,6 +78,26 @@ def test_branches_and_a_last_layer_that_is_not_the_logits_are_refused(keras, tmp
         check_model_file(_save(pooled, tmp_path, "nologits.keras"))
 
 
+def test_convolutions_and_dense_layers_the_device_computes_otherwise_are_refused(keras, tmp_path):
+    """Layers of a supported type whose settings the device would compute differently: refused
+    with what to change, before prepare meets them (it used to stop with a shape error)."""
+    L = keras.layers
+    cases = {
+        "causal": ((100, 6), [L.Conv1D(8, 3, padding="causal", name="c"), L.GlobalAveragePooling1D(),
+                              L.Dense(4)], "layer 'c' (Conv1D): padding 'causal'"),
+        "groups": ((8, 8, 2), [L.Conv2D(8, 3, groups=2, name="g"), L.Flatten(), L.Dense(4)],
+                   "layer 'g' (Conv2D): grouped convolution (groups=2)"),
+        "dense_on_map": ((100, 6), [L.Conv1D(8, 3, activation="relu"), L.Dense(16, name="per_step"),
+                                    L.Flatten(), L.Dense(4)],
+                         "layer 'per_step' (Dense): a Dense layer on a map"),
+    }
+    for name, (shape, layers, message) in cases.items():
+        model = keras.Sequential([L.Input(shape)] + layers, name=name)
+        with pytest.raises(ModelCheckError) as err:
+            check_model_file(_save(model, tmp_path, f"{name}.keras"))
+        assert message in str(err.value), (name, str(err.value))
+
+
 def _tflite(model, int8: bool, batch=1) -> bytes:
     import keras
     import tensorflow as tf

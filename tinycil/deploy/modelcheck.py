@@ -26,10 +26,13 @@ from tinycil.deploy.export import SUPPORTED_OPS
 # Keras layers the device runs, with what each needs.
 KERAS_LAYERS = {
     "InputLayer": "the model's input",
-    "Conv2D": "int8 or trainable; activation relu or none; no dilation",
-    "Conv1D": "int8 or trainable (as a 1-row Conv2D); activation relu or none; no dilation",
+    "Conv2D": "int8 or trainable; activation relu or none; padding valid or same; no dilation "
+              "or groups",
+    "Conv1D": "int8 or trainable (as a 1-row Conv2D); activation relu or none; padding valid or "
+              "same; no dilation or groups",
     "DepthwiseConv2D": "int8 or trainable (depth multiplier 1); activation relu or none",
-    "Dense": "int8 or trainable; activation relu or none (the last one: none or softmax)",
+    "Dense": "int8 or trainable, on a vector; activation relu or none (the last one: none or "
+             "softmax)",
     "MaxPooling2D": "", "MaxPooling1D": "", "AveragePooling2D": "", "AveragePooling1D": "",
     "GlobalAveragePooling2D": "without keepdims", "GlobalAveragePooling1D": "without keepdims",
     "Flatten": "",
@@ -91,6 +94,14 @@ def _activation_name(layer) -> str:
     return getattr(act, "__name__", "linear") if act is not None else "linear"
 
 
+def _input_rank(layer) -> int:
+    """Dimensions of a layer's input without the batch (0 when Keras cannot say)."""
+    try:
+        return len(layer.input.shape) - 1
+    except (AttributeError, ValueError):
+        return 0
+
+
 def check_keras_model(model, path: Path | str = "model") -> ModelReport:
     """Every layer of a Keras model against the runtime; the report lists all problems at once."""
     path = Path(path)
@@ -123,6 +134,17 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
                                            "relu or none"))
         if kind in ("Conv2D", "Conv1D") and any(int(d) != 1 for d in layer.dilation_rate):
             report.problems.append(Problem(layer.name, kind, "dilated convolution"))
+        if kind in ("Conv2D", "Conv1D") and int(getattr(layer, "groups", 1)) != 1:
+            report.problems.append(Problem(layer.name, kind, f"grouped convolution (groups="
+                                           f"{layer.groups}): the device runs groups=1"))
+        if kind in ("Conv1D", "Conv2D", "DepthwiseConv2D") and layer.padding not in ("valid", "same"):
+            report.problems.append(Problem(layer.name, kind, f"padding '{layer.padding}': the "
+                                           "device pads 'valid' or 'same'"))
+        if kind == "Dense" and _input_rank(layer) > 1:
+            report.problems.append(Problem(layer.name, kind, "a Dense layer on a map (Keras applies "
+                                           "it at every position); the device's dense layers take "
+                                           "a vector: put Flatten or global average pooling before "
+                                           "it"))
         if kind == "DepthwiseConv2D" and int(layer.depth_multiplier) != 1:
             report.problems.append(Problem(layer.name, kind,
                                            f"depth multiplier {layer.depth_multiplier} (1 only)"))
