@@ -6,7 +6,8 @@
 Writes benchmarks/results/host_study.json (per data set and seed, the method and every baseline as
 RESULTs, plus mean/std per metric) and host_study.md (mean ± std table and the paper's yardsticks:
 the adaptive model within 1 point of the fixed final-size model at <= 43% of its training FLOPs with
-a 1% buffer; distilled against random replay of the same size).
+a 1% buffer; distilled against random replay of the same size), and host_study.png (accuracy
+after each task per run, and the gap to the fixed model per class order).
 
 --ablation switches the training ingredients of tinycil.learn.train.TrainConfig on and off one at a
 time, from no ingredient or on top of the defaults, and tries other width schedules (method and
@@ -209,6 +210,8 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
         lines.append(f"| {name} | {agg['buffer']['samples']} samples ({100 * agg['buffer']['fraction']:.2f}%) | "
                      f"{r['mean']:.1%} ± {r['std']:.1%} | {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} | "
                      f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {verdict} |")
+    lines += ["", f"![Accuracy after each task, and the gap per class order]"
+              f"({'host_study_quick' if study['quick'] else 'host_study'}.png)"]
     lines += gap_sources_markdown(study)
     for name, entry in study["datasets"].items():
         if entry.get("note"):
@@ -227,6 +230,80 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
     if ablation is not None:
         lines += ablation_markdown(ablation)
     return "\n".join(lines)
+
+
+PLOT_RUNS = (("method", "size-adaptive (method)", "C0"), ("fixed_size", "fixed final size", "C1"),
+             ("random_replay", "random replay", "C2"), ("naive", "no replay", "C7"),
+             ("joint", "joint (all data so far)", "k"))
+# The ablation row whose seeds extend the host study's (the defaults, more class orders).
+DEFAULTS_ROW = "defaults, 1000 distillation updates"
+
+
+def _seen_average(matrix) -> list[float]:
+    """Average accuracy over the tasks seen so far, after each task (rows of an accuracy matrix)."""
+    return [float(np.mean([a for a in row[:i + 1] if a is not None])) for i, row in enumerate(matrix)]
+
+
+def write_plot(study: dict, ablation: dict | None, path: Path) -> None:
+    """host_study.png: top, accuracy over the classes seen after each task (mean over seeds) for
+    every run; bottom, the gap to the fixed model per class order against the 1-point yardstick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(study["datasets"])
+    fig = plt.figure(figsize=(3.2 * len(names), 6.8))
+    grid = fig.add_gridspec(2, len(names), height_ratios=[1.2, 1], hspace=0.45)
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(grid[0, k])
+        per_seed = study["datasets"][name]["per_seed"]
+        for run, label, color in PLOT_RUNS:
+            curves = [_seen_average((r["method"] if run == "method" else r["baselines"][run])["accuracy_matrix"])
+                      for r in per_seed if run == "method" or run in r["baselines"]]
+            if curves:
+                mean = 100 * np.mean(curves, axis=0)
+                ax.plot(range(1, len(mean) + 1), mean, marker="o", ms=3, color=color, label=label,
+                        lw=2 if run == "method" else 1.2)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("after task")
+        ax.set_xticks(range(1, len(per_seed[0]["tasks"]) + 1))
+        if k == 0:
+            ax.set_ylabel("accuracy over tasks seen (%)")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7, loc="lower left")
+    ax = fig.add_subplot(grid[1, :])
+    rows = (ablation or {}).get("datasets", {})
+    shown_more = False
+    for k, name in enumerate(names):
+        agg = study["datasets"][name]["aggregate"]
+        per_seed = study["datasets"][name]["per_seed"]
+        gaps = [100 * (r["baselines"]["fixed_size"]["final_avg_accuracy"] - r["method"]["final_avg_accuracy"])
+                for r in per_seed]
+        ax.scatter([k - 0.12] * len(gaps), gaps, color="C0", s=18, zorder=3,
+                   label="host study (3 seeds)" if k == 0 else None)
+        ax.hlines(np.mean(gaps), k - 0.3, k + 0.06, color="C0", lw=2)
+        more = [r for r in rows.get(name, []) if r["label"] == DEFAULTS_ROW and len(r["seeds"]) > len(gaps)]
+        if more:
+            extra = [100 * (f - m) for f, m in zip(more[0]["fixed_size"], more[0]["method"])]
+            ax.scatter([k + 0.12] * len(extra), extra, facecolors="none", edgecolors="C3", s=18, zorder=3,
+                       label=None if shown_more else f"ablation row '{DEFAULTS_ROW}' (more class orders)")
+            shown_more = True
+            ax.hlines(np.mean(extra), k - 0.06, k + 0.3, color="C3", lw=2)
+        ratio = agg["method_flops_ratio_to_fixed_size"]["mean"]
+        ax.annotate(f"{ratio:.0%} of the FLOPs", (k, 1.0), xytext=(0, -14), textcoords="offset points",
+                    ha="center", fontsize=7, color="0.3")
+    ax.axhline(ACCURACY_YARDSTICK * 100, color="k", ls="--", lw=1, label="yardstick: 1 point")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylabel("fixed - adaptive (points)")
+    ax.set_title("Accuracy the size-adaptive model gives up against the fixed final-size model, "
+                 "per class order (bars: means)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3, axis="y")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def merge_ablation(old: dict, new: dict) -> dict:
@@ -375,6 +452,7 @@ def main(argv=None) -> int:
             if (args.out / "host_study.json").is_file():
                 study = json.loads((args.out / "host_study.json").read_text())
                 (args.out / "host_study.md").write_text(markdown(study, ab))
+                write_plot(study, ab, args.out / "host_study.png")
             return ab
 
         ab = save(run_ablation(args, seeds, save))
@@ -403,6 +481,7 @@ def main(argv=None) -> int:
     ablation_file = args.out / "host_study_ablation.json"
     ablation = json.loads(ablation_file.read_text()) if ablation_file.is_file() and not args.quick else None
     (args.out / f"{stem}.md").write_text(markdown(study, ablation))
+    write_plot(study, ablation, args.out / f"{stem}.png")
     print(markdown(study, ablation))
     return 0
 

@@ -58,6 +58,9 @@ def host_study_section(d) -> list[str]:
         ratio_s = f"{100 * ratio['mean']:.0f}%" if isinstance(ratio, dict) else "-"
         out.append(f"| {name} | {entry['tasks']} | " + " | ".join(cells) + f" | {ratio_s} |")
     out += ["", f"Seeds: {d.get('seeds')}.", ""]
+    if (RESULTS / "host_study.png").is_file():
+        out += ["![Accuracy after each task per run, and the gap to the fixed model per class order]"
+                "(benchmarks/results/host_study.png)", ""]
     return out
 
 

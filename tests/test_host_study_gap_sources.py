@@ -89,3 +89,21 @@ def test_every_ablation_row_names_only_real_training_options():
     lwf = [opts for label, opts in hs.ABLATION if "distillation from the old model" in label and opts.get("defaults")]
     assert [hs.row_options(o)["distill_weight"] for o in lwf] == [1.0, 3.0]
     assert all(hs.row_options(o)["balance_steps"] == hs.DEFAULT_ROW["balance_steps"] for o in lwf)
+
+
+def test_the_plot_is_drawn_from_the_stored_study(tmp_path):
+    """host_study.png from benchmarks/results' study and ablation: a real PNG, and the markdown
+    points at it."""
+    import json
+
+    hs = _host_study()
+    results = ROOT / "benchmarks" / "results"
+    study = json.loads((results / "host_study.json").read_text())
+    ablation = json.loads((results / "host_study_ablation.json").read_text())
+    out = tmp_path / "host_study.png"
+    hs.write_plot(study, ablation, out)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert "(host_study.png)" in hs.markdown(study, ablation)
+    # The stored file is the one these results draw (regenerated with them).
+    assert (results / "host_study.png").is_file()
