@@ -41,6 +41,7 @@ def test_folded_model_computes_the_same_function(keras):
         keras.Input((8, 8, 2)),
         L.Conv2D(6, 3, padding="same", use_bias=False, name="conv"), L.BatchNormalization(name="bn1"),
         L.ReLU(name="relu1"), L.MaxPooling2D(2),
+        L.Conv2D(6, 1, name="mix"), L.MaxPooling2D(2), L.ReLU(name="late_relu"),
         L.DepthwiseConv2D(3, padding="same", name="dw"), L.BatchNormalization(center=False, name="bn2"),
         L.Activation("relu", name="act2"),
         L.Flatten(), L.Dropout(0.5, name="drop"), L.GaussianNoise(0.1, name="noise"),
@@ -50,10 +51,12 @@ def test_folded_model_computes_the_same_function(keras):
     _random_statistics(model, rng)
     simple, notes = simplify_keras(model)
     assert [type(l).__name__ for l in simple.layers] == [
-        "Conv2D", "MaxPooling2D", "DepthwiseConv2D", "Flatten", "Dense", "Dense"]
-    assert [simple.get_layer(n).activation.__name__ for n in ("conv", "dw", "hidden", "logits")] \
-        == ["relu", "relu", "relu", "softmax"]
-    assert len(notes) == 10, notes
+        "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "DepthwiseConv2D", "Flatten", "Dense",
+        "Dense"]
+    assert [simple.get_layer(n).activation.__name__ for n in ("conv", "mix", "dw", "hidden", "logits")] \
+        == ["relu", "relu", "relu", "relu", "softmax"]
+    assert len(notes) == 11, notes
+    assert "late_relu (ReLU): folded into mix as its ReLU (max pooling and ReLU commute)" in notes
     assert "bn1 (BatchNormalization): folded into conv's weights and bias (moving statistics)" in notes
     assert any(n.startswith("drop (Dropout): dropped") for n in notes)
     x = rng.normal(size=(32, 8, 8, 2)).astype(np.float32)
@@ -97,8 +100,8 @@ def test_what_cannot_be_folded_is_named_by_the_check(keras, tmp_path):
         # a capped ReLU is not the device's ReLU
         "relu6_layer": ([L.Flatten(), L.Dense(8), L.ReLU(max_value=6.0, name="r6"), L.Dense(3)],
                         "layer 'r6' (ReLU): not supported by the device runtime here (a plain ReLU"),
-        # a ReLU after pooling: the layer before it has no activation to take
-        "relu_after_pool": ([L.Conv2D(4, 3), L.MaxPooling2D(2), L.ReLU(name="late"), L.Flatten(),
+        # a ReLU after average pooling: it does not commute with the ReLU
+        "relu_after_pool": ([L.Conv2D(4, 3), L.AveragePooling2D(2), L.ReLU(name="late"), L.Flatten(),
                              L.Dense(3)], "layer 'late' (ReLU): not supported"),
     }
     for name, (layers, message) in cases.items():

@@ -8,7 +8,7 @@ folds away: TFLite's converter does the same before a model reaches TensorFlow L
   training of the known tasks, then train without them.
 - A ReLU written as a layer of its own (``ReLU()`` with its defaults, ``Activation("relu")``)
   right after a convolution or dense layer without an activation becomes that layer's
-  activation. ``Activation("linear")`` is dropped; ``Activation("softmax")`` after the output
+  activation; so does one after max pooling that follows such a layer (the two commute). ``Activation("linear")`` is dropped; ``Activation("softmax")`` after the output
   layer becomes its softmax (the device works on logits and drops it).
 - A convolution or dense layer without a bias (use_bias=False) gets a zero one: the device's
   layers always have one, and training then moves it as it moves every other bias.
@@ -96,6 +96,14 @@ def simplify_keras(model):
         if relu and prev_bare:
             prev[1] = dict(prev[1], activation="relu")
             notes.append(f"{layer.name} ({kind}): folded into {prev[3]} as its ReLU")
+            continue
+        # max(relu(a), relu(b)) = relu(max(a, b)): a ReLU after max pooling is the layer's before it.
+        before = kept[-2] if len(kept) > 1 else None
+        if (relu and prev is not None and prev[0].startswith("MaxPooling") and before is not None
+                and before[0] in WEIGHT_KINDS and before[1].get("activation", "linear") == "linear"):
+            before[1] = dict(before[1], activation="relu")
+            notes.append(f"{layer.name} ({kind}): folded into {before[3]} as its ReLU (max pooling "
+                         f"and ReLU commute)")
             continue
         if (kind == "Activation" and _activation(layer) == "softmax" and layer is layers[-1]
                 and prev_bare and prev[0] == "Dense"):
