@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--board", default="nucleo_f746zg")
     args = ap.parse_args()
     from tinycil.deploy.boards import load_board
-    from tinycil.deploy.cut import cut_chooser
+    from tinycil.deploy.cut import cut_chooser, sized_cut_chooser
     from tinycil.deploy.export import ExportError, export_run
     from tinycil.deploy.memplan import MemoryPlanError
     from tinycil.learn.prepare import prepare_run
@@ -68,7 +68,8 @@ def main() -> int:
             row = {"model": name, "dataset": dataset, "family": family, "board": args.board}
             cfg = prepare_run(dataset, run, family=family, quick=True, progress=False,
                               tail_layers="auto", board=args.board,
-                              choose_cut=cut_chooser(load_board(args.board)), **opts)
+                              choose_cut=cut_chooser(load_board(args.board)),
+                              choose_sized_cut=sized_cut_chooser(load_board(args.board)), **opts)
             row.update(trainable_layers=cfg["tail_layers"], cut=cfg.get("cut_reason"))
             try:
                 res = export_run(run, args.board, root=project)

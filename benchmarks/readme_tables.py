@@ -119,6 +119,10 @@ def kernels_section(d) -> list[str]:
             latent = (costs.get(k, {}).get("device_latent_replay") or {}).get(
                 "instructions_per_streamed_sample")
             out.append(f"| {k} | {fmt(value)} | {fmt(latent)} |")
+        out += ["", "A streamed sample carries its share of replayed samples; the end-of-task "
+                "class-balanced pass is counted per task, not here. Where every layer trains (the "
+                "memory plan's cut for these models) the latents are the inputs, so the two columns "
+                "agree. Details: `benchmarks/results/kernels.md`."]
     return out + [""]
 
 

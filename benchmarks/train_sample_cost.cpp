@@ -26,11 +26,22 @@ void report(const char* name, uint64_t value) {
     tc_print("\n");
 }
 
-int8_t g_latent[16384];
+// Sized by the build for this export (benchmarks/train_sample_cost.py): beside a runtime arena
+// that fills most of the board's RAM (a whole model training), fixed buffers would not fit.
+#ifndef TC_COST_LATENT_BYTES
+#define TC_COST_LATENT_BYTES 16384
+#endif
+#ifndef TC_COST_SCRATCH_BYTES
+#define TC_COST_SCRATCH_BYTES 16384
+#endif
+#ifndef TC_COST_KERNEL_SCRATCH_WORDS
+#define TC_COST_KERNEL_SCRATCH_WORDS 8192
+#endif
+int8_t g_latent[TC_COST_LATENT_BYTES];
 // Working memory for running prefixes of the backbone's layer table (sizes checked against the
 // export's own).
-int8_t g_scratch_a[16384], g_scratch_b[16384];
-int32_t g_kernel_scratch[8192];
+int8_t g_scratch_a[TC_COST_SCRATCH_BYTES], g_scratch_b[TC_COST_SCRATCH_BYTES];
+int32_t g_kernel_scratch[TC_COST_KERNEL_SCRATCH_WORDS];
 
 uint64_t layer_macs(const tc_layer& l) {
     const uint64_t outputs = (uint64_t)l.out_h * l.out_w * l.out_c;

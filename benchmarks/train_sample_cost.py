@@ -110,7 +110,17 @@ def macs_per_sample(run_dir: Path) -> dict:
 
 # ---- the runtime's calls, timed in a small image ---------------------------------------------
 
-def build_cost_image(project: Path, out_dir: Path) -> Path:
+def buffer_defines(run_dir: Path) -> list[str]:
+    """The timing image's own buffers, sized for this export (at least one element each)."""
+    from tinycil.deploy.export import load_export_model
+
+    fp = load_export_model(run_dir).footprint()
+    return [f"-DTC_COST_LATENT_BYTES={max(1, fp.latent_size)}",
+            f"-DTC_COST_SCRATCH_BYTES={max(1, fp.scratch_bytes)}",
+            f"-DTC_COST_KERNEL_SCRATCH_WORDS={max(1, (fp.kernel_scratch_bytes + 3) // 4)}"]
+
+
+def build_cost_image(project: Path, out_dir: Path, defines=()) -> Path:
     """The timing image, compiled like the on-target kernel images (tests/kernels_host/target.py:
     the product's code generation flags, board support and linker script) with the runtime and
     the export of `project`."""
@@ -125,7 +135,7 @@ def build_cost_image(project: Path, out_dir: Path) -> Path:
     elf = out_dir / "train_sample_cost.elf"
     sources = [IMAGE_SOURCE, *BSP_SOURCES, *sorted(runtime.glob("*.cpp")),
                *sorted(KERNELS_DIR.glob("*.cpp"))]
-    cmd = ["arm-none-eabi-g++", *flags, *BOARD_DEFINES,
+    cmd = ["arm-none-eabi-g++", *flags, *BOARD_DEFINES, *defines,
            *(f"-I{d}" for d in [generated, runtime, KERNELS_DIR, TARGET_DIR, BSP_DIR, PROTOCOL_DIR]),
            "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
            f"-L{LDSCRIPTS}", "-T", str(LDSCRIPTS / f"{BOARD}.ld"), "-Wl,--gc-sections",
@@ -136,10 +146,10 @@ def build_cost_image(project: Path, out_dir: Path) -> Path:
     return elf
 
 
-def time_calls(project: Path, out_dir: Path) -> dict:
+def time_calls(project: Path, out_dir: Path, defines=()) -> dict:
     from kernels_host.target import run_image
 
-    elf = build_cost_image(project, out_dir)
+    elf = build_cost_image(project, out_dir, defines)
     status, out = run_image(elf, timeout=300, icount=True)
     if status != 0:
         raise CostError(f"the timing image exited with status {status} (see "
@@ -227,13 +237,21 @@ def measure_model(name: str, demo: dict, tmp: Path, project: Path, echo=print) -
 
     started = time.monotonic()
     run_dir = tmp / f"run-{name}"
+    from tinycil.deploy.boards import load_board
+    from tinycil.deploy.cut import cut_chooser, sized_cut_chooser
+
+    # The model and cut `tinycil prepare --board` makes (the memory plan's trainable layers at
+    # the widest scale that fits); the end-of-task class-balanced pass is off here, because the
+    # device counts it into the task's instructions and this measures a streamed sample's cost.
+    board = load_board(BOARD)
     prepare_run(demo["dataset"], run_dir, family=demo["family"], quick=True, board=BOARD,
-                progress=False, echo=echo, **demo["prepare"])
+                progress=False, echo=echo, tail_layers="auto", choose_cut=cut_chooser(board),
+                choose_sized_cut=sized_cut_chooser(board), balance_steps=0, **demo["prepare"])
     exported = export_run(run_dir, BOARD, root=project)
     macs = macs_per_sample(run_dir)
     out_dir = tmp / f"image-{name}"
     out_dir.mkdir()
-    calls = time_calls(project, out_dir)
+    calls = time_calls(project, out_dir, buffer_defines(run_dir))
     row = {"model": demo["label"], "dataset": demo["dataset"], "family": demo["family"],
            "signature": exported.signature_hex, "macs_per_train_sample": macs,
            "calls": split(calls, macs)}
@@ -310,7 +328,10 @@ def markdown(rows: dict) -> list[str]:
         "One field task streamed to the product firmware on the emulated board (`tinycil.link.stream`, "
         "one epoch, quick prepare), counted by the device (STATS) under `-icount shift=0`; the "
         "split from a small image that times the runtime's own calls on the same export "
-        "(`benchmarks/train_sample_cost.cpp`). A mini-batch is `new + replay` samples; a "
+        "(`benchmarks/train_sample_cost.cpp`). The model and its trainable part are those "
+        "`tinycil prepare --board mps2_an500` makes; the end-of-task class-balanced pass is off, "
+        "because the device counts it into the task's instructions, not a streamed sample's. "
+        "A mini-batch is `new + replay` samples; a "
         "*training sample* is one of them, a *streamed sample* carries `(new + replay) / new` of "
         "them. MACs per training sample from `tinycil.learn.models.count_cost` at the size the device "
         "trains (backbone forward; tail forward and backward, no input gradient below the tail).",
@@ -329,7 +350,8 @@ def markdown(rows: dict) -> list[str]:
             f"{c['instructions_per_train_sample']:,.0f} | {c['backbone_fwd']:,.0f} | "
             f"{c['tail_fwd_bwd_update']:,.0f} | {100 * c['backbone_share']:.0f}% | "
             f"{m['total']:,} ({m['backbone_fwd']:,} + {m['tail_fwd'] + m['tail_bwd']:,}) | "
-            f"{c['instructions_per_mac']:.2f} | {c['backbone_instructions_per_mac']:.2f} | {tail_ipm} |")
+            f"{c['instructions_per_mac']:.2f} | {_or_dash(c['backbone_instructions_per_mac'])} | "
+            f"{tail_ipm} |")
     lines += ["", "With the replay buffer holding latents (`--replay-store latents`), the same task "
               "streamed to firmware built with the same run exported that way:", "",
               "| model | instr. / streamed sample, inputs buffer | latents buffer | fewer | "
@@ -339,8 +361,15 @@ def markdown(rows: dict) -> list[str]:
         lines.append(f"| {r['model']} | {d['instructions_per_streamed_sample']:,.0f} | "
                      f"{lat['instructions_per_streamed_sample']:,.0f} | {100 * lat['saving']:.0f}% | "
                      f"{lat['same_accuracy_row']} |")
-    lines += ["", dominance(rows), "",
-              "Backbone layers (int8 forward, one sample; each layer's instructions are the "
+    no_backbone = [r["model"] for r in rows.values() if not r["calls"]["backbone_layers"]]
+    if no_backbone:
+        lines += ["", f"Without a frozen backbone ({', '.join(no_backbone)}: every layer trains) the "
+                  "buffer's latents are its inputs, so both builds run the same steps."]
+    lines += ["", dominance(rows), ""]
+    if len(no_backbone) == len(rows):
+        lines.append("")
+        return lines
+    lines += ["Backbone layers (int8 forward, one sample; each layer's instructions are the "
               "difference between running the first k and the first k - 1 layers):", "",
               "| model | layer | op | output | MACs | instructions | instr. / MAC |",
               "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
@@ -353,13 +382,35 @@ def markdown(rows: dict) -> list[str]:
     return lines
 
 
+def _or_dash(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def dominance(rows: dict) -> str:
+    noise = max(abs(r["device"]["instructions_per_train_sample"]
+                    / r["calls"]["instructions_per_train_sample"] - 1) for r in rows.values())
+    handler = ("the device's figure adds the serial handler and the receive interrupts that arrive "
+               f"while it computes ({100 * noise:.2f}% at most here)")
+    if all(not r["calls"]["backbone_layers"] for r in rows.values()):
+        per_mac = "; ".join(f"{name} {r['calls']['tail_instructions_per_mac']:.2f}"
+                            for name, r in rows.items())
+        return ("What a training sample costs: every layer of these models trains on the device "
+                "(the memory plan's cut: the whole model fits the board), so a training sample is "
+                "the float32 forward pass, the backward pass and its share of the momentum update of "
+                f"the whole model, and no int8 backbone runs. Instructions per MAC: {per_mac}. The "
+                "float kernels alone run at 1.3-1.5 per MAC on the benchmark shapes above; on these "
+                "small layers the work that does not shrink with the MACs weighs more: the first "
+                "convolution's few taps per output (one to six input channels), pooling and ReLU forward "
+                "and backward, the softmax cross-entropy, clipping, and the update of every weight "
+                f"(spread over the mini-batch); {handler}.")
     parts, layers, taps = [], [], []
     for name, r in rows.items():
         c, m = r["calls"], r["macs_per_train_sample"]
         parts.append(f"{name} {100 * c['backbone_share']:.0f}% of the instructions for "
                      f"{100 * m['backbone_fwd'] / m['total']:.0f}% of the MACs")
         bl = c["backbone_layers"]
+        if not bl:
+            continue
         total = sum(l["instructions"] for l in bl) or 1
         top = max(bl, key=lambda l: l["instructions"])
         pools = sum(l["instructions"] for l in bl if l["op"] in ("max_pool", "avg_pool"))
@@ -370,8 +421,6 @@ def dominance(rows: dict) -> str:
         layers.append(f"{name}: layer {top['index']} ({top['op']}, output "
                       f"{'x'.join(map(str, top['output']))}) {100 * top['instructions'] / total:.0f}%"
                       f"{ipm}; pooling {100 * pools / total:.0f}%")
-    noise = max(abs(r["device"]["instructions_per_train_sample"]
-                    / r["calls"]["instructions_per_train_sample"] - 1) for r in rows.values())
     top = max(rows.values(), key=lambda r: r["calls"]["backbone_share"])
     low = min(rows.values(), key=lambda r: r["calls"]["backbone_share"])
     if low["calls"]["backbone_share"] >= 0.5:
@@ -389,8 +438,7 @@ def dominance(rows: dict) -> str:
             "288-tap benchmark shape above; the int8 max pooling adds tens of instructions per "
             "output. The tail's cost per MAC includes the softmax cross-entropy, gradient "
             "clipping, the momentum SGD update of every weight (spread over the mini-batch) and "
-            "dequantising the latent; the device's figure adds the serial handler and the receive "
-            f"interrupts that arrive while it computes ({100 * noise:.2f}% at most here).")
+            f"dequantising the latent; {handler}.")
 
 
 def main() -> None:
