@@ -239,11 +239,6 @@ PLOT_RUNS = (("method", "size-adaptive (method)", "C0"), ("fixed_size", "fixed f
 DEFAULTS_ROW = "defaults, 1000 distillation updates"
 
 
-def _seen_average(matrix) -> list[float]:
-    """Average accuracy over the tasks seen so far, after each task (rows of an accuracy matrix)."""
-    return [float(np.mean([a for a in row[:i + 1] if a is not None])) for i, row in enumerate(matrix)]
-
-
 def write_plot(study: dict, ablation: dict | None, path: Path) -> None:
     """host_study.png: top, accuracy over the classes seen after each task (mean over seeds) for
     every run; bottom, the gap to the fixed model per class order against the 1-point yardstick."""
@@ -252,6 +247,8 @@ def write_plot(study: dict, ablation: dict | None, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tinycil.learn.metrics import avg_accuracy_after_each_task
+
     names = list(study["datasets"])
     fig = plt.figure(figsize=(3.2 * len(names), 6.8))
     grid = fig.add_gridspec(2, len(names), height_ratios=[1.2, 1], hspace=0.45)
@@ -259,7 +256,7 @@ def write_plot(study: dict, ablation: dict | None, path: Path) -> None:
         ax = fig.add_subplot(grid[0, k])
         per_seed = study["datasets"][name]["per_seed"]
         for run, label, color in PLOT_RUNS:
-            curves = [_seen_average((r["method"] if run == "method" else r["baselines"][run])["accuracy_matrix"])
+            curves = [avg_accuracy_after_each_task((r["method"] if run == "method" else r["baselines"][run])["accuracy_matrix"])
                       for r in per_seed if run == "method" or run in r["baselines"]]
             if curves:
                 mean = 100 * np.mean(curves, axis=0)

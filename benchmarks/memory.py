@@ -60,6 +60,7 @@ def main() -> int:
     from tinycil.deploy.memplan import MemoryPlanError
     from tinycil.learn.prepare import prepare_run
 
+    board = load_board(args.board)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         project = private_project(Path(tmp) / "project")
@@ -68,8 +69,8 @@ def main() -> int:
             row = {"model": name, "dataset": dataset, "family": family, "board": args.board}
             cfg = prepare_run(dataset, run, family=family, quick=True, progress=False,
                               tail_layers="auto", board=args.board,
-                              choose_cut=cut_chooser(load_board(args.board)),
-                              choose_sized_cut=sized_cut_chooser(load_board(args.board)), **opts)
+                              choose_cut=cut_chooser(board), choose_sized_cut=sized_cut_chooser(board),
+                              **opts)
             row.update(trainable_layers=cfg["tail_layers"], cut=cfg.get("cut_reason"))
             try:
                 res = export_run(run, args.board, root=project)

@@ -235,11 +235,11 @@ def measure_model(name: str, demo: dict, tmp: Path, project: Path, echo=print) -
     from tinycil.deploy.export import export_run
     from tinycil.learn.prepare import prepare_run
 
-    started = time.monotonic()
-    run_dir = tmp / f"run-{name}"
     from tinycil.deploy.boards import load_board
     from tinycil.deploy.cut import cut_chooser, sized_cut_chooser
 
+    started = time.monotonic()
+    run_dir = tmp / f"run-{name}"
     # The model and cut `tinycil prepare --board` makes (the memory plan's trainable layers at
     # the widest scale that fits); the end-of-task class-balanced pass is off here, because the
     # device counts it into the task's instructions and this measures a streamed sample's cost.

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tinycil.deploy.export import SUPPORTED_OPS
+from tinycil.learn.simplify import activation_name, simplify_keras
 
 # Keras layers the device runs, with what each needs.
 KERAS_LAYERS = {
@@ -89,11 +90,6 @@ class ModelReport:
             f"Supported {'layers' if self.format == 'keras' else 'int8 operators'}: {supported}.")
 
 
-def _activation_name(layer) -> str:
-    act = getattr(layer, "activation", None)
-    return getattr(act, "__name__", "linear") if act is not None else "linear"
-
-
 def _input_rank(layer) -> int:
     """Dimensions of a layer's input without the batch (0 when Keras cannot say)."""
     try:
@@ -121,7 +117,7 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
                 why += f" here ({FOLDABLE[kind]})"
             report.problems.append(Problem(layer.name, kind, why))
             continue
-        act = _activation_name(layer)
+        act = activation_name(layer)
         if layer is last:
             if kind != "Dense":
                 report.problems.append(Problem(layer.name, kind, "the last layer must be the "
@@ -225,7 +221,6 @@ def check_model_file(path) -> ModelReport:
                               f" and full-int8 TFLite models (.tflite)")
     import keras
 
-    from tinycil.learn.simplify import simplify_keras
     from tinycil.learn.usermodel import keras_file_problem
 
     problem = keras_file_problem(path)

@@ -8,8 +8,9 @@ folds away: TFLite's converter does the same before a model reaches TensorFlow L
   training of the known tasks, then train without them.
 - A ReLU written as a layer of its own (``ReLU()`` with its defaults, ``Activation("relu")``)
   right after a convolution or dense layer without an activation becomes that layer's
-  activation; so does one after max pooling that follows such a layer (the two commute). ``Activation("linear")`` is dropped; ``Activation("softmax")`` after the output
-  layer becomes its softmax (the device works on logits and drops it).
+  activation; so does one after max pooling that follows such a layer (the two commute).
+  ``Activation("linear")`` is dropped; ``Activation("softmax")`` after the output layer becomes
+  its softmax (the device works on logits and drops it).
 - A convolution or dense layer without a bias (use_bias=False) gets a zero one: the device's
   layers always have one, and training then moves it as it moves every other bias.
 - BatchNormalization right after a convolution or dense layer without an activation (the usual
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-WEIGHT_KINDS = ("Conv2D", "Conv1D", "DepthwiseConv2D", "Dense")
+from tinycil.learn.models import WEIGHT_LAYER_TYPES as WEIGHT_KINDS
+
 INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                       "GaussianDropout", "GaussianNoise", "AlphaDropout", "ActivityRegularization")
 
 
-def _activation(layer) -> str:
+def activation_name(layer) -> str:
+    """A layer's activation by name ("linear" when it has none)."""
     act = getattr(layer, "activation", None)
     return getattr(act, "__name__", "linear") if act is not None else "linear"
 
@@ -59,6 +62,12 @@ def _fold_batchnorm(kind: str, weights: list, config: dict, bn) -> tuple[list, d
     return [kernel.astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)], config
 
 
+def _bare(entry) -> bool:
+    """A kept [kind, config, weights, name] that is a weight layer without an activation."""
+    return (entry is not None and entry[0] in WEIGHT_KINDS
+            and entry[1].get("activation", "linear") == "linear")
+
+
 def _foldable_batchnorm(bn, prev_kind: str) -> bool:
     axis = bn.get_config().get("axis", -1)
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
@@ -82,30 +91,28 @@ def simplify_keras(model):
     for layer in layers:
         kind = type(layer).__name__
         prev = kept[-1] if kept else None
-        prev_bare = (prev is not None and prev[0] in WEIGHT_KINDS
-                     and prev[1].get("activation", "linear") == "linear")
+        prev_bare = _bare(prev)
         if kind in INFERENCE_IDENTITY:
             notes.append(f"{layer.name} ({kind}): dropped, the identity at inference "
                          f"(the device trains without it)")
             continue
-        if kind == "Activation" and _activation(layer) == "linear":
+        if kind == "Activation" and activation_name(layer) == "linear":
             notes.append(f"{layer.name} (Activation linear): dropped, the identity")
             continue
         relu = (kind == "ReLU" and _plain_relu(layer)) or (kind == "Activation"
-                                                          and _activation(layer) == "relu")
+                                                          and activation_name(layer) == "relu")
         if relu and prev_bare:
             prev[1] = dict(prev[1], activation="relu")
             notes.append(f"{layer.name} ({kind}): folded into {prev[3]} as its ReLU")
             continue
         # max(relu(a), relu(b)) = relu(max(a, b)): a ReLU after max pooling is the layer's before it.
         before = kept[-2] if len(kept) > 1 else None
-        if (relu and prev is not None and prev[0].startswith("MaxPooling") and before is not None
-                and before[0] in WEIGHT_KINDS and before[1].get("activation", "linear") == "linear"):
+        if relu and prev is not None and prev[0].startswith("MaxPooling") and _bare(before):
             before[1] = dict(before[1], activation="relu")
             notes.append(f"{layer.name} ({kind}): folded into {before[3]} as its ReLU (max pooling "
                          f"and ReLU commute)")
             continue
-        if (kind == "Activation" and _activation(layer) == "softmax" and layer is layers[-1]
+        if (kind == "Activation" and activation_name(layer) == "softmax" and layer is layers[-1]
                 and prev_bare and prev[0] == "Dense"):
             prev[1] = dict(prev[1], activation="softmax")
             notes.append(f"{layer.name} (Activation softmax): the output layer's softmax "
