@@ -44,6 +44,20 @@ def test_cost_of_a_small_cnn2d_matches_a_hand_count():
     assert c["activation_bytes"] == 4 * (16 + 32 + 8 + 12 + 3 + 3 + 4 + 2)
 
 
+def test_cost_of_average_pooling_matches_a_hand_count():
+    # A user's model may pool by averaging (tinycil check-model accepts it): before a weight layer
+    # it has no backward, after one it hands every gradient back over its window.
+    import keras
+
+    m = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2, name="avg0"),
+                          keras.layers.Conv2D(2, 1, name="conv"), keras.layers.AveragePooling2D(2, name="avg1"),
+                          keras.layers.Flatten(), keras.layers.Dense(3, name="logits")])
+    per = {l["name"]: l for l in count_cost(m)["layers"]}
+    # avg0: 4 outputs (2x2x1), 4 ops each; avg1: 2 outputs (1x1x2), 4 ops each
+    assert per["avg0"]["fwd_flops"] == 16 and per["avg0"]["bwd_flops"] == 0
+    assert per["avg1"]["fwd_flops"] == 8 and per["avg1"]["bwd_flops"] == 8
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_full_width_models_are_microcontroller_sized(family):
     m = build_model(family, SHAPES[family], 10, DEFAULT_WIDTHS[family])

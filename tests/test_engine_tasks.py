@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tinycil.learn.tasks import TaskSplitError, classes_seen, make_tasks, task_subset
+from tinycil.learn.tasks import TaskSplitError, classes_seen, default_task_count, make_tasks, task_subset
 
 
 def test_default_split_is_in_class_order():
@@ -39,3 +39,11 @@ def test_task_subset_and_classes_seen():
     xs, ys = task_subset(x, y, [1, 3])
     assert ys.tolist() == [1, 1, 3] and xs[:, 0].tolist() == [2, 6, 10]
     assert classes_seen([[2, 0], [1, 3]], 1) == [2, 0, 1, 3]
+
+
+@pytest.mark.parametrize("classes,expected", [(10, 5), (4, 2), (6, 3), (12, 4), (35, 5), (3, 1)])
+def test_default_task_count_gives_every_task_two_classes_or_more(classes, expected):
+    # basic-motions has 4 classes: the default must not be 5 tasks, which it cannot split into.
+    assert default_task_count(classes) == expected
+    tasks = make_tasks(classes, None)
+    assert len(tasks) == expected and {len(t) for t in tasks} == {classes // expected}

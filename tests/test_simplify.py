@@ -99,7 +99,8 @@ def test_what_cannot_be_folded_is_named_by_the_check(keras, tmp_path):
                           "layer 'bn' (BatchNormalization): not supported by the device runtime here"),
         # a capped ReLU is not the device's ReLU
         "relu6_layer": ([L.Flatten(), L.Dense(8), L.ReLU(max_value=6.0, name="r6"), L.Dense(3)],
-                        "layer 'r6' (ReLU): not supported by the device runtime here (a plain ReLU"),
+                        "layer 'r6' (ReLU): ReLU with max_value=6.0, negative_slope=0, threshold=0: "
+                        "the device runs max(x, 0) only; use ReLU() without arguments"),
         # a ReLU after average pooling: it does not commute with the ReLU
         "relu_after_pool": ([L.Conv2D(4, 3), L.AveragePooling2D(2), L.ReLU(name="late"), L.Flatten(),
                              L.Dense(3)], "layer 'late' (ReLU): not supported"),

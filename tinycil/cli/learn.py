@@ -24,6 +24,9 @@ def experiment(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed,
                no_progress):
     """Host-only study: the method (size-adaptive model + distilled replay) against naive
     fine-tuning, random replay, a fixed final-size model and joint training."""
+    from tinycil.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     from tinycil.learn.experiment import run_experiment
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir

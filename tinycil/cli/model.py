@@ -12,6 +12,9 @@ import click
 def check_model_command(model: Path) -> None:
     """Check a Keras model (.keras, .h5) or a full-int8 .tflite frozen part against what the
     device runtime runs; every layer it cannot run is named with its type and the supported list."""
+    from tinycil.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     from tinycil.deploy.modelcheck import ModelCheckError, check_model_file
 
     try:

@@ -81,8 +81,10 @@ def scenario_options(func):
         click.option("--resize", callback=parse_resize, default=None, metavar="HxW",
                      help="Resize images (default 14x14 for 28x28 sets so the model fits a board; "
                           "'none' keeps them)."),
-        click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=5, show_default=True,
-                     help="Number of tasks the classes are split into."),
+        click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=None,
+                     help="Number of tasks the classes are split into (default: 5, or the most "
+                          "below 5 that give every task the same number of classes, at least "
+                          "two: basic-motions 2)."),
         click.option("--known", type=click.IntRange(min=0), default=1, show_default=True,
                      help="Tasks known on the host at deployment; the device learns the others."),
         click.option("--buffer", "buffer_fraction", type=float, default=0.01, show_default=True,
@@ -123,8 +125,10 @@ def model_file_option(func):
 def check_model_file_option(model_file) -> None:
     """Refuse a model file the device cannot run, naming every layer, before any work."""
     if model_file is not None:
+        from tinycil.cli.quiet import import_tensorflow
         from tinycil.deploy.modelcheck import check_model_file
 
+        import_tensorflow()
         check_model_file(model_file)
 
 

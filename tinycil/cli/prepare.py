@@ -33,6 +33,9 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
                     distill_iters, max_train, max_test, quick, model_file, simulate, output):
     """The host half of a device run: train the model on the known tasks, quantise its backbone to
     int8, distil every task to a small buffer, and write the growth plan into a run folder."""
+    from tinycil.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     from tinycil.learn.prepare import prepare_run
     from tinycil.runfolder import default_run_dir
 

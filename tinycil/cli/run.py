@@ -53,7 +53,7 @@ def twin_result(run_dir, results: dict, echo=print) -> dict | None:
                        buffer_fraction=method["buffer"]["fraction"])
 
 
-def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int = 5, known: int = 1,
+def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int | None = None, known: int = 1,
                    seed: int = 0, epochs: int | None = None, distill_iters: int | None = None,
                    quick: bool = False, port: str | None = None, icount: bool = True,
                    root: Path | None = None, progress: bool = True, echo=print,
@@ -217,6 +217,9 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_
         board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
+    from tinycil.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     resize, keep_size = split_resize(resize)
     check_model_file_option(model_file)
     prepare_kwargs = dict(

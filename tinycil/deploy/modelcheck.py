@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tinycil.deploy.export import SUPPORTED_OPS
-from tinycil.learn.simplify import activation_name, simplify_keras
+from tinycil.learn.simplify import activation_name, plain_relu, simplify_keras
 
 # Keras layers the device runs, with what each needs.
 KERAS_LAYERS = {
@@ -113,7 +113,14 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
         report.layers.append((layer.name, kind))
         if kind not in KERAS_LAYERS:
             why = "not supported by the device runtime"
-            if kind in FOLDABLE:
+            if kind == "ReLU" and not plain_relu(layer):
+                # The fold makes max(x, 0) only; a cap (ReLU6), a leak or a threshold would change
+                # the model's outputs.
+                cfg = layer.get_config()
+                why = (f"ReLU with max_value={cfg.get('max_value')}, negative_slope="
+                       f"{cfg.get('negative_slope') or 0}, threshold={cfg.get('threshold') or 0}: "
+                       "the device runs max(x, 0) only; use ReLU() without arguments")
+            elif kind in FOLDABLE:
                 why += f" here ({FOLDABLE[kind]})"
             report.problems.append(Problem(layer.name, kind, why))
             continue

@@ -28,7 +28,7 @@ import numpy as np
 from tinycil.learn.metrics import avg_accuracy_after_each_task, make_result
 from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality, model_widths
 from tinycil.learn.sizing import WidthPolicy, growth_plan
-from tinycil.learn.tasks import make_tasks, task_subset
+from tinycil.learn.tasks import default_task_count, make_tasks, task_subset
 from tinycil.learn.train import MASKED_LOGIT, TrainConfig, default_replay_shift
 
 METHOD = "method"
@@ -78,7 +78,7 @@ def buffer_bytes(samples: int, input_shape: Sequence[int]) -> int:
     return int(samples) * (int(np.prod(input_shape)) + 1)
 
 
-def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fraction: float = 0.01,
+def run_experiment(dataset: str, n_tasks: int | None = None, known: int = 1, buffer_fraction: float = 0.01,
                    seed: int = 0, family: str = "auto", epochs: int | None = None, *,
                    data_dir=None, resize=None, keep_size: bool = False, distill_method: str = "dm",
                    distill_iters: int | None = None, quick: bool = False,
@@ -117,6 +117,8 @@ def run_experiment(dataset: str, n_tasks: int = 5, known: int = 1, buffer_fracti
         cfg = dataclasses.replace(cfg, **train_options)
     if not 0.0 < buffer_fraction <= 1.0:
         raise ValueError(f"--buffer must be a fraction in (0, 1], got {buffer_fraction}")
+    if n_tasks is None:
+        n_tasks = default_task_count(ds.num_classes)
     if not 0 <= known <= n_tasks:
         raise ValueError(f"--known must be between 0 and --tasks ({n_tasks}), got {known}")
     unknown = [r for r in runs if r not in ALL_RUNS]

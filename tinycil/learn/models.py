@@ -316,12 +316,14 @@ def count_cost(model) -> dict:
       * A multiply-accumulate is 2 FLOPs. Dense (n in, m out): n*m MACs; Conv (output H'xW'xC',
         kernel kh x kw over C in): H'W'C' * kh*kw*C MACs; depthwise: H'W'C * kh*kw MACs.
       * Forward: 2*MACs + one add per output for the bias + one op per output for ReLU.
-        Max pooling: (window - 1) comparisons per output; global average pooling: one add per
-        input element (the final division is folded into it); Flatten: free.
+        Max pooling: (window - 1) comparisons per output; average pooling: window ops per output
+        (window - 1 adds and one scale); global average pooling: one add per input element (the
+        final division is folded into it); Flatten: free.
       * Backward: weight gradient 2*MACs + one add per output for the bias gradient; input
         gradient 2*MACs, except for the first weight layer, which needs none; ReLU backward one op
         per output. Layers before the first weight layer have no backward at all; max-pool
-        backward only routes (0 FLOPs); global average pooling backward one op per input element.
+        backward only routes (0 FLOPs); average pooling backward window ops per output, global
+        average pooling one op per input element.
     activation_bytes: float32 bytes of the input and every layer output of one sample, i.e. what
     training keeps for the backward pass. peak_inference_bytes: the largest input+output pair, what
     a forward pass alone needs with two ping-pong buffers.
@@ -352,6 +354,11 @@ def count_cost(model) -> dict:
             seen_weight_layer = True
         elif kind in ("MaxPooling2D", "MaxPooling1D"):
             fwd = n_out * (_prod(layer.pool_size) - 1)
+        elif kind in ("AveragePooling2D", "AveragePooling1D"):
+            # Each output sums its window and scales once; backward hands every output's
+            # gradient, scaled, to each position of its window.
+            fwd = n_out * _prod(layer.pool_size)
+            bwd = fwd if seen_weight_layer else 0
         elif kind in ("GlobalAveragePooling2D", "GlobalAveragePooling1D"):
             fwd = n_in
             bwd = n_in if seen_weight_layer else 0

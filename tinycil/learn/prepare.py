@@ -102,7 +102,7 @@ def device_flops_per_sample(model, tail_layers: int) -> dict:
             "total": backbone + tail_fwd + tail_bwd}
 
 
-def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_fraction: float = 0.01,
+def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 1, buffer_fraction: float = 0.01,
                 seed: int = 0, family: str = "auto", tail_layers: int | str = 2, resize=None, data_dir=None,
                 board: str | None = None, epochs: int | None = None, lr: float | None = None,
                 momentum: float | None = None, batch_new: int | None = None,
@@ -138,7 +138,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
     from tinycil.learn.quantize import quantize_backbone, quantize_inputs
     from tinycil.runfolder import RunFolder
     from tinycil.learn.sizing import WidthPolicy
-    from tinycil.learn.tasks import make_tasks, task_subset
+    from tinycil.learn.tasks import default_task_count, make_tasks, task_subset
     from tinycil.learn.train import TrainConfig, Trainer, accuracy, default_replay_shift
 
     started = time.perf_counter()
@@ -149,7 +149,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
         if progress:
             echo(f"[{next(step)}/{n_steps}] {msg}")
 
-    if not 1 <= known < n_tasks:
+    if n_tasks is not None and not 1 <= known < n_tasks:
         raise PrepareError(f"--known must be at least 1 and below --tasks ({n_tasks}) so that the "
                            f"device has a task to learn; got {known}")
     if not 0.0 < buffer_fraction <= 1.0:
@@ -193,6 +193,12 @@ def prepare_run(dataset: str, out_dir, n_tasks: int = 5, known: int = 1, buffer_
                       max_train=max_train, max_test=max_test)
     if replay_shift is None:
         cfg.replay_shift = default_replay_shift(ds.modality, ds.input_shape)
+    if n_tasks is None:
+        n_tasks = default_task_count(ds.num_classes)
+        if not 1 <= known < n_tasks:
+            raise PrepareError(f"--known must be at least 1 and below the {n_tasks} tasks {dataset}'s "
+                               f"{ds.num_classes} classes split into by default, so that the device "
+                               f"has a task to learn; got {known} (or choose --tasks)")
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
     user, policy, cut_reason = None, None, None
     if model_file is not None:

@@ -37,7 +37,7 @@ def activation_name(layer) -> str:
     return getattr(act, "__name__", "linear") if act is not None else "linear"
 
 
-def _plain_relu(layer) -> bool:
+def plain_relu(layer) -> bool:
     """A ReLU layer with its defaults: max(x, 0), nothing capped, no leak, no threshold."""
     cfg = layer.get_config()
     return (cfg.get("max_value") is None and not cfg.get("negative_slope")
@@ -99,7 +99,7 @@ def simplify_keras(model):
         if kind == "Activation" and activation_name(layer) == "linear":
             notes.append(f"{layer.name} (Activation linear): dropped, the identity")
             continue
-        relu = (kind == "ReLU" and _plain_relu(layer)) or (kind == "Activation"
+        relu = (kind == "ReLU" and plain_relu(layer)) or (kind == "Activation"
                                                           and activation_name(layer) == "relu")
         if relu and prev_bare:
             prev[1] = dict(prev[1], activation="relu")

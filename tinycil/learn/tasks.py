@@ -11,9 +11,24 @@ class TaskSplitError(ValueError):
     """A task split that cannot be made (bad counts or a bad class order)."""
 
 
-def make_tasks(num_classes: int, n_tasks: int, seed: int = 0,
+# Tasks a data set is split into when the user does not say (--tasks).
+DEFAULT_TASKS = 5
+
+
+def default_task_count(num_classes: int) -> int:
+    """DEFAULT_TASKS, or fewer where the classes do not split into it: the most tasks, up to
+    DEFAULT_TASKS, that split the classes equally with at least two classes each (10 classes: 5,
+    6: 3, 4: 2), so that every task teaches a decision between classes; 1 when none does."""
+    for n in range(DEFAULT_TASKS, 1, -1):
+        if num_classes % n == 0 and num_classes // n >= 2:
+            return n
+    return 1
+
+
+def make_tasks(num_classes: int, n_tasks: int | None, seed: int = 0,
                order: Sequence[int] | None = None) -> list[list[int]]:
-    """Split ``num_classes`` classes into ``n_tasks`` tasks of equal size.
+    """Split ``num_classes`` classes into ``n_tasks`` tasks of equal size (None: the data set's
+    default_task_count).
 
     The class order is ``order`` when given (a permutation of 0..num_classes-1), otherwise the
     identity for seed 0 and a seeded permutation for any other seed, so that seed 0 gives the
@@ -21,6 +36,8 @@ def make_tasks(num_classes: int, n_tasks: int, seed: int = 0,
     """
     if num_classes < 1:
         raise TaskSplitError(f"a data set needs at least one class, got {num_classes}")
+    if n_tasks is None:
+        n_tasks = default_task_count(num_classes)
     if not 1 <= n_tasks <= num_classes:
         raise TaskSplitError(
             f"--tasks must be between 1 and the number of classes ({num_classes}), got {n_tasks}")
