@@ -9,6 +9,7 @@ everything else it wrote (a real warning, or the reason the import failed) is pa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -25,9 +26,18 @@ def is_chatter(line: str) -> bool:
 
 
 def import_tensorflow() -> None:
-    """Import tensorflow and keras once, dropping the start-up chatter (see the module doc)."""
-    if "tensorflow" in sys.modules:
-        return
+    """Import tensorflow and keras, dropping the start-up chatter (see the module doc), and keep
+    TensorFlow's Python logger to errors."""
+    if "tensorflow" not in sys.modules:
+        _import_quietly()
+    # Its Python warnings too: "N out of the last M calls ... triggered tf.function retracing" is
+    # what a new model after every growth does by design (learn/train.py traces one per model).
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+def _import_quietly() -> None:
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
