@@ -141,6 +141,21 @@ def test_losing_exactly_one_reply_does_not_abort_the_task(device, clean, limit):
             assert session.stats.fast_resends >= 1
 
 
+@pytest.mark.parametrize("direction", ["to_host", "to_device"])
+def test_a_burst_of_eight_lost_frames_does_not_abort_the_task(device, clean, direction):
+    """A cable pulled for a moment: eight frames in a row never arrive (the device's replies, or the
+    host's requests, from the sixth on): whatever is sent in that stretch, resends included, is
+    lost, so the retransmission timer backs off (to its 4 s ceiling, about 18 s in all, well
+    inside the 60 s after which a link counts as dead) and recovers without giving up."""
+    with FaultProxy("127.0.0.1", device, Faults(lose_frames={direction: set(range(5, 13))})) as proxy:
+        with DeviceLink(proxy.url) as link:
+            preds, stats, session = teach(link)
+        assert proxy.counts.lost_frames == 8
+    assert (preds, stats["new_samples"], stats["steps"]) == (clean[0], clean[1]["new_samples"],
+                                                             clean[1]["steps"])
+    assert session.stats.retransmissions >= 1
+
+
 def test_a_new_session_with_overlapping_seqs_gets_fresh_replies(device):
     with DeviceLink(f"socket://127.0.0.1:{device}") as link:
         first = Session(link)
