@@ -196,9 +196,9 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
     if n_tasks is None:
         n_tasks = default_task_count(ds.num_classes)
         if not 1 <= known < n_tasks:
-            raise PrepareError(f"--known must be at least 1 and below the {n_tasks} tasks {dataset}'s "
+            raise PrepareError(f"--known must be at least 1 and below the {n_tasks} tasks that "
                                f"{ds.num_classes} classes split into by default, so that the device "
-                               f"has a task to learn; got {known} (or choose --tasks)")
+                               f"has a task to learn; got {known} (or set --tasks)")
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
     user, policy, cut_reason = None, None, None
     if model_file is not None:
