@@ -102,6 +102,12 @@ def device_flops_per_sample(model, tail_layers: int) -> dict:
             "total": backbone + tail_fwd + tail_bwd}
 
 
+def _check_known(known: int, n_tasks: int) -> None:
+    if not 1 <= known < n_tasks:
+        raise PrepareError(f"--known must be at least 1 and below the number of tasks ({n_tasks}) so "
+                           f"that the device has a task to learn; got {known}")
+
+
 def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 1, buffer_fraction: float = 0.01,
                 seed: int = 0, family: str = "auto", tail_layers: int | str = 2, resize=None, data_dir=None,
                 board: str | None = None, epochs: int | None = None, lr: float | None = None,
@@ -149,9 +155,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         if progress:
             echo(f"[{next(step)}/{n_steps}] {msg}")
 
-    if n_tasks is not None and not 1 <= known < n_tasks:
-        raise PrepareError(f"--known must be at least 1 and below --tasks ({n_tasks}) so that the "
-                           f"device has a task to learn; got {known}")
+    if n_tasks is not None:  # given: refused before any work; the default needs the data set
+        _check_known(known, n_tasks)
     if not 0.0 < buffer_fraction <= 1.0:
         raise PrepareError(f"--buffer must be a fraction in (0, 1], got {buffer_fraction}")
     if tail_layers != "auto" and (not isinstance(tail_layers, int) or tail_layers < 1):
@@ -195,10 +200,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         cfg.replay_shift = default_replay_shift(ds.modality, ds.input_shape)
     if n_tasks is None:
         n_tasks = default_task_count(ds.num_classes)
-        if not 1 <= known < n_tasks:
-            raise PrepareError(f"--known must be at least 1 and below the {n_tasks} tasks that "
-                               f"{ds.num_classes} classes split into by default, so that the device "
-                               f"has a task to learn; got {known} (or set --tasks)")
+        _check_known(known, n_tasks)
     tasks = make_tasks(ds.num_classes, n_tasks, seed, order=class_order)
     user, policy, cut_reason = None, None, None
     if model_file is not None:
