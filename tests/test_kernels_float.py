@@ -73,6 +73,39 @@ def test_conv2d_f32_fwd_bwd(k, tf, case):
     check("db", gb, db)
 
 
+ONE_CHANNEL_CASES = [
+    # (batch, h, w, out_c, stride, padding): one input channel, 3x3
+    (2, 8, 8, 16, 1, "same"),
+    (1, 9, 7, 5, 2, "same"),
+    (2, 7, 6, 3, 1, "valid"),
+    (1, 5, 8, 4, 2, "valid"),
+    (1, 2, 3, 2, 1, "same"),
+]
+
+
+@pytest.mark.parametrize("case", ONE_CHANNEL_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_one_channel_conv2d_f32_weight_gradient_without_input_gradient(k, tf, case):
+    """A first layer (one input channel, 3x3) asks for no input gradient and takes its own
+    filter-by-filter path: its weight and bias gradients must be TensorFlow's, and bit for bit the
+    ones the pixel-by-pixel path gives when the input gradient is asked for too."""
+    b, h, w, co, s, pad = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    x = rng.standard_normal((b, h, w, 1)).astype(np.float32)
+    wt = (rng.standard_normal((3, 3, 1, co)) / 3.0).astype(np.float32)
+    bias = rng.standard_normal(co).astype(np.float32)
+    fn = lambda x_, w_, b_: tf.nn.conv2d(x_, w_, s, pad.upper()) + b_  # noqa: E731
+    y, dy, (_, dw, db) = tape_grads(tf, fn, [x, wt, bias], 1)
+    w_ours = wt.transpose(3, 0, 1, 2)
+    check("y", k.conv2d_f32_fwd(x, w_ours, bias, s, pad), y)
+    gx, gw, gb = k.conv2d_f32_bwd(x, w_ours, dy, s, pad, need_dx=False)
+    assert gx is None
+    check("dw", gw, dw.transpose(3, 0, 1, 2))
+    check("db", gb, db)
+    _, gw_px, gb_px = k.conv2d_f32_bwd(x, w_ours, dy, s, pad)
+    assert np.array_equal(gw.view(np.uint32), gw_px.view(np.uint32))
+    assert np.array_equal(gb.view(np.uint32), gb_px.view(np.uint32))
+
+
 DW_CASES = [
     # (batch, h, w, in_c, mult, k, stride, padding)
     (2, 8, 8, 1, 1, 3, 1, "same"),

@@ -100,9 +100,10 @@ def test_training_steps_agree_bit_for_bit_with_the_device_kernels(k):
 
 @pytest.mark.parametrize("h, w, out_c", [(8, 7, 6), (5, 5, 9), (14, 14, 10)])
 def test_a_one_channel_convolution_is_the_simulation_bit_for_bit(k, h, w, out_c):
-    """An image model's first layer (one input channel, 3x3, same) has its own path for the pixels
-    whose window lies inside the input: its output, weight gradient and input gradient must still
-    be the simulation's, which follows the blocked loops' order, bit for bit."""
+    """An image model's first layer (one input channel, 3x3, same) has its own paths: filter by
+    filter for the output and, without an input gradient (the first layer), for the weight
+    gradient; pixel by pixel when the input gradient is asked for. Each must be the simulation's
+    (zero-padded input, the blocked loops' order) bit for bit."""
     from tinycil.learn.simulate import NetTail
 
     rng = np.random.default_rng(h * 100 + out_c)
@@ -121,3 +122,7 @@ def test_a_one_channel_convolution_is_the_simulation_bit_for_bit(k, h, w, out_c)
     assert np.array_equal(dw.view(np.uint32), sdw.astype(np.float32).view(np.uint32))
     assert np.array_equal(db.view(np.uint32), sdb.astype(np.float32).view(np.uint32))
     assert np.array_equal(dx.view(np.uint32), sdx.astype(np.float32).view(np.uint32))
+    _, dw1, db1 = k.conv2d_f32_bwd(x, wt, dy, 1, "same", need_dx=False)
+    sdw1, sdb1, _ = sim._layer_backward(layer, x, dy, False, None)
+    assert np.array_equal(dw1.view(np.uint32), sdw1.astype(np.float32).view(np.uint32))
+    assert np.array_equal(db1.view(np.uint32), sdb1.astype(np.float32).view(np.uint32))

@@ -110,10 +110,12 @@ class Kernels:
         assert self.lib.tck_conv2d_f32_fwd(_ptr(g), _ptr(x), _ptr(w), _ptr(b), _ptr(y)) == 0
         return y
 
-    def conv2d_f32_bwd(self, x, w, dy, stride, padding):
+    def conv2d_f32_bwd(self, x, w, dy, stride, padding, need_dx=True):
+        """need_dx False passes no input gradient (dx None), as for a model's first layer."""
         x, w, dy = _f32(x), _f32(w), _f32(dy)
         g = self.geometry(x.shape, w.shape[0], w.shape[1:3], stride, padding)
-        dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[0], np.float32)
+        dx = np.zeros_like(x) if need_dx else None
+        dw, db = np.zeros_like(w), np.zeros(w.shape[0], np.float32)
         assert self.lib.tck_conv2d_f32_bwd(_ptr(g), _ptr(x), _ptr(w), _ptr(dy), _ptr(dx),
                                            _ptr(dw), _ptr(db)) == 0
         return dx, dw, db

@@ -86,6 +86,7 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
     # conv2d float, forward and backward
     for b, h, w_, ci, co, ks, st, pad in [(1, 7, 6, 3, 5, 3, 1, "same"),
                                           (2, 6, 5, 1, 6, 3, 1, "same"),  # one channel, 3x3
+                                          (1, 7, 8, 1, 5, 3, 2, "valid"),
                                           (1, 8, 8, 8, 8, 3, 2, "same"),
                                           (1, 9, 9, 2, 4, 5, 1, "valid")]:
         x, wt, bias = f32(b, h, w_, ci), f32(co, ks, ks, ci), f32(co)
@@ -99,6 +100,11 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
         s.case(f"conv2d_f32_bwd {case_id(g)}",
                f"{{ {_dims(g)} tc_conv2d_f32_bwd(&d, {X}, {W}, {DY}, {{dx}}, {{dw}}, {{db}}); }}",
                {"dx": dx, "dw": dw, "db": db})
+        if ci == 1:  # a first layer: no input gradient (its own filter-by-filter path)
+            _, dw, db = k.conv2d_f32_bwd(x, wt, dy, st, pad, need_dx=False)
+            s.case(f"conv2d_f32_bwd first layer {case_id(g)}",
+                   f"{{ {_dims(g)} tc_conv2d_f32_bwd(&d, {X}, {W}, {DY}, nullptr, {{dw}}, {{db}}); }}",
+                   {"dw": dw, "db": db})
 
     # depthwise float
     x, wt, bias = f32(1, 7, 7, 5), f32(3, 3, 10), f32(10)

@@ -44,16 +44,208 @@ struct window9 {
     }
 };
 
-inline float dot9(const window9& x, const float* w, float acc) {
-    acc = fmaf(x.t[0], w[0], acc);
-    acc = fmaf(x.t[1], w[1], acc);
-    acc = fmaf(x.t[2], w[2], acc);
-    acc = fmaf(x.t[3], w[3], acc);
-    acc = fmaf(x.t[4], w[4], acc);
-    acc = fmaf(x.t[5], w[5], acc);
-    acc = fmaf(x.t[6], w[6], acc);
-    acc = fmaf(x.t[7], w[7], acc);
-    return fmaf(x.t[8], w[8], acc);
+// The output columns whose 3-column window lies inside the input: [lo, hi).
+struct column_range {
+    int32_t lo, hi;
+};
+
+inline column_range full_columns(const tc_window_dims* d) {
+    column_range r;
+    r.lo = (d->pad_left + d->stride_w - 1) / d->stride_w;
+    const int32_t last = d->in_w - 3 + d->pad_left;  // x0 + 3 <= in_w  <=>  ox * stride <= last
+    r.hi = last < 0 ? 0 : last / d->stride_w + 1;
+    if (r.hi > d->out_w) r.hi = d->out_w;
+    if (r.lo > r.hi) r.lo = r.hi;
+    return r;
+}
+
+// One input channel, 3x3 (an image model's first layer): a kernel row is 3 taps, far too short
+// for the blocked loops, whose set-up per call would cost more than the taps. These paths run
+// filter by filter instead of pixel by pixel, F filters per pass over the image: the F x 9
+// weights (forward) or gradients (weight gradient) stay in registers while the window slides.
+// A tap outside the input reads as zero, which is the simulation's zero-padded arithmetic (a
+// missing tap adds fmaf(0, w, acc) = acc). Whether each of the window's three rows lies inside
+// the input is fixed for a whole output row (template arguments R0..R2: no test per pixel);
+// whether each column does is tested only at the left and right border.
+
+// The nine inputs of the window whose top-left input is at offset i0 (row r at i0 + r * in_w);
+// xv: x0 + c is inside the input for column c (every column when FULL).
+#define TC_WINDOW9(xb, i0, in_w, c0v, c1v, c2v)                                              \
+    const float t0 = R0 && (c0v) ? (xb)[(i0)] : 0.0f;                                        \
+    const float t1 = R0 && (c1v) ? (xb)[(i0) + 1] : 0.0f;                                    \
+    const float t2 = R0 && (c2v) ? (xb)[(i0) + 2] : 0.0f;                                    \
+    const float t3 = R1 && (c0v) ? (xb)[(i0) + (in_w)] : 0.0f;                               \
+    const float t4 = R1 && (c1v) ? (xb)[(i0) + (in_w) + 1] : 0.0f;                           \
+    const float t5 = R1 && (c2v) ? (xb)[(i0) + (in_w) + 2] : 0.0f;                           \
+    const float t6 = R2 && (c0v) ? (xb)[(i0) + 2 * (in_w)] : 0.0f;                           \
+    const float t7 = R2 && (c1v) ? (xb)[(i0) + 2 * (in_w) + 1] : 0.0f;                       \
+    const float t8 = R2 && (c2v) ? (xb)[(i0) + 2 * (in_w) + 2] : 0.0f
+
+// Runs BODY for every output pixel of the row whose window's top-left input is (y0, .), with
+// t0..t8 its window and ox its column: the border columns with each column tested, the columns
+// in between as a loop of their own.
+#define TC_ROW9_BORDER(BODY)                                                                 \
+    {                                                                                        \
+        const int32_t x0 = ox * d->stride_w - d->pad_left;                                   \
+        const int32_t i0 = y0 * d->in_w + x0;                                                \
+        const bool c0v = x0 >= 0 && x0 < d->in_w, c1v = x0 + 1 >= 0 && x0 + 1 < d->in_w,     \
+                   c2v = x0 + 2 >= 0 && x0 + 2 < d->in_w;                                    \
+        TC_WINDOW9(xb, i0, d->in_w, c0v, c1v, c2v);                                          \
+        BODY                                                                                 \
+    }
+#define TC_ROW9(BODY)                                                                        \
+    int32_t ox = 0;                                                                          \
+    for (; ox < full.lo; ++ox) TC_ROW9_BORDER(BODY)                                          \
+    for (int32_t i0 = y0 * d->in_w + ox * d->stride_w - d->pad_left; ox < full.hi;           \
+         ++ox, i0 += d->stride_w) {                                                          \
+        TC_WINDOW9(xb, i0, d->in_w, true, true, true);                                       \
+        BODY                                                                                 \
+    }                                                                                        \
+    for (; ox < d->out_w; ++ox) TC_ROW9_BORDER(BODY)
+
+// y[f] = bias, then fmaf over the nine taps row by row (the blocked loops' order).
+#define TC_CONV9_FWD                                                                         \
+    _Pragma("GCC unroll 4") for (int f = 0; f < F; ++f) {                                    \
+        float acc = bk[f];                                                                   \
+        acc = fmaf(t0, wk[f][0], acc);                                                       \
+        acc = fmaf(t1, wk[f][1], acc);                                                       \
+        acc = fmaf(t2, wk[f][2], acc);                                                       \
+        acc = fmaf(t3, wk[f][3], acc);                                                       \
+        acc = fmaf(t4, wk[f][4], acc);                                                       \
+        acc = fmaf(t5, wk[f][5], acc);                                                       \
+        acc = fmaf(t6, wk[f][6], acc);                                                       \
+        acc = fmaf(t7, wk[f][7], acc);                                                       \
+        yrow[ox * d->out_c + f] = fmaf(t8, wk[f][8], acc);                                   \
+    }
+
+// g[f][k] = fmaf(dy[f], t_k, g[f][k]); gb[f] += dy[f].
+#define TC_CONV9_DW                                                                          \
+    _Pragma("GCC unroll 4") for (int f = 0; f < F; ++f) {                                    \
+        const float a = dyrow[ox * d->out_c + f];                                            \
+        g[f][0] = fmaf(a, t0, g[f][0]);                                                      \
+        g[f][1] = fmaf(a, t1, g[f][1]);                                                      \
+        g[f][2] = fmaf(a, t2, g[f][2]);                                                      \
+        g[f][3] = fmaf(a, t3, g[f][3]);                                                      \
+        g[f][4] = fmaf(a, t4, g[f][4]);                                                      \
+        g[f][5] = fmaf(a, t5, g[f][5]);                                                      \
+        g[f][6] = fmaf(a, t6, g[f][6]);                                                      \
+        g[f][7] = fmaf(a, t7, g[f][7]);                                                      \
+        g[f][8] = fmaf(a, t8, g[f][8]);                                                      \
+        gb[f] += a;                                                                          \
+    }
+
+template <int F, bool R0, bool R1, bool R2>
+void conv_1ch_3x3_fwd_row(const tc_window_dims* d, const column_range& full, const float* xb,
+                          int32_t y0, const float (&w_in)[F][9], const float (&b_in)[F], float* yrow) {
+    // Local copies, so that the compiler keeps them in registers over the row.
+    float wk[F][9], bk[F];
+    for (int f = 0; f < F; ++f) {
+        bk[f] = b_in[f];
+        for (int k = 0; k < 9; ++k) wk[f][k] = w_in[f][k];
+    }
+    TC_ROW9(TC_CONV9_FWD)
+}
+
+template <int F, bool R0, bool R1, bool R2>
+void conv_1ch_3x3_dw_row(const tc_window_dims* d, const column_range& full, const float* xb,
+                         int32_t y0, const float* dyrow, float (&g_io)[F][9], float (&gb_io)[F]) {
+    // Local copies, so that the compiler keeps them in registers over the row.
+    float g[F][9], gb[F];
+    for (int f = 0; f < F; ++f) {
+        gb[f] = gb_io[f];
+        for (int k = 0; k < 9; ++k) g[f][k] = g_io[f][k];
+    }
+    TC_ROW9(TC_CONV9_DW)
+    for (int f = 0; f < F; ++f) {
+        gb_io[f] = gb[f];
+        for (int k = 0; k < 9; ++k) g_io[f][k] = g[f][k];
+    }
+}
+
+// Which of the window's rows y0, y0 + 1, y0 + 2 lie inside the input, as a 3-bit mask.
+inline int row_mask(int32_t y0, int32_t in_h) {
+    return (y0 >= 0 && y0 < in_h ? 1 : 0) | (y0 + 1 >= 0 && y0 + 1 < in_h ? 2 : 0) |
+           (y0 + 2 >= 0 && y0 + 2 < in_h ? 4 : 0);
+}
+
+// Calls ROW<F, R0, R1, R2>(args...) for the row mask `mask`.
+#define TC_DISPATCH_ROWS(ROW, mask, ...)                           \
+    switch (mask) {                                                \
+        case 7: ROW<F, true, true, true>(__VA_ARGS__); break;      \
+        case 6: ROW<F, false, true, true>(__VA_ARGS__); break;     \
+        case 3: ROW<F, true, true, false>(__VA_ARGS__); break;     \
+        case 1: ROW<F, true, false, false>(__VA_ARGS__); break;    \
+        case 2: ROW<F, false, true, false>(__VA_ARGS__); break;    \
+        case 4: ROW<F, false, false, true>(__VA_ARGS__); break;    \
+        case 5: ROW<F, true, false, true>(__VA_ARGS__); break;     \
+        default: ROW<F, false, false, false>(__VA_ARGS__); break;  \
+    }
+
+template <int F>
+void conv_1ch_3x3_fwd_block(const tc_window_dims* d, const float* xb, const float* w,
+                            const float* bias, float* yb) {
+    const column_range full = full_columns(d);
+    float wk[F][9], bk[F];
+    for (int f = 0; f < F; ++f) {
+        bk[f] = bias[f];
+        for (int k = 0; k < 9; ++k) wk[f][k] = w[9 * f + k];
+    }
+    for (int32_t oy = 0; oy < d->out_h; ++oy) {
+        const int32_t y0 = oy * d->stride_h - d->pad_top;
+        float* yrow = yb + oy * d->out_w * d->out_c;
+        TC_DISPATCH_ROWS(conv_1ch_3x3_fwd_row, row_mask(y0, d->in_h), d, full, xb, y0, wk, bk, yrow)
+    }
+}
+
+void conv_1ch_3x3_fwd(const tc_window_dims* d, const float* x, const float* w, const float* bias,
+                      float* y) {
+    const int32_t plane_in = d->in_h * d->in_w, plane_out = d->out_h * d->out_w * d->out_c;
+    for (int32_t b = 0; b < d->batch; ++b) {
+        int32_t o = 0;
+        for (; o + 2 <= d->out_c; o += 2)
+            conv_1ch_3x3_fwd_block<2>(d, x + b * plane_in, w + 9 * o, bias + o, y + b * plane_out + o);
+        if (o < d->out_c)
+            conv_1ch_3x3_fwd_block<1>(d, x + b * plane_in, w + 9 * o, bias + o, y + b * plane_out + o);
+    }
+}
+
+// Weight and bias gradients (no input gradient: the image model's first layer): each gradient
+// is fmaf(dy, x, dw) pixel after pixel in raster order over the batch, from dw (accumulate) or
+// zero, and db += dy in the same order.
+template <int F>
+void conv_1ch_3x3_dw_block(const tc_window_dims* d, const float* x, const float* dy, float* dw,
+                           float* db, int32_t accumulate) {
+    const column_range full = full_columns(d);
+    float g[F][9], gb[F];
+    for (int f = 0; f < F; ++f) {
+        gb[f] = accumulate && db ? db[f] : 0.0f;
+        for (int k = 0; k < 9; ++k) g[f][k] = accumulate ? dw[9 * f + k] : 0.0f;
+    }
+    for (int32_t b = 0; b < d->batch; ++b) {
+        const float* xb = x + b * d->in_h * d->in_w;
+        for (int32_t oy = 0; oy < d->out_h; ++oy) {
+            const int32_t y0 = oy * d->stride_h - d->pad_top;
+            const float* dyrow = dy + (b * d->out_h + oy) * d->out_w * d->out_c;
+            TC_DISPATCH_ROWS(conv_1ch_3x3_dw_row, row_mask(y0, d->in_h), d, full, xb, y0, dyrow, g, gb)
+        }
+    }
+    for (int f = 0; f < F; ++f) {
+        if (db) db[f] = gb[f];
+        for (int k = 0; k < 9; ++k) dw[9 * f + k] = g[f][k];
+    }
+}
+
+void conv_1ch_3x3_dw(const tc_window_dims* d, const float* x, const float* dy, float* dw, float* db,
+                     int32_t accumulate) {
+    int32_t o = 0;
+    for (; o + 2 <= d->out_c; o += 2)
+        conv_1ch_3x3_dw_block<2>(d, x, dy + o, dw + 9 * o, db ? db + o : nullptr, accumulate);
+    if (o < d->out_c)
+        conv_1ch_3x3_dw_block<1>(d, x, dy + o, dw + 9 * o, db ? db + o : nullptr, accumulate);
+}
+
+inline bool single_channel_3x3(const tc_window_dims* d) {
+    return d->in_c == 1 && d->k_h == 3 && d->k_w == 3;
 }
 
 }  // namespace
@@ -65,6 +257,10 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
     const int32_t w_row = d->k_w * in_c;            // one kernel row of one filter
     const int32_t w_filter = d->k_h * w_row;        // one filter
     const int32_t x_row = d->in_w * in_c;
+    if (single_channel_3x3(d)) {
+        conv_1ch_3x3_fwd(d, x, w, bias, y);
+        return;
+    }
     for (int32_t b = 0; b < d->batch; ++b) {
         const float* xb = x + b * d->in_h * x_row;
         for (int32_t oy = 0; oy < d->out_h; ++oy) {
@@ -73,11 +269,6 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
                 const int32_t n = (s.kx1 - s.kx0) * in_c;
                 const int32_t w_off = s.kx0 * in_c;
                 float* yp = y + ((b * d->out_h + oy) * d->out_w + ox) * out_c;
-                if (full_3x3_single_channel(d, s)) {
-                    const window9 win(xb + s.iy0 * x_row + s.ix0, x_row);
-                    for (int32_t o = 0; o < out_c; ++o) yp[o] = dot9(win, w + 9 * o, bias[o]);
-                    continue;
-                }
                 int32_t o = 0;
                 for (; o + 4 <= out_c; o += 4) {
                     float acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
@@ -115,6 +306,10 @@ void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float*
     const int32_t w_row = d->k_w * in_c;
     const int32_t w_filter = d->k_h * w_row;
     const int32_t x_row = d->in_w * in_c;
+    if (!dx && single_channel_3x3(d)) {
+        conv_1ch_3x3_dw(d, x, dy, dw, db, accumulate);
+        return;
+    }
     if (!accumulate) {
         tc_f32_zero(dw, out_c * w_filter);
         if (db) tc_f32_zero(db, out_c);
