@@ -168,6 +168,34 @@ def test_pool_f32_fwd_bwd(k, tf, case):
     check("dx", k.pool_f32_bwd(kind, x, dy, ks, s, pad), dx)
 
 
+@pytest.mark.parametrize("k_, s_, pad", [(2, 2, "valid"), (2, 1, "valid"), (2, 2, "same"),
+                                         (3, 2, "same")])
+def test_max_pool_f32_ties_go_to_the_first_maximum(k, k_, s_, pad):
+    """Inputs drawn from three values, so most windows hold ties: the gradient goes to the first
+    maximum in scan order (row, then column), overlapping windows add up, and the 2x2 windows'
+    own path gives what the general one does (SAME's clipped windows take the general path)."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, (2, 7, 6, 5)).astype(np.float32)
+    g = k.geometry(x.shape, 5, k_, s_, pad, 1)
+    oh, ow, pt, pl = k.window(g)
+    dy = rng.standard_normal((2, oh, ow, 5)).astype(np.float32)
+    want_y = np.full(dy.shape, -np.inf, np.float32)
+    want_dx = np.zeros_like(x)
+    for b in range(2):
+        for oy in range(oh):
+            for ox in range(ow):
+                for c in range(5):
+                    at = None
+                    for iy in range(max(oy * s_ - pt, 0), min(oy * s_ - pt + k_, 7)):
+                        for ix in range(max(ox * s_ - pl, 0), min(ox * s_ - pl + k_, 6)):
+                            if at is None or x[b, iy, ix, c] > x[b, at[0], at[1], c]:
+                                at = (iy, ix)
+                    want_y[b, oy, ox, c] = x[b, at[0], at[1], c]
+                    want_dx[b, at[0], at[1], c] += dy[b, oy, ox, c]
+    np.testing.assert_array_equal(k.pool_f32_fwd("max", x, k_, s_, pad), want_y)
+    np.testing.assert_array_equal(k.pool_f32_bwd("max", x, dy, k_, s_, pad), want_dx)
+
+
 @pytest.mark.parametrize("six", [False, True])
 def test_relu_f32_fwd_bwd(k, tf, six):
     x = (np.random.default_rng(5).standard_normal((3, 37)) * 5).astype(np.float32)

@@ -95,11 +95,15 @@ class Kernels:
         return np.array([b, h, w, c, out_c, kh, kw, sh, sw, PADDING[padding], mult],
                         dtype=np.int32)
 
-    def out_hw(self, g: np.ndarray) -> tuple[int, int]:
+    def window(self, g: np.ndarray) -> tuple[int, int, int, int]:
+        """(out_h, out_w, pad_top, pad_left) of a window geometry, as the kernels compute them."""
         out = np.zeros(4, np.int32)
         if self.lib.tck_window_dims(_ptr(g), _ptr(out)) != 0:
             raise ValueError(f"invalid window geometry {g.tolist()}")
-        return int(out[0]), int(out[1])
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3])
+
+    def out_hw(self, g: np.ndarray) -> tuple[int, int]:
+        return self.window(g)[:2]
 
     # -- float32 ----------------------------------------------------------------------------
     def conv2d_f32_fwd(self, x, w, b, stride, padding):

@@ -133,6 +133,16 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
         s.case(f"{kind}_pool_f32_bwd",
                f"{{ {_dims(g)} tc_{fn}_pool_f32_bwd(&d, {args}, {{dx}}); }}", {"dx": dx})
 
+    # max pooling 2x2, stride 2 (its own path), with ties
+    x = np.random.default_rng(3).integers(0, 3, (2, 6, 6, 5)).astype(np.float32)
+    y = k.pool_f32_fwd("max", x, 2, 2, "valid")
+    dy = f32(*y.shape)
+    g = Kernels.geometry(x.shape, 5, 2, 2, "valid")
+    X, DY = s.const(x), s.const(dy)
+    s.case("max_pool_f32_fwd 2x2", f"{{ {_dims(g)} tc_max_pool_f32_fwd(&d, {X}, {{y}}); }}", {"y": y})
+    s.case("max_pool_f32_bwd 2x2", f"{{ {_dims(g)} tc_max_pool_f32_bwd(&d, {X}, {DY}, {{dx}}); }}",
+           {"dx": k.pool_f32_bwd("max", x, dy, 2, 2, "valid")})
+
     # ReLU, softmax cross-entropy, exp/log, SGD, clipping
     x, dy = f32(40) * 4, f32(40)
     X, DY = s.const(x), s.const(dy)

@@ -19,6 +19,8 @@ inline window window_of(const tc_window_dims* d, int32_t oy, int32_t ox) {
     return w;
 }
 
+inline bool is_2x2(const window& w) { return w.y1 - w.y0 == 2 && w.x1 - w.x0 == 2; }
+
 }  // namespace
 
 void tc_max_pool_f32_fwd(const tc_window_dims* d, const float* x, float* y) {
@@ -28,6 +30,23 @@ void tc_max_pool_f32_fwd(const tc_window_dims* d, const float* x, float* y) {
             for (int32_t ox = 0; ox < d->out_w; ++ox) {
                 const window w = window_of(d, oy, ox);
                 float* yp = y + ((b * d->out_h + oy) * d->out_w + ox) * c_n;
+                if (is_2x2(w)) {
+                    // The common 2x2 window: its four pixels' channels side by side, the
+                    // maximum kept in a register (the same comparisons in the same order).
+                    const float* p0 = x + ((b * d->in_h + w.y0) * d->in_w + w.x0) * c_n;
+                    const float* p1 = p0 + c_n;
+                    const float* p2 = p0 + d->in_w * c_n;
+                    const float* p3 = p2 + c_n;
+                    for (int32_t c = 0; c < c_n; ++c) {
+                        float m = -INFINITY;
+                        if (p0[c] > m) m = p0[c];
+                        if (p1[c] > m) m = p1[c];
+                        if (p2[c] > m) m = p2[c];
+                        if (p3[c] > m) m = p3[c];
+                        yp[c] = m;
+                    }
+                    continue;
+                }
                 for (int32_t c = 0; c < c_n; ++c) yp[c] = -INFINITY;
                 for (int32_t iy = w.y0; iy < w.y1; ++iy)
                     for (int32_t ix = w.x0; ix < w.x1; ++ix) {
@@ -46,6 +65,27 @@ void tc_max_pool_f32_bwd(const tc_window_dims* d, const float* x, const float* d
             for (int32_t ox = 0; ox < d->out_w; ++ox) {
                 const window w = window_of(d, oy, ox);
                 const float* dyp = dy + ((b * d->out_h + oy) * d->out_w + ox) * c_n;
+                if (is_2x2(w)) {
+                    // The common 2x2 window: the first maximum in scan order found with the
+                    // pixels' channels side by side instead of an index computed per element.
+                    const int32_t i0 = ((b * d->in_h + w.y0) * d->in_w + w.x0) * c_n;
+                    const int32_t i1 = i0 + c_n, i2 = i0 + d->in_w * c_n, i3 = i2 + c_n;
+                    for (int32_t c = 0; c < c_n; ++c) {
+                        float best = x[i0 + c];
+                        int32_t at = i0 + c;
+                        if (x[i1 + c] > best) {
+                            best = x[i1 + c];
+                            at = i1 + c;
+                        }
+                        if (x[i2 + c] > best) {
+                            best = x[i2 + c];
+                            at = i2 + c;
+                        }
+                        if (x[i3 + c] > best) at = i3 + c;
+                        dx[at] += dyp[c];
+                    }
+                    continue;
+                }
                 for (int32_t c = 0; c < c_n; ++c) {
                     float best = -INFINITY;
                     int32_t at = -1;
