@@ -47,6 +47,10 @@ SHAPES = {
     "dense_f32_bwd": "batch 1, 256 -> 64; input and weight gradients (2 MACs per weight)",
     "conv2d_f32_fwd": "18x18x16 -> 16x16x16, 3x3, stride 1, valid",
     "conv2d_f32_bwd": "same shape; input and weight gradients (2 MACs per weight use)",
+    "conv2d_f32_1ch_fwd": "14x14x1 -> 14x14x16, 3x3, stride 1, same (a first layer trained on "
+                          "the device; the taps on the padding counted)",
+    "conv2d_f32_1ch_bwd": "same shape; weight and bias gradients only (a first layer has no input "
+                          "gradient)",
     "conv2d_s8_fwd": "18x18x32 -> 16x16x32, 3x3, stride 1, valid, per-channel requantisation",
     "conv2d_s8_1ch_fwd": "14x14x1 -> 14x14x5, 3x3, stride 1, same, per-channel requantisation "
                          "(the Fashion-MNIST 14x14 demo model's first layer)",
@@ -67,6 +71,19 @@ WHY = {
                       "of 0 but add per-row call overhead.",
     "conv2d_f32_bwd": "the dense backward loops per kernel row, plus clearing dx/dw (VSTM of "
                       "sixteen zeros).",
+    "conv2d_f32_1ch_fwd": "filter by filter, two filters per pass over the image: their 18 "
+                          "weights stay in registers, and per pixel nine loads of the window, 18 "
+                          "VFMA and two stores (about 2.5 per MAC inside the image); a border "
+                          "pixel reads its missing taps as zero, as the simulation pads. Whether "
+                          "the window's rows lie inside the image is settled once per output row. "
+                          "Before, every pixel called the blocked loops per kernel row of three "
+                          "taps, and the border went through the general path: 4.53 per MAC on "
+                          "this shape.",
+    "conv2d_f32_1ch_bwd": "the same two-filter passes with the 18 weight gradients and two bias "
+                          "sums in registers over every pixel, each still accumulated pixel by "
+                          "pixel in raster order (bit for bit the per-pixel loops); 8.99 per MAC "
+                          "before, when every pixel loaded and stored all nine gradients of "
+                          "every filter.",
     "conv2d_s8_1ch_fwd": "rows slide: three input rows kept widened (offset added), two "
                          "neighbouring outputs per LDRD and four multiply-accumulates per kernel "
                          "row (21 instructions per 18 MACs with the bias and the store); then per "

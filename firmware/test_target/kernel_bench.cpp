@@ -50,6 +50,9 @@ constexpr int32_t C_OH = C_H - C_K + 1, C_OW = C_W - C_K + 1;
 constexpr int32_t S_IN = 32, S_OUT = 32;
 // The first layer of the Fashion-MNIST 14x14 demo model: 1 channel in, 5 out, 3x3, SAME.
 constexpr int32_t T_H = 14, T_W = 14, T_OUT = 5;
+// A first layer trained on the device (the whole model trains): 14x14 images, 1 channel in, 16
+// out (the cnn2d family's full width), 3x3, SAME; its backward pass has no input gradient.
+constexpr int32_t F_H = 14, F_W = 14, F_OUT = 16;
 
 // The kernel benchmarks and the training steps run one after the other: they share RAM.
 struct KernelData {
@@ -64,6 +67,8 @@ struct KernelData {
     int32_t fc_b[D_OUT], fc_mult[D_OUT], fc_shift[D_OUT];
     int8_t t_x[T_H * T_W], t_w[T_OUT * 9], t_y[T_H * T_W * T_OUT];
     int32_t t_b[T_OUT], t_mult[T_OUT], t_shift[T_OUT];
+    float f_x[F_H * F_W], f_w[F_OUT * 9], f_b[F_OUT], f_y[F_H * F_W * F_OUT], f_dw[F_OUT * 9];
+    float f_db[F_OUT];
     int32_t s8_scratch[(3 + S_OUT) * C_K * C_K * S_IN / 2 + C_K * C_K * S_IN / 4 + 4];
 };
 
@@ -267,6 +272,20 @@ int main() {
     counter_start();
     tc_conv2d_f32_bwd(&cd, K.conv_x, K.conv_w, K.conv_y, K.conv_dx, K.conv_dw, K.conv_db);
     report("conv2d_f32_bwd", counter_instructions(), 2 * conv_macs);
+
+    tc_window_dims fd;
+    tc_window_dims_init(&fd, 1, F_H, F_W, 1, F_OUT, 3, 3, 1, 1, TC_PADDING_SAME, 1);
+    fill(K.f_x, F_H * F_W);
+    fill(K.f_w, F_OUT * 9);
+    fill(K.f_b, F_OUT);
+    // Every output's nine taps count, those on the zero padding too (the kernel runs them).
+    const uint64_t first_macs = (uint64_t)F_H * F_W * F_OUT * 9;
+    counter_start();
+    tc_conv2d_f32_fwd(&fd, K.f_x, K.f_w, K.f_b, K.f_y);
+    report("conv2d_f32_1ch_fwd", counter_instructions(), first_macs);
+    counter_start();
+    tc_conv2d_f32_bwd(&fd, K.f_x, K.f_w, K.f_y, nullptr, K.f_dw, K.f_db);
+    report("conv2d_f32_1ch_bwd", counter_instructions(), first_macs);
 
     tc_window_dims sd;
     tc_window_dims_init(&sd, 1, C_H, C_W, S_IN, S_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);
