@@ -244,6 +244,38 @@ void conv_1ch_3x3_dw(const tc_window_dims* d, const float* x, const float* dy, f
         conv_1ch_3x3_dw_block<1>(d, x, dy + o, dw + 9 * o, db ? db + o : nullptr, accumulate);
 }
 
+// Few input channels (a kernel row shorter than two blocks of eight): the per-row calls of the
+// blocked loops would cost more than their taps. So a window inside the input is first copied
+// (eight floats per load and store) into one contiguous run of k_h * k_w * in_c floats, which
+// matches a filter's [kh][kw][in] layout; then each block of four filters is one call over the
+// whole window, with the same fmaf chain per output as row after row. A window at the border
+// keeps the per-row calls over its valid taps: padding it with zeros costs more than its rows'
+// calls (measured on the 4x4 and 7x7 maps of the demo models' second layer). The copy lives on
+// the stack, so it is bounded.
+constexpr int32_t kGatherRowMax = 16;     // kernel rows of fewer floats are gathered
+constexpr int32_t kGatherFloats = 128;    // 512 bytes of stack at most
+
+inline bool gathers(const tc_window_dims* d) {
+    const int32_t row = d->k_w * d->in_c;
+    return d->k_h > 1 && row < kGatherRowMax && d->k_h * row <= kGatherFloats;
+}
+
+inline bool inside(const tc_window_dims* d, const window_span& s) {
+    return s.ky0 == 0 && s.ky1 == d->k_h && s.kx0 == 0 && s.kx1 == d->k_w;
+}
+
+// Copies the window (inside the input) whose top-left input is xs into win, row after row.
+inline void gather_window(float* win, const float* xs, const tc_window_dims* d) {
+    const int32_t row = d->k_w * d->in_c, x_row = d->in_w * d->in_c;
+    for (int32_t ky = 0; ky < d->k_h; ++ky) tc_f32_copy(win + ky * row, xs + ky * x_row, row);
+}
+
+// The inverse, for an input gradient.
+inline void scatter_window(float* xs, const float* win, const tc_window_dims* d) {
+    const int32_t row = d->k_w * d->in_c, x_row = d->in_w * d->in_c;
+    for (int32_t ky = 0; ky < d->k_h; ++ky) tc_f32_copy(xs + ky * x_row, win + ky * row, row);
+}
+
 inline bool single_channel_3x3(const tc_window_dims* d) {
     return d->in_c == 1 && d->k_h == 3 && d->k_w == 3;
 }
@@ -261,6 +293,8 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
         conv_1ch_3x3_fwd(d, x, w, bias, y);
         return;
     }
+    const bool gather = gathers(d);
+    float win[kGatherFloats];
     for (int32_t b = 0; b < d->batch; ++b) {
         const float* xb = x + b * d->in_h * x_row;
         for (int32_t oy = 0; oy < d->out_h; ++oy) {
@@ -270,6 +304,19 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
                 const int32_t w_off = s.kx0 * in_c;
                 float* yp = y + ((b * d->out_h + oy) * d->out_w + ox) * out_c;
                 int32_t o = 0;
+                if (gather && inside(d, s)) {
+                    gather_window(win, xb + s.iy0 * x_row + s.ix0 * in_c, d);
+                    for (; o + 4 <= out_c; o += 4) {
+                        float acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
+                        tc_f32_dot4(win, w + o * w_filter, w_filter, w_filter, acc);
+                        yp[o] = acc[0];
+                        yp[o + 1] = acc[1];
+                        yp[o + 2] = acc[2];
+                        yp[o + 3] = acc[3];
+                    }
+                    for (; o < out_c; ++o) yp[o] = tc_f32_dot1(win, w + o * w_filter, w_filter, bias[o]);
+                    continue;
+                }
                 for (; o + 4 <= out_c; o += 4) {
                     float acc[4] = {bias[o], bias[o + 1], bias[o + 2], bias[o + 3]};
                     for (int32_t ky = s.ky0; ky < s.ky1; ++ky) {
@@ -315,6 +362,8 @@ void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float*
         if (db) tc_f32_zero(db, out_c);
     }
     if (dx) tc_f32_zero(dx, d->batch * d->in_h * x_row);
+    const bool gather = gathers(d);
+    float win[kGatherFloats], dwin[kGatherFloats];
     for (int32_t b = 0; b < d->batch; ++b) {
         const float* xb = x + b * d->in_h * x_row;
         float* dxb = dx ? dx + b * d->in_h * x_row : nullptr;
@@ -351,6 +400,27 @@ void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float*
                     continue;
                 }
                 int32_t o = 0;
+                if (gather && inside(d, s)) {
+                    // The window's inputs and (with dx) its input gradient so far, each one
+                    // contiguous run; every filter block then takes one call per run. Per
+                    // element the order is unchanged: dx over the filters in order, dw per pixel.
+                    const int32_t x_off = s.iy0 * x_row + s.ix0 * in_c;
+                    gather_window(win, xb + x_off, d);
+                    if (dxb) gather_window(dwin, dxb + x_off, d);
+                    for (; o + 4 <= out_c; o += 4) {
+                        const float a[4] = {dyp[o], dyp[o + 1], dyp[o + 2], dyp[o + 3]};
+                        if (dxb) tc_f32_axpy4(dwin, a, w + o * w_filter, w_filter, w_filter);
+                        tc_f32_ger4(dw + o * w_filter, w_filter, a, win, w_filter);
+                    }
+                    for (; o < out_c; ++o) {
+                        if (dxb) tc_f32_axpy1(dwin, dyp[o], w + o * w_filter, w_filter);
+                        tc_f32_axpy1(dw + o * w_filter, dyp[o], win, w_filter);
+                    }
+                    if (dxb) scatter_window(dxb + x_off, dwin, d);
+                    if (db)
+                        for (o = 0; o < out_c; ++o) db[o] += dyp[o];
+                    continue;
+                }
                 for (; o + 4 <= out_c; o += 4) {
                     const float a[4] = {dyp[o], dyp[o + 1], dyp[o + 2], dyp[o + 3]};
                     for (int32_t ky = s.ky0; ky < s.ky1; ++ky) {

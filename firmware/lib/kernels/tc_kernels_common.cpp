@@ -197,12 +197,22 @@ void tc_f32_dot4(const float* x, const float* w, int32_t w_stride, int32_t n, fl
             : [acc] "r"(acc)
             : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s16", "s17", "s18", "s19",
               "memory");
+    // One to three columns left: inline, each row's chain in column order (a call per row
+    // would cost more than these few taps).
     const int32_t rest = n & 3;
     if (rest == 0) return;
-    acc[0] = tc_f32_dot1(x, w0, rest, acc[0]);
-    acc[1] = tc_f32_dot1(x, w1, rest, acc[1]);
-    acc[2] = tc_f32_dot1(x, w2, rest, acc[2]);
-    acc[3] = tc_f32_dot1(x, w3, rest, acc[3]);
+    float a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t i = 0; i < rest; ++i) {
+        const float xi = x[i];
+        a0 = fmaf(xi, w0[i], a0);
+        a1 = fmaf(xi, w1[i], a1);
+        a2 = fmaf(xi, w2[i], a2);
+        a3 = fmaf(xi, w3[i], a3);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
 void tc_f32_axpy4(float* y, const float a[4], const float* w, int32_t w_stride, int32_t n) {
@@ -363,12 +373,17 @@ void tc_f32_ger4(float* d, int32_t d_stride, const float a[4], const float* x, i
               "memory");
 #undef TC_GER_ROW4
     }
+    // One to three columns left: inline (a call per row would cost more than these few taps).
     const int32_t rest = n & 3;
     if (rest == 0) return;
-    tc_f32_axpy1(d0, a[0], x, rest);
-    tc_f32_axpy1(d1, a[1], x, rest);
-    tc_f32_axpy1(d2, a[2], x, rest);
-    tc_f32_axpy1(d3, a[3], x, rest);
+    const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    for (int32_t i = 0; i < rest; ++i) {
+        const float xi = x[i];
+        d0[i] = fmaf(a0, xi, d0[i]);
+        d1[i] = fmaf(a1, xi, d1[i]);
+        d2[i] = fmaf(a2, xi, d2[i]);
+        d3[i] = fmaf(a3, xi, d3[i]);
+    }
 }
 
 // Sixteen zeros per VSTM: clearing n floats costs about n / 16 instructions.
@@ -395,6 +410,29 @@ void tc_f32_zero(float* p, int32_t n) {
               "s13", "s14", "s15", "cc", "memory");
     }
     for (int32_t i = 0; i < (n & 15); ++i) p[i] = 0.0f;
+}
+
+// Eight floats per VLDM/VSTM pair: copying n floats costs about n / 4 instructions.
+void tc_f32_copy(float* d, const float* s, int32_t n) {
+    int32_t blocks = n >> 3;
+    if (blocks > 0)
+        __asm__ volatile(
+            "1:\n"
+            "vldmia %[s]!, {s0-s7}\n"
+            "vstmia %[d]!, {s0-s7}\n"
+            "subs %[n], %[n], #1\n"
+            "bne 1b\n"
+            : [d] "+r"(d), [s] "+r"(s), [n] "+r"(blocks)
+            :
+            : TC_S8_CLOBBER, "cc", "memory");
+    if (n & 4)
+        __asm__ volatile(
+            "vldmia %[s]!, {s0-s3}\n"
+            "vstmia %[d]!, {s0-s3}\n"
+            : [d] "+r"(d), [s] "+r"(s)
+            :
+            : "s0", "s1", "s2", "s3", "memory");
+    for (int32_t i = 0; i < (n & 3); ++i) d[i] = s[i];
 }
 
 #define TC_GER_SET_ROW(D, A)          \
@@ -472,6 +510,10 @@ void tc_f32_scale_set(float* d, float a, const float* x, int32_t n) {
 
 void tc_f32_zero(float* p, int32_t n) {
     for (int32_t i = 0; i < n; ++i) p[i] = 0.0f;
+}
+
+void tc_f32_copy(float* d, const float* s, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) d[i] = s[i];
 }
 
 void tc_f32_ger4_set(float* d, int32_t d_stride, const float a[4], const float* x, int32_t n) {

@@ -181,3 +181,5 @@ void tc_f32_ger4_set(float* d, int32_t d_stride, const float a[4], const float* 
 void tc_f32_scale_set(float* d, float a, const float* x, int32_t n);
 // p[i] = +0.0f, sixteen floats per store on the Cortex-M7 (never a byte-wise memset)
 void tc_f32_zero(float* p, int32_t n);
+// d[i] = s[i], eight floats per load and store on the Cortex-M7 (never a byte-wise memcpy)
+void tc_f32_copy(float* d, const float* s, int32_t n);
