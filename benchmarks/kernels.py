@@ -51,6 +51,9 @@ SHAPES = {
                           "the device; the taps on the padding counted)",
     "conv2d_f32_1ch_bwd": "same shape; weight and bias gradients only (a first layer has no input "
                           "gradient)",
+    "conv2d_f32_5ch_fwd": "7x7x5 -> 7x7x9, 3x3, stride 1, same (a narrow second layer; the "
+                          "taps on the padding counted)",
+    "conv2d_f32_5ch_bwd": "same shape; input and weight gradients (2 MACs per weight use)",
     "conv2d_s8_fwd": "18x18x32 -> 16x16x32, 3x3, stride 1, valid, per-channel requantisation",
     "conv2d_s8_1ch_fwd": "14x14x1 -> 14x14x5, 3x3, stride 1, same, per-channel requantisation "
                          "(the Fashion-MNIST 14x14 demo model's first layer)",
@@ -78,6 +81,16 @@ WHY = {
                           "the window's rows lie inside the image is settled once per output row. "
                           "Before, every pixel called the blocked loops per kernel row of three "
                           "taps, and the border went through the general path: 4.53 per MAC on "
+                          "this shape.",
+    "conv2d_f32_5ch_fwd": "kernel rows of 15 taps, too short for the blocked loop's set-up per "
+                          "call: a window inside the input is copied into one run of 45 floats "
+                          "(VLDM/VSTM of eight), then one call per four filters over all of it; "
+                          "a border window keeps one call per kernel row over its valid taps. "
+                          "Before (a call per kernel row everywhere, and a call per filter for "
+                          "the last one to three taps of a row): 3.07 per MAC on this shape.",
+    "conv2d_f32_5ch_bwd": "the same copy of the window and of its input gradient so far, one "
+                          "4-row AXPY and one 4-row outer product per four filters over the whole "
+                          "window, and the input gradient copied back. Before: 2.73 per MAC on "
                           "this shape.",
     "conv2d_f32_1ch_bwd": "the same two-filter passes with the 18 weight gradients and two bias "
                           "sums in registers over every pixel, each still accumulated pixel by "

@@ -253,7 +253,7 @@ void conv_1ch_3x3_dw(const tc_window_dims* d, const float* x, const float* dy, f
 // calls (measured on the 4x4 and 7x7 maps of the demo models' second layer). The copy lives on
 // the stack, so it is bounded.
 constexpr int32_t kGatherRowMax = 16;     // kernel rows of fewer floats are gathered
-constexpr int32_t kGatherFloats = 128;    // 512 bytes of stack at most
+constexpr int32_t kGatherFloats = 96;     // 384 bytes of stack each (two in the backward pass)
 
 inline bool gathers(const tc_window_dims* d) {
     const int32_t row = d->k_w * d->in_c;
