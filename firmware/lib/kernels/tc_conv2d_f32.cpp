@@ -5,7 +5,9 @@
 // In NHWC, the input pixels (iy, kx0..kx1-1) of one kernel row are contiguous together with
 // their channels, and so are the matching weights [o][ky][kx0..kx1-1][:]. Every kernel row of
 // an output pixel is therefore one contiguous dot product of length (kx1 - kx0) * in_c, which
-// is what the blocked inner loops want, also for in_c = 1 or 3.
+// is what the blocked inner loops want. Two cases have paths of their own, because their rows
+// are too short for the loops' set-up: one input channel with a 3x3 filter (an image model's
+// first layer), and few input channels (windows copied into one run, see gathers()).
 namespace {
 
 struct window_span {
@@ -26,11 +28,11 @@ inline window_span span_of(const tc_window_dims* d, int32_t oy, int32_t ox) {
     return s;
 }
 
-// One input channel and a 3x3 filter (an image model's first layer): a kernel row is 3 taps,
-// far too short for the blocked loops, whose set-up per call would cost more than the taps. For a
-// pixel whose window lies inside the input the nine inputs stay in registers while every filter
-// runs its taps in the blocked loops' order (row by row, left to right), so the results are bit
-// for bit the same; pixels at the border take the general path.
+// The backward pass of a one-channel 3x3 layer that needs an input gradient (not a first
+// layer): pixel by pixel, and for a pixel whose window lies inside the input the nine inputs
+// stay in registers while every filter runs its taps in the blocked loops' order (row by row,
+// left to right), so the results are bit for bit the same; pixels at the border take the
+// general path.
 inline bool full_3x3_single_channel(const tc_window_dims* d, const window_span& s) {
     return d->in_c == 1 && d->k_h == 3 && d->k_w == 3 && s.ky0 == 0 && s.ky1 == 3 &&
            s.kx0 == 0 && s.kx1 == 3;
@@ -69,7 +71,7 @@ inline column_range full_columns(const tc_window_dims* d) {
 // whether each column does is tested only at the left and right border.
 
 // The nine inputs of the window whose top-left input is at offset i0 (row r at i0 + r * in_w);
-// xv: x0 + c is inside the input for column c (every column when FULL).
+// R0..R2 say which rows, c0v..c2v which columns lie inside the input (a tap outside is zero).
 #define TC_WINDOW9(xb, i0, in_w, c0v, c1v, c2v)                                              \
     const float t0 = R0 && (c0v) ? (xb)[(i0)] : 0.0f;                                        \
     const float t1 = R0 && (c1v) ? (xb)[(i0) + 1] : 0.0f;                                    \
@@ -136,7 +138,8 @@ inline column_range full_columns(const tc_window_dims* d) {
 
 template <int F, bool R0, bool R1, bool R2>
 void conv_1ch_3x3_fwd_row(const tc_window_dims* d, const column_range& full, const float* xb,
-                          int32_t y0, const float (&w_in)[F][9], const float (&b_in)[F], float* yrow) {
+                          int32_t y0, const float (&w_in)[F][9], const float (&b_in)[F],
+                          float* yrow) {
     // Local copies, so that the compiler keeps them in registers over the row.
     float wk[F][9], bk[F];
     for (int f = 0; f < F; ++f) {
@@ -203,9 +206,11 @@ void conv_1ch_3x3_fwd(const tc_window_dims* d, const float* x, const float* w, c
     for (int32_t b = 0; b < d->batch; ++b) {
         int32_t o = 0;
         for (; o + 2 <= d->out_c; o += 2)
-            conv_1ch_3x3_fwd_block<2>(d, x + b * plane_in, w + 9 * o, bias + o, y + b * plane_out + o);
+            conv_1ch_3x3_fwd_block<2>(d, x + b * plane_in, w + 9 * o, bias + o,
+                                      y + b * plane_out + o);
         if (o < d->out_c)
-            conv_1ch_3x3_fwd_block<1>(d, x + b * plane_in, w + 9 * o, bias + o, y + b * plane_out + o);
+            conv_1ch_3x3_fwd_block<1>(d, x + b * plane_in, w + 9 * o, bias + o,
+                                      y + b * plane_out + o);
     }
 }
 
@@ -226,7 +231,8 @@ void conv_1ch_3x3_dw_block(const tc_window_dims* d, const float* x, const float*
         for (int32_t oy = 0; oy < d->out_h; ++oy) {
             const int32_t y0 = oy * d->stride_h - d->pad_top;
             const float* dyrow = dy + (b * d->out_h + oy) * d->out_w * d->out_c;
-            TC_DISPATCH_ROWS(conv_1ch_3x3_dw_row, row_mask(y0, d->in_h), d, full, xb, y0, dyrow, g, gb)
+            TC_DISPATCH_ROWS(conv_1ch_3x3_dw_row, row_mask(y0, d->in_h), d, full, xb, y0, dyrow,
+                             g, gb)
         }
     }
     for (int f = 0; f < F; ++f) {
@@ -314,7 +320,8 @@ void tc_conv2d_f32_fwd(const tc_window_dims* d, const float* x, const float* w, 
                         yp[o + 2] = acc[2];
                         yp[o + 3] = acc[3];
                     }
-                    for (; o < out_c; ++o) yp[o] = tc_f32_dot1(win, w + o * w_filter, w_filter, bias[o]);
+                    for (; o < out_c; ++o)
+                        yp[o] = tc_f32_dot1(win, w + o * w_filter, w_filter, bias[o]);
                     continue;
                 }
                 for (; o + 4 <= out_c; o += 4) {
