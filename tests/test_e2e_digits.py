@@ -257,7 +257,7 @@ def test_selftest_runs_the_kernel_checks_on_the_device(device):
     result = json.loads(out.output)
     assert result["failed"] == 0
     assert [r["check"] for r in result["results"]] == ["dense_f32_fwd", "dense_f32_bwd",
-                                                      "fully_connected_s8"]
+                                                      "fully_connected_s8", "conv2d_f32_1ch"]
     assert all(r["passed"] and r["ticks_per_mac"] > 0 for r in result["results"])
 
 

@@ -350,7 +350,7 @@ STATS_FIELDS = [
 
 # SELFTEST_RESULT: ACK_FIELDS, then these. Each check compares a kernel with a plain loop on
 # the device itself and times the kernel with the board's counter.
-SELFTEST_CHECKS = ("dense_f32_fwd", "dense_f32_bwd", "fully_connected_s8")
+SELFTEST_CHECKS = ("dense_f32_fwd", "dense_f32_bwd", "fully_connected_s8", "conv2d_f32_1ch")
 SELFTEST_FIELDS = [
     ("counter_kind", "u8", 1),
     ("checks", "u8", 1),               # entries below in use (len(SELFTEST_CHECKS))

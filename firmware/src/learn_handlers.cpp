@@ -33,6 +33,7 @@
 
 #include "bsp.h"
 #include "learned_state.h"
+#include "tc_conv2d_f32.h"
 #include "tc_crc32.h"
 #include "tc_dense_f32.h"
 #include "tc_fully_connected_s8.h"
@@ -684,6 +685,52 @@ void selftest(const tc::Frame&, tc::Responder&, Reply& r) {
         }
     s->max_error[2] = err;
     if (err != 0.0f) s->failed |= 1u << 2;
+
+    // 3: an image model's first layer, trained on the device: a one-channel 3x3 convolution
+    // (SAME, five filters: both of its filter blocks), forward and weight gradient without an
+    // input gradient, against the plain loops. Exact values again (sums of at most 64 multiples
+    // of 1/128); the buffers of the checks above are reused.
+    {
+        constexpr int32_t H = 8, W = 8, F = 5;
+        const float* cx = st_x;       // H x W
+        const float* cw = st_w;       // F x 3 x 3
+        const float* cb = st_b;       // F
+        float* cdy = st_w + 64;       // H x W x F
+        float* cy = st_dw;            // H x W x F
+        float* cdw = st_dx;           // F x 3 x 3
+        float* cdb = st_db;           // F
+        for (int32_t i = 0; i < H * W * F; ++i) cdy[i] = pattern(i, 11, 9) * 0.5f;
+        tc_window_dims cd;
+        tc_window_dims_init(&cd, 1, H, W, 1, F, 3, 3, 1, 1, TC_PADDING_SAME, 1);
+        t0 = bsp::counter_read();
+        tc_conv2d_f32_fwd(&cd, cx, cw, cb, cy);
+        tc_conv2d_f32_bwd(&cd, cx, cw, cdy, nullptr, cdw, cdb);
+        s->ticks_per_mac[3] = static_cast<float>(bsp::counter_read() - t0) / (2.0f * H * W * F * 9);
+        err = 0.0f;
+        for (int32_t f = 0; f < F; ++f) {
+            float gb = 0.0f;
+            float gw[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+            for (int32_t y = 0; y < H; ++y)
+                for (int32_t x = 0; x < W; ++x) {
+                    const float dy = cdy[(y * W + x) * F + f];
+                    float acc = cb[f];
+                    for (int32_t k = 0; k < 9; ++k) {
+                        const int32_t iy = y + k / 3 - 1, ix = x + k % 3 - 1;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                        acc += cx[iy * W + ix] * cw[f * 9 + k];
+                        gw[k] += dy * cx[iy * W + ix];
+                    }
+                    gb += dy;
+                    const float e = absf(acc - cy[(y * W + x) * F + f]);
+                    if (e > err) err = e;
+                }
+            if (absf(gb - cdb[f]) > err) err = absf(gb - cdb[f]);
+            for (int32_t k = 0; k < 9; ++k)
+                if (absf(gw[k] - cdw[f * 9 + k]) > err) err = absf(gw[k] - cdw[f * 9 + k]);
+        }
+        s->max_error[3] = err;
+        if (err != 0.0f) s->failed |= 1u << 3;
+    }
 
     // What training and evaluation cost so far, per sample (0 before any).
     if (learner.new_samples)

@@ -681,9 +681,10 @@ def parse_selftest(reply: Reply) -> dict:
     except protocol.ProtocolError as exc:
         raise _malformed("SELFTEST_RESULT", exc) from None
     s["counter_kind_name"] = protocol.COUNTER_KIND_NAMES.get(s["counter_kind"], "UNKNOWN")
+    # Firmware built before a check was added reports fewer (`checks`): only those are results.
     s["results"] = [{"check": name, "passed": not (s["failed"] >> i) & 1,
                      "ticks_per_mac": s["ticks_per_mac"][i], "max_error": s["max_error"][i]}
-                    for i, name in enumerate(spec.SELFTEST_CHECKS)]
+                    for i, name in enumerate(spec.SELFTEST_CHECKS[:s["checks"]])]
     return s
 
 

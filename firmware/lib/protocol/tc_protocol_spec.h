@@ -136,7 +136,7 @@ static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the h
 #define TC_SAMPLES_EVAL_SUMMARY 0x02
 #define TC_SAMPLES_END_OF_TASK 0x04
 #define TC_SAMPLES_PACKED 0x08
-#define TC_SELFTEST_CHECKS 3
+#define TC_SELFTEST_CHECKS 4
 
 typedef struct __attribute__((packed)) {
     uint8_t code;
