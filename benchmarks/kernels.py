@@ -78,25 +78,22 @@ WHY = {
                           "weights stay in registers, and per pixel nine loads of the window, 18 "
                           "VFMA and two stores (about 2.5 per MAC inside the image); a border "
                           "pixel reads its missing taps as zero, as the simulation pads. Whether "
-                          "the window's rows lie inside the image is settled once per output row. "
-                          "Before, every pixel called the blocked loops per kernel row of three "
-                          "taps, and the border went through the general path: 4.53 per MAC on "
-                          "this shape.",
+                          "the window's rows lie inside the image is settled once per output row, "
+                          "where every pixel used to call the blocked loops per kernel row of "
+                          "three taps and the border took the general path.",
     "conv2d_f32_5ch_fwd": "kernel rows of 15 taps, too short for the blocked loop's set-up per "
                           "call: a window inside the input is copied into one run of 45 floats "
                           "(VLDM/VSTM of eight), then one call per four filters over all of it; "
-                          "a border window keeps one call per kernel row over its valid taps. "
-                          "Before (a call per kernel row everywhere, and a call per filter for "
-                          "the last one to three taps of a row): 3.07 per MAC on this shape.",
+                          "a border window keeps one call per kernel row over its valid taps "
+                          "(before, a call per kernel row everywhere, and a call per filter for "
+                          "the last one to three taps of a row).",
     "conv2d_f32_5ch_bwd": "the same copy of the window and of its input gradient so far, one "
                           "4-row AXPY and one 4-row outer product per four filters over the whole "
-                          "window, and the input gradient copied back. Before: 2.73 per MAC on "
-                          "this shape.",
+                          "window, and the input gradient copied back.",
     "conv2d_f32_1ch_bwd": "the same two-filter passes with the 18 weight gradients and two bias "
                           "sums in registers over every pixel, each still accumulated pixel by "
-                          "pixel in raster order (bit for bit the per-pixel loops); 8.99 per MAC "
-                          "before, when every pixel loaded and stored all nine gradients of "
-                          "every filter.",
+                          "pixel in raster order (bit for bit the per-pixel loops), where every "
+                          "pixel used to load and store all nine gradients of every filter.",
     "conv2d_s8_1ch_fwd": "rows slide: three input rows kept widened (offset added), two "
                          "neighbouring outputs per LDRD and four multiply-accumulates per kernel "
                          "row (21 instructions per 18 MACs with the bias and the store); then per "

@@ -42,6 +42,24 @@ void fill(int8_t* p, int32_t n) {
     for (int32_t i = 0; i < n; ++i) p[i] = (int8_t)(next_random() >> 24);
 }
 
+// Times a float convolution's forward and backward passes on one shape: input, weights and bias
+// filled in that order, the forward output reused as the backward's output gradient. MACs count
+// every output's taps, those on SAME padding too (the kernels run them); the backward counts
+// two per tap with an input gradient (dx), one without (a first layer).
+void bench_conv_f32(const char* fwd_name, const char* bwd_name, const tc_window_dims& d, float* x,
+                    float* w, float* b, float* y, float* dx, float* dw, float* db) {
+    fill(x, d.in_h * d.in_w * d.in_c);
+    fill(w, d.out_c * d.k_h * d.k_w * d.in_c);
+    fill(b, d.out_c);
+    const uint64_t macs = (uint64_t)d.out_h * d.out_w * d.out_c * d.k_h * d.k_w * d.in_c;
+    counter_start();
+    tc_conv2d_f32_fwd(&d, x, w, b, y);
+    report(fwd_name, counter_instructions(), macs);
+    counter_start();
+    tc_conv2d_f32_bwd(&d, x, w, y, dx, dw, db);
+    report(bwd_name, counter_instructions(), dx ? 2 * macs : macs);
+}
+
 // Shapes: a dense layer of a trainable tail and a 3x3 convolution (VALID, so every tap is a
 // real multiply-accumulate and the MAC count is unambiguous).
 constexpr int32_t D_IN = 256, D_OUT = 64;
@@ -267,43 +285,18 @@ int main() {
 
     tc_window_dims cd;
     tc_window_dims_init(&cd, 1, C_H, C_W, C_IN, C_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);
-    fill(K.conv_x, C_H * C_W * C_IN);
-    fill(K.conv_w, C_OUT * C_K * C_K * C_IN);
-    fill(K.conv_b, C_OUT);
-    const uint64_t conv_macs = (uint64_t)C_OH * C_OW * C_OUT * C_K * C_K * C_IN;
-    counter_start();
-    tc_conv2d_f32_fwd(&cd, K.conv_x, K.conv_w, K.conv_b, K.conv_y);
-    report("conv2d_f32_fwd", counter_instructions(), conv_macs);
-    counter_start();
-    tc_conv2d_f32_bwd(&cd, K.conv_x, K.conv_w, K.conv_y, K.conv_dx, K.conv_dw, K.conv_db);
-    report("conv2d_f32_bwd", counter_instructions(), 2 * conv_macs);
+    bench_conv_f32("conv2d_f32_fwd", "conv2d_f32_bwd", cd, K.conv_x, K.conv_w, K.conv_b, K.conv_y,
+                   K.conv_dx, K.conv_dw, K.conv_db);
 
     tc_window_dims fd;
     tc_window_dims_init(&fd, 1, F_H, F_W, 1, F_OUT, 3, 3, 1, 1, TC_PADDING_SAME, 1);
-    fill(K.f_x, F_H * F_W);
-    fill(K.f_w, F_OUT * 9);
-    fill(K.f_b, F_OUT);
-    // Every output's nine taps count, those on the zero padding too (the kernel runs them).
-    const uint64_t first_macs = (uint64_t)F_H * F_W * F_OUT * 9;
-    counter_start();
-    tc_conv2d_f32_fwd(&fd, K.f_x, K.f_w, K.f_b, K.f_y);
-    report("conv2d_f32_1ch_fwd", counter_instructions(), first_macs);
-    counter_start();
-    tc_conv2d_f32_bwd(&fd, K.f_x, K.f_w, K.f_y, nullptr, K.f_dw, K.f_db);
-    report("conv2d_f32_1ch_bwd", counter_instructions(), first_macs);
+    bench_conv_f32("conv2d_f32_1ch_fwd", "conv2d_f32_1ch_bwd", fd, K.f_x, K.f_w, K.f_b, K.f_y,
+                   nullptr, K.f_dw, K.f_db);
 
     tc_window_dims gd;
     tc_window_dims_init(&gd, 1, G_H, G_W, G_IN, G_OUT, 3, 3, 1, 1, TC_PADDING_SAME, 1);
-    fill(K.g_x, G_H * G_W * G_IN);
-    fill(K.g_w, G_OUT * 9 * G_IN);
-    fill(K.g_b, G_OUT);
-    const uint64_t narrow_macs = (uint64_t)G_H * G_W * G_OUT * 9 * G_IN;
-    counter_start();
-    tc_conv2d_f32_fwd(&gd, K.g_x, K.g_w, K.g_b, K.g_y);
-    report("conv2d_f32_5ch_fwd", counter_instructions(), narrow_macs);
-    counter_start();
-    tc_conv2d_f32_bwd(&gd, K.g_x, K.g_w, K.g_y, K.g_dx, K.g_dw, K.g_db);
-    report("conv2d_f32_5ch_bwd", counter_instructions(), 2 * narrow_macs);
+    bench_conv_f32("conv2d_f32_5ch_fwd", "conv2d_f32_5ch_bwd", gd, K.g_x, K.g_w, K.g_b, K.g_y,
+                   K.g_dx, K.g_dw, K.g_db);
 
     tc_window_dims sd;
     tc_window_dims_init(&sd, 1, C_H, C_W, S_IN, S_OUT, C_K, C_K, 1, 1, TC_PADDING_VALID, 1);

@@ -424,25 +424,23 @@ void tc_conv2d_f32_bwd_acc(const tc_window_dims* d, const float* x, const float*
                         tc_f32_axpy1(dw + o * w_filter, dyp[o], win, w_filter);
                     }
                     if (dxb) scatter_window(dxb + x_off, dwin, d);
-                    if (db)
-                        for (o = 0; o < out_c; ++o) db[o] += dyp[o];
-                    continue;
-                }
-                for (; o + 4 <= out_c; o += 4) {
-                    const float a[4] = {dyp[o], dyp[o + 1], dyp[o + 2], dyp[o + 3]};
-                    for (int32_t ky = s.ky0; ky < s.ky1; ++ky) {
-                        const int32_t x_off = (s.iy0 + ky - s.ky0) * x_row + s.ix0 * in_c;
-                        const int32_t wo = o * w_filter + ky * w_row + w_off;
-                        if (dxb) tc_f32_axpy4(dxb + x_off, a, w + wo, w_filter, n);
-                        tc_f32_ger4(dw + wo, w_filter, a, xb + x_off, n);
+                } else {
+                    for (; o + 4 <= out_c; o += 4) {
+                        const float a[4] = {dyp[o], dyp[o + 1], dyp[o + 2], dyp[o + 3]};
+                        for (int32_t ky = s.ky0; ky < s.ky1; ++ky) {
+                            const int32_t x_off = (s.iy0 + ky - s.ky0) * x_row + s.ix0 * in_c;
+                            const int32_t wo = o * w_filter + ky * w_row + w_off;
+                            if (dxb) tc_f32_axpy4(dxb + x_off, a, w + wo, w_filter, n);
+                            tc_f32_ger4(dw + wo, w_filter, a, xb + x_off, n);
+                        }
                     }
-                }
-                for (; o < out_c; ++o) {
-                    for (int32_t ky = s.ky0; ky < s.ky1; ++ky) {
-                        const int32_t x_off = (s.iy0 + ky - s.ky0) * x_row + s.ix0 * in_c;
-                        const int32_t wo = o * w_filter + ky * w_row + w_off;
-                        if (dxb) tc_f32_axpy1(dxb + x_off, dyp[o], w + wo, n);
-                        tc_f32_axpy1(dw + wo, dyp[o], xb + x_off, n);
+                    for (; o < out_c; ++o) {
+                        for (int32_t ky = s.ky0; ky < s.ky1; ++ky) {
+                            const int32_t x_off = (s.iy0 + ky - s.ky0) * x_row + s.ix0 * in_c;
+                            const int32_t wo = o * w_filter + ky * w_row + w_off;
+                            if (dxb) tc_f32_axpy1(dxb + x_off, dyp[o], w + wo, n);
+                            tc_f32_axpy1(dw + wo, dyp[o], xb + x_off, n);
+                        }
                     }
                 }
                 if (db)
