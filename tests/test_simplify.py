@@ -83,6 +83,54 @@ def test_a_layer_without_a_bias_gets_a_zero_one(keras):
     assert np.abs(np.asarray(simple(x)) - np.asarray(model(x))).max() < 1e-6
 
 
+def test_a_separable_convolution_becomes_its_depthwise_and_pointwise_halves(keras):
+    L = keras.layers
+    rng = np.random.default_rng(7)
+    model = keras.Sequential([
+        keras.Input((9, 9, 3)),
+        L.SeparableConv2D(6, 3, padding="same", use_bias=False, name="sep"),
+        L.BatchNormalization(name="bn"), L.ReLU(name="r"), L.MaxPooling2D(2),
+        L.SeparableConv2D(5, 3, strides=2, padding="valid", activation="relu", name="sep2"),
+        L.GlobalAveragePooling2D(), L.Dense(4, name="out")])
+    _random_statistics(model, rng)
+    for layer in model.layers:   # a bias far from its zero start, so dropping it would show
+        if layer.name == "sep2":
+            w = layer.get_weights()
+            layer.set_weights(w[:-1] + [rng.normal(0.0, 1.0, w[-1].shape).astype(np.float32)])
+    simple, notes = simplify_keras(model)
+    assert [(l.name, type(l).__name__) for l in simple.layers] == [
+        ("sep_depthwise", "DepthwiseConv2D"), ("sep_pointwise", "Conv2D"),
+        (simple.layers[2].name, "MaxPooling2D"),
+        ("sep2_depthwise", "DepthwiseConv2D"), ("sep2_pointwise", "Conv2D"),
+        (simple.layers[5].name, "GlobalAveragePooling2D"), ("out", "Dense")]
+    assert simple.get_layer("sep2_depthwise").strides == (2, 2)
+    assert simple.get_layer("sep_pointwise").activation.__name__ == "relu"
+    assert "sep (SeparableConv2D): split into sep_depthwise (DepthwiseConv2D) and sep_pointwise " \
+           "(1x1 Conv2D), the same function" in notes
+    assert "bn (BatchNormalization): folded into sep_pointwise's weights and bias (moving " \
+           "statistics)" in notes
+    x = rng.normal(size=(16, 9, 9, 3)).astype(np.float32)
+    assert np.abs(np.asarray(simple(x)) - np.asarray(model(x, training=False))).max() < 1e-5
+
+
+def test_dilated_or_multiplied_depthwise_halves_are_refused(keras, tmp_path):
+    L = keras.layers
+    cases = {
+        "dilated": (L.SeparableConv2D(4, 3, dilation_rate=2, padding="same", name="s"),
+                    "layer 's_depthwise' (DepthwiseConv2D): dilated convolution"),
+        "dilated_dw": (L.DepthwiseConv2D(3, dilation_rate=2, padding="same", name="dw"),
+                       "layer 'dw' (DepthwiseConv2D): dilated convolution"),
+        "multiplier": (L.SeparableConv2D(4, 3, depth_multiplier=2, name="m"),
+                       "layer 'm_depthwise' (DepthwiseConv2D): depth multiplier 2 (1 only)"),
+    }
+    for name, (layer, message) in cases.items():
+        path = tmp_path / f"{name}.keras"
+        keras.Sequential([keras.Input((8, 8, 2)), layer, L.Flatten(), L.Dense(3)]).save(path)
+        with pytest.raises(ModelCheckError) as err:
+            check_model_file(path)
+        assert message in str(err.value), (name, str(err.value))
+
+
 def test_a_model_with_nothing_to_fold_is_returned_as_it_is(keras):
     L = keras.layers
     model = keras.Sequential([keras.Input((16,)), L.Dense(8, activation="relu"), L.Dense(3)])

@@ -31,7 +31,8 @@ KERAS_LAYERS = {
               "or groups",
     "Conv1D": "int8 or trainable (as a 1-row Conv2D); activation relu or none; padding valid or "
               "same; no dilation or groups",
-    "DepthwiseConv2D": "int8 or trainable (depth multiplier 1); activation relu or none",
+    "DepthwiseConv2D": "int8 or trainable (depth multiplier 1); activation relu or none; padding "
+                       "valid or same; no dilation",
     "Dense": "int8 or trainable, on a vector; activation relu or none (the last one: none or "
              "softmax)",
     "MaxPooling2D": "", "MaxPooling1D": "", "AveragePooling2D": "", "AveragePooling1D": "",
@@ -135,7 +136,8 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
         elif act not in HIDDEN_ACTIVATIONS:
             report.problems.append(Problem(layer.name, kind, f"activation {act}: the device runs "
                                            "relu or none"))
-        if kind in ("Conv2D", "Conv1D") and any(int(d) != 1 for d in layer.dilation_rate):
+        if kind in ("Conv2D", "Conv1D", "DepthwiseConv2D") and any(int(d) != 1
+                                                                  for d in layer.dilation_rate):
             report.problems.append(Problem(layer.name, kind, "dilated convolution"))
         if kind in ("Conv2D", "Conv1D") and int(getattr(layer, "groups", 1)) != 1:
             report.problems.append(Problem(layer.name, kind, f"grouped convolution (groups="

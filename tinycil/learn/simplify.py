@@ -16,6 +16,10 @@ folds away: TFLite's converter does the same before a model reaches TensorFlow L
 - BatchNormalization right after a convolution or dense layer without an activation (the usual
   conv - batch norm - ReLU) is folded into that layer's weights and bias with the moving
   statistics: w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta.
+- SeparableConv2D is what its name says: a depthwise convolution (its kernel size, strides,
+  padding and depth multiplier, a zero bias) followed by a 1x1 convolution (its filters, bias and
+  activation). It becomes those two layers, which the device runs (the DS-CNN's own pair); a batch
+  normalisation or ReLU after it then folds into the 1x1 convolution.
 
 Anything else stays as it is, and tinycil.deploy.modelcheck names what the device cannot run
 (for example batch normalisation after a ReLU, which no weight layer can absorb).
@@ -76,6 +80,24 @@ def _foldable_batchnorm(bn, prev_kind: str) -> bool:
     return last and prev_kind in WEIGHT_KINDS
 
 
+def _split_separable(layer) -> list[list]:
+    """A SeparableConv2D as [kind, config, weights, name] of its depthwise and 1x1 halves."""
+    cfg = layer.get_config()
+    values = dict(zip([w.path.split("/")[-1] for w in layer.weights], layer.get_weights()))
+    depthwise, pointwise = values["depthwise_kernel"], values["pointwise_kernel"]
+    bias = values.get("bias", np.zeros(pointwise.shape[-1], np.float32))
+    dw = {"name": f"{layer.name}_depthwise", "kernel_size": cfg["kernel_size"],
+          "strides": cfg["strides"], "padding": cfg["padding"],
+          "depth_multiplier": cfg["depth_multiplier"], "dilation_rate": cfg["dilation_rate"],
+          "data_format": cfg.get("data_format"), "activation": "linear", "use_bias": True}
+    pw = {"name": f"{layer.name}_pointwise", "filters": cfg["filters"], "kernel_size": 1,
+          "padding": "valid", "data_format": cfg.get("data_format"),
+          "activation": cfg.get("activation", "linear"), "use_bias": True}
+    return [["DepthwiseConv2D", dw, [depthwise, np.zeros(depthwise.shape[2] * depthwise.shape[3],
+                                                          np.float32)], dw["name"]],
+            ["Conv2D", pw, [pointwise, bias.astype(np.float32)], pw["name"]]]
+
+
 def simplify_keras(model):
     """(model, notes): `model` unchanged when nothing applies, else a new plain Sequential model
     computing the same function at inference; `notes` say what was dropped or folded, one line
@@ -122,6 +144,12 @@ def simplify_keras(model):
             prev[2], prev[1] = _fold_batchnorm(prev[0], prev[2], prev[1], layer)
             notes.append(f"{layer.name} (BatchNormalization): folded into {prev[3]}'s weights "
                          f"and bias (moving statistics)")
+            continue
+        if kind == "SeparableConv2D":
+            kept += _split_separable(layer)
+            notes.append(f"{layer.name} (SeparableConv2D): split into {layer.name}_depthwise "
+                         f"(DepthwiseConv2D) and {layer.name}_pointwise (1x1 Conv2D), the same "
+                         f"function")
             continue
         kept.append([kind, layer.get_config(), layer.get_weights(), layer.name])
     for entry in kept:
