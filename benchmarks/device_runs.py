@@ -153,7 +153,16 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def ordered(rows: list[dict]) -> list[dict]:
+    """Rows by data set in DEFAULT_RUNS' order, then seed: a run repeated later keeps its place."""
+    first = [spec.partition(":")[0] for spec in DEFAULT_RUNS]
+    rank = {name: first.index(name) for name in first}
+    return sorted(rows, key=lambda r: (rank.get(r["dataset"], len(rank)), r["dataset"],
+                                       int(r["seed"]), bool(r.get("quick"))))
+
+
 def markdown(rows: list[dict]) -> str:
+    rows = ordered(rows)
     out = ["# Device runs on the emulated board (mps2_an500, QEMU -icount)", "",
            "Every training sample of every field task streamed, the whole test set evaluated, a "
            "1% buffer of each task's training data, the trainable part chosen by the memory plan "
@@ -247,7 +256,7 @@ def main() -> None:
             row = summarise(res, key.endswith("--quick"))
             row["code_version"] = res.get("code_version")
             rows.append(row)
-        stored["summary"] = rows
+        stored["summary"] = ordered(rows)
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS_DIR / f"{args.name}.md").write_text(markdown(rows))
         print(markdown(rows))
@@ -280,7 +289,7 @@ def main() -> None:
         quick = any(r.get("quick") for r in rows)
         path.write_text(json.dumps(
             {"quick": quick, "subsample": QUICK_SUBSAMPLE if quick else None,
-             "runs": runs, "summary": rows}, indent=2) + "\n")
+             "runs": runs, "summary": ordered(rows)}, indent=2) + "\n")
         (RESULTS_DIR / f"{args.name}.md").write_text(markdown(rows))
     print(markdown(rows))
 
