@@ -30,14 +30,17 @@ def keras_model(tmp, name, layers, input_shape=DIGITS):
 
 def own_cnn(tmp):
     """A user's small CNN written as Keras users write them: convolution, batch normalisation and
-    a ReLU layer (folded into the convolution), dropout (dropped), a dense layer without a bias
-    (given a zero one), a softmax output (dropped: the device works on logits)."""
+    a ReLU layer (folded into the convolution), a separable convolution (split into its depthwise
+    and 1x1 halves, the int8 prefix's DEPTHWISE_CONV_2D and CONV_2D), dropout (dropped), a dense
+    layer without a bias (given a zero one), a softmax output (dropped: the device works on
+    logits)."""
     import keras
 
     L = keras.layers
     return keras_model(tmp, "my_cnn", [
         L.Conv2D(8, 3, padding="same", name="c1"), L.BatchNormalization(name="bn1"),
-        L.ReLU(name="relu1"), L.MaxPooling2D(2, name="p1"), L.Flatten(name="f"),
+        L.ReLU(name="relu1"), L.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep"),
+        L.MaxPooling2D(2, name="p1"), L.Flatten(name="f"),
         L.Dropout(0.2, name="drop"), L.Dense(24, activation="relu", use_bias=False, name="d1"),
         L.Dense(10, activation="softmax", name="out")])
 
@@ -212,6 +215,7 @@ def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     assert "relu1 (ReLU): folded into c1 as its ReLU" in said
     assert "drop (Dropout): dropped" in said
     assert "d1 (Dense): given a zero bias" in said
+    assert "sep (SeparableConv2D): split into sep_depthwise (DepthwiseConv2D) and sep_pointwise" in said
     assert "growth for new classes: hidden units of the trainable layers and output rows" in said
     config = json.loads((run_dir / "config.json").read_text())
     assert config["user_model"]["file"] == "my_cnn.keras" and config["tail_layers"] == 2
@@ -220,7 +224,8 @@ def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     # the trainable hidden dense layer starts at the user's 24 units and grows on the width
     # policy's curve; the logits gain a row per new class; the frozen conv keeps its 8 channels
     assert [s["out"] for s in manifest["plan"]] == [[24, 2], [28, 4], [39, 6], [60, 8], [94, 10]]
-    assert manifest["backbone_layers"][0] == "CONV_2D"  # the user's conv is the int8 prefix
+    # the user's conv and the separable conv's two halves are the int8 prefix
+    assert manifest["backbone_layers"][:3] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
     assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
     assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
     assert results["device"]["accuracy_matrix"][0][0] > 0.5
