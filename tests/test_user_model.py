@@ -28,19 +28,18 @@ def keras_model(tmp, name, layers, input_shape=DIGITS):
     return path
 
 
-def own_cnn(tmp):
+def own_cnn(tmp, separable: bool = False):
     """A user's small CNN written as Keras users write them: convolution, batch normalisation and
-    a ReLU layer (folded into the convolution), a separable convolution (split into its depthwise
-    and 1x1 halves, the int8 prefix's DEPTHWISE_CONV_2D and CONV_2D), dropout (dropped), a dense
-    layer without a bias (given a zero one), a softmax output (dropped: the device works on
-    logits)."""
+    a ReLU layer (folded into the convolution), dropout (dropped), a dense layer without a bias
+    (given a zero one), a softmax output (dropped: the device works on logits). ``separable``
+    adds a separable convolution after the first one (split into its depthwise and 1x1 halves)."""
     import keras
 
     L = keras.layers
+    sep = [L.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep")] if separable else []
     return keras_model(tmp, "my_cnn", [
         L.Conv2D(8, 3, padding="same", name="c1"), L.BatchNormalization(name="bn1"),
-        L.ReLU(name="relu1"), L.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep"),
-        L.MaxPooling2D(2, name="p1"), L.Flatten(name="f"),
+        L.ReLU(name="relu1")] + sep + [L.MaxPooling2D(2, name="p1"), L.Flatten(name="f"),
         L.Dropout(0.2, name="drop"), L.Dense(24, activation="relu", use_bias=False, name="d1"),
         L.Dense(10, activation="softmax", name="out")])
 
@@ -210,7 +209,7 @@ def run_own(project, tmp, model_file, **prepare):
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
 def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
-    run_dir, results, said = run_own(project, tmp_path, own_cnn(tmp_path))
+    run_dir, results, said = run_own(project, tmp_path, own_cnn(tmp_path, separable=True))
     assert "bn1 (BatchNormalization): folded into c1's weights and bias" in said
     assert "relu1 (ReLU): folded into c1 as its ReLU" in said
     assert "drop (Dropout): dropped" in said
@@ -224,7 +223,8 @@ def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     # the trainable hidden dense layer starts at the user's 24 units and grows on the width
     # policy's curve; the logits gain a row per new class; the frozen conv keeps its 8 channels
     assert [s["out"] for s in manifest["plan"]] == [[24, 2], [28, 4], [39, 6], [60, 8], [94, 10]]
-    # the user's conv and the separable conv's two halves are the int8 prefix
+    # the user's conv and the separable conv's two halves are the int8 prefix (the test's model
+    # has the separable convolution)
     assert manifest["backbone_layers"][:3] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
     assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
     assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
