@@ -155,8 +155,8 @@ def _pct(v) -> str:
 
 def ordered(rows: list[dict]) -> list[dict]:
     """Rows by data set in DEFAULT_RUNS' order, then seed: a run repeated later keeps its place."""
-    first = [spec.partition(":")[0] for spec in DEFAULT_RUNS]
-    rank = {name: first.index(name) for name in first}
+    names = list(dict.fromkeys(spec.partition(":")[0] for spec in DEFAULT_RUNS))
+    rank = {name: i for i, name in enumerate(names)}
     return sorted(rows, key=lambda r: (rank.get(r["dataset"], len(rank)), r["dataset"],
                                        int(r["seed"]), bool(r.get("quick"))))
 
