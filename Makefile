@@ -17,7 +17,7 @@ APT_PACKAGES := gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi
                 openocd stlink-tools espeak-ng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages test demo bench firmware clean
+.PHONY: setup system-packages test demo bench firmware clean lock
 
 setup: system-packages $(VENV)/.installed
 
@@ -30,11 +30,18 @@ system-packages:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The Python packages at the versions in constraints.txt: a TensorFlow, Keras or numpy release
+# rounds differently and moves an accuracy by tenths of a point, so the results are measured with
+# these. `make lock` rewrites the file from .venv after a deliberate upgrade.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
+
+lock:
+	@{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 test: setup
 	$(PY) -m pytest

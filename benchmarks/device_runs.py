@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
 sys.path.insert(0, str(ROOT))
+from tinycil import software  # noqa: E402
 
 DEFAULT_RUNS = ["fashion-mnist:0", "fashion-mnist:1", "digits:0", "mnist5k:0", "basic-motions:0"]
 # Data sets whose test set is one task's worth per class: fewer tasks (basic-motions has 4 classes).
@@ -188,6 +189,7 @@ def markdown(rows: list[dict]) -> str:
             "auto cut's reasons:", ""]
     out += [f"- {r['dataset']} seed {r['seed']}: {r['cut_reason']}"
             + (f" (code {r['code_version']})" if r.get("code_version") else "") for r in rows]
+    out += ["", "Software: " + software.describe_rows([r.get("software") for r in rows]) + "."]
     out += ["", "## Where the wall time goes", "",
             "Minutes. The device run is everything between QEMU's start and the last task's "
             "evaluation: streaming the training samples while the device trains on them, and "
@@ -255,6 +257,7 @@ def main() -> None:
         for key, res in stored["runs"].items():
             row = summarise(res, key.endswith("--quick"))
             row["code_version"] = res.get("code_version")
+            row["software"] = res.get("software")
             rows.append(row)
         stored["summary"] = ordered(rows)
         path.write_text(json.dumps(stored, indent=2) + "\n")
@@ -268,14 +271,17 @@ def main() -> None:
         rows = [r for r in earlier.get("summary") or [] if f"{r['dataset']}:{r['seed']}"
                 + (" --quick" if r.get("quick") else "") in runs]
     code = code_version()
+    versions = software.versions(programs=True)
     for spec in args.runs:
         dataset, _, seed = spec.partition(":")
         key = f"{dataset}:{int(seed or 0)}" + (" --quick" if args.quick else "")
         res = device_run(dataset, int(seed or 0), args.quick)
         res["code_version"] = code
+        res["software"] = versions
         runs[key] = res
         row = summarise(res, args.quick)
         row["code_version"] = code
+        row["software"] = versions
         rows = [r for r in rows if (r["dataset"], r["seed"], bool(r.get("quick")))
                 != (dataset, int(seed or 0), args.quick)] + [row]
         # written after every run: a long benchmark keeps what it has measured. With --keep the

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
 sys.path.insert(0, str(ROOT))
+from tinycil import software  # noqa: E402
 
 CHOICES = {
     "known": {"frozen_width": "known", "tail_layers": "auto"},
@@ -54,7 +55,7 @@ def one(dataset: str, seed: int, choice: str, tmp: Path) -> dict:
     prepared = time.perf_counter() - started
     result = simulate_run(run_dir)
     plan = RunFolder(run_dir).read_plan()
-    return {"dataset": dataset, "seed": seed, "choice": choice,
+    return {"dataset": dataset, "seed": seed, "choice": choice, "software": software.versions(),
             "tail_layers": config["tail_layers"], "cut_reason": config["cut_reason"],
             "width_scale": config["frozen_prefix"]["width_scale"],
             "replay_shift": int(config["training"].get("replay_shift", 0)),
@@ -98,7 +99,8 @@ def render(rows: list[dict]) -> str:
             seeds[r["dataset"]].append(r["seed"])
     commands = "; ".join(f"`.venv/bin/python benchmarks/device_width.py --dataset {ds} --seeds "
                          f"{' '.join(map(str, s))}`" for ds, s in seeds.items())
-    out += ["", f"Regenerate: {commands} (about 10 minutes per fashion-mnist row on 2 cores).", ""]
+    out += ["", f"Software: {software.describe_rows([r.get('software') for r in rows])}.",
+            "", f"Regenerate: {commands} (about 10 minutes per fashion-mnist row on 2 cores).", ""]
     return "\n".join(out)
 
 

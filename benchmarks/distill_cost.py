@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycil import software
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CLASSIFIER_SEEDS = (0, 1, 2)
 CLASSIFIER_EPOCHS = 150
@@ -137,6 +139,7 @@ def main():
             "tensorflow": tf.__version__,
         },
         "date": time.strftime("%Y-%m-%d"),
+        "software": software.versions(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distill_cost.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -149,7 +152,7 @@ def main():
         "",
         f"Task classes {classes}: {len(x)} training samples -> {n} synthetic "
         f"({args.fraction:.0%}), seed {args.seed}, {os.cpu_count()} CPU cores, "
-        f"TensorFlow {tf.__version__}. Times include one-time graph tracing.",
+        f"{software.describe(result['software'])}. Times include one-time graph tracing.",
         "",
         "| method | iterations | total s | s / iteration | mean abs change of samples |",
         "| --- | --- | --- | --- | --- |",

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tinycil import software
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
@@ -52,7 +54,8 @@ def main() -> None:
                                                        "bytes_in")}), flush=True)
     out = {"runs": runs, "clean": all(r["exit_code"] == 0 for r in runs),
            "note": "firmware front end built for the host with -fsanitize=address,undefined; "
-                   "conversations of valid, damaged and crafted frames with a fixed seed"}
+                   "conversations of valid, damaged and crafted frames with a fixed seed",
+           "software": software.versions()}
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "fuzz.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# Fuzzing the firmware's frame parser and handlers (host build, ASan + UBSan)", "",
@@ -61,7 +64,7 @@ def main() -> None:
     for r in runs:
         md.append(f"| {r['seed']} | {r['seconds']:.0f} | {r['iterations']} | {r['bytes_in']} | "
                   f"{r['replies']} | {'clean' if r['exit_code'] == 0 else 'FINDING'} |")
-    md += ["", out["note"], ""]
+    md += ["", out["note"], "", f"Software: {software.describe(out['software'])}.", ""]
     (RESULTS_DIR / "fuzz.md").write_text("\n".join(md))
     print("\n".join(md))
     if not out["clean"]:

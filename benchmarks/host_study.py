@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tinycil import software  # noqa: E402  (the checkout's package, also when run as a script)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = Path(__file__).resolve().parent
@@ -226,7 +229,8 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
               "benchmarks/results/distill_cost.md compares methods on one task): " + ", ".join(
                   f"{name} {np.mean([s for r in e['per_seed'] for s in r['details']['distill_seconds_per_task']]):.1f} s"
                   for name, e in study["datasets"].items()) + "."]
-    lines += ["", f"Total time: {study['seconds']:.0f} s on {study['machine']}.", ""]
+    lines += ["", f"Total time: {study['seconds']:.0f} s on {study['machine']}. "
+              f"Software: {software.describe(study.get('software'))}.", ""]
     if ablation is not None:
         lines += ablation_markdown(ablation)
     return "\n".join(lines)
@@ -340,6 +344,9 @@ def ablation_markdown(ab: dict) -> list[str]:
                          f"{100 * _std(gap):.1f} | {ratio.mean():.1%} |")
     if ab.get("sources"):
         lines += ["", f"Sources: {ab['sources']}."]
+    # a row records its own versions: rows were added over several installs
+    lines += ["", "Software: " + software.describe_rows(
+        [row.get("software") for rows in ab["datasets"].values() for row in rows]) + "."]
     if ab.get("note"):
         lines += ["", ab["note"]]
     lines += ["", f"Ablation time: {ab['seconds']:.0f} s.", ""]
@@ -367,7 +374,7 @@ def run_ablation(args, seeds, save=None) -> dict:
         caches = {seed: {} for seed in seeds}
         for label, opts in chosen:
             row = {"label": label, "options": opts, "seeds": list(seeds), "method": [], "fixed_size": [],
-                   "flops_ratio": []}
+                   "flops_ratio": [], "software": software.versions()}
             for seed in seeds:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
                                      train_options=row_options(opts), policy=row_policy(name, opts),
@@ -472,6 +479,7 @@ def main(argv=None) -> int:
         study["datasets"][name] = {"tasks": n_tasks, "per_seed": per_seed, "aggregate": aggregate(per_seed)}
     study["seconds"] = time.perf_counter() - t_start
     study["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    study["software"] = software.versions()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "host_study_quick" if args.quick else "host_study"
     (args.out / f"{stem}.json").write_text(json.dumps(jsonable(study), indent=1) + "\n")

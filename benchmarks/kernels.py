@@ -39,6 +39,7 @@ from kernels_host.target import TARGET_DIR, build_image, run_image, tools_availa
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import train_sample_cost  # noqa: E402
+from tinycil import software  # noqa: E402
 
 OUT_DIR = ROOT / "benchmarks" / "results"
 
@@ -378,6 +379,7 @@ def write(rows: dict[str, dict], models: dict[str, dict], steps: dict,
     ps = per_sample(steps)
     result = {
         "board": "mps2_an500 (QEMU, -icount shift=0: instruction counts, not cycles)",
+        "software": software.versions(programs=True),
         "instructions_per_mac": {k: rows[k]["instructions_per_mac"] for k in SHAPES},
         "targets": TARGETS,
         "details": {k: {**rows[k], "shape": SHAPES[k]} for k in SHAPES},
@@ -426,7 +428,8 @@ def write(rows: dict[str, dict], models: dict[str, dict], steps: dict,
                             for k, v in before["kernels"].items()) + " instructions per MAC."]
     lines += [""] + step_markdown(steps, before) + runtime_markdown(runtime)
     lines += train_sample_cost.markdown(models)
-    lines += ["Regenerate: `.venv/bin/python benchmarks/kernels.py`.", ""]
+    lines += [f"Software: {software.describe(result['software'])}.", "",
+              "Regenerate: `.venv/bin/python benchmarks/kernels.py`.", ""]
     (out_dir / "kernels.md").write_text("\n".join(lines))
 
 

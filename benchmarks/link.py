@@ -26,6 +26,7 @@ ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+from tinycil import software  # noqa: E402
 
 
 def main() -> None:
@@ -92,6 +93,7 @@ def main() -> None:
         "note": "efficiency = payload bytes / encoded bytes written by the host (header, CRC, COBS, "
                 "delimiter and retransmissions are the overhead); QEMU delivers host-to-device "
                 "bytes at its own pace, so samples per second is the emulator's, not a UART's",
+        "software": software.versions(programs=True),
     }
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "link.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -105,7 +107,7 @@ def main() -> None:
           f"| damaged link: faults injected | {injected} |",
           f"| damaged link: efficiency | {100 * out['damaged_link']['efficiency']:.1f}% |",
           f"| damaged link: same accuracy row as clean | {out['damaged_link']['same_accuracy_row']} |",
-          "", out["note"], ""]
+          "", out["note"], "", f"Software: {software.describe(out['software'])}.", ""]
     (RESULTS_DIR / "link.md").write_text("\n".join(md))
     print("\n".join(md))
 

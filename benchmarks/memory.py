@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tinycil import software
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMOS = [  # name, dataset, family, prepare options
     ("digits mlp", "digits", "mlp", {}),
@@ -91,7 +93,9 @@ def main() -> int:
                   f"flash planned {row['flash_planned']} linked {row.get('flash_linked')}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.json").write_text(json.dumps({"board": args.board, "models": rows}, indent=2) + "\n")
+    versions = software.versions(programs=True)
+    (out / "memory.json").write_text(json.dumps({"board": args.board, "models": rows,
+                                                 "software": versions}, indent=2) + "\n")
     lines = [f"# RAM and flash of the demo models ({args.board}: 320 KB RAM, 1 MB flash)", "",
              "Planned: tinycil.deploy.memplan before the build (arena for the final grown tail, replay RAM "
              "area, protocol buffers, stack). Linked: the linker's figures for the firmware built "
@@ -113,7 +117,8 @@ def main() -> int:
               "summed over the mini-batch, its momentum); each layer's backward pass adds one "
               "sample's gradient straight into the sums, so no sample gradient is buffered; the "
               "backward pass's two ping-pong buffers are each sized for their own layers' maps. "
-              "Regenerate: `.venv/bin/python benchmarks/memory.py`."]
+              "Regenerate: `.venv/bin/python benchmarks/memory.py`.", "",
+              f"Software: {software.describe(versions)}."]
     (out / "memory.md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -35,6 +35,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tinycil import software  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "results"
 
 VARIANTS = {
@@ -91,7 +93,9 @@ def main() -> None:
         print(f"{name}: final average {r['final_avg_accuracy']:.4f}, forgetting "
               f"{r['forgetting']:.4f} ({r['seconds']:.0f} s)")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{args.out}.json").write_text(json.dumps({"run": label, "rows": rows}, indent=2) + "\n")
+    versions = software.versions()
+    (OUT / f"{args.out}.json").write_text(json.dumps({"run": label, "rows": rows,
+                                                      "software": versions}, indent=2) + "\n")
     first = next(iter(rows.values()))
     ref = first["final_avg_accuracy"]
     lines = ["# RAM-saving options: accuracy in the simulation", "",
@@ -106,7 +110,8 @@ def main() -> None:
     variants = " ".join(f'"{v}"' for v in args.variants)
     lines += ["", f"Regenerate: `tinycil prepare --dataset {cfg['dataset']} --trainable "
               f"{cfg['tail_layers']} -o RUN_DIR` (full data), then `.venv/bin/python "
-              f"benchmarks/memory_options.py RUN_DIR --variants {variants} --out {args.out}`.", ""]
+              f"benchmarks/memory_options.py RUN_DIR --variants {variants} --out {args.out}`.", "",
+              f"Software: {software.describe(versions)}.", ""]
     (OUT / f"{args.out}.md").write_text("\n".join(lines))
 
 

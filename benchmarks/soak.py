@@ -29,6 +29,7 @@ ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+from tinycil import software  # noqa: E402
 
 
 def soak_pass(run: Path, elf: Path, rate: float, seed: int) -> dict:
@@ -109,7 +110,8 @@ def main() -> None:
                    "proxy in both directions for the whole run; damage (drop, bit flip, "
                    "duplicate, garbage: a quarter of the rate each) and delay (up to 20 ms) at "
                    "the given rate per byte; rate 0 is the clean reference through the same "
-                   "proxy"}
+                   "proxy",
+           "software": software.versions(programs=True)}
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "soak.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# Link soak on the emulated board (digits, every device task)", "",
@@ -122,7 +124,7 @@ def main() -> None:
                   f"{p['seconds']:.0f} s | {p['time_vs_clean']:.1f}x | "
                   f"{'yes' if p['identical_to_clean'] else 'no'} | {injected} | "
                   f"{p['link'].get('retransmissions', 0)} |")
-    md += ["", out["note"], ""]
+    md += ["", out["note"], "", f"Software: {software.describe(out['software'])}.", ""]
     (RESULTS_DIR / "soak.md").write_text("\n".join(md))
     print("\n".join(md))
 

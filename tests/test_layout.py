@@ -11,7 +11,7 @@ PACKAGE = Path(tinycil.__file__).parent
 
 # Lower number = lower layer. A module may import its own layer and any lower one.
 LAYERS = {
-    "tinycil": 0, "tinycil.protocol_spec": 0, "tinycil.runfolder": 0,
+    "tinycil": 0, "tinycil.protocol_spec": 0, "tinycil.runfolder": 0, "tinycil.software": 0,
     "tinycil.datasets": 1,
     "tinycil.learn": 2,
     "tinycil.link": 3,
@@ -64,7 +64,7 @@ def test_no_import_runs_up_a_layer():
 
 def test_only_a_handful_of_top_level_modules():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "protocol_spec.py", "report.py", "runfolder.py"]
+    assert top == ["__init__.py", "protocol_spec.py", "report.py", "runfolder.py", "software.py"]
 
 
 def test_every_subpackage_says_what_it_holds_and_may_import():

@@ -35,6 +35,12 @@ def test_class_order_and_cut_are_recorded(run_dir):
     assert config["class_order"] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
     assert config["task_classes"] == [[9, 8], [7, 6], [5, 4], [3, 2], [1, 0]]
     assert config["tail_layers"] == 4 and "fits mps2_an500" in config["cut_reason"]
+    # the versions the run was made with: another TensorFlow or numpy trains another model
+    import keras
+    import numpy
+
+    assert config["software"]["keras"] == keras.__version__
+    assert config["software"]["numpy"] == numpy.__version__
 
 
 @pytest.fixture(scope="module")

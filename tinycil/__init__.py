@@ -3,6 +3,7 @@
 The package is layered; each layer may import only the layers above it in this list:
 
     protocol_spec, runfolder   contracts shared by every part (and, for the spec, the firmware)
+    software                   the versions a result was measured with, recorded beside it
     datasets/                  the data sets, behind one registry
     learn/                     the learning method on the host: tasks, models, sizing, training,
                                distillation, quantisation, study, prepare, simulation

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinycil import software
 from tinycil.learn.metrics import avg_accuracy_after_each_task, make_result
 from tinycil.learn.models import DEFAULT_WIDTHS, family_for_modality, model_widths
 from tinycil.learn.sizing import WidthPolicy, growth_plan
@@ -190,6 +191,7 @@ def run_experiment(dataset: str, n_tasks: int | None = None, known: int = 1, buf
         "num_classes": ds.num_classes, "class_names": list(ds.class_names),
         "train_samples": n_train_total, "test_samples": sum(len(x) for x, _ in test_parts),
         "max_train": max_train, "max_test": max_test, "quick": quick, "board": None,
+        "software": software.versions(),
     }
     results["details"] = details
     return results

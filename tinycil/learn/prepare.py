@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycil import software
+
 BACKBONE_FILE = "backbone.tflite"
 
 
@@ -361,6 +363,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
                    "samples_per_task": [len(dset.x) for dset, _ in buffers]},
         "host": {"train_flops": host_flops, "train_samples": stats["samples"],
                  "float_accuracy_known_tasks": host_acc},
+        "software": software.versions(),
     }
     run.write_config(config)
     say(f"prepared {run.path} in {time.perf_counter() - started:.1f} s")
