@@ -113,6 +113,30 @@ def test_a_separable_convolution_becomes_its_depthwise_and_pointwise_halves(kera
     assert np.abs(np.asarray(simple(x)) - np.asarray(model(x, training=False))).max() < 1e-5
 
 
+def test_a_one_dimensional_separable_convolution_splits_the_same_way(keras):
+    L = keras.layers
+    rng = np.random.default_rng(11)
+    model = keras.Sequential([
+        keras.Input((20, 6)),
+        L.SeparableConv1D(8, 5, padding="same", use_bias=False, name="sep"),
+        L.BatchNormalization(name="bn"), L.ReLU(name="r"),
+        L.DepthwiseConv1D(3, strides=2, use_bias=False, name="dw"), L.BatchNormalization(name="bn2"),
+        L.GlobalAveragePooling1D(), L.Dense(4, name="out")])
+    _random_statistics(model, rng)
+    simple, notes = simplify_keras(model)
+    assert [(l.name, type(l).__name__) for l in simple.layers] == [
+        ("sep_depthwise", "DepthwiseConv1D"), ("sep_pointwise", "Conv1D"),
+        ("dw", "DepthwiseConv1D"), (simple.layers[3].name, "GlobalAveragePooling1D"),
+        ("out", "Dense")]
+    assert simple.get_layer("sep_pointwise").kernel_size == (1,)
+    assert "sep (SeparableConv1D): split into sep_depthwise (DepthwiseConv1D) and sep_pointwise " \
+           "(kernel-1 Conv1D), the same function" in notes
+    # batch norm after a depthwise layer scales each channel's kernel
+    assert "bn2 (BatchNormalization): folded into dw's weights and bias (moving statistics)" in notes
+    x = rng.normal(size=(16, 20, 6)).astype(np.float32)
+    assert np.abs(np.asarray(simple(x)) - np.asarray(model(x, training=False))).max() < 1e-5
+
+
 def test_dilated_or_multiplied_depthwise_halves_are_refused(keras, tmp_path):
     L = keras.layers
     cases = {
@@ -122,10 +146,15 @@ def test_dilated_or_multiplied_depthwise_halves_are_refused(keras, tmp_path):
                        "layer 'dw' (DepthwiseConv2D): dilated convolution"),
         "multiplier": (L.SeparableConv2D(4, 3, depth_multiplier=2, name="m"),
                        "layer 'm_depthwise' (DepthwiseConv2D): depth multiplier 2 (1 only)"),
+        "dilated_1d": (L.SeparableConv1D(4, 3, dilation_rate=2, padding="same", name="s1"),
+                       "layer 's1_depthwise' (DepthwiseConv1D): dilated convolution"),
+        "multiplier_1d": (L.DepthwiseConv1D(3, depth_multiplier=3, name="m1"),
+                          "layer 'm1' (DepthwiseConv1D): depth multiplier 3 (1 only)"),
     }
     for name, (layer, message) in cases.items():
         path = tmp_path / f"{name}.keras"
-        keras.Sequential([keras.Input((8, 8, 2)), layer, L.Flatten(), L.Dense(3)]).save(path)
+        shape = (8, 2) if name.endswith("_1d") else (8, 8, 2)
+        keras.Sequential([keras.Input(shape), layer, L.Flatten(), L.Dense(3)]).save(path)
         with pytest.raises(ModelCheckError) as err:
             check_model_file(path)
         assert message in str(err.value), (name, str(err.value))

@@ -44,6 +44,22 @@ def own_cnn(tmp, separable: bool = False):
         L.Dense(10, activation="softmax", name="out")])
 
 
+def own_cnn1d(tmp):
+    """A user's model for a sensor series (basic-motions: 100 steps x 6 channels): a separable
+    1-D convolution with batch normalisation and a ReLU layer, then a depthwise and a kernel-1
+    convolution of its own, global average pooling and the logits."""
+    import keras
+
+    L = keras.layers
+    return keras_model(tmp, "my_cnn1d", [
+        L.Conv1D(8, 5, padding="same", activation="relu", name="c1"),
+        L.SeparableConv1D(16, 5, padding="same", name="sep"), L.BatchNormalization(name="bn"),
+        L.ReLU(name="r"), L.MaxPooling1D(2, name="p1"),
+        L.DepthwiseConv1D(3, padding="same", activation="relu", name="dw"),
+        L.Conv1D(16, 1, activation="relu", name="pw"),
+        L.GlobalAveragePooling1D(name="gap"), L.Dense(4, name="out")], input_shape=(100, 6))
+
+
 def frozen_tflite(tmp):
     """A full-int8 frozen part (conv, pool, dense) as a user brings it: trained (briefly, with a
     throw-away classifier on top) and converted with batch size 1."""
@@ -195,12 +211,12 @@ def project(root, tmp_path_factory):
     return copy_firmware_project(root, tmp_path_factory.mktemp("project"))
 
 
-def run_own(project, tmp, model_file, **prepare):
+def run_own(project, tmp, model_file, dataset="digits", **prepare):
     from tinycil.cli.run import run_end_to_end
 
     lines = []
     run_dir = tmp / "run"
-    results = run_end_to_end("digits", "mps2_an500", run_dir, quick=True, epochs=2,
+    results = run_end_to_end(dataset, "mps2_an500", run_dir, quick=True, epochs=2,
                              distill_iters=10, root=project, progress=False, echo=lines.append,
                              prepare_kwargs={"model_file": model_file, **prepare})
     return run_dir, results, "\n".join(str(l) for l in lines)
@@ -229,6 +245,32 @@ def test_own_keras_model_runs_on_the_emulated_board(project, tmp_path):
     assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
     assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
     assert results["device"]["accuracy_matrix"][0][0] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("qemu-system-arm"), reason="needs qemu-system-arm")
+def test_own_one_dimensional_separable_model_trains_its_depthwise_layer_on_the_board(project,
+                                                                                    tmp_path):
+    from tinycil.learn.models import split_model, tail_layer_specs
+    from tinycil.runfolder import RunFolder
+
+    run_dir, results, said = run_own(project, tmp_path, own_cnn1d(tmp_path),
+                                     dataset="basic-motions", tail_layers=3)
+    assert "sep (SeparableConv1D): split into sep_depthwise (DepthwiseConv1D) and sep_pointwise" in said
+    assert "bn (BatchNormalization): folded into sep_pointwise's weights and bias" in said
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    # the int8 prefix: the user's convolution and the separable convolution's two halves
+    assert [op for op in manifest["backbone_layers"] if op != "RESHAPE"] == [
+        "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "MAX_POOL_2D"]
+    # the trainable part starts with the user's DepthwiseConv1D, trained as a one-row depthwise
+    # convolution, and grows with its input
+    _, tail = split_model(RunFolder(run_dir).load_model(), 3)
+    specs = tail_layer_specs(tail)
+    assert [s["op"] for s in specs][:2] == ["depthwise", "conv2d"]
+    assert specs[0]["kernel"] == (1, 3) and specs[0]["in_hw"] == (1, 50)
+    assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
+    assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
+    assert results["device"]["accuracy_matrix"] == results["method"]["accuracy_matrix"]
 
 
 @pytest.mark.slow

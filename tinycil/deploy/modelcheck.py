@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from tinycil.deploy.export import SUPPORTED_OPS
+from tinycil.learn.models import DEPTHWISE_TYPES, WEIGHT_LAYER_TYPES
 from tinycil.learn.simplify import activation_name, plain_relu, simplify_keras
+
+CONVOLUTIONS = tuple(k for k in WEIGHT_LAYER_TYPES if k != "Dense")
 
 # Keras layers the device runs, with what each needs.
 KERAS_LAYERS = {
@@ -33,6 +36,8 @@ KERAS_LAYERS = {
               "same; no dilation or groups",
     "DepthwiseConv2D": "int8 or trainable (depth multiplier 1); activation relu or none; padding "
                        "valid or same; no dilation",
+    "DepthwiseConv1D": "int8 or trainable (as a 1-row DepthwiseConv2D; depth multiplier 1); "
+                       "activation relu or none; padding valid or same; no dilation",
     "Dense": "int8 or trainable, on a vector; activation relu or none (the last one: none or "
              "softmax)",
     "MaxPooling2D": "", "MaxPooling1D": "", "AveragePooling2D": "", "AveragePooling1D": "",
@@ -106,8 +111,7 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
     report = ModelReport(path=path, format="keras",
                          input_shape=tuple(int(d) for d in model.input_shape[1:]),
                          outputs=int(model.output_shape[-1]))
-    weight_layers = [l for l in layers if type(l).__name__ in ("Conv2D", "Conv1D",
-                                                               "DepthwiseConv2D", "Dense")]
+    weight_layers = [l for l in layers if type(l).__name__ in WEIGHT_LAYER_TYPES]
     last = layers[-1] if layers else None
     for layer in layers:
         kind = type(layer).__name__
@@ -136,13 +140,13 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
         elif act not in HIDDEN_ACTIVATIONS:
             report.problems.append(Problem(layer.name, kind, f"activation {act}: the device runs "
                                            "relu or none"))
-        if kind in ("Conv2D", "Conv1D", "DepthwiseConv2D") and any(int(d) != 1
+        if kind in CONVOLUTIONS and any(int(d) != 1
                                                                   for d in layer.dilation_rate):
             report.problems.append(Problem(layer.name, kind, "dilated convolution"))
         if kind in ("Conv2D", "Conv1D") and int(getattr(layer, "groups", 1)) != 1:
             report.problems.append(Problem(layer.name, kind, f"grouped convolution (groups="
                                            f"{layer.groups}): the device runs groups=1"))
-        if kind in ("Conv1D", "Conv2D", "DepthwiseConv2D") and layer.padding not in ("valid", "same"):
+        if kind in CONVOLUTIONS and layer.padding not in ("valid", "same"):
             report.problems.append(Problem(layer.name, kind, f"padding '{layer.padding}': the "
                                            "device pads 'valid' or 'same'"))
         if kind == "Dense" and _input_rank(layer) > 1:
@@ -150,7 +154,7 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
                                            "it at every position); the device's dense layers take "
                                            "a vector: put Flatten or global average pooling before "
                                            "it"))
-        if kind == "DepthwiseConv2D" and int(layer.depth_multiplier) != 1:
+        if kind in DEPTHWISE_TYPES and int(layer.depth_multiplier) != 1:
             report.problems.append(Problem(layer.name, kind,
                                            f"depth multiplier {layer.depth_multiplier} (1 only)"))
         if kind.startswith("GlobalAveragePooling") and getattr(layer, "keepdims", False):

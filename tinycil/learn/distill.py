@@ -179,7 +179,8 @@ class _Reinit:
         for v in variables:
             shape = tuple(int(d) for d in v.shape)
             if len(shape) >= 2:
-                fan_in = shape[0] * shape[1] if id(v) in depthwise else int(np.prod(shape[:-1]))
+                # a depthwise kernel (..., channels, 1): its fan-in is its taps
+                fan_in = int(np.prod(shape[:-2] if id(v) in depthwise else shape[:-1]))
                 self.items.append((v, math.sqrt(2.0 / max(fan_in, 1)), None))
             else:
                 self.items.append((v, None, tf.constant(v.numpy())))

@@ -29,7 +29,9 @@ DEFAULT_WIDTHS = {
 # Which family `--family auto` picks for a modality.
 FAMILY_FOR_MODALITY = {"image": "cnn2d", "inertial": "cnn1d", "audio": "dscnn"}
 
-WEIGHT_LAYER_TYPES = ("Dense", "Conv2D", "Conv1D", "DepthwiseConv2D")
+WEIGHT_LAYER_TYPES = ("Dense", "Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D")
+# Depthwise layers keep their input's channels: they take no width of their own.
+DEPTHWISE_TYPES = ("DepthwiseConv2D", "DepthwiseConv1D")
 
 
 class ModelError(ValueError):
@@ -135,7 +137,7 @@ def model_widths(model) -> list[int]:
     """The hidden widths ``build_model`` was given (depthwise layers and logits excluded)."""
     out = []
     for layer in weight_layers(model)[:-1]:
-        if type(layer).__name__ == "DepthwiseConv2D":
+        if type(layer).__name__ in DEPTHWISE_TYPES:
             continue
         out.append(int(layer.units if hasattr(layer, "units") else layer.filters))
     return out
@@ -163,7 +165,7 @@ def backbone_width_count(family: str, trainable: int) -> int:
     weight layers train (depthwise layers and the logits take no width)."""
     kinds = WEIGHT_KINDS[_check_family(family)]
     frozen = kinds[:len(kinds) - trainable]
-    return sum(1 for k in frozen if k != "DepthwiseConv2D")
+    return sum(1 for k in frozen if k not in DEPTHWISE_TYPES)
 
 
 def split_model(model, tail_layers: int):
@@ -257,12 +259,16 @@ def tail_layer_specs(tail_model) -> list[dict]:
                         strides=_pair(layer.strides, one_d), kernel=(k.shape[0], k.shape[1]),
                         weights=np.ascontiguousarray(k.transpose(3, 0, 1, 2), np.float32),
                         bias=np.asarray(b, np.float32))
-        elif kind == "DepthwiseConv2D":
+        elif kind in DEPTHWISE_TYPES:
             k, b = (w.numpy() for w in layer.weights)
-            if k.shape[3] != 1:
+            if k.shape[-1] != 1:
                 raise ModelError(f"layer {layer.name}: the device trains depth multiplier 1 only")
+            if tuple(layer.dilation_rate) not in ((1, 1), (1,)):
+                raise ModelError(f"layer {layer.name}: dilated convolutions do not train on the device")
+            if one_d:
+                k = k[None]  # (1, k, channels, 1): a one-row depthwise convolution
             spec.update(op="depthwise", padding=layer.padding.upper(),
-                        strides=_pair(layer.strides, False), kernel=(k.shape[0], k.shape[1]),
+                        strides=_pair(layer.strides, one_d), kernel=(k.shape[0], k.shape[1]),
                         weights=np.ascontiguousarray(k[..., 0], np.float32),
                         bias=np.asarray(b, np.float32))
         elif kind == "Dense":
@@ -303,7 +309,7 @@ def layer_channels(family, widths, outputs: int) -> list[int]:
     for i, kind in enumerate(kinds):
         if i == len(kinds) - 1:
             ch = int(outputs)
-        elif kind != "DepthwiseConv2D":
+        elif kind not in DEPTHWISE_TYPES:
             ch = next(it)
         out.append(ch)
     return out
@@ -343,7 +349,7 @@ def count_cost(model) -> dict:
         if kind in WEIGHT_LAYER_TYPES:
             if kind == "Dense":
                 macs = shape[-1] * layer.units * (n_out // layer.units)
-            elif kind == "DepthwiseConv2D":
+            elif kind in DEPTHWISE_TYPES:
                 macs = n_out * _prod(layer.kernel_size)
             else:  # Conv1D / Conv2D
                 macs = n_out * _prod(layer.kernel_size) * shape[-1]

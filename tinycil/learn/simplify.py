@@ -19,7 +19,8 @@ folds away: TFLite's converter does the same before a model reaches TensorFlow L
 - SeparableConv2D is what its name says: a depthwise convolution (its kernel size, strides,
   padding and depth multiplier, a zero bias) followed by a 1x1 convolution (its filters, bias and
   activation). It becomes those two layers, which the device runs (the DS-CNN's own pair); a batch
-  normalisation or ReLU after it then folds into the 1x1 convolution.
+  normalisation or ReLU after it then folds into the 1x1 convolution. SeparableConv1D becomes a
+  DepthwiseConv1D and a kernel-1 Conv1D the same way (the device runs both as one-row 2-D layers).
 
 Anything else stays as it is, and tinycil.deploy.modelcheck names what the device cannot run
 (for example batch normalisation after a ReLU, which no weight layer can absorb).
@@ -29,7 +30,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinycil.learn.models import DEPTHWISE_TYPES
 from tinycil.learn.models import WEIGHT_LAYER_TYPES as WEIGHT_KINDS
+
+# A separable convolution's two halves, by its own type.
+SEPARABLE_HALVES = {"SeparableConv2D": ("DepthwiseConv2D", "Conv2D"),
+                    "SeparableConv1D": ("DepthwiseConv1D", "Conv1D")}
 
 INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                       "GaussianDropout", "GaussianNoise", "AlphaDropout", "ActivityRegularization")
@@ -58,8 +64,8 @@ def _fold_batchnorm(kind: str, weights: list, config: dict, bn) -> tuple[list, d
     scale = gamma / np.sqrt(var + float(cfg["epsilon"]))
     kernel = weights[0]
     bias = weights[1] if len(weights) > 1 else np.zeros_like(mean)
-    if kind == "DepthwiseConv2D":       # kernel (kh, kw, channels, 1): the channel is axis 2
-        kernel = kernel * scale.reshape(1, 1, -1, 1)
+    if kind in DEPTHWISE_TYPES:         # kernel (kh, kw, channels, 1) or (k, channels, 1)
+        kernel = kernel * scale.reshape(-1, 1)
     else:                               # (..., out): the output channel is the last axis
         kernel = kernel * scale
     config = dict(config, use_bias=True)
@@ -81,7 +87,8 @@ def _foldable_batchnorm(bn, prev_kind: str) -> bool:
 
 
 def _split_separable(layer) -> list[list]:
-    """A SeparableConv2D as [kind, config, weights, name] of its depthwise and 1x1 halves."""
+    """A SeparableConv2D or SeparableConv1D as [kind, config, weights, name] of its depthwise and
+    pointwise (kernel 1) halves."""
     cfg = layer.get_config()
     values = dict(zip([w.path.split("/")[-1] for w in layer.weights], layer.get_weights()))
     depthwise, pointwise = values["depthwise_kernel"], values["pointwise_kernel"]
@@ -93,9 +100,10 @@ def _split_separable(layer) -> list[list]:
     pw = {"name": f"{layer.name}_pointwise", "filters": cfg["filters"], "kernel_size": 1,
           "padding": "valid", "data_format": cfg.get("data_format"),
           "activation": cfg.get("activation", "linear"), "use_bias": True}
-    return [["DepthwiseConv2D", dw, [depthwise, np.zeros(depthwise.shape[2] * depthwise.shape[3],
-                                                          np.float32)], dw["name"]],
-            ["Conv2D", pw, [pointwise, bias.astype(np.float32)], pw["name"]]]
+    depthwise_kind, pointwise_kind = SEPARABLE_HALVES[type(layer).__name__]
+    return [[depthwise_kind, dw, [depthwise, np.zeros(depthwise.shape[-2] * depthwise.shape[-1],
+                                                       np.float32)], dw["name"]],
+            [pointwise_kind, pw, [pointwise, bias.astype(np.float32)], pw["name"]]]
 
 
 def simplify_keras(model):
@@ -145,18 +153,22 @@ def simplify_keras(model):
             notes.append(f"{layer.name} (BatchNormalization): folded into {prev[3]}'s weights "
                          f"and bias (moving statistics)")
             continue
-        if kind == "SeparableConv2D":
+        if kind in SEPARABLE_HALVES:
             kept += _split_separable(layer)
-            notes.append(f"{layer.name} (SeparableConv2D): split into {layer.name}_depthwise "
-                         f"(DepthwiseConv2D) and {layer.name}_pointwise (1x1 Conv2D), the same "
-                         f"function")
+            depthwise_kind, pointwise_kind = SEPARABLE_HALVES[kind]
+            size = "1x1" if kind.endswith("2D") else "kernel-1"
+            notes.append(f"{layer.name} ({kind}): split into {layer.name}_depthwise "
+                         f"({depthwise_kind}) and {layer.name}_pointwise ({size} "
+                         f"{pointwise_kind}), the same function")
             continue
         kept.append([kind, layer.get_config(), layer.get_weights(), layer.name])
     for entry in kept:
         kind, config, weights, name = entry
         if kind in WEIGHT_KINDS and not config.get("use_bias", True):
             # The device's convolution and dense layers always add a bias: a zero one is the same.
-            channels = weights[0].shape[2] if kind == "DepthwiseConv2D" else weights[0].shape[-1]
+            # a depthwise kernel is (..., channels, multiplier): one bias per output channel
+            channels = (weights[0].shape[-2] * weights[0].shape[-1] if kind in DEPTHWISE_TYPES
+                        else weights[0].shape[-1])
             entry[1] = dict(config, use_bias=True)
             entry[2] = [weights[0], np.zeros(channels, np.float32)]
             notes.append(f"{name} ({kind}): given a zero bias (the device's layers have one)")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tinycil.learn.models import WEIGHT_LAYER_TYPES, build_model, model_family
+from tinycil.learn.models import DEPTHWISE_TYPES, WEIGHT_LAYER_TYPES, build_model, model_family
 
 SCHEDULES = ("power", "linear", "fixed")
 
@@ -116,14 +116,15 @@ def grow_model(model, new_widths: Sequence[int], new_num_classes: int, seed: int
         k_old, b_old = (w.numpy() for w in old.weights)
         k_shape = tuple(int(s) for s in grown.weights[0].shape)
         is_logits = grown is new_layers[-1]
-        if kind == "DepthwiseConv2D":
-            # kernel (kh, kw, C, 1): channel c keeps its kernel; new channels get a random one.
-            c_old, c_new = k_old.shape[2], k_shape[2]
+        if kind in DEPTHWISE_TYPES:
+            # kernel (kh, kw, C, 1) or (k, C, 1): channel c keeps its kernel; new channels get a
+            # random one.
+            c_old, c_new = k_old.shape[-2], k_shape[-2]
             _check_not_shrinking(old.name, c_old, c_new)
-            fan_in = k_shape[0] * k_shape[1]
+            fan_in = int(np.prod(k_shape[:-2]))
             k = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=k_shape).astype(np.float32)
-            k[:, :, :c_old, :] = k_old
-            b = np.zeros(k_shape[2], np.float32)
+            k[..., :c_old, :] = k_old
+            b = np.zeros(k_shape[-2], np.float32)
             b[:c_old] = b_old
             grown.set_weights([k, b])
             continue

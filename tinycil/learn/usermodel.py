@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycil.learn.models import DEPTHWISE_TYPES, WEIGHT_LAYER_TYPES
+
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -216,7 +218,7 @@ class UserModel:
 
         trainable = self.tail_layers if tail_layers is None else tail_layers
         frozen = weight_layers(self.source)[:self.n_weight - trainable]
-        return sum(1 for l in frozen if type(l).__name__ != "DepthwiseConv2D")
+        return sum(1 for l in frozen if type(l).__name__ not in DEPTHWISE_TYPES)
 
     def model(self, outputs: int, seed: int = 0):
         """The Keras model prepare trains: the user's layers and weights with `outputs` logits
@@ -295,11 +297,11 @@ def rebuilt(model, channels, name: str):
     for layer in layers:
         config = layer.get_config()
         kind = type(layer).__name__
-        if kind in ("Dense", "Conv2D", "Conv1D", "DepthwiseConv2D"):
+        if kind in WEIGHT_LAYER_TYPES:
             ch = next(it)
             if kind == "Dense":
                 config["units"] = ch
-            elif kind != "DepthwiseConv2D":
+            elif kind not in DEPTHWISE_TYPES:
                 config["filters"] = ch
         copies.append(type(layer).from_config(config))
     inp = keras.Input(shape=tuple(int(d) for d in model.input_shape[1:]), name="input")
