@@ -65,6 +65,12 @@ def build_with_runtime(result, root, tmp_path, board):
     assert ram, proc.stdout[-2000:]
     # the static arena alone is in RAM: the runtime was linked, not dropped
     assert int(ram.group(1)) > result.manifest["arena_bytes"]
+    # the memory plan is an upper bound of what the linker placed: a plan that fits is a build
+    # that fits
+    flash = re.search(r"Flash:.*\(used (\d+) bytes", proc.stdout)
+    assert flash, proc.stdout[-2000:]
+    assert int(flash.group(1)) <= result.memory["flash_used"], (flash.group(0), result.memory)
+    assert int(ram.group(1)) <= result.memory["ram_used"], (ram.group(0), result.memory)
     elf = tmp_path / "build" / board / "firmware.elf"
     nm = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True)
     assert "tc_model_data" in nm.stdout and "tc_rt_train_samples" in nm.stdout
