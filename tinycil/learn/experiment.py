@@ -201,7 +201,8 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
              policy, cfg, seed, n_train_total, progress):
     from tinycil.learn.models import build_model, count_cost, num_outputs, train_flops_per_sample
     from tinycil.learn.sizing import grow_model
-    from tinycil.learn.train import Trainer, accuracy, logits
+    from tinycil.learn.discriminant import fit_head, predict_with_head
+    from tinycil.learn.train import Trainer, logits
 
     adaptive = name in ("method", "naive", "random_replay")
     T = len(tasks)
@@ -240,8 +241,8 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
         stats = trainer.train_task(x, y, seen, task=t, seed=seed, replay=replay, progress=bar,
                                    replay_logits=replay_logits)
         after = {"samples": 0}
+        buffer = None
         if name != "joint":
-            buffer = None
             if buffers is not None:
                 buffer = (np.concatenate([b[0] for b in buffers[:t + 1]]),
                           np.concatenate([b[1] for b in buffers[:t + 1]]))
@@ -256,14 +257,27 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
                 z[:, :seen] = logits(model, buffers[t][0])[:, :seen]
                 stored.append(z)
                 stats["extra_forward_samples"] += len(buffers[t][0])
+        head = None
+        if cfg.discriminant_weight > 0 and buffer is not None and name != "joint":
+            # the end-of-task statistics pass: forward the buffer (and, when it is small, the
+            # task's samples) and fit the discriminant (tinycil.learn.discriminant)
+            head = fit_head(model, buffer, (x, y), seen, cfg.discriminant_shrinkage)
+            stats["extra_forward_samples"] += head.forward_samples
+            info.setdefault("discriminant_covariance", []).append(head.source)
         # Everything the device would run: training passes (forward + backward), forward-only
-        # passes of the old model for distillation, and weight aligning (norms and scaling).
+        # passes of the old model for distillation and of the statistics pass, weight aligning
+        # (norms and scaling) and the discriminant's statistics and solve.
         task_flops = (float(stats["samples"] + after["samples"]) * train_flops_per_sample(model)
                       + float(stats["extra_forward_samples"]) * count_cost(model)["fwd_flops"]
-                      + (_align_flops(model, seen) if cfg.align_output and t > 0 and name != "joint" else 0.0))
+                      + (_align_flops(model, seen) if cfg.align_output and t > 0 and name != "joint" else 0.0)
+                      + (head.flops if head is not None else 0.0))
         flops += task_flops
         for j in range(t + 1):
-            R[t][j] = accuracy(model, test_parts[j][0], test_parts[j][1], seen)
+            x_test, y_test = test_parts[j]
+            if len(x_test) == 0:
+                raise ValueError("no test samples to evaluate")
+            pred = predict_with_head(model, head, cfg.discriminant_weight, x_test, seen)
+            R[t][j] = float(np.mean(pred == y_test))
         info["widths"].append(list(widths))
         info["outputs"].append(n_out)
         info["train_flops_per_task"].append(task_flops)

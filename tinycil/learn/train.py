@@ -97,6 +97,11 @@ class TrainConfig:
     asymmetric_ce: bool = True
     replay_shift: int = 1
     replay_logits_weight: float = 0.0
+    # A linear discriminant over the last hidden features, fitted after every task, added to the
+    # output layer's logits at prediction with this weight (tinycil.learn.discriminant). Host
+    # only so far (an ablation row); 0 = off.
+    discriminant_weight: float = 0.0
+    discriminant_shrinkage: float = 0.1
 
     def to_dict(self) -> dict:
         return asdict(self)
