@@ -140,8 +140,7 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
         elif act not in HIDDEN_ACTIVATIONS:
             report.problems.append(Problem(layer.name, kind, f"activation {act}: the device runs "
                                            "relu or none"))
-        if kind in CONVOLUTIONS and any(int(d) != 1
-                                                                  for d in layer.dilation_rate):
+        if kind in CONVOLUTIONS and any(int(d) != 1 for d in layer.dilation_rate):
             report.problems.append(Problem(layer.name, kind, "dilated convolution"))
         if kind in ("Conv2D", "Conv1D") and int(getattr(layer, "groups", 1)) != 1:
             report.problems.append(Problem(layer.name, kind, f"grouped convolution (groups="
