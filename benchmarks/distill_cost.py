@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -133,12 +132,9 @@ def main():
             "seeds": list(CLASSIFIER_SEEDS),
         },
         "test_accuracy": acc,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-        },
+        "machine": {"cpus": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
+        # Python's and TensorFlow's versions among the others (tinycil.software)
         "software": software.versions(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
