@@ -107,8 +107,9 @@ ABLATION = [
      {"distill_weight": 3.0, "defaults": True, "distill_iters": 1000}),
     # Whether a second classifier that needs no training closes the gap in the output layer: a
     # linear discriminant over the last hidden features fitted after every task (class means of
-    # the buffer, a shared covariance), its logits added at weight 0.5. Host only so far.
-    ("defaults, 1000 distillation updates + linear discriminant head (weight 0.5)",
+    # the buffer, the classes' scatters averaged: tinycil.learn.discriminant), its logits added at
+    # weight 0.5. The device runs the same procedure.
+    ("defaults, 1000 distillation updates + discriminant head (weight 0.5, class-averaged covariance)",
      {"discriminant_weight": 0.5, "defaults": True, "distill_iters": 1000}),
 ]
 # A row marked "defaults" starts from these instead of NO_INGREDIENT (the data set's own replay

@@ -27,7 +27,9 @@ import sys
 # 2: TRAIN_CONTROL carries the end-of-task balanced pass and the asymmetric cross-entropy.
 # 3: TRAIN_CONTROL carries replay_shift (a version-2 device would take it for a reserved byte
 #    and ignore it, training otherwise than its twin).
-PROTOCOL_VERSION = 4
+# 5: TRAIN_CONTROL carries the discriminant head (head_weight, head_shrinkage); TRAIN_SAMPLES
+#    frames may be OBSERVE / FIT_HEAD (the head's statistics pass after the end of a task).
+PROTOCOL_VERSION = 5
 
 # ---- limits -------------------------------------------------------------------------------------
 HEADER_SIZE = 6
@@ -157,7 +159,13 @@ TRAIN_LIMITS = {
     "balance_lr_scale": (0.0, 10.0),  # above 0 when balance_steps > 0 (the runtime checks)
     "asymmetric_ce": (0, 1),
     "replay_shift": (0, 4),
+    "head_weight": (0.0, 10.0),      # 0: no discriminant head
+    "head_shrinkage": (0.0, 1.0),
 }
+# The discriminant head (tinycil.learn.discriminant) needs a features x features scatter matrix:
+# a model whose output layer reads more features than this gets no head (the export and the
+# runtime both refuse a head weight above 0 for it; memplan plans its memory only up to this).
+HEAD_MAX_FEATURES = 128
 
 
 def train_limits_error(values: dict) -> str | None:
@@ -275,6 +283,13 @@ TRAIN_CONTROL_FIELDS = [
     # (TrainConfig.replay_shift; 0: not moved).
     ("replay_shift", "u8", 1),
     ("reserved0", "u8", 2),
+    # The discriminant head (TrainConfig.discriminant_weight / discriminant_shrinkage): a
+    # prediction adds head_weight times the head's logits to the output layer's; 0: no head.
+    # With a weight above 0, END_OF_TASK begins the head's statistics (the buffer's class means)
+    # and the host then streams the task's samples once more as OBSERVE frames, the last one
+    # FIT_HEAD; the state is saved there instead of at END_OF_TASK.
+    ("head_weight", "f32", 1),
+    ("head_shrinkage", "f32", 1),
 ]
 
 # TRAIN_SAMPLES, BUFFER_SAMPLES and EVAL_SAMPLES: this head, then count u8 labels, then
@@ -301,7 +316,16 @@ SAMPLES_FLAGS = {
     # (2, UNAVAILABLE, without persistence).
     "END_OF_TASK": 0x04,
     "PACKED": 0x08,         # any of the three: the samples are packed (see SAMPLES_FIELDS)
+    # TRAIN_SAMPLES after END_OF_TASK, with a head weight above 0: the finished task's samples,
+    # forward only, for the discriminant head's statistics (no training step, no PRNG draw).
+    "OBSERVE": 0x10,
+    # With OBSERVE: the last of them: the device fits the head, then a firmware built with
+    # persistence saves its learned state before it answers (ACK.detail as for END_OF_TASK).
+    "FIT_HEAD": 0x20,
 }
+# ACK.detail of an END_OF_TASK frame when the head's statistics follow: nothing was saved yet, the
+# FIT_HEAD frame saves (its detail is the save's tc_persist_status).
+SAVE_DEFERRED = 0xFFFF
 PERSIST_SAVE_TIMEOUT = 10.0  # seconds the host waits for the answer of an END_OF_TASK frame
 
 # EVAL_RESULT: ACK_FIELDS, these, then count u8 predictions, then classes x (correct u16, total u16).
@@ -346,6 +370,11 @@ STATS_FIELDS = [
     ("frames_run", "u32", 1),          # sequenced frames run
     ("frames_repeated", "u32", 1),     # repeats answered from the reply cache
     ("frames_out_of_sequence", "u32", 1),
+    ("observed_samples", "u32", 1),    # OBSERVE samples received since boot (the head's pass)
+    ("head_classes", "u16", 1),        # classes the discriminant head covers (0: none fitted)
+    ("head_features", "u16", 1),       # features it reads (the output layer's input)
+    ("head_observing", "u8", 1),       # 1: the head's statistics wait for FIT_HEAD
+    ("reserved1", "u8", 1),
 ]
 
 # SELFTEST_RESULT: ACK_FIELDS, then these. Each check compares a kernel with a plain loop on
@@ -408,6 +437,8 @@ def render_header() -> str:
         f"#define TC_REPLY_CACHE_PAYLOAD {REPLY_CACHE_PAYLOAD}",
         f"#define TC_EVAL_MAX_SAMPLES {EVAL_MAX_SAMPLES}",
         f"#define TC_PACKED_SCRATCH {PACKED_SCRATCH}",
+        f"#define TC_HEAD_MAX_FEATURES {HEAD_MAX_FEATURES}",
+        f"#define TC_SAVE_DEFERRED 0x{SAVE_DEFERRED:04X}",
         "",
     ]
     out += [f"#define TC_MSG_{name} 0x{value:02X}" for name, value in MESSAGES.items()]

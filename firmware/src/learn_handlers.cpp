@@ -21,7 +21,9 @@
 // step takes.
 //
 // Persistence. The last BUFFER_SAMPLES frame of a task (END_OF_TASK) ends the task: a firmware
-// built with TC_PERSIST saves the learned state there, before it answers.
+// built with TC_PERSIST saves the learned state there, before it answers. With the discriminant
+// head on, the task's samples follow once more as OBSERVE frames, and the last (FIT_HEAD) fits
+// the head and saves instead: a task is kept only once its head is fitted.
 //
 // Ownership. The device's learned state is its owner's: the requests that change it (KEYED in
 // tinycil/protocol_spec.py) run only in a host session that presented the run's device key
@@ -127,6 +129,7 @@ struct Learner {
     uint16_t pending;
     uint32_t task_steps, task_samples;
     uint32_t new_samples;
+    uint32_t observed_samples;
     uint64_t train_ticks, eval_ticks;
     uint32_t eval_samples;
     uint16_t eval_correct[256];
@@ -423,6 +426,10 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
         return r.fail(TC_STATUS_BAD_ARGUMENT, "asymmetric_ce must be 0 or 1", 9);
     if (c.replay_shift > TC_TRAIN_REPLAY_SHIFT_MAX)
         return r.fail(TC_STATUS_BAD_ARGUMENT, "replay_shift outside its sane range", 10);
+    if (!within(c.head_weight, TC_TRAIN_HEAD_WEIGHT_MIN, TC_TRAIN_HEAD_WEIGHT_MAX))
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "head_weight outside its sane range", 12);
+    if (!within(c.head_shrinkage, TC_TRAIN_HEAD_SHRINKAGE_MIN, TC_TRAIN_HEAD_SHRINKAGE_MAX))
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "head_shrinkage outside its sane range", 13);
     tc_train_params p;
     p.lr = c.lr;
     p.momentum = c.momentum;
@@ -434,11 +441,57 @@ void train_control(const tc::Frame& f, tc::Responder&, Reply& r) {
     p.balance_steps = c.balance_steps;
     p.asymmetric_ce = c.asymmetric_ce;
     p.replay_shift = c.replay_shift;
+    p.head_weight = c.head_weight;
+    p.head_shrinkage = c.head_shrinkage;
     const int status = tc_learner_set_training(&p);
     fail_status(r, status, "training parameters out of range (lr > 0, 0 <= momentum < 1, "
-                "batch_new >= 1, batch_new + batch_replay <= the model's max batch), or a "
-                "mini-batch is half sent");
+                "batch_new >= 1, batch_new + batch_replay <= the model's max batch, a head "
+                "weight of 0 for a model without a head), or a mini-batch is half sent");
     if (status == TC_STATUS_OK) learner.have_params = true;
+}
+
+// The answer of the frame that completes a task (END_OF_TASK, or FIT_HEAD with the head on): the
+// learned state saved (TC_PERSIST builds); detail = the save's tc_persist_status.
+void save_and_answer(Reply& r) {
+    const int saved = save_learned_state();
+    r.detail = static_cast<uint16_t>(saved);
+    if (saved == TC_PERSIST_OK) {
+        r.text("task complete: learned state saved");
+    } else if (saved == TC_PERSIST_UNAVAILABLE) {
+        r.text("task complete (firmware built without persistence: not saved)");
+    } else {
+        r.text(tc_persist_status_name(saved));
+    }
+}
+
+// OBSERVE frames: the finished task's samples once more, forward only, for the discriminant
+// head's statistics; the last one (FIT_HEAD) fits the head and saves.
+void observe_samples(const tc_samples_t& head, const uint8_t* labels, const int8_t* x, Reply& r) {
+    const uint32_t input_size = tc_learner_input_size();
+    const uint64_t t0 = bsp::counter_read();
+    for (uint16_t i = 0; i < head.count; ++i) {
+        const int status = tc_learner_observe(x + static_cast<size_t>(i) * input_size, labels[i]);
+        if (status != TC_STATUS_OK) {
+            learner.train_ticks += bsp::counter_read() - t0;
+            return r.fail(static_cast<uint8_t>(status),
+                          status == TC_STATUS_BAD_STATE
+                              ? "no head statistics under way: OBSERVE follows END_OF_TASK with "
+                                "a head weight above 0"
+                              : "observed sample refused (label beyond the classes seen?)",
+                          i);
+        }
+        ++learner.observed_samples;
+    }
+    if (!(head.flags & TC_SAMPLES_FIT_HEAD)) {
+        learner.train_ticks += bsp::counter_read() - t0;
+        return;
+    }
+    const int fitted = tc_learner_fit_head();
+    learner.train_ticks += bsp::counter_read() - t0;
+    if (fitted != TC_STATUS_OK)
+        return r.fail(static_cast<uint8_t>(fitted), "the head could not be fitted: no statistics "
+                      "under way");
+    save_and_answer(r);
 }
 
 void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
@@ -448,6 +501,9 @@ void train_samples(const tc::Frame& f, tc::Responder& out, Reply& r) {
     const uint8_t* labels;
     const int8_t* x;
     if (!parse_samples(f, r, head, labels, x, 0xFFFF)) return;
+    if (head.flags & TC_SAMPLES_OBSERVE) return observe_samples(head, labels, x, r);
+    if (head.flags & TC_SAMPLES_FIT_HEAD)
+        return r.fail(TC_STATUS_BAD_ARGUMENT, "FIT_HEAD goes with OBSERVE");
     const uint32_t input_size = tc_learner_input_size();
     // train_ticks counts the training alone: the PROGRESS frame of a step is sent after the step
     // was measured. Its transmission is a busy wait on a real UART (about 2.7 ms per step at
@@ -501,15 +557,14 @@ void buffer_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
     learner.train_ticks += bsp::counter_read() - t0;
     if (ended != TC_STATUS_OK)
         return r.fail(static_cast<uint8_t>(ended), "the end-of-task pass could not run");
-    const int saved = save_learned_state();
-    r.detail = static_cast<uint16_t>(saved);
-    if (saved == TC_PERSIST_OK) {
-        r.text("task complete: learned state saved");
-    } else if (saved == TC_PERSIST_UNAVAILABLE) {
-        r.text("task complete (firmware built without persistence: not saved)");
-    } else {
-        r.text(tc_persist_status_name(saved));
+    tc_learner_stats_t st;
+    tc_learner_stats(&st);
+    if (st.head_observing) {  // the head's statistics follow; FIT_HEAD saves
+        r.detail = TC_SAVE_DEFERRED;
+        r.text("task trained: stream its samples as OBSERVE frames, the last FIT_HEAD");
+        return;
     }
+    save_and_answer(r);
 }
 
 void eval_samples(const tc::Frame& f, tc::Responder&, Reply& r) {
@@ -591,6 +646,10 @@ void stats(const tc::Frame&, tc::Responder&, Reply& r) {
     s->frames_run = seq_state.frames_run;
     s->frames_repeated = seq_state.frames_repeated;
     s->frames_out_of_sequence = seq_state.frames_out_of_sequence;
+    s->observed_samples = learner.observed_samples;
+    s->head_classes = st.head_classes;
+    s->head_features = st.head_features;
+    s->head_observing = st.head_observing;
     r.length = kAckSize + sizeof(tc_stats_t);
     if (learner.runtime_status != TC_STATUS_OK) r.code = static_cast<uint8_t>(learner.runtime_status);
 }

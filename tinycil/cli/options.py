@@ -167,6 +167,11 @@ def device_training_options(func):
                      help="Move every replayed sample by up to N pixels (time steps of a series) "
                           "each way, so a small buffer is not learned by heart (default 1 for "
                           "images of at least 12 pixels a side, else 0: not moved)."),
+        click.option("--head-weight", "head_weight", type=click.FloatRange(0.0, 10.0), default=None,
+                     help="Weight of the discriminant head's logits added to the output layer's "
+                          "(a linear discriminant over the last hidden features, fitted by the "
+                          "device after every task from the task's samples streamed once more; "
+                          "default 0.5; 0: no head)."),
         click.option("--replay-store", type=click.Choice(BUFFER_STORE_NAMES), default="inputs",
                      show_default=True,
                      help="What the device's replay buffer keeps: int8 inputs (as the paper), or "

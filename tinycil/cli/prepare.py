@@ -29,7 +29,7 @@ from tinycil.cli.options import (check_model_file_option, device_training_option
 def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order,
                     family, tail_layers, frozen_width,
                     board, epochs, lr, momentum, batch_new, batch_replay, clip_norm, balance_steps,
-                    asymmetric_ce, replay_shift, replay_store, distill_method,
+                    asymmetric_ce, replay_shift, head_weight, replay_store, distill_method,
                     distill_iters, max_train, max_test, quick, model_file, simulate, output):
     """The host half of a device run: train the model on the known tasks, quantise its backbone to
     int8, distil every task to a small buffer, and write the growth plan into a run folder."""
@@ -63,7 +63,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
         keep_size=keep_size, data_dir=data_dir, board=board, epochs=epochs, lr=lr,
         momentum=momentum, batch_new=batch_new, batch_replay=batch_replay, clip_norm=clip_norm,
         balance_steps=balance_steps, asymmetric_ce=asymmetric_ce, replay_shift=replay_shift,
-        replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
+        discriminant_weight=head_weight, replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
         max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model,
         class_order=class_order, choose_cut=choose_cut, model_file=model_file,
         frozen_width=frozen_width, choose_sized_cut=choose_sized_cut)

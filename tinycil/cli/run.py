@@ -212,8 +212,8 @@ def device_port(board, port: str | None) -> str:
 @friendly(also=(ValueError,))
 def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_order, family, epochs,
         distill_method, distill_iters, max_train, max_test, quick, tail_layers, frozen_width, lr,
-        momentum, batch_new, batch_replay, clip_norm, balance_steps, asymmetric_ce, replay_shift, replay_store,
-        model_file,
+        momentum, batch_new, batch_replay, clip_norm, balance_steps, asymmetric_ce, replay_shift,
+        head_weight, replay_store, model_file,
         board_id, port, output, no_progress):
     """Everything end to end: prepare, export, build, flash, stream every new task, compare with
     the host reference, and write results.json, summary.md and plot.png."""
@@ -227,8 +227,8 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
         tail_layers=tail_layers, frozen_width=frozen_width, lr=lr, momentum=momentum, batch_new=batch_new,
         batch_replay=batch_replay, clip_norm=clip_norm, balance_steps=balance_steps,
-        asymmetric_ce=asymmetric_ce, replay_shift=replay_shift, replay_store=replay_store,
-        class_order=class_order, model_file=model_file)
+        asymmetric_ce=asymmetric_ce, replay_shift=replay_shift, discriminant_weight=head_weight,
+        replay_store=replay_store, class_order=class_order, model_file=model_file)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
                    progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)

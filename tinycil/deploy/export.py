@@ -34,7 +34,7 @@ from tinycil.learn.train import device_ingredients
 from tinycil.runfolder import EXPORT_DIR, MANIFEST, ensure_device_key, read_signature  # noqa: F401
 
 GENERATED_FILES = ("model_data.h", "model_data.cpp")
-FORMAT_VERSION = 4               # TC_MODEL_FORMAT_VERSION in tc_model.h
+FORMAT_VERSION = 5               # TC_MODEL_FORMAT_VERSION in tc_model.h
 # What a replay-buffer sample holds on the device, in the order of the protocol's codes.
 BUFFER_STORES = protocol_spec.BUFFER_STORE_NAMES
 MAX_TAIL_LAYERS = 12             # TC_MAX_TAIL_LAYERS
@@ -525,6 +525,8 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         "balance_steps": int(_config_get(cfg, "balance_steps", default=0)),
         "asymmetric_ce": int(bool(_config_get(cfg, "asymmetric_ce", default=False))),
         "replay_shift": int(_config_get(cfg, "replay_shift", default=0)),
+        "discriminant_weight": float(_config_get(cfg, "discriminant_weight", default=0.0)),
+        "discriminant_shrinkage": float(_config_get(cfg, "discriminant_shrinkage", default=0.1)),
     }
     return ExportModel(
         name=Path(run.path).resolve().name, input_shape=input_shape,
@@ -731,7 +733,8 @@ def render_sources(em: ExportModel, sig: bytes, arena: int, run_name: str) -> di
         f"    {em.max_batch},\n"
         f"    {{{_c_float(d['lr'])}, {_c_float(d['momentum'])}, {_c_float(d['clip_norm'])}, "
         f"{d['batch_new']}, {d['batch_replay']}, {d['seed']}u, {_c_float(ing['balance_lr_scale'])}, "
-        f"{ing['balance_steps']}, {int(ing['asymmetric_ce'])}, {int(ing['replay_shift'])}}},\n"
+        f"{ing['balance_steps']}, {int(ing['asymmetric_ce'])}, {int(ing['replay_shift'])}, "
+        f"{_c_float(ing['discriminant_weight'])}, {_c_float(ing['discriminant_shrinkage'])}}},\n"
         f"    {arena}u,\n"
         f"    {BUFFER_STORES.index(em.buffer_store)},  // buffer_store: {em.buffer_store}\n"
         "};\n")

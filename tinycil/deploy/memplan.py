@@ -60,8 +60,9 @@ PROTOCOL_RAM = (protocol_spec.DEVICE_RX_RING + 2 * protocol_spec.MAX_ENCODED_FRA
 # tail layer 4 bytes + its float32 weights and biases at the current width, then the RAM replay
 # area's samples and labels).
 PERSIST_SLOT_HEADER = 32
-PERSIST_STATE_FIXED = 56  # TC_RT_STATE_FIXED_BYTES
+PERSIST_STATE_FIXED = 64  # TC_RT_STATE_FIXED_BYTES
 PERSIST_STATE_PER_LAYER = 4
+PERSIST_STATE_HEAD = 4  # TC_RT_STATE_HEAD_BYTES
 
 
 class MemoryPlanError(ValueError):
@@ -170,8 +171,9 @@ def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
         if i > 0:
             side = (last - i) % 2 == 0
             delta[side] = max(delta[side], t.in_size())
-    blocks += [("latent", 4 * fp.latent_size),
-               ("delta_a", 4 * delta[0]), ("delta_b", 4 * delta[1]),
+    blocks += [("latent", 4 * fp.latent_size)]
+    blocks += head_blocks(fp)
+    blocks += [("delta_a", 4 * delta[0]), ("delta_b", 4 * delta[1]),
                ("backbone_scratch_a", fp.scratch_bytes), ("backbone_scratch_b", fp.scratch_bytes),
                ("kernel_scratch", fp.kernel_scratch_bytes),
                ("replay_ram_x", fp.buffer_ram_capacity * fp.buffer_sample_bytes),
@@ -184,6 +186,30 @@ def arena_layout(fp: Footprint) -> list[tuple[str, int, int]]:
     return out
 
 
+def head_blocks(fp: Footprint) -> list[tuple[str, int]]:
+    """The discriminant head's blocks (tc_runtime.cpp carve_head): its rows and biases, one per
+    output unit; its scratch (a features x features scatter, per-class sums, one vector, per-class
+    counts) only when the largest gradient block cannot hold it. None for a model whose output
+    layer reads more than HEAD_MAX_FEATURES features (it gets no head)."""
+    last = fp.specs[-1]
+    d, classes = last.in_size(), last.out_max
+    if d > protocol_spec.HEAD_MAX_FEATURES:
+        return []
+    out = [("head.weights", 4 * classes * d), ("head.bias", 4 * classes)]
+    scratch = d * d + classes * d + d + classes
+    if max(t.weights() for t in fp.specs) < scratch:
+        out.append(("head.scratch", 4 * scratch))
+    return out
+
+
+def head_state_bytes(fp: Footprint) -> int:
+    """The head's part of the learned state at the final size (TC_RT_STATE_HEAD_BYTES first)."""
+    last = fp.specs[-1]
+    d, classes = last.in_size(), last.out_max
+    fitted = d <= protocol_spec.HEAD_MAX_FEATURES
+    return PERSIST_STATE_HEAD + (4 * (classes * d + classes) if fitted else 0)
+
+
 def arena_bytes(fp: Footprint) -> int:
     name, start, size = arena_layout(fp)[-1]
     return _align(start + size)
@@ -194,7 +220,7 @@ def persist_state_bytes(fp: Footprint) -> int:
     full (what tc_rt_state_bytes reports then), plus the slot header."""
     tail = sum(PERSIST_STATE_PER_LAYER + 4 * (t.weights() + t.biases()) for t in fp.specs)
     replay = fp.buffer_ram_capacity * (fp.buffer_sample_bytes + 1)
-    return PERSIST_SLOT_HEADER + PERSIST_STATE_FIXED + tail + replay
+    return PERSIST_SLOT_HEADER + PERSIST_STATE_FIXED + tail + head_state_bytes(fp) + replay
 
 
 def persist_layout(board) -> dict:
@@ -259,7 +285,8 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
                    + sum(size for name, _, size in layout if name.endswith("activations")))
     scratch = blocks(("backbone_scratch", "kernel_scratch"))
     replay = blocks("replay_ram")
-    padding = arena_bytes(fp) - tail_params - activations - scratch - replay
+    head = blocks("head.")
+    padding = arena_bytes(fp) - tail_params - activations - scratch - replay - head
     plan = MemoryPlan(board=board.id, ram_total=board.ram_bytes, flash_total=board.flash_bytes)
     if persist:
         layout = persist_layout(board)
@@ -271,6 +298,7 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
         "activations": activations,          # of one sample, forward and backward
         "backbone_scratch": scratch,
         "replay_ram_area": replay,
+        "discriminant_head": head,           # its rows; its scratch unless a gradient block holds it
         "arena_alignment": padding,
         "protocol_buffers": PROTOCOL_RAM,
         "firmware_static": FIRMWARE_STATIC_RAM,

@@ -48,7 +48,8 @@ class TrainParams(ctypes.Structure):
                 ("batch_new", ctypes.c_uint16), ("batch_replay", ctypes.c_uint16),
                 ("seed", ctypes.c_uint32), ("balance_lr_scale", ctypes.c_float),
                 ("balance_steps", ctypes.c_uint16), ("asymmetric_ce", ctypes.c_uint8),
-                ("replay_shift", ctypes.c_uint8)]
+                ("replay_shift", ctypes.c_uint8), ("head_weight", ctypes.c_float),
+                ("head_shrinkage", ctypes.c_float)]
 
 
 class StepReport(ctypes.Structure):
@@ -148,6 +149,11 @@ class Twin:
                                           ctypes.c_uint8, P(StepReport)]
         L.tc_rt_add_buffer_samples.argtypes = [P(ctypes.c_int8), P(ctypes.c_uint8), ctypes.c_uint16]
         L.tc_rt_end_task.argtypes = [P(StepReport)]
+        L.tc_rt_observe_samples.argtypes = [P(ctypes.c_int8), P(ctypes.c_uint8), ctypes.c_uint16]
+        L.tc_rt_fit_head.argtypes = []
+        L.tc_rt_head_params.argtypes = [P(ctypes.c_float), P(ctypes.c_float), P(ctypes.c_uint16),
+                                        P(ctypes.c_uint16)]
+        L.tc_rt_head_params.restype = ctypes.c_int32
         L.tc_rt_predict.argtypes = [P(ctypes.c_int8), ctypes.c_uint16, P(ctypes.c_uint8)]
         L.tc_rt_stats.argtypes = [P(RtStats)]
         L.tc_rt_tail_params.argtypes = [ctypes.c_uint16, P(ctypes.c_float), P(ctypes.c_float),
@@ -187,9 +193,11 @@ class Twin:
     def set_training(self, lr: float, momentum: float, batch_new: int, batch_replay: int,
                      clip_norm: float, seed: int, *, asymmetric_ce: bool = False,
                      balance_steps: int = 0, balance_lr_scale: float = 0.1,
-                     replay_shift: int = 0) -> None:
+                     replay_shift: int = 0, discriminant_weight: float = 0.0,
+                     discriminant_shrinkage: float = 0.1) -> None:
         p = TrainParams(lr, momentum, clip_norm, batch_new, batch_replay, seed, balance_lr_scale,
-                        balance_steps, int(bool(asymmetric_ce)), int(replay_shift))
+                        balance_steps, int(bool(asymmetric_ce)), int(replay_shift),
+                        discriminant_weight, discriminant_shrinkage)
         self._check(self._lib.tc_rt_set_training(ctypes.byref(p)), "set_training")
 
     def begin_task(self, labels) -> None:
@@ -219,6 +227,29 @@ class Twin:
         rep = StepReport()
         self._check(self._lib.tc_rt_end_task(ctypes.byref(rep)), "end_task")
         return _struct_dict(rep)
+
+    def observe_samples(self, x, y) -> None:
+        """The discriminant head's statistics over labelled samples (tc_rt_observe_samples)."""
+        x = self._samples(x)
+        y = np.ascontiguousarray(np.asarray(y, np.uint8))
+        for start in range(0, len(y), 65535):
+            part = np.ascontiguousarray(x[start:start + 65535])
+            self._check(self._lib.tc_rt_observe_samples(
+                self._ptr(part, ctypes.c_int8), self._ptr(y[start:], ctypes.c_uint8),
+                len(part)), "observe_samples")
+
+    def fit_head(self) -> None:
+        self._check(self._lib.tc_rt_fit_head(), "fit_head")
+
+    def head_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted head's (weights [classes, features], bias [classes]); empty when none."""
+        c, d = ctypes.c_uint16(), ctypes.c_uint16()
+        self._lib.tc_rt_head_params(None, None, ctypes.byref(c), ctypes.byref(d))
+        w = np.zeros((c.value, d.value), np.float32)
+        b = np.zeros(c.value, np.float32)
+        self._lib.tc_rt_head_params(self._ptr(w, ctypes.c_float), self._ptr(b, ctypes.c_float),
+                                    None, None)
+        return w, b
 
     def predict(self, x) -> np.ndarray:
         x = self._samples(x)
@@ -345,6 +376,10 @@ def run_device_procedure(twin: Twin, inputs, epochs: int | None = None, last_tas
         bx, _, by = inputs.buffers[t]
         twin.add_buffer_samples(bx, units(by))
         twin.end_task()
+        if device_ingredients(tr)["discriminant_weight"] > 0:
+            # the head's statistics: the task's samples once more, in the data set's order
+            twin.observe_samples(x8, yu)
+            twin.fit_head()
         for j in range(t + 1):
             tx, _, ty = inputs.test[j]
             R[t][j] = float(np.mean(twin.predict(tx) == units(ty)))

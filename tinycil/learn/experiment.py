@@ -259,11 +259,10 @@ def _run_one(name, family, input_shape, num_classes, tasks, train_parts, test_pa
                 stats["extra_forward_samples"] += len(buffers[t][0])
         head = None
         if cfg.discriminant_weight > 0 and buffer is not None and name != "joint":
-            # the end-of-task statistics pass: forward the buffer (and, when it is small, the
-            # task's samples) and fit the discriminant (tinycil.learn.discriminant)
+            # the end-of-task statistics pass: forward the buffer and the task's samples once
+            # more, and fit the discriminant (tinycil.learn.discriminant)
             head = fit_head(model, buffer, (x, y), seen, cfg.discriminant_shrinkage)
             stats["extra_forward_samples"] += head.forward_samples
-            info.setdefault("discriminant_covariance", []).append(head.source)
         # Everything the device would run: training passes (forward + backward), forward-only
         # passes of the old model for distillation and of the statistics pass, weight aligning
         # (norms and scaling) and the discriminant's statistics and solve.

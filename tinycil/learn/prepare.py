@@ -116,7 +116,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
                 momentum: float | None = None, batch_new: int | None = None,
                 batch_replay: int | None = None, clip_norm: float | None = None,
                 balance_steps: int | None = None, asymmetric_ce: bool | None = None,
-                replay_shift: int | None = None, replay_store: str = "inputs", distill: str = "dm",
+                replay_shift: int | None = None, discriminant_weight: float | None = None,
+                replay_store: str = "inputs", distill: str = "dm",
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
                 echo=print, check_model=None, class_order=None, choose_cut=None,
@@ -140,7 +141,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
     from tinycil.datasets import load_dataset
     from tinycil.learn.distill import distill_task
     from tinycil.learn.experiment import QUICK, buffer_bytes, defaults_for
-    from tinycil.protocol_spec import BUFFER_STORE_NAMES
+    from tinycil.protocol_spec import BUFFER_STORE_NAMES, HEAD_MAX_FEATURES
     from tinycil.learn.models import (DEFAULT_WIDTHS, build_model, family_for_modality, split_model,
                                       train_flops_per_sample, weight_layer_count)
     from tinycil.learn.quantize import quantize_backbone, quantize_inputs
@@ -191,7 +192,12 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         clip_norm=clip_norm if clip_norm is not None else base.clip_norm,
         balance_steps=balance_steps if balance_steps is not None else base.balance_steps,
         asymmetric_ce=asymmetric_ce if asymmetric_ce is not None else base.asymmetric_ce,
-        replay_shift=replay_shift if replay_shift is not None else base.replay_shift)
+        replay_shift=replay_shift if replay_shift is not None else base.replay_shift,
+        discriminant_weight=(discriminant_weight if discriminant_weight is not None
+                             else base.discriminant_weight))
+    if not 0.0 <= cfg.discriminant_weight <= 10.0:
+        raise PrepareError(f"--head-weight must be in [0, 10] (0: no discriminant head), got "
+                           f"{cfg.discriminant_weight}")
     iters = distill_iters if distill_iters is not None else (
         QUICK["distill_iters"] if quick else d.distill_iters)
 
@@ -321,6 +327,12 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         grown = (user.grown(model, entry["widths"], entry["outputs"]) if user is not None
                  else build_model(family, ds.input_shape, entry["outputs"], entry["widths"]))
         entry["device_flops_per_sample"] = device_flops_per_sample(grown, tail_layers)
+    head_features = int(np.prod(grown.layers[-1].input.shape[1:]))
+    if cfg.discriminant_weight > 0 and head_features > HEAD_MAX_FEATURES:
+        # the head's scatter matrix would take head_features^2 floats of RAM
+        echo(f"note: no discriminant head: the output layer reads {head_features} features at "
+             f"the final size, more than the {HEAD_MAX_FEATURES} the device's head allows")
+        cfg.discriminant_weight = 0.0
 
     say(f"saving the run folder {out_dir}")
     run = RunFolder(out_dir, create=True)

@@ -860,6 +860,144 @@ def end_task(tail: Tail, buffer: ReplayBuffer, buffer_targets: dict[int, int], p
 
 
 # --------------------------------------------------------------------------------------------
+# The discriminant head (tc_runtime.cpp: head_begin, head_observe, head_fit, apply_head)
+# --------------------------------------------------------------------------------------------
+def head_features(tail, latents: np.ndarray) -> np.ndarray:
+    """The output layer's input (the head's features) of every sample, [n, features] float32:
+    the last hidden layer's output map flattened (h, w, c), or the latent for a one-layer tail."""
+    acts = tail.forward(latents)
+    return np.asarray(acts[-2], F32).reshape(len(latents), -1)
+
+
+class DeviceHead:
+    """A fitted head: weights [classes, features], one bias per class."""
+
+    def __init__(self, weights: np.ndarray, bias: np.ndarray):
+        self.weights = np.asarray(weights, F32)
+        self.bias = np.asarray(bias, F32)
+
+    def apply(self, tail, latents: np.ndarray, logits: np.ndarray, weight: float) -> np.ndarray:
+        """z[c] = fmaf(weight, b[c] + w[c] . f, z[c]) with the dot product's fmaf chain in
+        feature order (the dense kernel's order: dense_forward)."""
+        h = dense_forward(head_features(tail, latents), self.weights.T, self.bias)
+        return fma(F32(weight), h, logits)
+
+
+def _add_outer(S: np.ndarray, z: np.ndarray, scale=None) -> np.ndarray:
+    """S[i][j] = fmaf(z[i] * scale, z[j], S[i][j]) (add_outer; the whole square, of which the
+    device keeps the lower triangle: the same values there)."""
+    zi = z if scale is None else (z * F32(scale)).astype(F32)
+    return fma(zi[:, None], z[None, :], S)
+
+
+def fit_head_device(tail, buffer: "ReplayBuffer", buffer_targets: dict[int, int],
+                    observed: np.ndarray, observed_units: np.ndarray, shrinkage: float):
+    """tc_rt_end_task's head_begin, tc_rt_observe_samples and tc_rt_fit_head in float32, step
+    for step. `observed`: the latents of the samples observed (the task's own, in the order
+    streamed). Returns (DeviceHead or None when there is no scatter to fit, counters for the
+    FLOPs: buffer, observed and buffer-scatter samples forwarded)."""
+    seen = tail.num_outputs
+    bunits = np.array([buffer_targets[c] for c in buffer.y], np.int64)
+    fb = head_features(tail, np.stack(buffer.latents)) if len(buffer) else None
+    d = head_features(tail, observed[:1] if len(observed) else np.stack(buffer.latents[:1])).shape[1]
+    counts = np.bincount(bunits, minlength=seen) if len(bunits) else np.zeros(seen, np.int64)
+    # head_begin: the buffer's class means (sums in buffer order, then / count)
+    means = np.zeros((seen, d), F32)
+    for k in range(len(bunits)):
+        means[bunits[k]] = (means[bunits[k]] + fb[k]).astype(F32)
+    for c in range(seen):
+        if counts[c]:
+            means[c] = (means[c] / F32(counts[c])).astype(F32)
+    # head_observe, sample by sample
+    S = np.zeros((d, d), F32)
+    sums = np.zeros((seen, d), F32)
+    n_obs = np.zeros(seen, np.int64)
+    fo = head_features(tail, observed) if len(observed) else np.zeros((0, d), F32)
+    for k in range(len(observed_units)):
+        c = int(observed_units[k])
+        z = (fo[k] - means[c]).astype(F32)
+        sums[c] = (sums[c] + z).astype(F32)
+        S = _add_outer(S, z)
+        n_obs[c] += 1
+    info = {"buffer": int(len(bunits)), "observed": int(len(observed_units)), "buffer_scatter": 0,
+            "features": int(d), "classes": int(seen)}
+    # head_fit 1: the observed classes about their own means, pooled, times classes / samples
+    k_obs = 0
+    for c in range(seen):
+        if n_obs[c] == 0:
+            continue
+        v = (sums[c] / F32(n_obs[c])).astype(F32)
+        S = fma(-sums[c][:, None], v[None, :], S)
+        k_obs += 1
+    if n_obs.sum() > 0:
+        S = (S * (F32(k_obs) / F32(n_obs.sum()))).astype(F32)
+    # 2: every other class with at least two buffer samples: its buffer scatter / its count
+    others = [c for c in range(seen) if n_obs[c] == 0 and counts[c] >= 2]
+    for k in range(len(bunits)):
+        c = int(bunits[k])
+        if c in others:
+            z = (fb[k] - means[c]).astype(F32)
+            S = _add_outer(S, z, F32(1) / F32(counts[c]))
+            info["buffer_scatter"] += 1
+    classes = k_obs + len(others)
+    if classes == 0:
+        return None, info
+    # 3: the mean over the classes counted, shrunk toward its mean variance
+    S = (S / F32(classes)).astype(F32)
+    trace = F32(0)
+    for i in range(d):
+        trace = F32(trace + S[i, i])
+    a = F32(shrinkage)
+    target = F32(a * F32(trace / F32(d)))
+    keep = F32(F32(1) - a)
+    if not (np.isfinite(trace) and trace > 0):
+        return None, info
+    diag = fma(keep, np.diag(S), target)
+    S = (keep * S).astype(F32)
+    S[np.arange(d), np.arange(d)] = diag
+    # 4: Cholesky in the lower triangle, column by column (each entry's fmaf chain over k in
+    # increasing order, as the device's row-by-row loop)
+    L = np.zeros((d, d), F32)
+    for j in range(d):
+        v = S[j:, j].astype(F32)
+        for k in range(j):
+            v = fma(-L[j:, k], L[j, k], v)
+        if not v[0] > 0:
+            return None, info
+        L[j, j] = np.sqrt(v[0], dtype=F32)
+        L[j + 1:, j] = (v[1:] / L[j, j]).astype(F32)
+    # 5: w = S^-1 mean for every class (forward, then back substitution), bias -w.mean / 2
+    V = np.zeros((seen, d), F32)
+    for i in range(d):
+        acc = means[:, i].copy()
+        for k in range(i):
+            acc = fma(-L[i, k], V[:, k], acc)
+        V[:, i] = (acc / L[i, i]).astype(F32)
+    for i in range(d - 1, -1, -1):
+        acc = V[:, i].copy()
+        for k in range(i + 1, d):
+            acc = fma(-L[k, i], V[:, k], acc)
+        V[:, i] = (acc / L[i, i]).astype(F32)
+    dot = np.zeros(seen, F32)
+    for i in range(d):
+        dot = fma(V[:, i], means[:, i], dot)
+    bias = (F32(-0.5) * dot).astype(F32)
+    V[counts == 0] = 0
+    bias[counts == 0] = 0
+    return DeviceHead(V, bias), info
+
+
+def head_stats_flops(info: dict, forward_per_sample: float) -> float:
+    """The statistics pass's FLOPs: its forward passes (the buffer for the means, the observed
+    samples, the buffer-scatter samples again) and the statistics and the solve."""
+    from tinycil.learn.discriminant import head_fit_flops
+
+    passes = info["buffer"] + info["observed"] + info["buffer_scatter"]
+    return passes * forward_per_sample + head_fit_flops(
+        info["features"], info["observed"], info["buffer"], info["buffer_scatter"], info["classes"])
+
+
+# --------------------------------------------------------------------------------------------
 # A whole device run
 # --------------------------------------------------------------------------------------------
 class RunInputs:
@@ -1021,9 +1159,17 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
                          balance_lr_scale=ing["balance_lr_scale"],
                          replay_shift=ing["replay_shift"])
         flops += ended["samples"] * per_sample
+        head = None
+        if ing["discriminant_weight"] > 0:
+            # the head's statistics: the task's samples once more, in the data set's order
+            head, info = fit_head_device(tail, buffer, unit_of, lat, units(y),
+                                         ing["discriminant_shrinkage"])
+            fwd = entry["device_flops_per_sample"]
+            flops += head_stats_flops(info, float(fwd["backbone_fwd"]) + float(fwd["tail_fwd"]))
         for j in range(t + 1):
             _, tlat, ty = inp.test[j]
-            R[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs)
+            R[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs, head,
+                                     ing["discriminant_weight"])
         if progress:
             row = " ".join(f"{a:.3f}" for a in R[t][:t + 1])
             echo(f"task {t}: {stats['steps']} steps, loss {stats['last_loss']:.4f}, accuracy {row}")
@@ -1036,11 +1182,16 @@ def simulate_run(run_dir, progress: bool = False, echo=print, inputs: RunInputs 
     return result
 
 
-def evaluate_units(tail: Tail, latents: np.ndarray, targets: np.ndarray, n_active: int) -> float:
-    """Accuracy with the prediction restricted to the first n_active output units."""
+def evaluate_units(tail: Tail, latents: np.ndarray, targets: np.ndarray, n_active: int,
+                   head: DeviceHead | None = None, head_weight: float = 0.0) -> float:
+    """Accuracy with the prediction restricted to the first n_active output units (the head's
+    term added when there is one, as the device's apply_head)."""
     if len(targets) == 0:
         raise SimulationError("a task has no test samples")
-    pred = np.argmax(tail.logits(latents)[:, :n_active], axis=1)
+    z = tail.logits(latents)
+    if head is not None and head_weight > 0:
+        z = head.apply(tail, latents, z, head_weight)
+    pred = np.argmax(z[:, :n_active], axis=1)
     return float(np.mean(pred == targets))
 
 

@@ -110,7 +110,8 @@ class TrainConfig:
 # The ingredients the device runs too (TRAIN_CONTROL carries them), with the values a run folder
 # prepared before they existed trained with: off.
 DEVICE_INGREDIENTS = {"asymmetric_ce": False, "balance_steps": 0, "balance_lr_scale": 0.1,
-                      "replay_shift": 0}
+                      "replay_shift": 0, "discriminant_weight": 0.0,
+                      "discriminant_shrinkage": 0.1}
 
 
 # Images at least this many pixels on their shorter side get replay_shift 1 by default.
@@ -132,7 +133,7 @@ def default_replay_shift(modality: str, input_shape) -> int:
 
 
 def device_ingredients(training: dict) -> dict:
-    """asymmetric_ce, balance_steps and balance_lr_scale of a run's "training" settings."""
+    """The device's ingredients (DEVICE_INGREDIENTS) of a run's "training" settings."""
     out = {}
     for key, default in DEVICE_INGREDIENTS.items():
         v = training.get(key, default)

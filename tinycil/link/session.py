@@ -598,23 +598,29 @@ def begin_task_payload(units) -> bytes:
 def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch_new: int,
                           batch_replay: int, seed: int, epochs: int, asymmetric_ce: bool = False,
                           balance_steps: int = 0, balance_lr_scale: float = 0.1,
-                          replay_shift: int = 0) -> bytes:
-    """TRAIN_CONTROL's payload; BadTrainingSettings for a value the device would refuse."""
+                          replay_shift: int = 0, discriminant_weight: float = 0.0,
+                          discriminant_shrinkage: float = 0.1) -> bytes:
+    """TRAIN_CONTROL's payload; BadTrainingSettings for a value the device would refuse. The
+    discriminant head's settings (TrainConfig's names) go as head_weight and head_shrinkage."""
     problem = spec.train_limits_error({"lr": lr, "momentum": momentum, "clip_norm": clip_norm,
                                        "batch_new": batch_new, "batch_replay": batch_replay,
                                        "epochs": epochs, "balance_steps": balance_steps,
                                        "balance_lr_scale": balance_lr_scale,
-                                       "asymmetric_ce": asymmetric_ce, "replay_shift": replay_shift})
+                                       "asymmetric_ce": asymmetric_ce, "replay_shift": replay_shift,
+                                       "head_weight": discriminant_weight,
+                                       "head_shrinkage": discriminant_shrinkage})
     if problem:
         raise BadTrainingSettings(f"training settings refused: {problem}. Choose a value in "
                                   "that range (--lr, --momentum, --clip-norm, --batch-new, "
-                                  "--batch-replay, --epochs, --balance-steps, --replay-shift).")
+                                  "--batch-replay, --epochs, --balance-steps, --replay-shift, "
+                                  "--head-weight).")
     return pack_fields(spec.TRAIN_CONTROL_FIELDS, {
         "lr": float(lr), "momentum": float(momentum), "clip_norm": float(clip_norm),
         "batch_new": int(batch_new), "batch_replay": int(batch_replay),
         "seed": int(seed) & 0xFFFFFFFF, "epochs": int(epochs),
         "balance_steps": int(balance_steps), "balance_lr_scale": float(balance_lr_scale),
-        "asymmetric_ce": int(bool(asymmetric_ce)), "replay_shift": int(replay_shift)})
+        "asymmetric_ce": int(bool(asymmetric_ce)), "replay_shift": int(replay_shift),
+        "head_weight": float(discriminant_weight), "head_shrinkage": float(discriminant_shrinkage)})
 
 
 def samples_per_frame(input_size: int, limit: int | None = None) -> int:

@@ -139,6 +139,14 @@ class RunData:
     def units(self, y) -> np.ndarray:
         return np.array([self.unit_of[int(c)] for c in y], dtype=np.uint8)
 
+    def buffer_units(self, task: int) -> np.ndarray:
+        """The output units of any task's buffer samples (a known task's are in the firmware)."""
+        if task in self._buffers:
+            return self._buffers[task][1]
+        from tinycil.runfolder import RunFolder
+
+        return self.units(RunFolder(self.run_dir).load_buffer(task)["y"])
+
     def dataset(self):
         if self._ds is None:
             from tinycil.datasets import load_dataset
@@ -600,21 +608,32 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     # batch_replay samples, each about as long as a streamed mini-batch's step, whose reply time
     # step_wait tracks) and, with persistence, saves its state before answering, which takes
     # seconds on a real flash (nothing else is in flight meanwhile).
-    balance = device_ingredients(tr)["balance_steps"]
+    ing = device_ingredients(tr)
+    balance = ing["balance_steps"]
+    head_on = ing["discriminant_weight"] > 0
     done = session.call("BUFFER_SAMPLES", samples_payload(bx[s:], by[s:], FLAGS["END_OF_TASK"],
                                                           bplan.fill_or_none),
                         timeout=spec.PERSIST_SAVE_TIMEOUT + 2.0 * balance * step_wait[0])
-    saved = done.detail == 0
-    if done.detail not in (0, 2):  # 2: tc_persist UNAVAILABLE, a build without persistence
-        echo(f"warning: the device could not save its learned state ({done.text}); it keeps "
-             "learning but forgets this task at a reset")
-
     if done.code != spec.STATUS["OK"]:
         raise StreamError(f"the device did not confirm the end of task {task} ({done.code_name}): "
                           + recovery_advice(data, info, str(run_dir), board_hint))
     stats1 = parse_stats(session.call("STATS"))
     _confirm(stats1["buffer_fill"] - mid["buffer_fill"], len(by), "buffer samples", task, data,
              info, run_dir, board_hint)
+    head_info = None
+    if head_on:
+        # The discriminant head's statistics: the task's samples once more, every one, in the
+        # data set's order, forward only; the last frame fits the head, and the device saves
+        # its state there (with persistence), not at END_OF_TASK.
+        if done.detail != spec.SAVE_DEFERRED or not stats1["head_observing"]:
+            raise StreamError(f"the device did not begin the discriminant head's statistics at the "
+                              f"end of task {task}: its firmware predates the head; flash it "
+                              f"again (`tinycil flash --run {run_dir}`)")
+        done, head_info = _observe_task(session, data, task, x8, y, stats1, progress)
+    saved = done.detail == 0
+    if done.detail not in (0, 2):  # 2: tc_persist UNAVAILABLE, a build without persistence
+        echo(f"warning: the device could not save its learned state ({done.text}); it keeps "
+             "learning but forgets this task at a reset")
 
     t_eval = time.monotonic()
     row, summary = evaluate(session, data, task, progress)
@@ -640,6 +659,8 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
         "link": session.stats.as_dict(), "training": tr, "per_class": summary["per_class"],
         "state_saved": saved,
     }
+    if head_info is not None:
+        measured["head"] = head_info
     # The task is complete: every sample, buffer sample and the end of the task confirmed.
     device_log["rows"][str(task)] = row
     device_log["tasks"][str(task)] = measured
@@ -649,6 +670,47 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     echo(f"task {task}: {int(steps)} steps on {int(new)} samples in {train_seconds:.1f} s, "
          f"accuracy " + " ".join(f"{100 * a:.1f}" for a in row))
     return measured
+
+
+def _observe_task(session: Session, data: RunData, task: int, x8: np.ndarray, y: np.ndarray,
+                  before: dict, progress: bool):
+    """Streams the task's samples as OBSERVE frames, the last one FIT_HEAD; returns its reply
+    and what the head's statistics counted (for the FLOPs: tinycil.learn.simulate's
+    head_stats_flops)."""
+    plan = FramePlan(x8)
+    bar = _bar(len(y), f"task {task} head", "sample", progress)
+    s = 0
+    while True:
+        n = session.samples_in_frame(plan, np.arange(s, len(y)))
+        if s + n >= len(y):
+            break
+        session.send("TRAIN_SAMPLES", samples_payload(x8[s:s + n], y[s:s + n], FLAGS["OBSERVE"],
+                                                      plan.fill_or_none),
+                     on_reply=(lambda r, n=n: bar.update(n)) if bar is not None else None)
+        s += n
+    session.flush()
+    done = session.call("TRAIN_SAMPLES", samples_payload(
+        x8[s:], y[s:], FLAGS["OBSERVE"] | FLAGS["FIT_HEAD"], plan.fill_or_none),
+        timeout=spec.PERSIST_SAVE_TIMEOUT + 10.0)
+    if bar is not None:
+        bar.update(len(y) - s)
+        bar.close()
+    if done.code != spec.STATUS["OK"]:
+        raise StreamError(f"the device did not fit the discriminant head of task {task} "
+                          f"({done.code_name}: {done.text})")
+    after = parse_stats(session.call("STATS"))
+    if after["observed_samples"] - before["observed_samples"] != len(y):
+        raise StreamError(f"the device observed {after['observed_samples'] - before['observed_samples']} "
+                          f"of the {len(y)} samples of task {task} for its head: the task is not "
+                          f"complete and was not recorded")
+    # the buffer classes whose scatter the fit adds: not the task's, at least two samples
+    held = np.concatenate([data.buffer_units(t) for t in range(task + 1)]).astype(np.int64)
+    counts = np.bincount(held, minlength=after["classes_seen"])
+    own = set(int(u) for u in np.unique(y))
+    scatter = int(sum(counts[c] for c in range(len(counts)) if c not in own and counts[c] >= 2))
+    return done, {"observed": int(len(y)), "buffer": int(after["buffer_fill"]),
+                  "buffer_scatter": scatter, "features": int(after["head_features"]),
+                  "classes": int(after["classes_seen"]), "fitted": int(after["head_classes"]) > 0}
 
 
 def _confirm(got: int, want: int, what: str, task: int, data: RunData, info: dict, run_dir,
@@ -715,7 +777,10 @@ def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dic
 
 def _device_flops(results: dict, data: RunData) -> float:
     """Training FLOPs: the host's for the known tasks plus, per streamed task, the samples the
-    device stepped on times the plan's forward + backward FLOPs per sample of that task."""
+    device stepped on times the plan's forward + backward FLOPs per sample of that task, and the
+    discriminant head's statistics pass."""
+    from tinycil.learn.simulate import head_stats_flops
+
     total = float(data.config.get("host", {}).get("train_flops", 0.0))
     for t, m in results["device_log"]["tasks"].items():
         per = data.plan[int(t)].get("device_flops_per_sample", {}).get("total", 0.0)
@@ -723,4 +788,7 @@ def _device_flops(results: dict, data: RunData) -> float:
         # The end-of-task pass (the buffer always holds the known tasks' samples here).
         stepped += device_ingredients(m["training"])["balance_steps"] * m["training"]["batch_replay"]
         total += stepped * float(per)
+        if m.get("head"):  # the discriminant head's statistics pass
+            fwd = data.plan[int(t)]["device_flops_per_sample"]
+            total += head_stats_flops(m["head"], float(fwd["backbone_fwd"]) + float(fwd["tail_fwd"]))
     return total

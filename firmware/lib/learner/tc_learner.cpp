@@ -116,6 +116,10 @@ int tc_learner_end_task(tc_step_report* report) {
     return tc_rt_end_task(report);
 }
 
+int tc_learner_observe(const int8_t* x, uint8_t label) { return tc_rt_observe_samples(x, &label, 1); }
+
+int tc_learner_fit_head(void) { return tc_rt_fit_head(); }
+
 int tc_learner_predict(const int8_t* x, uint8_t* label) { return tc_rt_predict(x, 1, label); }
 
 uint32_t tc_learner_state_bytes(void) { return tc_rt_state_bytes(); }
@@ -135,6 +139,8 @@ void tc_learner_stats(tc_learner_stats_t* out) {
     out->buffer_capacity = d.buffer_capacity;
     out->last_loss = g_last_loss;
     out->last_step_ticks = s.last_step_ticks;
+    tc_rt_head_params(nullptr, nullptr, &out->head_classes, &out->head_features);
+    out->head_observing = static_cast<uint8_t>(tc_rt_head_observing());
     tc_step_report rep;
     // Zero samples, no end of batch: only reports how many wait.
     if (tc_rt_train_samples(nullptr, nullptr, 0, 0, &rep) == TC_STATUS_OK) out->pending = rep.pending;

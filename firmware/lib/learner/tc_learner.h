@@ -20,7 +20,9 @@
 //      sample: when a mini-batch of new samples is full it trains one SGD step, mixing in samples
 //      of the replay buffer. At the end of the task's data tc_learner_flush() trains on what is
 //      left, tc_learner_remember() keeps a few of the task's samples so the new classes are
-//      replayed later, and tc_learner_end_task() closes the task (its end-of-task pass).
+//      replayed later, and tc_learner_end_task() closes the task (its end-of-task pass). With
+//      the discriminant head on, the task's samples then go once more to tc_learner_observe()
+//      and tc_learner_fit_head() fits the head.
 //   4. tc_learner_predict() at any time.
 //   5. tc_learner_save() / tc_learner_restore() keep the learned state across resets (lib/persist
 //      stores it in two flash slots safely; see tc_persist_runtime.h).
@@ -52,6 +54,10 @@ typedef struct {
     uint64_t last_step_ticks;    // counter ticks of the last step: 0 unless the application
                                  // defines the C++ function `uint64_t tc_rt_ticks()` (e.g.
                                  // returning bsp::counter_read()); the library's is weak
+    uint16_t head_classes;       // classes the discriminant head covers (0: none fitted)
+    uint16_t head_features;      //   and the features it reads
+    uint8_t head_observing;      // 1: tc_learner_end_task began the head's statistics, which
+                                 // wait for tc_learner_observe and tc_learner_fit_head
 } tc_learner_stats_t;
 
 // Starts the runtime from the exported model. TC_STATUS_OK, or TC_STATUS_NO_MODEL when the
@@ -99,7 +105,18 @@ int tc_learner_remember(const int8_t* x, const uint8_t* labels, uint16_t n);
 // end-of-task pass of the training parameters (balance_steps class-balanced steps over the whole
 // buffer at lr * balance_lr_scale), which evens out the bias toward the newest classes. Call it
 // once per task, before tc_learner_save. `report` (may be null): the pass's last step.
+// With a head weight above 0 (tc_train_params.head_weight, the export's default when the run was
+// prepared with the discriminant head) it then begins the head's statistics: give the task's
+// samples once more to tc_learner_observe, then call tc_learner_fit_head (and save after it).
 int tc_learner_end_task(tc_step_report* report);
+
+// One labelled sample of the finished task for the discriminant head's statistics: forward only,
+// nothing trains. BAD_STATE unless tc_learner_end_task began them.
+int tc_learner_observe(const int8_t* x, uint8_t label);
+
+// Fits the discriminant head (a linear discriminant over the output layer's input, added to its
+// logits by tc_learner_predict at head_weight). BAD_STATE unless tc_learner_end_task began it.
+int tc_learner_fit_head(void);
 
 // Predicted class of one sample (0 .. classes_seen-1).
 int tc_learner_predict(const int8_t* x, uint8_t* label);

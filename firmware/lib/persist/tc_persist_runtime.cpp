@@ -12,8 +12,9 @@ namespace {
 // of the fixed part and every tail weight and bias. The layout is tc_runtime.h's (the fixed part
 // of TC_RT_STATE_FIXED_BYTES with lr, momentum, clip_norm and balance_lr_scale at the offsets
 // tc_runtime.h names, and the replay area's count and sample size read from it; then per
-// tail layer a TC_RT_STATE_LAYER_BYTES head, its weights and its bias; then the replay samples,
-// bytes that are not checked). How many floats each layer holds is asked of the runtime
+// tail layer a TC_RT_STATE_LAYER_BYTES head, its weights and its bias; then the discriminant
+// head's TC_RT_STATE_HEAD_BYTES (classes, features) and its weights and biases; then the replay
+// samples, bytes that are not checked). How many floats each layer holds is asked of the runtime
 // (tc_rt_tail_params: its weight count; a layer with weights has one bias per output), not read
 // from the stream, and the stream's length must then come out exactly: a state whose layout
 // this scan does not know is refused rather than scanned in the wrong places. A float is not
@@ -23,7 +24,10 @@ struct FiniteScan {
     tc_state_writer* inner;  // where the bytes go after the scan
     uint32_t layer_floats[TC_MAX_TAIL_LAYERS];
     uint16_t layers;
-    enum Phase { kFixed, kLayerHead, kFloats, kRest } phase;
+    uint32_t head_floats;    // the discriminant head's weights and biases (tc_rt_head_params)
+    uint16_t head_classes, head_features;
+    bool head_done;
+    enum Phase { kFixed, kLayerHead, kHead, kFloats, kRest } phase;
     uint8_t fixed[TC_RT_STATE_FIXED_BYTES];
     uint32_t at;             // bytes of the current piece (fixed part, layer head, float) so far
     uint8_t word[4];
@@ -48,6 +52,10 @@ struct FiniteScan {
             layer_floats[l] = static_cast<uint32_t>(weights) + (weights > 0 ? out : 0u);
             ++layers;
         }
+        head_classes = head_features = 0;
+        const int32_t head = tc_rt_head_params(nullptr, nullptr, &head_classes, &head_features);
+        head_floats = head > 0 ? static_cast<uint32_t>(head) + head_classes : 0u;
+        head_done = false;
         phase = kFixed;
         at = 0;
         layer = 0;
@@ -60,6 +68,10 @@ struct FiniteScan {
         at = 0;
         if (layer < layers) {
             phase = kLayerHead;
+            return;
+        }
+        if (!head_done) {
+            phase = kHead;
             return;
         }
         uint32_t ram_count, sample_size;
@@ -80,6 +92,8 @@ struct FiniteScan {
                     for (uint32_t off = TC_RT_STATE_LR_AT; off < TC_RT_STATE_LR_AT + 12; off += 4)
                         if (!finite_bits(fixed + off)) finite = false;
                     if (!finite_bits(fixed + TC_RT_STATE_BALANCE_LR_SCALE_AT)) finite = false;
+                    for (uint32_t off = TC_RT_STATE_HEAD_AT; off < TC_RT_STATE_HEAD_AT + 8; off += 4)
+                        if (!finite_bits(fixed + off)) finite = false;
                     next_layer();
                 }
                 break;
@@ -87,6 +101,20 @@ struct FiniteScan {
                 word[at++] = b;
                 if (at == TC_RT_STATE_LAYER_BYTES) {
                     floats_left = layer_floats[layer++];
+                    at = 0;
+                    if (floats_left > 0) phase = kFloats;
+                    else next_layer();
+                }
+                break;
+            case kHead:
+                word[at++] = b;
+                if (at == TC_RT_STATE_HEAD_BYTES) {
+                    uint16_t classes, features;
+                    memcpy(&classes, word, 2);
+                    memcpy(&features, word + 2, 2);
+                    if (classes != head_classes || features != head_features) layout_ok = false;
+                    head_done = true;
+                    floats_left = head_floats;
                     at = 0;
                     if (floats_left > 0) phase = kFloats;
                     else next_layer();

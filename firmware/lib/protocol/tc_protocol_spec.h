@@ -3,7 +3,7 @@
 #pragma once
 #include <stdint.h>
 
-#define TC_PROTOCOL_VERSION 4
+#define TC_PROTOCOL_VERSION 5
 #define TC_HEADER_SIZE 6
 #define TC_CRC_SIZE 4
 #define TC_MAX_PAYLOAD 1024
@@ -20,6 +20,8 @@
 #define TC_REPLY_CACHE_PAYLOAD 512
 #define TC_EVAL_MAX_SAMPLES 128
 #define TC_PACKED_SCRATCH 1024
+#define TC_HEAD_MAX_FEATURES 128
+#define TC_SAVE_DEFERRED 0xFFFF
 
 #define TC_MSG_HELLO 0x01
 #define TC_MSG_RESET 0x02
@@ -97,6 +99,10 @@
 #define TC_TRAIN_ASYMMETRIC_CE_MAX 1
 #define TC_TRAIN_REPLAY_SHIFT_MIN 0
 #define TC_TRAIN_REPLAY_SHIFT_MAX 4
+#define TC_TRAIN_HEAD_WEIGHT_MIN 0.0f
+#define TC_TRAIN_HEAD_WEIGHT_MAX 10.0f
+#define TC_TRAIN_HEAD_SHRINKAGE_MIN 0.0f
+#define TC_TRAIN_HEAD_SHRINKAGE_MAX 1.0f
 
 typedef struct __attribute__((packed)) {
     uint16_t protocol_version;
@@ -136,6 +142,8 @@ static_assert(sizeof(tc_info_t) == TC_INFO_SIZE, "INFO layout differs from the h
 #define TC_SAMPLES_EVAL_SUMMARY 0x02
 #define TC_SAMPLES_END_OF_TASK 0x04
 #define TC_SAMPLES_PACKED 0x08
+#define TC_SAMPLES_OBSERVE 0x10
+#define TC_SAMPLES_FIT_HEAD 0x20
 #define TC_SELFTEST_CHECKS 4
 
 typedef struct __attribute__((packed)) {
@@ -184,9 +192,11 @@ typedef struct __attribute__((packed)) {
     uint8_t asymmetric_ce;
     uint8_t replay_shift;
     uint8_t reserved0[2];
+    float head_weight;
+    float head_shrinkage;
 } tc_train_control_t;
 #ifdef __cplusplus
-static_assert(sizeof(tc_train_control_t) == 32, "train_control layout differs from the host");
+static_assert(sizeof(tc_train_control_t) == 40, "train_control layout differs from the host");
 #endif
 
 typedef struct __attribute__((packed)) {
@@ -243,9 +253,14 @@ typedef struct __attribute__((packed)) {
     uint32_t frames_run;
     uint32_t frames_repeated;
     uint32_t frames_out_of_sequence;
+    uint32_t observed_samples;
+    uint16_t head_classes;
+    uint16_t head_features;
+    uint8_t head_observing;
+    uint8_t reserved1;
 } tc_stats_t;
 #ifdef __cplusplus
-static_assert(sizeof(tc_stats_t) == 100, "stats layout differs from the host");
+static_assert(sizeof(tc_stats_t) == 110, "stats layout differs from the host");
 #endif
 
 typedef struct __attribute__((packed)) {

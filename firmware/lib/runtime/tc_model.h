@@ -10,7 +10,7 @@
 
 #include "tc_protocol_spec.h"
 
-#define TC_MODEL_FORMAT_VERSION 4
+#define TC_MODEL_FORMAT_VERSION 5
 #define TC_MAX_TAIL_LAYERS 12
 
 // Operators of the frozen int8 backbone (TFLite semantics, NHWC).
@@ -75,6 +75,8 @@ struct tc_train_defaults {
     uint16_t balance_steps;
     uint8_t asymmetric_ce;
     uint8_t replay_shift;
+    float head_weight;           // the discriminant head (tc_train_params)
+    float head_shrinkage;
 };
 
 struct tc_model {

@@ -38,8 +38,25 @@ struct TailLayer {
     uint16_t in, out;  // current channels
 };
 
+// The discriminant head (tc_rt_fit_head) and its statistics. The scatter matrix and the per-class
+// sums are scratch, needed only between the end of a task and the fit, so they use the largest
+// gradient block (free then: the next step's first sample overwrites it) when it is big enough.
+struct Head {
+    float* w;             // [classes_max][features_max]: the head's rows; while observing, the
+                          // buffer's class means (the head is off meanwhile)
+    float* b;             // [classes_max]
+    uint16_t classes;     // classes the fitted head covers (0: no head)
+    uint16_t features;    // features it was fitted on
+    bool observing;       // tc_rt_end_task began the statistics
+    float* scatter;       // [features_max][features_max], lower triangle used
+    float* sums;          // [classes_max][features_max]: observed deviations from the mean
+    float* vec;           // [features_max]: one sample's deviation; the solve's vector
+    uint32_t* observed;   // [classes_max]: observed samples per class
+};
+
 struct Runtime {
     const tc_model* m;
+    Head head;
     bool ready;
     TailLayer tail[TC_MAX_TAIL_LAYERS];
     float* latent;        // one sample's dequantised latent (the first tail layer's input)
@@ -131,6 +148,44 @@ uint32_t bias_count(const tc_tail_layer& L, uint16_t out) { return has_params(L)
 uint32_t in_size(const tc_tail_layer& L, uint16_t in) { return (uint32_t)L.in_h * L.in_w * in; }
 uint32_t out_size(const tc_tail_layer& L, uint16_t out) { return (uint32_t)L.out_h * L.out_w * out; }
 
+// Features the output layer reads (the head's input) at the final size, 0 when the model allows
+// no head (more than TC_HEAD_MAX_FEATURES).
+uint32_t head_features_max(const tc_model* m) {
+    const tc_tail_layer& L = m->tail[m->n_tail - 1];
+    const uint32_t d = in_size(L, L.in_max);
+    return d <= TC_HEAD_MAX_FEATURES ? d : 0u;
+}
+
+// The head's rows and biases get their own blocks; its scratch (scatter, per-class sums, one
+// vector, per-class counts) goes into the largest gradient block when that holds it, otherwise
+// into a block of its own. tinycil/deploy/memplan.py plans the same.
+void carve_head(Runtime* rt, Carver* c) {
+    const tc_model* m = rt->m;
+    Head& h = rt->head;
+    const uint32_t d = head_features_max(m);
+    if (d == 0) return;
+    const uint32_t cm = m->tail[m->n_tail - 1].out_max;  // the output units: one row per class
+    h.w = c->floats(cm * d);
+    h.b = c->floats(cm);
+    const uint32_t scratch = d * d + cm * d + d + cm;  // floats (the counts are 32-bit too)
+    float* block = nullptr;
+    uint32_t largest = 0;
+    for (uint16_t l = 0; l < m->n_tail; ++l) {
+        const tc_tail_layer& L = m->tail[l];
+        const uint32_t nw = weight_count(L, L.in_max, L.out_max);
+        if (nw > largest) {
+            largest = nw;
+            block = rt->tail[l].gw;
+        }
+    }
+    if (largest < scratch || block == nullptr) block = c->floats(scratch);
+    if (block == nullptr) return;
+    h.scatter = block;
+    h.sums = block + d * d;
+    h.vec = h.sums + cm * d;
+    h.observed = reinterpret_cast<uint32_t*>(h.vec + d);
+}
+
 bool carve(Runtime* rt) {
     const tc_model* m = rt->m;
     Carver c;
@@ -155,6 +210,7 @@ bool carve(Runtime* rt) {
         if (l > 0 && in_size(L, L.in_max) > side) side = in_size(L, L.in_max);
     }
     rt->latent = c.floats(m->latent_size);
+    carve_head(rt, &c);
     rt->delta_a = c.floats(size_a);
     rt->delta_b = c.floats(size_b);
     rt->scratch_a = static_cast<int8_t*>(c.take(m->scratch_bytes));
@@ -409,6 +465,9 @@ bool valid_params(const tc_model* m, const tc_train_params* p) {
     if (p->balance_steps > 0 && (!(p->balance_lr_scale > 0.0f) || !isfinite(p->balance_lr_scale) ||
                                  !(p->lr * p->balance_lr_scale > 0.0f)))
         return false;
+    if (!(p->head_weight >= 0.0f) || !(p->head_weight <= TC_TRAIN_HEAD_WEIGHT_MAX)) return false;
+    if (!(p->head_shrinkage >= 0.0f) || !(p->head_shrinkage <= 1.0f)) return false;
+    if (p->head_weight > 0.0f && head_features_max(m) == 0) return false;
     return (uint32_t)p->batch_new + p->batch_replay <= m->max_batch;
 }
 
@@ -528,6 +587,212 @@ void grow_layer(Runtime* rt, uint16_t l, uint16_t in_new, uint16_t out_new) {
     t.out = out_new;
 }
 
+
+// ---- The discriminant head ----------------------------------------------------------------
+// Every sum runs in a fixed order with fmaf, as simulate.py's fit_head_device does, so the twin
+// and the simulation fit the same floats.
+
+// Features the output layer reads now, and where they are after tail_forward.
+uint32_t head_features_now(const Runtime* rt) {
+    const tc_tail_layer& L = rt->m->tail[rt->m->n_tail - 1];
+    return in_size(L, rt->tail[rt->m->n_tail - 1].in);
+}
+const float* features(const Runtime* rt) { return layer_input(rt, rt->m->n_tail - 1); }
+
+uint16_t classes_seen(const Runtime* rt) { return rt->m->plan[rt->plan_index].classes_seen; }
+
+void forward_buffer_sample(Runtime* rt, uint32_t k) {
+    const int8_t* q = tc_buffer_x(&rt->buffer, k);
+    if (rt->m->buffer_store != TC_BUFFER_STORES_LATENTS) q = backbone(rt, q);
+    dequantize_latent(rt, q);
+    tail_forward(rt);
+}
+
+// Begins the statistics: the head goes off, every class's mean feature over the buffer (sums in
+// buffer order, then divided by the class's count; a class without buffer samples keeps zeros).
+void head_begin(Runtime* rt) {
+    Head& h = rt->head;
+    const uint32_t d = head_features_now(rt);
+    const uint16_t seen = classes_seen(rt);
+    h.classes = 0;
+    h.features = 0;
+    tc_f32_zero(h.w, (int32_t)(seen * d));
+    tc_f32_zero(h.sums, (int32_t)(seen * d));
+    tc_f32_zero(h.scatter, (int32_t)(d * d));
+    for (uint16_t c = 0; c < seen; ++c) h.observed[c] = 0;
+    const uint32_t fill = tc_buffer_fill(&rt->buffer);
+    for (uint32_t k = 0; k < fill; ++k) {
+        forward_buffer_sample(rt, k);
+        const float* f = features(rt);
+        float* mean = h.w + (size_t)tc_buffer_y(&rt->buffer, k) * d;
+        for (uint32_t i = 0; i < d; ++i) mean[i] += f[i];
+    }
+    for (uint16_t c = 0; c < seen; ++c) {
+        const uint32_t n = rt->buffer.counts[c];
+        if (n == 0) continue;
+        float* mean = h.w + (size_t)c * d;
+        for (uint32_t i = 0; i < d; ++i) mean[i] = mean[i] / (float)n;
+    }
+    h.observing = true;
+}
+
+// Adds z z^T (times `scale` on the left factor) to the scatter's lower triangle:
+// S[i][j] = fmaf(z[i] * scale, z[j], S[i][j]) for j <= i.
+void add_outer(float* scatter, uint32_t d, const float* z, float scale) {
+    for (uint32_t i = 0; i < d; ++i) {
+        const float zi = z[i] * scale;
+        float* row = scatter + (size_t)i * d;
+        for (uint32_t j = 0; j <= i; ++j) row[j] = fmaf(zi, z[j], row[j]);
+    }
+}
+
+// One observed sample (its features after tail_forward) of class c.
+void head_observe(Runtime* rt, uint8_t c) {
+    Head& h = rt->head;
+    const uint32_t d = head_features_now(rt);
+    const float* f = features(rt);
+    const float* mean = h.w + (size_t)c * d;
+    float* sum = h.sums + (size_t)c * d;
+    for (uint32_t i = 0; i < d; ++i) {
+        h.vec[i] = f[i] - mean[i];
+        sum[i] += h.vec[i];
+    }
+    add_outer(h.scatter, d, h.vec, 1.0f);
+    h.observed[c] += 1;
+}
+
+// The fit. Returns false when there is no scatter to fit (the head stays off).
+bool head_fit(Runtime* rt) {
+    Head& h = rt->head;
+    const uint32_t d = head_features_now(rt);
+    const uint16_t seen = classes_seen(rt);
+    float* S = h.scatter;
+    // 1. The observed classes' scatter about their own means: the deviations were taken from
+    //    the buffer's mean m, so subtract n (mean - m)(mean - m)^T = u u^T / n per class
+    //    (u: the summed deviations). Pooled, then weighted as as many classes as they are.
+    uint32_t n_observed = 0, k_observed = 0;
+    for (uint16_t c = 0; c < seen; ++c) {
+        const uint32_t n = h.observed[c];
+        if (n == 0) continue;
+        const float* u = h.sums + (size_t)c * d;
+        for (uint32_t i = 0; i < d; ++i) h.vec[i] = u[i] / (float)n;
+        for (uint32_t i = 0; i < d; ++i) {
+            float* row = S + (size_t)i * d;
+            for (uint32_t j = 0; j <= i; ++j) row[j] = fmaf(-u[i], h.vec[j], row[j]);
+        }
+        n_observed += n;
+        k_observed += 1;
+    }
+    if (n_observed > 0) {
+        const float share = (float)k_observed / (float)n_observed;
+        for (uint32_t i = 0; i < d; ++i)
+            for (uint32_t j = 0; j <= i; ++j) S[(size_t)i * d + j] *= share;
+    }
+    // 2. Every other class with at least two buffer samples: its buffer scatter / its count.
+    uint32_t k_buffer = 0;
+    for (uint16_t c = 0; c < seen; ++c)
+        if (h.observed[c] == 0 && rt->buffer.counts[c] >= 2) ++k_buffer;
+    if (k_buffer > 0) {
+        const uint32_t fill = tc_buffer_fill(&rt->buffer);
+        for (uint32_t k = 0; k < fill; ++k) {
+            const uint8_t c = tc_buffer_y(&rt->buffer, k);
+            if (h.observed[c] != 0 || rt->buffer.counts[c] < 2) continue;
+            forward_buffer_sample(rt, k);
+            const float* f = features(rt);
+            const float* mean = h.w + (size_t)c * d;
+            for (uint32_t i = 0; i < d; ++i) h.vec[i] = f[i] - mean[i];
+            add_outer(S, d, h.vec, 1.0f / (float)rt->buffer.counts[c]);
+        }
+    }
+    const uint32_t classes = k_observed + k_buffer;
+    if (classes == 0) return false;
+    // 3. The mean over those classes, shrunk toward its mean variance.
+    float trace = 0.0f;
+    for (uint32_t i = 0; i < d; ++i) {
+        float* row = S + (size_t)i * d;
+        for (uint32_t j = 0; j <= i; ++j) row[j] = row[j] / (float)classes;
+        trace += row[i];
+    }
+    const float a = rt->params.head_shrinkage;
+    const float target = a * (trace / (float)d);
+    const float keep = 1.0f - a;
+    if (!(trace > 0.0f) || !isfinite(trace)) return false;
+    for (uint32_t i = 0; i < d; ++i) {
+        float* row = S + (size_t)i * d;
+        for (uint32_t j = 0; j < i; ++j) row[j] = keep * row[j];
+        row[i] = fmaf(keep, row[i], target);
+    }
+    // 4. Cholesky, in place in the lower triangle: S = L L^T.
+    for (uint32_t i = 0; i < d; ++i) {
+        float* ri = S + (size_t)i * d;
+        for (uint32_t j = 0; j <= i; ++j) {
+            const float* rj = S + (size_t)j * d;
+            float v = ri[j];
+            for (uint32_t k = 0; k < j; ++k) v = fmaf(-ri[k], rj[k], v);
+            if (i == j) {
+                if (!(v > 0.0f)) return false;
+                ri[i] = sqrtf(v);
+            } else {
+                ri[j] = v / rj[j];
+            }
+        }
+    }
+    // 5. Every class's row w = S^-1 mean (L y = mean, then L^T w = y) and bias -w.mean / 2.
+    for (uint16_t c = 0; c < seen; ++c) {
+        float* row = h.w + (size_t)c * d;
+        if (rt->buffer.counts[c] == 0) {  // no mean: the class gets no head term
+            tc_f32_zero(row, (int32_t)d);
+            h.b[c] = 0.0f;
+            continue;
+        }
+        float* v = h.vec;
+        for (uint32_t i = 0; i < d; ++i) {
+            const float* ri = S + (size_t)i * d;
+            float acc = row[i];
+            for (uint32_t k = 0; k < i; ++k) acc = fmaf(-ri[k], v[k], acc);
+            v[i] = acc / ri[i];
+        }
+        for (uint32_t i = d; i-- > 0;) {
+            float acc = v[i];
+            for (uint32_t k = i + 1; k < d; ++k) acc = fmaf(-S[(size_t)k * d + i], v[k], acc);
+            v[i] = acc / S[(size_t)i * d + i];
+        }
+        float dot = 0.0f;
+        for (uint32_t i = 0; i < d; ++i) dot = fmaf(v[i], row[i], dot);
+        h.b[c] = -0.5f * dot;
+        memcpy(row, v, 4u * d);
+    }
+    h.classes = seen;
+    h.features = (uint16_t)d;
+    return true;
+}
+
+// Statistics begun but not fitted are dropped (a task begins, or training goes on): the head
+// stays off until the next fit.
+void end_observing(Runtime* rt) {
+    if (!rt->head.observing) return;
+    rt->head.observing = false;
+    rt->head.classes = 0;
+    rt->head.features = 0;
+}
+
+// The head's term joins the logits z (after tail_forward) when the head covers every class
+// seen: z[c] = fmaf(head_weight, b[c] + w[c] . f, z[c]).
+void apply_head(const Runtime* rt, float* z) {
+    const Head& h = rt->head;
+    const uint16_t seen = classes_seen(rt);
+    if (!(rt->params.head_weight > 0.0f) || h.observing || h.classes != seen ||
+        h.features != head_features_now(rt))
+        return;
+    const float* f = features(rt);
+    for (uint16_t c = 0; c < seen; ++c) {
+        const float* row = h.w + (size_t)c * h.features;
+        float acc = h.b[c];
+        for (uint32_t i = 0; i < h.features; ++i) acc = fmaf(row[i], f[i], acc);
+        z[c] = fmaf(rt->params.head_weight, acc, z[c]);
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -567,6 +832,9 @@ int tc_rt_init(void) {
     g_rt.params.balance_steps = m->defaults.balance_steps;
     g_rt.params.asymmetric_ce = m->defaults.asymmetric_ce;
     g_rt.params.replay_shift = m->defaults.replay_shift;
+    g_rt.params.head_weight = m->defaults.head_weight;
+    g_rt.params.head_shrinkage = m->defaults.head_shrinkage;
+    if (!valid_params(m, &g_rt.params)) return TC_STATUS_NO_MODEL;
     g_rt.task_lo = 0;
     tc_prng_seed(&g_rt.prng, tc_prng_task_seed(g_rt.params.seed, g_rt.plan_index));
     g_rt.ready = true;
@@ -636,6 +904,7 @@ int tc_rt_begin_task(const uint8_t* new_labels, uint16_t n) {
     }
     for (uint16_t l = 0; l < m->n_tail; ++l) grow_layer(&g_rt, l, tail_in(m, to, l), to.out[l]);
     zero_momentum(&g_rt);
+    end_observing(&g_rt);
     g_rt.plan_index = step;
     g_rt.pending = 0;
     // The task's own units start at its lowest label (the host trainer's n_old = min label).
@@ -657,6 +926,7 @@ int tc_rt_train_samples(const int8_t* x, const uint8_t* y, uint16_t n, uint8_t e
     if ((uint32_t)g_rt.pending + n > g_rt.params.batch_new) return TC_STATUS_FULL;
     for (uint16_t i = 0; i < n; ++i)
         if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+    if (n > 0) end_observing(&g_rt);  // training reuses the statistics' scratch
     if (g_rt.pending == 0) g_rt.pending_ticks = 0;
     const uint64_t t_samples = tc_rt_ticks();
     for (uint16_t i = 0; i < n; ++i) {
@@ -705,18 +975,15 @@ int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
     return TC_STATUS_OK;
 }
 
-// The end-of-task pass: a short class-balanced pass over the whole buffer (the task's own
-// samples included) at a lower learning rate, from zero momentum, so the output layer's bias
-// toward the newest classes, learned from a stream of only them, is corrected on equal terms.
-int tc_rt_end_task(tc_step_report* rep) {
-    tc_step_report local;
-    if (rep == nullptr) rep = &local;
-    memset(rep, 0, sizeof(*rep));
-    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
-    if (g_rt.pending) return TC_STATUS_BAD_STATE;
+}  // extern "C"
+
+namespace {
+
+// The class-balanced pass of tc_rt_end_task.
+void end_task_pass(tc_step_report* rep) {
     const tc_train_params& p = g_rt.params;
     if (p.balance_steps == 0 || p.batch_replay == 0 || tc_buffer_fill(&g_rt.buffer) == 0)
-        return TC_STATUS_OK;
+        return;
     const float lr = p.lr * p.balance_lr_scale;
     const uint64_t t0 = tc_rt_ticks();
     zero_momentum(&g_rt);
@@ -732,7 +999,6 @@ int tc_rt_end_task(tc_step_report* rep) {
     rep->stepped = 1;
     zero_momentum(&g_rt);  // the next task starts from zero momentum, as every task does
     g_rt.stats.last_step_ticks = (tc_rt_ticks() - t0) / p.balance_steps;
-    return TC_STATUS_OK;
 }
 
 // Forward of one input. A pending batch keeps only its gradient sums, which prediction never
@@ -751,11 +1017,70 @@ bool forward_input(const int8_t* x) {
     return true;
 }
 
+}  // namespace
+
+extern "C" {
+
+// The end-of-task pass: a short class-balanced pass over the whole buffer (the task's own
+// samples included) at a lower learning rate, from zero momentum, so the output layer's bias
+// toward the newest classes, learned from a stream of only them, is corrected on equal terms.
+int tc_rt_end_task(tc_step_report* rep) {
+    tc_step_report local;
+    if (rep == nullptr) rep = &local;
+    memset(rep, 0, sizeof(*rep));
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (g_rt.pending) return TC_STATUS_BAD_STATE;
+    const tc_train_params& p = g_rt.params;
+    end_task_pass(rep);
+    if (p.head_weight > 0.0f) head_begin(&g_rt);
+    return TC_STATUS_OK;
+}
+
+int tc_rt_observe_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (!g_rt.head.observing) return TC_STATUS_BAD_STATE;
+    const uint16_t seen = classes_seen(&g_rt);
+    for (uint16_t i = 0; i < n; ++i)
+        if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (!forward_input(x + (size_t)i * g_rt.m->input_size)) return TC_STATUS_NO_MODEL;
+        head_observe(&g_rt, y[i]);
+    }
+    return TC_STATUS_OK;
+}
+
+int tc_rt_fit_head(void) {
+    if (!g_rt.ready) return TC_STATUS_NO_MODEL;
+    if (!g_rt.head.observing) return TC_STATUS_BAD_STATE;
+    g_rt.head.observing = false;
+    g_rt.grads_stored = false;  // the scatter may have overwritten a gradient block
+    if (!head_fit(&g_rt)) {
+        g_rt.head.classes = 0;
+        g_rt.head.features = 0;
+    }
+    return TC_STATUS_OK;
+}
+
+int tc_rt_head_observing(void) { return g_rt.ready && g_rt.head.observing ? 1 : 0; }
+
+int32_t tc_rt_head_params(float* weights, float* bias, uint16_t* classes, uint16_t* features) {
+    if (!g_rt.ready) return -1;
+    const Head& h = g_rt.head;
+    const uint16_t c = h.observing ? 0 : h.classes;
+    const uint16_t d = c ? h.features : 0;
+    if (weights) memcpy(weights, h.w, 4u * c * d);
+    if (bias) memcpy(bias, h.b, 4u * c);
+    if (classes) *classes = c;
+    if (features) *features = d;
+    return (int32_t)c * d;
+}
+
 int32_t tc_rt_logits(const int8_t* x, float* logits) {
     if (!g_rt.ready) return -1;
     if (!forward_input(x)) return -1;
     const TailLayer& t = g_rt.tail[g_rt.m->n_tail - 1];
     memcpy(logits, t.act, 4u * t.out);
+    apply_head(&g_rt, logits);
     return t.out;
 }
 
@@ -765,7 +1090,8 @@ int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred) {
     const tc_model* m = g_rt.m;
     for (uint16_t i = 0; i < n; ++i) {
         if (!forward_input(x + (size_t)i * m->input_size)) return TC_STATUS_NO_MODEL;
-        const TailLayer& t = g_rt.tail[m->n_tail - 1];
+        TailLayer& t = g_rt.tail[m->n_tail - 1];
+        apply_head(&g_rt, t.act);  // the activations are scratch once the forward pass is done
         const float* z = t.act;
         uint16_t best = 0;  // first maximum, as numpy's argmax
         for (uint16_t k = 1; k < t.out; ++k)
@@ -892,6 +1218,9 @@ uint32_t tc_rt_state_bytes(void) {
         bytes += TC_RT_STATE_LAYER_BYTES +
                  4u * (weight_count(m->tail[l], t.in, t.out) + bias_count(m->tail[l], t.out));
     }
+    uint16_t hc = 0, hd = 0;
+    tc_rt_head_params(nullptr, nullptr, &hc, &hd);
+    bytes += TC_RT_STATE_HEAD_BYTES + 4u * ((uint32_t)hc * hd + hc);
     return bytes + g_rt.buffer.ram_count * (g_rt.buffer.sample_size + 1u);
 }
 
@@ -915,6 +1244,8 @@ int tc_rt_save_state(tc_state_writer* w) {
     out.u16(g_rt.params.balance_steps);
     out.u8(g_rt.params.asymmetric_ce);
     out.u8(g_rt.params.replay_shift);
+    out.f32(g_rt.params.head_weight);
+    out.f32(g_rt.params.head_shrinkage);
     out.u32(g_rt.prng.state);
     out.u32(g_rt.buffer.ram_count);
     out.u32(g_rt.buffer.sample_size);
@@ -925,6 +1256,12 @@ int tc_rt_save_state(tc_state_writer* w) {
         out.put(t.w, 4u * weight_count(m->tail[l], t.in, t.out));
         out.put(t.b, 4u * bias_count(m->tail[l], t.out));
     }
+    uint16_t hc = 0, hd = 0;  // statistics begun but not fitted: saved without a head
+    tc_rt_head_params(nullptr, nullptr, &hc, &hd);
+    out.u16(hc);
+    out.u16(hd);
+    out.put(g_rt.head.w, 4u * hc * hd);
+    out.put(g_rt.head.b, 4u * hc);
     const tc_buffer& b = g_rt.buffer;
     out.put(b.ram_x, b.ram_count * b.sample_size);
     out.put(b.ram_y, b.ram_count);
@@ -955,6 +1292,8 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
     params.balance_steps = in.u16();
     params.asymmetric_ce = in.u8();
     params.replay_shift = in.u8();
+    params.head_weight = in.f32();
+    params.head_shrinkage = in.f32();
     const uint32_t prng_state = in.u32();
     const uint32_t ram_count = in.u32();
     const uint32_t sample_size = in.u32();
@@ -973,6 +1312,16 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
         weights[l] = in.take(4u * weight_count(m->tail[l], t_in, t_out));
         biases[l] = in.take(4u * bias_count(m->tail[l], t_out));
     }
+    // The head covers every class seen at the output layer's features, or is absent.
+    const uint16_t head_classes = in.u16();
+    const uint16_t head_dim = in.u16();
+    const uint32_t d_now = in_size(m->tail[m->n_tail - 1], tail_in(m, to, m->n_tail - 1));
+    if (head_classes != 0 &&
+        (head_classes != seen || head_dim != d_now || head_features_max(m) == 0))
+        return TC_STATUS_BAD_ARGUMENT;
+    if (head_classes == 0 && head_dim != 0) return TC_STATUS_BAD_ARGUMENT;
+    const uint8_t* head_w = in.take(4u * head_classes * head_dim);
+    const uint8_t* head_b = in.take(4u * head_classes);
     const uint8_t* ram_x = in.take(ram_count * sample_size);
     const uint8_t* ram_y = in.take(ram_count);
     if (!in.ok || in.at != n) return TC_STATUS_BAD_ARGUMENT;
@@ -988,6 +1337,13 @@ int tc_rt_load_state(const uint8_t* data, uint32_t n) {
         memcpy(t.b, biases[l], 4u * bias_count(m->tail[l], t.out));
     }
     zero_momentum(&g_rt);
+    g_rt.head.observing = false;
+    g_rt.head.classes = head_classes;
+    g_rt.head.features = head_dim;
+    if (head_classes) {
+        memcpy(g_rt.head.w, head_w, 4u * head_classes * head_dim);
+        memcpy(g_rt.head.b, head_b, 4u * head_classes);
+    }
     g_rt.plan_index = step;
     g_rt.params = params;
     g_rt.prng.state = prng_state;

@@ -51,6 +51,12 @@ typedef struct {
     // -replay_shift..replay_shift along its height and its width (each only when longer than 1),
     // zeros shifted in; two PRNG draws after the buffer draw, height first. 0: not moved.
     uint8_t replay_shift;
+    // The discriminant head (see tc_rt_fit_head): a prediction adds head_weight times the head's
+    // logits to the output layer's once the head covers every class seen; 0: no head (a model
+    // whose output layer reads more than TC_HEAD_MAX_FEATURES features allows only 0).
+    // head_shrinkage: the scatter's shrinkage toward its mean variance, in [0, 1].
+    float head_weight;
+    float head_shrinkage;
 } tc_train_params;
 
 typedef struct {
@@ -87,7 +93,29 @@ int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n);
 // parameters over the whole buffer. BAD_STATE while new samples wait for a step. `rep` (may be
 // null) reports the pass's last step (stepped 0: the pass took no step); tc_rt_stats counts
 // its steps and samples with the others.
+// With head_weight above 0 it then begins the discriminant head's statistics: one forward pass
+// over the buffer gives every class's mean feature (the output layer's input); the head stays
+// off until tc_rt_fit_head.
 int tc_rt_end_task(tc_step_report* rep);
+// The discriminant head: a linear discriminant over the output layer's input features (Gaussian
+// classes sharing one covariance), fitted at the end of every task. Its means are the buffer's
+// class means; its covariance averages the classes' scatters: the classes given to
+// tc_rt_observe_samples (the task's own samples, streamed once more after tc_rt_end_task) count
+// as many classes as they are, their scatter pooled; every other class with at least two buffer
+// samples adds its buffer scatter; then shrinkage toward the mean variance, a Cholesky solve.
+// Forward only: no training step, no PRNG draw, the weights do not change. BAD_STATE unless
+// tc_rt_end_task began the statistics (head_weight above 0) and no task began since.
+int tc_rt_observe_samples(const int8_t* x, const uint8_t* y, uint16_t n);
+// Fits the head from the statistics (a buffer-only head when nothing was observed). OK, also
+// when no class had a scatter (the head then stays off); BAD_STATE as above. The scatter lives
+// in the largest gradient block of the arena (or its own block), which the next step overwrites:
+// tc_rt_tail_grads is meaningless after a fit until the next step.
+int tc_rt_fit_head(void);
+// 1 while the statistics tc_rt_end_task began wait for tc_rt_fit_head, else 0.
+int tc_rt_head_observing(void);
+// The head: classes x features weights (row per class) and one bias per class; returns
+// classes * features, 0 when no head is fitted, -1 without a model.
+int32_t tc_rt_head_params(float* weights, float* bias, uint16_t* classes, uint16_t* features);
 int tc_rt_predict(const int8_t* x, uint16_t n, uint8_t* pred);
 void tc_rt_stats(struct tc_rt_stats* out);
 
@@ -110,7 +138,8 @@ void tc_rt_stage_ticks(uint64_t* out, uint8_t reset);
 #endif
 // Runs the int8 backbone on one sample; writes latent_size int8 values. Returns latent_size.
 int32_t tc_rt_backbone(const int8_t* x, int8_t* latent);
-// Logits of one sample over the classes seen; returns classes_seen.
+// Logits of one sample over the classes seen (with the head's term when it is on, as tc_rt_predict
+// decides); returns classes_seen.
 int32_t tc_rt_logits(const int8_t* x, float* logits);
 
 // ---- Persistence of the learned state (lib/persist stores it in flash with two slots) ------
@@ -123,17 +152,22 @@ int32_t tc_rt_logits(const int8_t* x, float* logits);
 // Serialised little-endian, TC_RT_STATE_VERSION:
 //   u16 version, u16 n_tail, u8 signature[8], u16 task, u16 classes_seen,
 //   f32 lr, f32 momentum, f32 clip_norm, u16 batch_new, u16 batch_replay, u32 seed,
-//   f32 balance_lr_scale, u16 balance_steps, u8 asymmetric_ce, u8 replay_shift, u32 prng_state, u32 ram_count, u32 sample_size,
+//   f32 balance_lr_scale, u16 balance_steps, u8 asymmetric_ce, u8 replay_shift,
+//   f32 head_weight, f32 head_shrinkage, u32 prng_state, u32 ram_count, u32 sample_size,
 //   per tail layer: u16 in, u16 out, f32 weights[...], f32 bias[out] (none for pooling),
+//   the head: u16 classes, u16 features, f32 weights[classes][features], f32 bias[classes]
+//   (0 and 0 and nothing else when no head is fitted),
 //   i8 ram_x[ram_count][sample_size], u8 ram_y[ram_count]
-#define TC_RT_STATE_VERSION 2
-#define TC_RT_STATE_FIXED_BYTES 56   // everything before the first tail layer
+#define TC_RT_STATE_VERSION 3
+#define TC_RT_STATE_FIXED_BYTES 64   // everything before the first tail layer
 // Byte offsets in the fixed part that the persistence layer's scan reads.
 #define TC_RT_STATE_LR_AT 16         // lr, momentum, clip_norm: three floats from here
 #define TC_RT_STATE_BALANCE_LR_SCALE_AT 36
-#define TC_RT_STATE_RAM_COUNT_AT 48
-#define TC_RT_STATE_SAMPLE_SIZE_AT 52
+#define TC_RT_STATE_HEAD_AT 44       // head_weight, head_shrinkage: two floats from here
+#define TC_RT_STATE_RAM_COUNT_AT 56
+#define TC_RT_STATE_SAMPLE_SIZE_AT 60
 #define TC_RT_STATE_LAYER_BYTES 4    // per layer, before its weights
+#define TC_RT_STATE_HEAD_BYTES 4     // before the head's weights
 
 // Receives the serialised state in pieces; write returns 0 to go on, anything else to abort.
 typedef struct tc_state_writer {
