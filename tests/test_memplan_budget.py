@@ -77,3 +77,4 @@ def test_persisted_state_sizes_are_the_runtimes():
     defines = dict(re.findall(r"#define (TC_RT_STATE_\w+) (\d+)", header))
     assert int(defines["TC_RT_STATE_FIXED_BYTES"]) == memplan.PERSIST_STATE_FIXED
     assert int(defines["TC_RT_STATE_LAYER_BYTES"]) == memplan.PERSIST_STATE_PER_LAYER
+    assert int(defines["TC_RT_STATE_HEAD_BYTES"]) == memplan.PERSIST_STATE_HEAD

@@ -262,8 +262,14 @@ std::vector<float> params_now() {
         all.insert(all.end(), w, w + (size_t)o * i);
         all.insert(all.end(), b, b + o);
     }
+    float hw[4096], hb[256];  // the discriminant head's, when one is fitted
+    uint16_t hc = 0, hd = 0;
+    tc_rt_head_params(hw, hb, &hc, &hd);
+    all.insert(all.end(), hw, hw + (size_t)hc * hd);
+    all.insert(all.end(), hb, hb + hc);
     return all;
 }
+
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && memcmp(a.data(), b.data(), 4 * a.size()) == 0;
@@ -302,10 +308,19 @@ void train(const Data& d, uint16_t batch) {
     }
 }
 
+// The end of a task with the discriminant head: its statistics over `observed`, then the fit.
+void fit_head(const Data& observed, uint16_t n) {
+    CHECK(tc_rt_end_task(nullptr) == TC_STATUS_OK && tc_rt_head_observing() == 1, "head begins");
+    CHECK(tc_rt_observe_samples(observed.x.data(), observed.y.data(), n) == TC_STATUS_OK, "observe");
+    CHECK(tc_rt_fit_head() == TC_STATUS_OK && tc_rt_head_observing() == 0, "fit");
+    uint16_t classes = 0;
+    CHECK(tc_rt_head_params(nullptr, nullptr, &classes, nullptr) > 0, "no head fitted");
+}
+
 void cmd_runtime(uint32_t cut_stride) {
     CHECK(tc_rt_init() == TC_STATUS_OK, "init");
     const uint32_t in = input_size();
-    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0};
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0, 0.0f, 0.1f};
     CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
     NorSim sim(64 * 1024, 2);
     tc_persist_medium m = sim.medium();
@@ -328,6 +343,10 @@ void cmd_runtime(uint32_t cut_stride) {
     train(make_data(in, 12, {0, 2, 4, 5}, 23), 4);
     const Data buf2 = make_data(in, 4, {4, 5}, 24);
     CHECK(tc_rt_add_buffer_samples(buf2.x.data(), buf2.y.data(), 4) == TC_STATUS_OK, "buffer 2");
+    // Task 2 ends with the discriminant head: it is part of the state, and of the predictions.
+    p.head_weight = 0.5f;
+    CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "head weight");
+    fit_head(make_data(in, 10, {4, 5}, 30), 10);
     st = tc_persist_save_runtime(&m, info.slot, &info);
     CHECK(st == TC_PERSIST_OK, "save 2: %s", tc_persist_status_name(st));
     const auto state2 = state_now();
@@ -418,6 +437,7 @@ void cmd_runtime(uint32_t cut_stride) {
     const Data fill = make_data(in, room, {0, 5}, 27);
     CHECK(tc_rt_add_buffer_samples(fill.x.data(), fill.y.data(), (uint16_t)room) == TC_STATUS_OK,
           "fill");
+    fit_head(make_data(in, 10, {4, 5}, 31), 10);  // the head at the final size
     printf("ok runtime state_bytes=%zu cuts=%u steps=%u max_state_bytes=%u\n", state2.size(), cuts,
            total, tc_rt_state_bytes());
 }
@@ -516,7 +536,7 @@ void cmd_failing() {
 void cmd_running(uint32_t cut_stride) {
     CHECK(tc_rt_init() == TC_STATUS_OK, "init");
     const uint32_t in = input_size();
-    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0};
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0, 0.0f, 0.1f};
     CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
     NorSim sim(64 * 1024, 4);
     tc_persist_medium m = sim.medium();
@@ -591,7 +611,7 @@ void cmd_running(uint32_t cut_stride) {
 void cmd_not_finite() {
     CHECK(tc_rt_init() == TC_STATUS_OK, "init");
     const uint32_t in = input_size();
-    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0};
+    tc_train_params p = {0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0, 0.0f, 0.1f};
     CHECK(tc_rt_set_training(&p) == TC_STATUS_OK, "set_training");
     NorSim sim(64 * 1024, 5);
     tc_persist_medium m = sim.medium();
@@ -601,7 +621,7 @@ void cmd_not_finite() {
     tc_persist_slot_info info;
     CHECK(tc_persist_save_runtime(&m, -1, &info) == TC_PERSIST_OK, "save");
     const auto good = state_now();
-    tc_train_params wild = {1e30f, 0.0f, 0.0f, 4, 2, 7, 0.1f, 0, 0, 0};
+    tc_train_params wild = {1e30f, 0.0f, 0.0f, 4, 2, 7, 0.1f, 0, 0, 0, 0.0f, 0.1f};
     CHECK(tc_rt_set_training(&wild) == TC_STATUS_OK, "the runtime takes any finite lr");
     const Data d = make_data(in, 40, {0, 1, 2, 3}, 42);
     const uint32_t in_size = input_size();

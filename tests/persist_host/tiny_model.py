@@ -76,7 +76,7 @@ const tc_model tc_model_data = {{
     {INPUT}, 1.0f / 64, 0,
     2, tail, {len(PLAN)}, 1, plan, 6,
     {FLASH_SAMPLES}, bx, by, {RAM_CAPACITY},
-    {MAX_BATCH}, {{0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0}},
+    {MAX_BATCH}, {{0.05f, 0.0f, 5.0f, 4, 2, 7, 0.1f, 0, 0, 0, 0.0f, 0.1f}},
     TC_ARENA_BYTES, TC_BUFFER_STORES_INPUTS,
 }};
 """)

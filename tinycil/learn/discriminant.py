@@ -63,6 +63,8 @@ def hidden_features(model, x: np.ndarray) -> np.ndarray:
     import keras
 
     f = keras.Model(model.inputs, model.layers[-1].input)
+    if len(x) == 0:  # Keras cannot predict on no samples
+        return np.zeros((0, int(np.prod(f.output.shape[1:]))))
     return np.asarray(f.predict(x, verbose=0, batch_size=1024), np.float64).reshape(len(x), -1)
 
 

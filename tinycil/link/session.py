@@ -598,17 +598,18 @@ def begin_task_payload(units) -> bytes:
 def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch_new: int,
                           batch_replay: int, seed: int, epochs: int, asymmetric_ce: bool = False,
                           balance_steps: int = 0, balance_lr_scale: float = 0.1,
-                          replay_shift: int = 0, discriminant_weight: float = 0.0,
-                          discriminant_shrinkage: float = 0.1) -> bytes:
-    """TRAIN_CONTROL's payload; BadTrainingSettings for a value the device would refuse. The
-    discriminant head's settings (TrainConfig's names) go as head_weight and head_shrinkage."""
+                          replay_shift: int = 0, head_weight: float = 0.0,
+                          head_shrinkage: float = 0.1) -> bytes:
+    """TRAIN_CONTROL's payload; BadTrainingSettings for a value the device would refuse.
+    head_weight, head_shrinkage: TrainConfig's discriminant_weight and discriminant_shrinkage
+    (device_training_control maps a run's settings)."""
     problem = spec.train_limits_error({"lr": lr, "momentum": momentum, "clip_norm": clip_norm,
                                        "batch_new": batch_new, "batch_replay": batch_replay,
                                        "epochs": epochs, "balance_steps": balance_steps,
                                        "balance_lr_scale": balance_lr_scale,
                                        "asymmetric_ce": asymmetric_ce, "replay_shift": replay_shift,
-                                       "head_weight": discriminant_weight,
-                                       "head_shrinkage": discriminant_shrinkage})
+                                       "head_weight": head_weight,
+                                       "head_shrinkage": head_shrinkage})
     if problem:
         raise BadTrainingSettings(f"training settings refused: {problem}. Choose a value in "
                                   "that range (--lr, --momentum, --clip-norm, --batch-new, "
@@ -620,7 +621,18 @@ def train_control_payload(*, lr: float, momentum: float, clip_norm: float, batch
         "seed": int(seed) & 0xFFFFFFFF, "epochs": int(epochs),
         "balance_steps": int(balance_steps), "balance_lr_scale": float(balance_lr_scale),
         "asymmetric_ce": int(bool(asymmetric_ce)), "replay_shift": int(replay_shift),
-        "head_weight": float(discriminant_weight), "head_shrinkage": float(discriminant_shrinkage)})
+        "head_weight": float(head_weight), "head_shrinkage": float(head_shrinkage)})
+
+
+def device_training_control(training: dict) -> dict:
+    """TRAIN_CONTROL's device ingredients from a run's "training" settings
+    (tinycil.learn.train.device_ingredients), under the protocol's names."""
+    from tinycil.learn.train import device_ingredients
+
+    ing = device_ingredients(training)
+    ing["head_weight"] = ing.pop("discriminant_weight")
+    ing["head_shrinkage"] = ing.pop("discriminant_shrinkage")
+    return ing
 
 
 def samples_per_frame(input_size: int, limit: int | None = None) -> int:

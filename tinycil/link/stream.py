@@ -35,7 +35,8 @@ from tinycil.link.packing import FramePlan
 from tinycil.learn.train import device_ingredients
 from tinycil.runfolder import read_device_key
 from tinycil.link.session import (DeviceReset, Session, begin_task_payload, parse_eval_result,
-                             parse_stats, samples_payload, train_control_payload)
+                             parse_stats, samples_payload, train_control_payload,
+                             device_training_control)
 
 FLAGS = spec.SAMPLES_FLAGS
 PERSIST_NAMES = {v: k for k, v in spec.PERSIST_STATES.items()}
@@ -539,7 +540,7 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     session.call("TRAIN_CONTROL", train_control_payload(
         lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
         batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed,
-        epochs=tr["epochs"], **device_ingredients(tr)))
+        epochs=tr["epochs"], **device_training_control(tr)))
     session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[task])))
 
     losses: list[float] = []
