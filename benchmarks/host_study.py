@@ -44,7 +44,8 @@ METRICS = ("final_avg_accuracy", "bwt", "forgetting", "train_flops")
 # Each row switches on the named options over NO_INGREDIENT (every ingredient off, whatever the
 # defaults of TrainConfig are); the first row is no ingredient at all.
 NO_INGREDIENT = {"asymmetric_ce": False, "balance_steps": 0, "align_output": False,
-                 "distill_weight": 0.0, "distill_new": False, "replay_shift": 0}
+                 "distill_weight": 0.0, "distill_new": False, "replay_shift": 0,
+                 "discriminant_weight": 0.0}
 ABLATION = [
     ("no ingredient", {}),
     ("asymmetric cross-entropy (ER-ACE)", {"asymmetric_ce": True}),
@@ -114,8 +115,10 @@ ABLATION = [
 ]
 # A row marked "defaults" starts from these instead of NO_INGREDIENT (the data set's own replay
 # shift: run_experiment's default when the option is left out).
+# The rows were measured before the discriminant head became a default: a "defaults" row is the
+# training defaults without the head, and the head's row adds it.
 DEFAULT_ROW = {"asymmetric_ce": True, "balance_steps": 150, "align_output": False,
-               "distill_weight": 0.0, "distill_new": False}
+               "distill_weight": 0.0, "distill_new": False, "discriminant_weight": 0.0}
 ABLATION_DATASETS = ("mnist5k", "digits")  # the default; --datasets may name any of STUDIES
 ABLATION_RUNS = ("method", "fixed_size")
 FLOPS_YARDSTICK = 0.43
