@@ -183,7 +183,8 @@ def test_growth_init_matches_simulate(digits_run):
 def test_twin_agrees_with_simulate(digits_run):
     """Every field task of the run: accuracy matrices within 1 point; weights close after N steps."""
     from tinycil.learn.prng import Prng
-    from tinycil.learn.simulate import ReplayBuffer, RunInputs, end_task, evaluate_units, train_task
+    from tinycil.learn.simulate import (ReplayBuffer, RunInputs, end_task, evaluate_units,
+                                        fit_head_device, train_task)
     from tinycil.learn.train import device_ingredients
     from tinycil.deploy.twin import Twin, run_device_procedure
 
@@ -193,13 +194,15 @@ def test_twin_agrees_with_simulate(digits_run):
     ing = device_ingredients(tr)
     # the defaults: every device ingredient runs
     assert ing["asymmetric_ce"] and ing["balance_steps"] > 0 and ing["replay_shift"] > 0
+    assert ing["discriminant_weight"] > 0
     unit_of = {int(c): k for k, c in enumerate(plan[-1]["seen_classes"])}
 
     def units(y):
         return np.array([unit_of[int(c)] for c in y], dtype=np.int64)
 
     twin = Twin(digits_run)
-    R_dev = run_device_procedure(twin, inp)
+    heads_dev = {}
+    R_dev = run_device_procedure(twin, inp, on_task=lambda t, tw: heads_dev.update({t: tw.head_params()}))
 
     # simulate's procedure (as simulate_run), keeping its tail to compare the weights
     tail = inp.tail.copy()
@@ -221,9 +224,16 @@ def test_twin_agrees_with_simulate(digits_run):
                  lr=float(tr["lr"]), momentum=float(tr["momentum"]),
                  clip_norm=float(tr["clip_norm"]), balance_steps=ing["balance_steps"],
                  balance_lr_scale=ing["balance_lr_scale"], replay_shift=ing["replay_shift"])
+        head, _ = fit_head_device(tail, buffer, unit_of, lat, units(y), ing["discriminant_shrinkage"])
+        # the runtime's fit, float for float
+        w_dev, b_dev = heads_dev[t]
+        assert w_dev.shape == head.weights.shape == (plan[t]["outputs"], plan[t]["tail_widths"][-1])
+        np.testing.assert_array_equal(w_dev, head.weights)
+        np.testing.assert_array_equal(b_dev, head.bias)
         for j in range(t + 1):
             _, tlat, ty = inp.test[j]
-            R_sim[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs)
+            R_sim[t][j] = evaluate_units(tail, tlat, units(ty), tail.num_outputs, head,
+                                         ing["discriminant_weight"])
 
     diffs = [abs(a - b) for ra, rb in zip(R_dev, R_sim) for a, b in zip(ra, rb) if a is not None]
     weights = twin.tail_params()

@@ -20,9 +20,13 @@ The procedure, for every task t the device learns (t = known_tasks .. n_tasks-1)
    cut into ``n // batch_new`` full mini-batches (the remainder of an epoch is not sent). To each
    mini-batch the device adds ``batch_replay`` buffer samples (`ReplayBuffer.draw`), new samples
    first, and takes one SGD step (`Tail.train_step`).
-3. The host-distilled int8 samples of task t join the replay buffer.
-4. EVAL: every test sample of every task so far; the prediction is the first output unit with the
-   largest logit among the classes seen.
+3. The host-distilled int8 samples of task t join the replay buffer; END_OF_TASK runs the
+   class-balanced pass (`end_task`).
+4. With a head weight above 0 (TrainConfig.discriminant_weight): the discriminant head's
+   statistics over the buffer and the task's training samples once more, all of them in the data
+   set's order, then its fit (`fit_head_device`).
+5. EVAL: every test sample of every task so far; the prediction is the first output unit with the
+   largest logit among the classes seen, the head's term added (`DeviceHead.apply`).
 
 Float order: every float32 step follows the device's kernels (firmware/lib/kernels), so that the
 numpy twin and the device agree bit for bit (up to the rare double rounding noted at `fma`):

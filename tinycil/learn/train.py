@@ -55,6 +55,13 @@ for a microcontroller; their extra FLOPs are counted in ``extra_forward_samples`
       (benchmarks/results/host_study.md) found it raising fashion-mnist and digits by 1-1.5
       points at weight 0.1 (the fixed model as much) and costing mnist5k 1 point, so it is off
       and the device does not run it.
+  discriminant_weight / discriminant_shrinkage   After every task a linear discriminant over the
+      last hidden features (tinycil.learn.discriminant): class means from the buffer, a shared
+      covariance averaging the classes' scatters (the task's own classes from their samples, the
+      others from the buffer), shrunk toward its mean variance. A prediction adds its logits at
+      discriminant_weight to the output layer's, which it leaves as it is. Cost: a forward pass
+      over the task's samples and the buffer, the scatter and a Cholesky solve per task, and
+      classes x (features + 1) floats of memory.
 """
 
 from __future__ import annotations
