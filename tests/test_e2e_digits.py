@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinycil import protocol_spec as spec
 from tinycil.deploy import emulator
 from tinycil.deploy.boards import load_board
 from tinycil.link.bridge import DeviceLink, NoAnswer
@@ -170,6 +171,60 @@ def test_a_device_reset_mid_task_is_detected(e2e, device, tmp_path):
         assert "flash it again" in reset_advice(data, info, str(run), "--board mps2_an500")
         with pytest.raises(StreamError, match="stream task 1 next|flash it again"):
             stream_task(run, link, 2, progress=False, echo=lambda *_: None)
+
+
+def test_the_heads_frames_are_refused_out_of_turn(e2e, device, tmp_path):
+    """OBSERVE frames only after END_OF_TASK with a head weight, FIT_HEAD only with OBSERVE; a
+    task begun after END_OF_TASK drops the statistics, and the device keeps its last head."""
+    run = _fresh_run(e2e, tmp_path)
+    from tinycil.link.session import DeviceStatusError, parse_stats
+    from tinycil.link.stream import RunData
+
+    data = RunData.load(run)
+    x, y = data.samples("train", 1)
+    bx, by = data.buffer(1)
+    flags = spec.SAMPLES_FLAGS
+    with DeviceLink(device.url, timeout=1.0, retries=10) as link:
+        before = link.hello()["session_id"]
+        reset_device(link)  # back to the deployed model: this firmware keeps no learned state
+        for _ in range(100):  # the restarted device answers with a new session id
+            try:
+                if link.hello()["session_id"] != before:
+                    break
+            except NoAnswer:
+                pass
+        else:
+            pytest.fail("the device did not restart")
+        session = Session(link)
+        session.unlock(read_device_key(run))
+        tr = data.config["training"]
+        session.call("TRAIN_CONTROL", train_control_payload(
+            lr=tr["lr"], momentum=tr["momentum"], clip_norm=tr["clip_norm"],
+            batch_new=tr["batch_new"], batch_replay=tr["batch_replay"], seed=data.seed, epochs=1,
+            head_weight=0.5))
+        session.call("BEGIN_TASK", begin_task_payload(data.units(data.tasks[1])))
+        with pytest.raises(DeviceStatusError) as refused:  # the task is still training
+            session.call("TRAIN_SAMPLES", samples_payload(x[:4], y[:4], flags["OBSERVE"]))
+        assert refused.value.code == spec.STATUS["BAD_STATE"]
+        with pytest.raises(DeviceStatusError) as refused:
+            session.call("TRAIN_SAMPLES", samples_payload(x[:4], y[:4], flags["FIT_HEAD"]))
+        assert refused.value.code == spec.STATUS["BAD_ARGUMENT"]
+        session.call("TRAIN_SAMPLES", samples_payload(x[:tr["batch_new"]], y[:tr["batch_new"]]))
+        done = session.call("BUFFER_SAMPLES", samples_payload(bx, by, flags["END_OF_TASK"]))
+        assert done.detail == spec.SAVE_DEFERRED  # the head's statistics follow
+        stats = parse_stats(session.call("STATS"))
+        assert stats["head_observing"] == 1 and stats["head_classes"] == 0
+        session.call("TRAIN_SAMPLES", samples_payload(x[:10], y[:10], flags["OBSERVE"]))
+        done = session.call("TRAIN_SAMPLES", samples_payload(
+            x[10:20], y[10:20], flags["OBSERVE"] | flags["FIT_HEAD"]))
+        assert done.detail == 2  # saved, had the firmware persistence (tc_persist UNAVAILABLE)
+        stats = parse_stats(session.call("STATS"))
+        assert stats["head_observing"] == 0 and stats["observed_samples"] >= 20
+        assert stats["head_classes"] == stats["classes_seen"] == 4
+        assert stats["head_features"] > 0
+        with pytest.raises(DeviceStatusError) as refused:  # fitted: nothing under way any more
+            session.call("TRAIN_SAMPLES", samples_payload(x[:4], y[:4], flags["OBSERVE"]))
+        assert refused.value.code == spec.STATUS["BAD_STATE"]
 
 
 def test_a_wrong_model_signature_is_refused(e2e, device, tmp_path):

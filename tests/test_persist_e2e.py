@@ -75,7 +75,8 @@ def _only_the_owner_teaches(link, run, data: RunData) -> None:
     for field, value in (("lr", 1e30), ("lr", 0.0), ("momentum", float("nan")),
                          ("clip_norm", -1.0), ("batch_new", 0), ("balance_steps", 20000),
                          ("balance_lr_scale", float("inf")), ("asymmetric_ce", 2),
-                         ("replay_shift", 5)):
+                         ("replay_shift", 5), ("head_weight", 11.0), ("head_weight", -0.5),
+                         ("head_shrinkage", 1.5), ("head_shrinkage", float("nan"))):
         with pytest.raises(BadTrainingSettings, match=field):
             train_control_payload(**{**valid, field: value})  # the host refuses it first
         with pytest.raises(DeviceStatusError) as refused:  # and so does the device
