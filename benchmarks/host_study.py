@@ -248,8 +248,8 @@ def markdown(study: dict, ablation: dict | None = None) -> str:
 PLOT_RUNS = (("method", "size-adaptive (method)", "C0"), ("fixed_size", "fixed final size", "C1"),
              ("random_replay", "random replay", "C2"), ("naive", "no replay", "C7"),
              ("joint", "joint (all data so far)", "k"))
-# The ablation row whose seeds extend the host study's (the defaults, more class orders).
-DEFAULTS_ROW = "defaults, 1000 distillation updates"
+# The ablation row whose seeds extend the host study's (today's defaults, more class orders).
+DEFAULTS_ROW = "defaults, 1000 distillation updates + discriminant head (weight 0.5, class-averaged covariance)"
 
 
 def write_plot(study: dict, ablation: dict | None, path: Path) -> None:
@@ -376,6 +376,7 @@ def run_ablation(args, seeds, save=None) -> dict:
           "datasets": {}}
     ab["defaults"]["replay_shift"] = ("1 for images of at least 12 pixels a side (fashion-mnist, mnist5k), "
                                       "else 0 (digits, basic-motions)")
+    ab["defaults"]["discriminant_weight"] = DEFAULT_ROW["discriminant_weight"]  # the head's row adds it
     chosen = [ABLATION[i] for i in (args.rows if args.rows is not None else range(len(ABLATION)))]
     for name in names:
         rows = []

@@ -111,6 +111,7 @@ def test_example_learns_new_classes_on_the_emulated_board(example):
     assert int(before.group(1)) == 0, out  # classes the model has never had cannot be predicted
     assert int(after.group(1)) >= 80, out
     assert re.search(r"\d+ SGD steps", out) and " 0 SGD steps" not in out, out
+    assert "head over 4 classes" in out, out  # the run's default: the device fitted its head
     # saved, back to the exported model by a restart, restored: the same predictions again
     saved = re.search(r"learned state of (\d+) bytes saved; after a restart (\d+)%, restored (\d+)%", out)
     assert saved and int(saved.group(1)) > 0, out

@@ -114,14 +114,27 @@ int main() {
             ++remembered[pattern];
     }
     if (tc_learner_end_task(nullptr) != TC_STATUS_OK) finish(4, "end of task failed");
+    tc_learner_stats(&stats);
+    if (stats.head_observing) {
+        // The model uses the discriminant head: the task's frames once more, forward only (the
+        // generator, seeded alike, gives the same frames), then the head's fit.
+        sensor::Generator again(12345u);
+        for (int i = 0; i < kTrainFrames * sensor::kPatterns; ++i) {
+            const auto pattern = static_cast<sensor::Pattern>(i % sensor::kPatterns);
+            read_frame(again, pattern, frame);
+            if (tc_learner_observe(frame, labels[pattern]) != TC_STATUS_OK) finish(4, "observe failed");
+        }
+        if (tc_learner_fit_head() != TC_STATUS_OK) finish(4, "head fit failed");
+    }
 
     tc_learner_stats(&stats);
     const int after = accuracy_percent(labels);
     snprintf(line, sizeof(line),
-             "learned from %d frames: %lu SGD steps, last loss %d/1000, replay buffer %lu/%lu\n",
+             "learned from %d frames: %lu SGD steps, last loss %d/1000, replay buffer %lu/%lu, "
+             "head over %u classes\n",
              kTrainFrames * sensor::kPatterns, (unsigned long)stats.steps,
              (int)(stats.last_loss * 1000.0f), (unsigned long)stats.buffer_fill,
-             (unsigned long)stats.buffer_capacity);
+             (unsigned long)stats.buffer_capacity, stats.head_classes);
     say(line);
     snprintf(line, sizeof(line), "accuracy on the new classes after learning: %d%%\n", after);
     say(line);
