@@ -286,3 +286,35 @@ def test_own_tflite_frozen_part_runs_on_the_emulated_board(project, tmp_path):
     assert "twin" in results, "the host twin did not run (no host C++ compiler?)"
     assert results["device"]["accuracy_matrix"] == results["twin"]["accuracy_matrix"]
     assert results["device"]["accuracy_matrix"][0][0] > 0.5
+
+
+def test_an_output_layer_reading_too_many_features_gets_no_head(tmp_path):
+    """The discriminant head's scatter takes features^2 floats: an output layer reading more than
+    HEAD_MAX_FEATURES features (here a flattened 8x8 map of a convolution that grows from 8
+    channels) gets no head, said once, and the run trains and runs without it on the host twin."""
+    import re
+
+    import keras
+
+    from tinycil.deploy.export import export_run
+    from tinycil.deploy.twin import Twin, run_device_procedure
+    from tinycil.learn.prepare import prepare_run
+    from tinycil.learn.simulate import RunInputs, simulate_run
+    from tinycil.protocol_spec import HEAD_MAX_FEATURES
+
+    L = keras.layers
+    path = keras_model(tmp_path, "wide_out", [L.Conv2D(8, 3, padding="same", activation="relu"),
+                                              L.Flatten(), L.Dense(2)])
+    said = []
+    run = tmp_path / "run"
+    config = prepare_run("digits", run, n_tasks=5, quick=True, progress=False, echo=said.append,
+                         tail_layers=2, model_file=path)
+    assert config["training"]["discriminant_weight"] == 0.0
+    notes = [m for s in said if (m := re.search(r"no discriminant head: .* reads (\d+) features", str(s)))]
+    assert len(notes) == 1 and int(notes[0].group(1)) >= 8 * 8 * 8 > HEAD_MAX_FEATURES, said
+    export_run(run, "mps2_an500", firmware=False)
+    inputs = RunInputs(run)
+    twin = Twin(run)
+    R = run_device_procedure(twin, inputs)
+    assert twin.head_params()[0].size == 0
+    assert R[-1] == simulate_run(run, inputs=inputs)["accuracy_matrix"][-1]
