@@ -282,3 +282,41 @@ def test_asymmetric_loss_and_end_of_task_pass(digits_run):
         assert moved == (steps > 0) and report["stepped"] == (steps > 0)
         if steps:
             assert report["batch"] == 4 and np.isfinite(report["loss"])
+
+
+def test_the_heads_statistics_are_dropped_when_the_model_or_buffer_changes(digits_run):
+    """The head is fitted on the model and buffer the statistics began with: training, new buffer
+    samples or a new task in between drop them (the fit is then refused and the head stays off),
+    and the predictions use the head exactly when one is fitted."""
+    from tinycil.deploy.twin import Twin, TwinError
+
+    _, cfg, _, _, parts = _run_data(digits_run)
+    tr = cfg["training"]
+    x, y = parts[1][0][:8], parts[1][1][:8]
+    for interrupt in ("train", "buffer", "begin", None):
+        twin = Twin(digits_run)
+        twin.set_training(float(tr["lr"]), 0.9, 8, 4, float(tr["clip_norm"]), 0,
+                          discriminant_weight=0.5)
+        twin.begin_task([2, 3])
+        twin.train_samples(x, y)
+        twin.add_buffer_samples(parts[1][0][8:10], parts[1][1][8:10])
+        without = twin.logits(parts[1][0][:20])
+        twin.end_task()
+        twin.observe_samples(parts[1][0][:20], parts[1][1][:20])
+        if interrupt == "train":
+            twin.train_samples(x, y)
+        elif interrupt == "buffer":
+            twin.add_buffer_samples(parts[1][0][10:11], parts[1][1][10:11])
+        elif interrupt == "begin":
+            twin.begin_task([2, 3])
+        if interrupt is None:
+            twin.fit_head()
+            w, b = twin.head_params()
+            assert w.shape == (4, twin.tail_params()[-1][0].shape[1]) and np.isfinite(w).all()
+            assert not np.array_equal(twin.logits(parts[1][0][:20]), without)
+            continue
+        with pytest.raises(TwinError, match="BAD_STATE"):
+            twin.fit_head()
+        with pytest.raises(TwinError, match="BAD_STATE"):
+            twin.observe_samples(x, y)
+        assert twin.head_params()[0].size == 0

@@ -961,6 +961,7 @@ int tc_rt_add_buffer_samples(const int8_t* x, const uint8_t* y, uint16_t n) {
     const uint16_t seen = g_rt.m->plan[g_rt.plan_index].classes_seen;
     for (uint16_t i = 0; i < n; ++i)
         if (y[i] >= seen) return TC_STATUS_BAD_ARGUMENT;
+    if (n > 0) end_observing(&g_rt);  // the statistics' means are the buffer's as it was
     const tc_model* m = g_rt.m;
     if (m->buffer_store != TC_BUFFER_STORES_LATENTS)
         return tc_buffer_add(&g_rt.buffer, x, y, n) ? TC_STATUS_OK : TC_STATUS_FULL;

@@ -104,7 +104,8 @@ int tc_rt_end_task(tc_step_report* rep);
 // as many classes as they are, their scatter pooled; every other class with at least two buffer
 // samples adds its buffer scatter; then shrinkage toward the mean variance, a Cholesky solve.
 // Forward only: no training step, no PRNG draw, the weights do not change. BAD_STATE unless
-// tc_rt_end_task began the statistics (head_weight above 0) and no task began since.
+// tc_rt_end_task began the statistics (head_weight above 0) and nothing since began a task,
+// trained or added buffer samples (each drops them: the head stays off until the next fit).
 int tc_rt_observe_samples(const int8_t* x, const uint8_t* y, uint16_t n);
 // Fits the head from the statistics (a buffer-only head when nothing was observed). OK, also
 // when no class had a scatter (the head then stays off); BAD_STATE as above. The scatter lives
