@@ -866,10 +866,11 @@ def end_task(tail: Tail, buffer: ReplayBuffer, buffer_targets: dict[int, int], p
 # --------------------------------------------------------------------------------------------
 # The discriminant head (tc_runtime.cpp: head_begin, head_observe, head_fit, apply_head)
 # --------------------------------------------------------------------------------------------
-def head_features(tail, latents: np.ndarray) -> np.ndarray:
+def head_features(tail, latents: np.ndarray, acts: list | None = None) -> np.ndarray:
     """The output layer's input (the head's features) of every sample, [n, features] float32:
-    the last hidden layer's output map flattened (h, w, c), or the latent for a one-layer tail."""
-    acts = tail.forward(latents)
+    the last hidden layer's output map flattened (h, w, c), or the latent for a one-layer tail.
+    `acts`: the tail's forward pass of `latents`, when already run."""
+    acts = tail.forward(latents) if acts is None else acts
     return np.asarray(acts[-2], F32).reshape(len(latents), -1)
 
 
@@ -880,10 +881,10 @@ class DeviceHead:
         self.weights = np.asarray(weights, F32)
         self.bias = np.asarray(bias, F32)
 
-    def apply(self, tail, latents: np.ndarray, logits: np.ndarray, weight: float) -> np.ndarray:
+    def apply(self, features: np.ndarray, logits: np.ndarray, weight: float) -> np.ndarray:
         """z[c] = fmaf(weight, b[c] + w[c] . f, z[c]) with the dot product's fmaf chain in
         feature order (the dense kernel's order: dense_forward)."""
-        h = dense_forward(head_features(tail, latents), self.weights.T, self.bias)
+        h = dense_forward(features, self.weights.T, self.bias)
         return fma(F32(weight), h, logits)
 
 
@@ -902,8 +903,12 @@ def fit_head_device(tail, buffer: "ReplayBuffer", buffer_targets: dict[int, int]
     FLOPs: buffer, observed and buffer-scatter samples forwarded)."""
     seen = tail.num_outputs
     bunits = np.array([buffer_targets[c] for c in buffer.y], np.int64)
+    if len(buffer) == 0 and len(observed) == 0:
+        return None, {"buffer": 0, "observed": 0, "buffer_scatter": 0, "features": 0,
+                      "classes": int(seen)}
     fb = head_features(tail, np.stack(buffer.latents)) if len(buffer) else None
-    d = head_features(tail, observed[:1] if len(observed) else np.stack(buffer.latents[:1])).shape[1]
+    fo = head_features(tail, observed) if len(observed) else None
+    d = (fo if fo is not None else fb).shape[1]
     counts = np.bincount(bunits, minlength=seen) if len(bunits) else np.zeros(seen, np.int64)
     # head_begin: the buffer's class means (sums in buffer order, then / count)
     means = np.zeros((seen, d), F32)
@@ -916,7 +921,6 @@ def fit_head_device(tail, buffer: "ReplayBuffer", buffer_targets: dict[int, int]
     S = np.zeros((d, d), F32)
     sums = np.zeros((seen, d), F32)
     n_obs = np.zeros(seen, np.int64)
-    fo = head_features(tail, observed) if len(observed) else np.zeros((0, d), F32)
     for k in range(len(observed_units)):
         c = int(observed_units[k])
         z = (fo[k] - means[c]).astype(F32)
@@ -1192,9 +1196,10 @@ def evaluate_units(tail: Tail, latents: np.ndarray, targets: np.ndarray, n_activ
     term added when there is one, as the device's apply_head)."""
     if len(targets) == 0:
         raise SimulationError("a task has no test samples")
-    z = tail.logits(latents)
+    acts = tail.forward(latents)  # one pass: the logits and, for the head, its features
+    z = np.asarray(acts[-1]).reshape(len(latents), -1)
     if head is not None and head_weight > 0:
-        z = head.apply(tail, latents, z, head_weight)
+        z = head.apply(head_features(tail, latents, acts), z, head_weight)
     pred = np.argmax(z[:, :n_active], axis=1)
     return float(np.mean(pred == targets))
 

@@ -595,16 +595,6 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     mid = parse_stats(session.call("STATS"))
     _confirm(mid["new_samples"] - stats0["new_samples"], expected, "training samples", task,
              data, info, run_dir, board_hint)
-    bplan = FramePlan(bx)
-    s = 0
-    while True:  # every frame but the last; the last says END_OF_TASK
-        n = session.samples_in_frame(bplan, np.arange(s, len(by)))
-        if s + n >= len(by):
-            break
-        session.send("BUFFER_SAMPLES", samples_payload(bx[s:s + n], by[s:s + n], 0,
-                                                       bplan.fill_or_none))
-        s += n
-    session.flush()
     # The last frame ends the task: the device runs the end-of-task pass (balance_steps steps of
     # batch_replay samples, each about as long as a streamed mini-batch's step, whose reply time
     # step_wait tracks) and, with persistence, saves its state before answering, which takes
@@ -612,9 +602,8 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     ing = device_ingredients(tr)
     balance = ing["balance_steps"]
     head_on = ing["discriminant_weight"] > 0
-    done = session.call("BUFFER_SAMPLES", samples_payload(bx[s:], by[s:], FLAGS["END_OF_TASK"],
-                                                          bplan.fill_or_none),
-                        timeout=spec.PERSIST_SAVE_TIMEOUT + 2.0 * balance * step_wait[0])
+    done = _send_ending_with(session, "BUFFER_SAMPLES", bx, by, 0, FLAGS["END_OF_TASK"],
+                             timeout=spec.PERSIST_SAVE_TIMEOUT + 2.0 * balance * step_wait[0])
     if done.code != spec.STATUS["OK"]:
         raise StreamError(f"the device did not confirm the end of task {task} ({done.code_name}): "
                           + recovery_advice(data, info, str(run_dir), board_hint))
@@ -673,28 +662,38 @@ def _stream_checked(session: Session, data: RunData, run_dir, results: dict, tas
     return measured
 
 
-def _observe_task(session: Session, data: RunData, task: int, x8: np.ndarray, y: np.ndarray,
-                  before: dict, progress: bool):
-    """Streams the task's samples as OBSERVE frames, the last one FIT_HEAD; returns its reply
-    and what the head's statistics counted (for the FLOPs: tinycil.learn.simulate's
-    head_stats_flops)."""
-    plan = FramePlan(x8)
-    bar = _bar(len(y), f"task {task} head", "sample", progress)
+def _send_ending_with(session: Session, message: str, x: np.ndarray, y: np.ndarray, flags: int,
+                      last_flags: int, timeout: float, on_frame=None):
+    """Sends samples in frames sized by the session, every frame but the last with `flags`;
+    once they are all answered, the last one with `flags | last_flags` (the request that
+    completes something: it is answered after the device's work). Returns the last reply."""
+    plan = FramePlan(x)
     s = 0
     while True:
         n = session.samples_in_frame(plan, np.arange(s, len(y)))
         if s + n >= len(y):
             break
-        session.send("TRAIN_SAMPLES", samples_payload(x8[s:s + n], y[s:s + n], FLAGS["OBSERVE"],
-                                                      plan.fill_or_none),
-                     on_reply=(lambda r, n=n: bar.update(n)) if bar is not None else None)
+        session.send(message, samples_payload(x[s:s + n], y[s:s + n], flags, plan.fill_or_none),
+                     on_reply=(lambda r, n=n: on_frame(n)) if on_frame is not None else None)
         s += n
     session.flush()
-    done = session.call("TRAIN_SAMPLES", samples_payload(
-        x8[s:], y[s:], FLAGS["OBSERVE"] | FLAGS["FIT_HEAD"], plan.fill_or_none),
-        timeout=spec.PERSIST_SAVE_TIMEOUT + 10.0)
+    done = session.call(message, samples_payload(x[s:], y[s:], flags | last_flags,
+                                                 plan.fill_or_none), timeout=timeout)
+    if on_frame is not None:
+        on_frame(len(y) - s)
+    return done
+
+
+def _observe_task(session: Session, data: RunData, task: int, x8: np.ndarray, y: np.ndarray,
+                  before: dict, progress: bool):
+    """Streams the task's samples as OBSERVE frames, the last one FIT_HEAD; returns its reply
+    and what the head's statistics counted (for the FLOPs: tinycil.learn.simulate's
+    head_stats_flops)."""
+    bar = _bar(len(y), f"task {task} head", "sample", progress)
+    done = _send_ending_with(session, "TRAIN_SAMPLES", x8, y, FLAGS["OBSERVE"], FLAGS["FIT_HEAD"],
+                             timeout=spec.PERSIST_SAVE_TIMEOUT + 10.0,
+                             on_frame=bar.update if bar is not None else None)
     if bar is not None:
-        bar.update(len(y) - s)
         bar.close()
     if done.code != spec.STATUS["OK"]:
         raise StreamError(f"the device did not fit the discriminant head of task {task} "
