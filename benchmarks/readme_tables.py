@@ -57,7 +57,9 @@ def host_study_section(d) -> list[str]:
         ratio = agg.get("method_flops_ratio_to_fixed_size")
         ratio_s = f"{100 * ratio['mean']:.0f}%" if isinstance(ratio, dict) else "-"
         out.append(f"| {name} | {entry['tasks']} | " + " | ".join(cells) + f" | {ratio_s} |")
-    out += ["", f"Seeds: {d.get('seeds')}.", ""]
+    seeds = {name: entry.get("seeds") or d.get("seeds") for name, entry in d["datasets"].items()}
+    out += ["", "Seeds (seed 0 keeps the natural class order, every other seed draws one): "
+            + "; ".join(f"{name} {', '.join(map(str, s or []))}" for name, s in seeds.items()) + ".", ""]
     if (RESULTS / "host_study.png").is_file():
         out += ["![Accuracy after each task per run, and the gap to the fixed model per class order]"
                 "(benchmarks/results/host_study.png)", ""]

@@ -107,3 +107,28 @@ def test_the_plot_is_drawn_from_the_stored_study(tmp_path):
     assert "(host_study.png)" in hs.markdown(study, ablation)
     # The stored file is the one these results draw (regenerated with them).
     assert (results / "host_study.png").is_file()
+
+
+def test_every_data_set_keeps_its_own_seeds():
+    hs = _host_study()
+    seed = {"config": {"seed": 4}}
+    study = {"datasets": {"a": {"seeds": [0, 1, 2, 3], "per_seed": []}, "b": {"seeds": [0, 2], "per_seed": []}}}
+    assert hs.study_seeds(study, "a") == [0, 1, 2, 3]
+    assert hs.seeds_text(study) == "a 0-3; b 0, 2"
+    # a study written with one list for every data set, and one with none kept at all
+    assert hs.study_seeds({"seeds": [0, 1], "datasets": {"a": {"per_seed": []}}}, "a") == [0, 1]
+    assert hs.study_seeds({"datasets": {"a": {"per_seed": [seed]}}}, "a") == [4]
+    # the counts per data set: at least the three seeds the yardsticks are stated for
+    assert all(n >= 3 for _, _, n in hs.STUDIES)
+
+
+def test_the_ceiling_note_counts_class_orders_where_both_buffers_top_out():
+    hs = _host_study()
+
+    def run(m, r):
+        return {"method": {"final_avg_accuracy": m}, "baselines": {"random_replay": {"final_avg_accuracy": r}}}
+
+    note = hs.ceiling_note({"per_seed": [run(1.0, 1.0), run(1.0, 0.975), run(0.95, 1.0), run(1.0, 1.0)]})
+    assert "both at 100.0% on 2 of 4, distilled ahead on 1, behind on 1" in note
+    assert "rests on the other orders" in note
+    assert "On every class order the test set cannot tell" in hs.ceiling_note({"per_seed": [run(1.0, 1.0)]})
