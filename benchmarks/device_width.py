@@ -59,6 +59,7 @@ def one(dataset: str, seed: int, choice: str, tmp: Path) -> dict:
             "tail_layers": config["tail_layers"], "cut_reason": config["cut_reason"],
             "width_scale": config["frozen_prefix"]["width_scale"],
             "replay_shift": int(config["training"].get("replay_shift", 0)),
+            "head_weight": float(config["training"].get("discriminant_weight", 0.0)),
             "widths_first": plan[0]["widths"], "widths_last": plan[-1]["widths"],
             "final_avg_accuracy": result["final_avg_accuracy"],
             "forgetting": result["forgetting"], "train_flops": result["train_flops"],
@@ -74,24 +75,26 @@ def render(rows: list[dict]) -> str:
            "training. `known`: frozen prefix at the first task's widths; `auto` (default): prefix "
            "at its final width, most trainable layers at the widest model that fits; `dense2`: "
            "two dense layers train, auto width. Replay shift: the training's replay_shift (rows "
-           "with 0 were simulated before the option existed).", "",
+           "with 0 were simulated before the option existed). Head: the discriminant head's "
+           "weight (`--head-weight`; rows with 0 were simulated before the head existed).", "",
            "| data set | seed | choice | trainable layers | widths after task 0 -> last | "
-           "replay shift | final average | forgetting | device FLOPs |",
-           "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+           "replay shift | head | final average | forgetting | device FLOPs |",
+           "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         out.append(f"| {r['dataset']} | {r['seed']} | {r['choice']} | {r['tail_layers']} | "
                    f"{r['widths_first']} -> {r['widths_last']} | {r.get('replay_shift', 0)} | "
+                   f"{r.get('head_weight', 0.0):g} | "
                    f"{100 * r['final_avg_accuracy']:.1f}% | {100 * r['forgetting']:.1f}% | "
                    f"{r['train_flops']:.3g} |")
     by = {}
     for r in rows:
-        by.setdefault((r["dataset"], r["choice"], r.get("replay_shift", 0)), []).append(
-            r["final_avg_accuracy"])
+        by.setdefault((r["dataset"], r["choice"], r.get("replay_shift", 0), r.get("head_weight", 0.0)),
+                      []).append(r["final_avg_accuracy"])
     out += ["", "Mean over the seeds run:", "",
-            "| data set | choice | replay shift | seeds | final average |",
-            "| --- | --- | ---: | ---: | ---: |"]
-    for (ds, choice, shift), accs in by.items():
-        out.append(f"| {ds} | {choice} | {shift} | {len(accs)} | "
+            "| data set | choice | replay shift | head | seeds | final average |",
+            "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for (ds, choice, shift, head), accs in by.items():
+        out.append(f"| {ds} | {choice} | {shift} | {head:g} | {len(accs)} | "
                    f"{100 * sum(accs) / len(accs):.1f}% |")
     seeds: dict[str, list[int]] = {}
     for r in rows:
@@ -104,6 +107,10 @@ def render(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _key(row: dict) -> tuple:
+    return row["dataset"], row["seed"], row["choice"], row.get("head_weight", 0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -112,16 +119,19 @@ def main() -> None:
     args = ap.parse_args()
     path = RESULTS_DIR / "device_width.json"
     stored = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    rows = {(r["dataset"], r["seed"], r["choice"]): r for r in stored["rows"]}
+    # A row is kept per data set, seed, choice and head weight: rows simulated before the head
+    # existed (weight 0) stay beside the ones with it.
+    rows = {_key(r): r for r in stored["rows"]}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for choice in args.choices:
                 r = one(args.dataset, seed, choice, Path(tmp))
-                rows[(r["dataset"], r["seed"], r["choice"])] = r
+                rows[_key(r)] = r
                 print(f"{r['dataset']} seed {seed} {choice}: {r['tail_layers']} layers, widths "
                       f"{r['widths_last']}, {100 * r['final_avg_accuracy']:.1f}%", flush=True)
                 ordered = sorted(rows.values(), key=lambda r: (r["dataset"], r["seed"],
-                                                               list(CHOICES).index(r["choice"])))
+                                                               list(CHOICES).index(r["choice"]),
+                                                               r.get("head_weight", 0.0)))
                 RESULTS_DIR.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"rows": ordered}, indent=2) + "\n")
                 (RESULTS_DIR / "device_width.md").write_text(render(ordered))
