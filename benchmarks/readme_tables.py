@@ -55,7 +55,7 @@ def host_study_section(d) -> list[str]:
         agg = entry["aggregate"]
         cells = [_mean_std(agg.get(r, {}), "final_avg_accuracy") for r in runs]
         ratio = agg.get("method_flops_ratio_to_fixed_size")
-        ratio_s = f"{100 * ratio['mean']:.0f}%" if isinstance(ratio, dict) else "-"
+        ratio_s = f"{100 * ratio['mean']:.1f}%" if isinstance(ratio, dict) else "-"
         out.append(f"| {name} | {entry['tasks']} | " + " | ".join(cells) + f" | {ratio_s} |")
     seeds = {name: entry.get("seeds") or d.get("seeds") for name, entry in d["datasets"].items()}
     out += ["", "Seeds (seed 0 keeps the natural class order, every other seed draws one): "
