@@ -113,10 +113,13 @@ def _key(row: dict) -> tuple:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist5k", "digits", "basic-motions"],
+                    help="an offline data set")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--choices", nargs="+", choices=list(CHOICES), default=["known", "auto"])
     args = ap.parse_args()
+    if bad := [s for s in args.seeds if s < 0]:
+        ap.error(f"seeds must be 0 or more, got {', '.join(map(str, bad))}")
     path = RESULTS_DIR / "device_width.json"
     stored = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     # A row is kept per data set, seed, choice and head weight: rows simulated before the head

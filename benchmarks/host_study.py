@@ -490,6 +490,8 @@ def main(argv=None) -> int:
     known = [n for n, _, _ in STUDIES]
     if args.datasets is not None and (bad := [n for n in args.datasets if n not in known]):
         ap.error(f"unknown data set(s) {', '.join(bad)}: choose from {', '.join(known)}")
+    if args.seeds is not None and (bad := [s for s in args.seeds if s < 0]):
+        ap.error(f"seeds must be 0 or more, got {', '.join(map(str, bad))}")
     if args.rows is not None and (bad := [r for r in args.rows if not 0 <= r < len(ABLATION)]):
         ap.error(f"no ablation row {', '.join(map(str, bad))}: rows are 0 to {len(ABLATION) - 1}")
 

@@ -50,6 +50,7 @@ def test_the_markdown_has_one_row_per_data_set():
 @pytest.mark.parametrize("argv, words", [
     (["--ablation", "--rows", "99"], "no ablation row 99"),
     (["--ablation", "--datasets", "nosuch"], "unknown data set(s) nosuch"),
+    (["--datasets", "digits", "--seeds", "0", "-3"], "seeds must be 0 or more, got -3"),
 ])
 def test_bad_rows_and_data_sets_get_one_line_not_a_traceback(argv, words, tmp_path, capsys):
     hs = _host_study()
