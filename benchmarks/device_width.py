@@ -113,8 +113,8 @@ def _key(row: dict) -> tuple:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist5k", "digits", "basic-motions"],
-                    help="an offline data set")
+    ap.add_argument("--dataset", default="fashion-mnist",
+                    choices=["fashion-mnist", "mnist5k", "digits", "basic-motions"], help="an offline data set")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--choices", nargs="+", choices=list(CHOICES), default=["known", "auto"])
     args = ap.parse_args()

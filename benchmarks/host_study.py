@@ -213,7 +213,8 @@ def seeds_text(study: dict) -> str:
 
 def markdown(study: dict, ablation: dict | None = None) -> str:
     lines = ["# Host study: class-incremental learning with size adaption and distilled replay", "",
-             f"Data sets and seeds (seed 0 keeps the natural class order, every other seed draws one): {seeds_text(study)}; "
+             "Data sets and seeds (seed 0 keeps the natural class order, every other seed draws one): "
+             f"{seeds_text(study)}; "
              f"{'quick settings' if study['quick'] else 'default settings'} "
              f"of `tinycil experiment` per data set; mean ± std over seeds. Accuracy = final average "
              f"accuracy over all tasks; FLOPs = forward + backward training FLOPs of the whole run.", "",
