@@ -535,7 +535,7 @@ def main(argv=None) -> int:
         study["datasets"][name] = {"tasks": n_tasks, "seeds": seeds, "per_seed": per_seed,
                                    "aggregate": aggregate(per_seed)}
     study["seconds"] = time.perf_counter() - t_start
-    study["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    study["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {software.cpu()}"
     study["software"] = software.versions()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "host_study_quick" if args.quick else "host_study"

@@ -83,3 +83,20 @@ def test_make_setup_installs_the_pinned_learning_stack(name):
     if name not in found:
         pytest.skip(f"{name} is not installed (tensorflow instead of tensorflow-cpu)")
     assert found[name] == _pins()[canonicalize_name(name)]
+
+
+def test_the_cpu_is_named_with_the_extensions_the_kernels_choose_by():
+    text = ("processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 fma avx512f\n\n"
+            "processor\t: 1\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 fma avx512f\n")
+    assert software.cpu(text) == "Example CPU 9000 (avx2 fma avx512f)"
+    assert software.cpu("model name : Old\nflags : fpu sse\n").startswith("Old (none of avx2")
+    # this machine's own: every listed extension it has, and no other
+    here = software.cpu()
+    flags = set()
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+        for feature in software.CPU_FEATURES:
+            assert (f" {feature}" in here or f"({feature}" in here) == (feature in flags)

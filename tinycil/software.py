@@ -52,6 +52,31 @@ def program_version(argv: list[str]) -> str | None:
     return match.group(0) if match else None
 
 
+# The instruction-set extensions TensorFlow's CPU kernels (oneDNN) choose their code paths by: the
+# same install on a CPU with another set may sum in another order and end a run tenths away.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu(cpuinfo: str | None = None) -> str:
+    """The processor and which of CPU_FEATURES it has, e.g. "Intel(R) Xeon(R) Processor (avx2 fma
+    avx512f)"; ``cpuinfo`` is /proc/cpuinfo's text (read when None; where there is none, the
+    platform's processor name alone)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    have = [f for f in CPU_FEATURES if f in flags]
+    return f"{name} ({' '.join(have) if have else 'none of ' + ', '.join(CPU_FEATURES)})"
+
+
 def describe(found: dict[str, str] | None) -> str:
     """One line for a Markdown result: "TensorFlow 2.21.0, Keras 3.15.1, numpy 2.4.6, Python 3.11.7"."""
     if not found:
