@@ -41,6 +41,9 @@ def test_class_order_and_cut_are_recorded(run_dir):
 
     assert config["software"]["keras"] == keras.__version__
     assert config["software"]["numpy"] == numpy.__version__
+    from tinycil import software
+
+    assert config["cpu"] == software.cpu()
 
 
 @pytest.fixture(scope="module")

@@ -192,6 +192,8 @@ def run_experiment(dataset: str, n_tasks: int | None = None, known: int = 1, buf
         "train_samples": n_train_total, "test_samples": sum(len(x) for x, _ in test_parts),
         "max_train": max_train, "max_test": max_test, "quick": quick, "board": None,
         "software": software.versions(),
+        # TensorFlow's CPU kernels choose their code by the processor's extensions (software.cpu)
+        "cpu": software.cpu(),
     }
     results["details"] = details
     return results

@@ -376,6 +376,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         "host": {"train_flops": host_flops, "train_samples": stats["samples"],
                  "float_accuracy_known_tasks": host_acc},
         "software": software.versions(),
+        # TensorFlow's CPU kernels choose their code by the processor's extensions (software.cpu)
+        "cpu": software.cpu(),
     }
     run.write_config(config)
     say(f"prepared {run.path} in {time.perf_counter() - started:.1f} s")
