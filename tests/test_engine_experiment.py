@@ -52,6 +52,10 @@ def test_experiment_writes_a_results_file_that_follows_the_contract(study):
     assert (out / "summary.md").read_text().count("|") > 20
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "config.json").is_file() and (out / "plan.json").is_file()
+    # the processor is recorded beside the versions: its extensions decide TensorFlow's kernels
+    from tinycil import software
+
+    assert json.loads((out / "config.json").read_text())["cpu"] == software.cpu()
     assert "naive fine-tuning" in output and "FLOPs / fixed" in output
 
 
