@@ -77,6 +77,8 @@ def test_an_ablation_row_can_scale_both_models_widths():
     assert "width_scale" not in hs.row_options({"width_policy": {"width_scale": 2}, "defaults": True})
     # A row's buffer size goes to run_experiment, not to TrainConfig.
     assert "buffer_fraction" not in hs.row_options({"buffer_fraction": 0.05, "defaults": True})
+    # ... and so does a row's epoch count (TrainConfig would take it, for every data set alike).
+    assert "epochs" not in hs.row_options({"epochs": 3, "defaults": True})
 
 
 def test_every_ablation_row_names_only_real_training_options():
@@ -133,3 +135,36 @@ def test_the_ceiling_note_counts_class_orders_where_both_buffers_top_out():
     assert "both at 100.0% on 2 of 4, distilled ahead on 1, behind on 1" in note
     assert "rests on the other orders" in note
     assert "On every class order the test set cannot tell" in hs.ceiling_note({"per_seed": [run(1.0, 1.0)]})
+
+
+def test_fashion_mnist_bar_and_what_moves_it_come_from_the_rows():
+    """The 80% bar of Split Fashion-MNIST: met or how far short, and the rows that ask why, each
+    against the procedure's row class order by class order."""
+    hs = _host_study()
+
+    def stat(mean):
+        return {"mean": mean, "std": 0.01}
+
+    agg = {run: {"final_avg_accuracy": stat(a)} for run, a in
+           (("method", 0.789), ("fixed_size", 0.794), ("joint", 0.856))}
+    study = {"datasets": {"fashion-mnist": {"seeds": [0, 1, 2], "aggregate": agg, "per_seed": []}}}
+    lines = hs.fashion_bar_markdown(study, None)
+    assert "the method reaches 78.9 ± 1.0% (seeds 0-2)" in lines[1] and "not met, 1.1 points short." in lines[1]
+
+    def row(label, seeds, method):
+        return {"label": label, "seeds": seeds, "method": method, "fixed_size": [0.8] * len(seeds),
+                "flops_ratio": [0.41] * len(seeds)}
+
+    ab = {"datasets": {"fashion-mnist": [row(hs.DEFAULTS_ROW, [0, 1, 2], [0.79, 0.78, 0.79]),
+                                         row(hs.BUFFER_2_ROW, [0, 1, 2], [0.80, 0.79, 0.78]),
+                                         row(hs.EPOCHS_3_ROW, [1, 2], [0.81, 0.80])]}}
+    text = "\n".join(hs.fashion_bar_markdown(study, ab))
+    assert "| the buffer? twice as large (2%) | 0-2 | 79.0 | 80.0 | +0.3 ± 0.7 | 41.0% |" in text
+    # only the class orders both rows ran are compared: +3.0 and +1.0
+    assert "| too little training? 3 epochs per task instead of 2 | 1, 2 | 80.5 | 80.0 | +2.0 ± 1.0 |" in text
+    assert "no growth" not in text  # a row not run is not shown
+    assert "The best of these, 3 epochs per task instead of 2, gives the method 80.5%: at or above the bar." in text
+    agg["method"]["final_avg_accuracy"] = stat(0.801)
+    assert hs.fashion_bar_markdown(study, None)[1].endswith(": met.")
+    # no fashion-mnist in the study: nothing to say
+    assert hs.fashion_bar_markdown({"datasets": {}}, ab) == []
