@@ -320,7 +320,7 @@ def fashion_bar_markdown(study: dict, ablation: dict | None) -> list[str]:
     for row, question in asked:
         common = [s for s in row["seeds"] if s in base["seeds"]]
         diffs = [row["method"][row["seeds"].index(s)] - base["method"][base["seeds"].index(s)] for s in common]
-        diff = (f"{100 * np.mean(diffs):+.1f} ± {100 * np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.1f}"
+        diff = (f"{round(100 * np.mean(diffs), 1) + 0.0:+.1f} ± {100 * np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.1f}"
                 if len(diffs) > 1 else (f"{100 * diffs[0]:+.1f}" if diffs else "-"))
         lines.append(f"| {question} | {_seed_list(row['seeds'])} | {100 * np.mean(row['method']):.1f} | "
                      f"{100 * np.mean(row['fixed_size']):.1f} | {diff} | {np.mean(row['flops_ratio']):.1%} |")
