@@ -320,7 +320,7 @@ def fashion_bar_markdown(study: dict, ablation: dict | None) -> list[str]:
     for row, question in asked:
         common = [s for s in row["seeds"] if s in base["seeds"]]
         diffs = [row["method"][row["seeds"].index(s)] - base["method"][base["seeds"].index(s)] for s in common]
-        diff = (f"{round(100 * np.mean(diffs), 1) + 0.0:+.1f} ± {100 * np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.1f}"
+        diff = (f"{round(100 * np.mean(diffs), 1) + 0.0:+.1f} ± {100 * _std(diffs) / np.sqrt(len(diffs)):.1f}"
                 if len(diffs) > 1 else (f"{100 * diffs[0]:+.1f}" if diffs else "-"))
         lines.append(f"| {question} | {_seed_list(row['seeds'])} | {100 * np.mean(row['method']):.1f} | "
                      f"{100 * np.mean(row['fixed_size']):.1f} | {diff} | {np.mean(row['flops_ratio']):.1%} |")
@@ -500,7 +500,7 @@ def run_ablation(args, seeds, save=None) -> dict:
                 res = run_experiment(name, n_tasks=tasks[name], seed=seed, runs=ABLATION_RUNS,
                                      train_options=row_options(opts), policy=row_policy(name, opts),
                                      progress=False, buffer_cache=caches[seed],
-                                     **{k: opts[k] for k in ("distill_iters", "buffer_fraction", "epochs") if k in opts})
+                                     **{k: opts[k] for k in RUN_EXPERIMENT_OPTIONS if k in opts})
                 m, f = res["method"], res["baselines"]["fixed_size"]
                 row["method"].append(m["final_avg_accuracy"])
                 row["fixed_size"].append(f["final_avg_accuracy"])
@@ -517,7 +517,8 @@ def run_ablation(args, seeds, save=None) -> dict:
 
 
 # Options of a row that are not TrainConfig's: passed to run_experiment (or its width policy).
-ROW_RUN_OPTIONS = ("defaults", "width_policy", "distill_iters", "buffer_fraction", "epochs")
+RUN_EXPERIMENT_OPTIONS = ("distill_iters", "buffer_fraction", "epochs")  # run_experiment's own arguments
+ROW_RUN_OPTIONS = ("defaults", "width_policy") + RUN_EXPERIMENT_OPTIONS
 
 
 def row_options(opts: dict) -> dict:
