@@ -544,6 +544,18 @@ def _pct(stat: dict, signed: bool = False) -> str:
     return f"{fmt.format(100 * stat['mean'])} ± {100 * stat['std']:.1f}"
 
 
+def read_ablation(path: Path) -> dict | None:
+    """The stored ablation rows, or None where there are none; ValueError, in words that say what
+    to do, for a file that cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read ({e}): repair or remove it, or start a new one with "
+                         "--ablation --fresh") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few epochs/iterations and 1 seed: a smoke run")
@@ -567,18 +579,24 @@ def main(argv=None) -> int:
     if args.rows is not None and (bad := [r for r in args.rows if not 0 <= r < len(ABLATION)]):
         ap.error(f"no ablation row {', '.join(map(str, bad))}: rows are 0 to {len(ABLATION) - 1}")
 
+    ablation_file = args.out / "host_study_ablation.json"
+    if not (args.ablation and args.fresh):
+        try:  # a damaged file stops the run here, not after hours of training
+            read_ablation(ablation_file)
+        except ValueError as e:
+            ap.error(str(e))
+
     from tinycil.learn.experiment import run_experiment
     from tinycil.runfolder import jsonable
 
     if args.ablation:
         seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
         args.out.mkdir(parents=True, exist_ok=True)
-        existing = args.out / "host_study_ablation.json"
-        before = json.loads(existing.read_text()) if existing.is_file() and not args.fresh else None
+        before = None if args.fresh else read_ablation(ablation_file)
 
         def save(ab):
             ab = merge_ablation(before, ab) if before is not None else ab
-            existing.write_text(json.dumps(jsonable(ab), indent=1) + "\n")
+            ablation_file.write_text(json.dumps(jsonable(ab), indent=1) + "\n")
             if (args.out / "host_study.json").is_file():
                 study = json.loads((args.out / "host_study.json").read_text())
                 (args.out / "host_study.md").write_text(markdown(study, ab))
@@ -611,8 +629,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "host_study_quick" if args.quick else "host_study"
     (args.out / f"{stem}.json").write_text(json.dumps(jsonable(study), indent=1) + "\n")
-    ablation_file = args.out / "host_study_ablation.json"
-    ablation = json.loads(ablation_file.read_text()) if ablation_file.is_file() and not args.quick else None
+    ablation = None if args.quick else read_ablation(ablation_file)
     (args.out / f"{stem}.md").write_text(markdown(study, ablation))
     write_plot(study, ablation, args.out / f"{stem}.png")
     print(markdown(study, ablation))

@@ -61,6 +61,19 @@ def test_bad_rows_and_data_sets_get_one_line_not_a_traceback(argv, words, tmp_pa
     assert not any(tmp_path.iterdir())  # nothing run, nothing written
 
 
+def test_a_damaged_ablation_file_stops_the_run_in_one_line_before_anything_runs(tmp_path, capsys):
+    hs = _host_study()
+    damaged = tmp_path / "host_study_ablation.json"
+    damaged.write_text("{broken")
+    for argv in (["--ablation", "--rows", "0"], ["--datasets", "digits"]):
+        with pytest.raises(SystemExit) as exit_info:
+            hs.main(argv + ["--seeds", "0", "--out", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert "cannot be read" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["host_study_ablation.json"]
+        assert damaged.read_text() == "{broken"  # left as it was
+
+
 def test_an_ablation_row_can_scale_both_models_widths():
     """width_scale multiplies the final widths and keeps the schedule; other rows keep the family's."""
     from tinycil.learn.models import DEFAULT_WIDTHS
