@@ -44,7 +44,35 @@ def test_the_markdown_has_one_row_per_data_set():
     lines = hs.gap_sources_markdown(study)
     rows = [line for line in lines if line.startswith("| a |") or line.startswith("| b |")]
     assert len(rows) == 2
-    assert "| a | 85.0 | 95.0 | 20.0 | 10.0 | -10.0, -10.0 |" in rows[0]
+    assert "| a | 85.0 | 95.0 | - | 20.0 | 10.0 | - | -10.0, -10.0 |" in rows[0]
+    assert not any("distance to joint training" in line for line in lines)  # no joint run, no split
+
+
+def test_the_distance_to_joint_training_splits_into_learning_and_forgetting():
+    """final = learning - (T-1)/T x drop, so the fixed model's distance to joint training is its
+    learning shortfall plus (T-1)/T x its drop beyond joint training's, exactly."""
+    hs = _host_study()
+    fixed = [[0.9, None, None], [0.6, 0.8, None], [0.5, 0.6, 0.7]]
+    joint = [[1.0, None, None], [0.9, 0.9, None], [0.9, 0.8, 0.9]]
+    seed = {"method": _result(fixed), "baselines": {"fixed_size": _result(fixed), "joint": _result(joint)}}
+    g = hs.gap_sources([seed])
+    learning, forgetting = hs.joint_split(g)
+    assert learning == pytest.approx((1.0 + 0.9 + 0.9) / 3 - (0.9 + 0.8 + 0.7) / 3)
+    assert forgetting == pytest.approx(2 / 3 * (((0.9 - 0.5) + (0.8 - 0.6)) / 2 - ((1.0 - 0.9) + (0.9 - 0.8)) / 2))
+    distance = _result(joint)["final_avg_accuracy"] - _result(fixed)["final_avg_accuracy"]
+    assert learning + forgetting == pytest.approx(distance)
+    lines = hs.gap_sources_markdown({"datasets": {"a": {"per_seed": [seed]}}})
+    assert "| a | 80.0 | 80.0 | 93.3 | 30.0 | 30.0 | 10.0 | +0.0, +0.0, +0.0 |" in lines
+    assert f"a {100 * distance:.1f} points: 13.3 learning, 13.3 forgetting" in lines[-1]
+    # Fashion-MNIST's bar line, when short, says where the fixed model's distance to joint lies
+    agg = {run: {"final_avg_accuracy": {"mean": r["final_avg_accuracy"], "std": 0.0}} for run, r in
+           (("method", seed["method"]), ("fixed_size", seed["method"]), ("joint", _result(joint)))}
+    bar = hs.fashion_bar_markdown({"datasets": {"fashion-mnist": {"seeds": [0], "aggregate": agg,
+                                                                  "per_seed": [seed]}}}, None)[1]
+    assert f"Of the fixed model's {100 * distance:.1f} points below joint training, 13.3 are learning" in bar
+    # a study whose runs lack joint training has no split
+    assert hs.joint_split(hs.gap_sources([{"method": _result(fixed),
+                                           "baselines": {"fixed_size": _result(fixed)}}])) is None
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -162,7 +190,7 @@ def test_fashion_mnist_bar_and_what_moves_it_come_from_the_rows():
            (("method", 0.789), ("fixed_size", 0.794), ("joint", 0.856))}
     study = {"datasets": {"fashion-mnist": {"seeds": [0, 1, 2], "aggregate": agg, "per_seed": []}}}
     lines = hs.fashion_bar_markdown(study, None)
-    assert "the method reaches 78.9 ± 1.0% (seeds 0-2)" in lines[1] and "not met, 1.1 points short." in lines[1]
+    assert "the method reaches 78.9 ± 1.0% (seeds 0-2)" in lines[1] and lines[1].endswith("not met, 1.1 points short.")
 
     def row(label, seeds, method):
         return {"label": label, "seeds": seeds, "method": method, "fixed_size": [0.8] * len(seeds),
