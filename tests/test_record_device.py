@@ -16,7 +16,7 @@ import pytest
 
 from tinycil import protocol_spec as spec
 from tinycil.link.stream import (RunData, StreamError, _record_device, check_device,
-                                 confirmed_task, open_session_log, reset_advice, session_log)
+                                 complete_device_result, confirmed_task, open_session_log, reset_advice, session_log)
 from tinycil.report import format_table, summary_markdown
 from tinycil.runfolder import RunFolder
 
@@ -185,6 +185,32 @@ def test_without_a_host_reference_a_missing_row_is_never_filled(data):
     on_disk = RunFolder(data.run_dir).read_results()
     assert "device" not in on_disk  # no RESULT until every row is the device's or marked
     assert on_disk["device_log"]["rows"] == {"2": [0.5, 0.4, 0.3]}
+
+
+def test_a_device_result_that_waited_for_the_host_reference_is_completed_when_it_arrives(data):
+    """`tinycil run` with several known tasks: the device streams first, the host reference is
+    simulated after; the device's RESULT is then written with the host's rows marked."""
+    run = RunFolder(data.run_dir)
+    results = {}
+    device = info(2, 0x4444)
+    log = open_session_log(results, data, device)
+    log["rows"]["1"] = [0.85, 0.75]  # the deployed model, measured by the device
+    _complete(results, data, device, 2, [0.5, 0.4, 0.3])
+    assert complete_device_result(data.run_dir) is False  # no host reference yet: still waits
+    assert "device" not in run.read_results()
+    on_disk = run.read_results()
+    on_disk["method"] = _method()  # what record_simulation adds
+    run.write_results(on_disk)
+    assert complete_device_result(data.run_dir) is True
+    done = run.read_results()["device"]
+    assert done["accuracy_matrix"] == [[0.9, None, None], [0.85, 0.75, None], [0.5, 0.4, 0.3]]
+    assert done["rows_from_host"] == [0]
+    assert done["ram_bytes"] == 1000 and done["flash_bytes"] == 2000 and done["counter"] == "instructions"
+    assert "device row 0 of the accuracy matrix is the host reference's" in format_table(run.read_results())
+    # a run folder without any device task has nothing to complete
+    other = RunFolder(data.run_dir.parent / "empty", create=True)
+    other.write_results({"method": _method()})
+    assert complete_device_result(other.path) is False
 
 
 def test_the_results_csv_follow_every_write(tmp_path):

@@ -37,9 +37,10 @@ def device_notes(results: dict) -> list[str]:
                             if done else ""))
         host_rows = dev.get("rows_from_host") or []
         if host_rows:
-            notes.append(f"device rows {', '.join(map(str, host_rows))} of the accuracy matrix "
-                         "are the host reference's: the device did not measure them in this "
-                         "session")
+            many = len(host_rows) > 1
+            notes.append(f"device row{'s' if many else ''} {', '.join(map(str, host_rows))} of the "
+                         f"accuracy matrix {'are' if many else 'is'} the host reference's: the device "
+                         f"did not measure {'them' if many else 'it'} in this session")
     history = results.get("device_history") or []
     if history:
         notes.append(f"{len(history)} earlier device session(s) are kept in results.json "

@@ -58,6 +58,7 @@ def report(run_dir):
     from tinycil.runfolder import RunFolder, write_results_csv
 
     run = RunFolder(run_dir)
+    _complete_device_record(run)
     try:
         table = write_report(run)
     except ReportError as exc:
@@ -66,6 +67,27 @@ def report(run_dir):
     click.echo(table)
     click.echo(f"\nwrote {run.summary_path}, {run.plot_path}, {run.matrix_csv_path}, "
                f"{run.metrics_csv_path}")
+
+
+def _complete_device_record(run) -> None:
+    """A device that learned tasks of a run with several known tasks has a RESULT only with the
+    host reference's rows of the tasks it did not measure: compute that reference when it is
+    missing, so that the report never leaves out what the device learned."""
+    from tinycil.link.stream import complete_device_result
+
+    if not run.results_path.is_file():
+        return
+    results = run.read_results()
+    log = results.get("device_log")
+    if "device" in results or not isinstance(log, dict) or not log.get("tasks"):
+        return
+    if "method" not in results:
+        from tinycil.learn.simulate import record_simulation
+
+        click.echo("the device's record needs the host reference for the rows it did not measure: "
+                   "simulating the device procedure on the host ...")
+        record_simulation(run.path, progress=True, echo=click.echo)
+    complete_device_result(run.path)
 
 
 # `prepare` (the host half of a device run) lives in its own module.

@@ -71,7 +71,8 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int | 
     from tinycil.report import write_report
     from tinycil.runfolder import RunFolder, default_run_dir
     from tinycil.learn.simulate import record_simulation
-    from tinycil.link.stream import RunData, TaskInterrupted, stream_task
+    from tinycil.link.stream import (RunData, StreamError, TaskInterrupted, complete_device_result,
+                                     stream_task)
 
     started = time.monotonic()
     # Where the wall time goes (seconds): the host's work, the device run, the host references.
@@ -157,6 +158,10 @@ def run_end_to_end(dataset: str, board_id: str, out_dir=None, *, n_tasks: int | 
 
     echo("== host reference (simulation of the device procedure)")
     record_simulation(run_dir, progress=False, echo=echo)
+    # With several known tasks the device's RESULT waited for the host rows it needs.
+    if not complete_device_result(run_dir):
+        raise StreamError(f"the device completed no task of this run: no device result in "
+                          f"{run.results_path}")
     lap("simulation")
     results = run.read_results()
     twin = twin_result(run_dir, results, echo=echo)

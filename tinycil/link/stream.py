@@ -741,6 +741,11 @@ def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dic
 
     cfg = data.config
     log = results["device_log"]
+    # What the device said of itself, kept so that the RESULT can be completed later, when a
+    # host reference arrives after the device's tasks (complete_device_result).
+    log["resources"] = {"ram_used": info.get("ram_used") or stats.get("ram_used"),
+                        "flash_used": info.get("flash_used"),
+                        "counter_kind_name": stats["counter_kind_name"]}
     rows = log["rows"]
     host = (results.get("method") or {}).get("accuracy_matrix")
     last = max(int(k) for k in rows)
@@ -773,6 +778,29 @@ def _record_device(run_dir, data: RunData, results: dict, info: dict, stats: dic
                     "seed": cfg["seed"], "tasks": cfg["task_classes"],
                     "known_tasks": cfg["known_tasks"], "device": result})
     RunFolder(run_dir).write_results(results)
+
+
+def complete_device_result(run_dir) -> bool:
+    """Writes the "device" RESULT that waited for the host reference (a run with several known
+    tasks, streamed before the host simulation was recorded: the rows of the known tasks before
+    the last are the host's). True when results.json has a "device" RESULT afterwards."""
+    from tinycil.runfolder import RunFolder
+
+    run = RunFolder(run_dir)
+    results = run.read_results() if run.results_path.is_file() else {}
+    if "device" in results:
+        return True
+    log = results.get("device_log")
+    if not isinstance(log, dict) or not log.get("tasks"):
+        return False
+    last = log["tasks"][max(log["tasks"], key=int)]
+    # a record written before "resources" was kept: the last task's own measurements
+    res = log.get("resources") or {"ram_used": last.get("ram_used"), "flash_used": None,
+                                   "counter_kind_name": last.get("counter", "")}
+    _record_device(run_dir, RunData.load(run_dir), results,
+                   {"ram_used": res["ram_used"], "flash_used": res["flash_used"]},
+                   {"ram_used": res["ram_used"], "counter_kind_name": res["counter_kind_name"]})
+    return "device" in results
 
 
 def _device_flops(results: dict, data: RunData) -> float:
