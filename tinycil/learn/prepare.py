@@ -191,7 +191,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         batch_replay=batch_replay if batch_replay is not None else d.batch_replay,
         clip_norm=clip_norm if clip_norm is not None else base.clip_norm,
         balance_steps=balance_steps if balance_steps is not None else base.balance_steps,
-        asymmetric_ce=asymmetric_ce if asymmetric_ce is not None else base.asymmetric_ce,
+        asymmetric_ce=asymmetric_ce if asymmetric_ce is not None else d.asymmetric_ce,
         replay_shift=replay_shift if replay_shift is not None else base.replay_shift,
         discriminant_weight=(discriminant_weight if discriminant_weight is not None
                              else base.discriminant_weight))
