@@ -77,7 +77,12 @@ def _complete_device_record(run) -> None:
 
     if not run.results_path.is_file():
         return
-    results = run.read_results()
+    try:
+        results = run.read_results()
+    except (OSError, ValueError):
+        return  # a damaged results.json: the report itself says what is wrong with it
+    if not isinstance(results, dict):
+        return
     log = results.get("device_log")
     if "device" in results or not isinstance(log, dict) or not log.get("tasks"):
         return
