@@ -187,3 +187,94 @@ def test_check_model_command(keras, tmp_path):
     assert result.exit_code == 1
     assert "layer 'norm' (LayerNormalization): not supported" in result.output
     assert "Traceback" not in result.output
+
+
+def _check_model_says(path) -> str:
+    """`tinycil check-model PATH` refuses in one line, without a traceback; its message."""
+    from click.testing import CliRunner
+
+    from tinycil.cli import main
+
+    result = CliRunner().invoke(main, ["check-model", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, TypeError)
+    lines = [l for l in result.output.splitlines() if l.startswith("Error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_model_with_two_outputs_gets_the_plain_chain_refusal(keras, tmp_path):
+    L = keras.layers
+    i = L.Input((8, 8, 1))
+    h = L.Dense(24, activation="relu")(L.Flatten()(i))
+    path = _save(keras.Model(i, [L.Dense(10)(h), L.Dense(3)(h)], name="two"), tmp_path, "two.keras")
+    assert "layer 'two' (Model): 1 inputs and 2 outputs: the device runs a plain chain with one " \
+           "of each" in _check_model_says(path)
+
+
+def test_an_input_shape_of_any_size_asks_for_a_fixed_one(keras, tmp_path):
+    L = keras.layers
+    model = keras.Sequential([L.Input((None, None, 1)), L.Conv2D(8, 3, activation="relu"),
+                              L.GlobalAveragePooling2D(), L.Dense(10)])
+    said = _check_model_says(_save(model, tmp_path, "any_size.keras"))
+    assert "inputs of shape (None, None, 1)" in said and "needs a fixed one" in said
+    assert "keras.Input(shape=...)" in said
+
+
+def test_a_sequential_saved_without_an_input_shape_asks_for_one(keras, tmp_path):
+    L = keras.layers
+    path = _save(keras.Sequential([L.Flatten(), L.Dense(16, activation="relu"), L.Dense(10)]),
+                 tmp_path, "unbuilt.keras")
+    said = _check_model_says(path)
+    assert "unbuilt.keras was saved without an input shape" in said
+    assert "add keras.Input(shape=...)" in said
+    # prepare and run leave it to prepare, which knows the data set's sample shape
+    assert check_model_file(path, later_if_unbuilt=True) is None
+
+
+def test_a_trailing_softmax_layer_is_dropped_as_a_softmax_activation_is(keras, tmp_path):
+    L = keras.layers
+    model = keras.Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(16, activation="relu"),
+                              L.Dense(10, name="logits"), L.Softmax(name="sm")])
+    report = check_model_file(_save(model, tmp_path, "softmax.keras"))
+    assert [kind for _, kind in report.layers] == ["Flatten", "Dense", "Dense"]
+    assert any(n.startswith("sm (Softmax): the output layer's softmax") for n in report.notes)
+    # Elsewhere, or over another axis, a Softmax layer stays refused.
+    inside = keras.Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(16), L.Softmax(name="mid"),
+                               L.Dense(10)])
+    with pytest.raises(ModelCheckError, match=r"layer 'mid' \(Softmax\): not supported"):
+        check_model_file(_save(inside, tmp_path, "inside.keras"))
+    on_maps = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(4, 3), L.Softmax(axis=1, name="ax"),
+                                L.Flatten(), L.Dense(10)])
+    with pytest.raises(ModelCheckError, match=r"layer 'ax' \(Softmax\): not supported"):
+        check_model_file(_save(on_maps, tmp_path, "axis.keras"))
+
+
+def test_a_layer_name_tensorflow_cannot_train_is_named_with_rename_advice(keras, tmp_path):
+    L = keras.layers
+    model = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, activation="relu",
+                                                           name="my conv-1 ü"),
+                              L.Flatten(name="flat.1"), L.Dense(10, name="out-2")])
+    said = _check_model_says(_save(model, tmp_path, "names.keras"))
+    assert "layer 'my conv-1 ü' (Conv2D): TensorFlow cannot train a layer with this name" in said
+    assert "rename it" in said and "'flat.1'" not in said and "'out-2'" not in said
+
+
+def test_a_reshape_to_a_flat_vector_is_a_flatten(keras, tmp_path):
+    L = keras.layers
+    flat = keras.Sequential([L.Input((8, 8, 1)), L.Reshape((64,), name="to_vector"),
+                             L.Dense(16, activation="relu"), L.Dense(10)])
+    report = check_model_file(_save(flat, tmp_path, "reshape.keras"))
+    assert report.layers[0] == ("to_vector", "Flatten")
+    assert any(n.startswith("to_vector (Reshape to (64,)): a Flatten") for n in report.notes)
+    # the same outputs as the user's model
+    from tinycil.learn.simplify import simplify_keras
+
+    x = np.random.default_rng(0).standard_normal((3, 8, 8, 1)).astype(np.float32)
+    simple, _ = simplify_keras(flat)
+    np.testing.assert_allclose(simple.predict(x, verbose=0), flat.predict(x, verbose=0), rtol=1e-6)
+    # any other reshape stays refused
+    maps = keras.Sequential([L.Input((8, 8, 1)), L.Reshape((4, 16, 1), name="remap"), L.Flatten(),
+                             L.Dense(10)])
+    with pytest.raises(ModelCheckError, match=r"layer 'remap' \(Reshape\): not supported"):
+        check_model_file(_save(maps, tmp_path, "remap.keras"))

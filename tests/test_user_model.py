@@ -318,3 +318,88 @@ def test_an_output_layer_reading_too_many_features_gets_no_head(tmp_path):
     R = run_device_procedure(twin, inputs)
     assert twin.head_params()[0].size == 0
     assert R[-1] == simulate_run(run, inputs=inputs)["accuracy_matrix"][-1]
+
+
+def test_a_sequential_saved_without_an_input_shape_is_built_for_the_data_set(tmp_path):
+    import keras
+
+    L = keras.layers
+    path = tmp_path / "unbuilt.keras"
+    keras.Sequential([L.Flatten(), L.Dense(16, activation="relu"), L.Dense(10)]).save(path)
+    res = CliRunner().invoke(main, ["prepare", "--quick", "--no-simulate", "-d", "digits",
+                                    "--model", str(path), "-o", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert "unbuilt.keras: saved without an input shape, built for the data set's samples " \
+           "(8, 8, 1)" in res.output
+    assert (tmp_path / "run" / "config.json").is_file()
+    # once built it is checked as any model is, before training
+    bad = tmp_path / "unbuilt_bad.keras"
+    keras.Sequential([L.Flatten(), L.Dense(16, activation="sigmoid", name="hidden"),
+                      L.Dense(10)]).save(bad)
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", bad, "-o", tmp_path / "r"])
+    assert "layer 'hidden' (Dense): activation sigmoid" in out and "[2/7] training" not in out
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+@pytest.mark.parametrize("command", [["prepare", "--no-simulate"], ["run", "--board", "mps2_an500"]])
+def test_a_family_with_your_own_model_is_refused(tmp_path, command):
+    import keras
+
+    path = keras_model(tmp_path, "mlp", [keras.layers.Flatten(), keras.layers.Dense(10)])
+    out = refused(command + ["-d", "digits", "--model", path, "--family", "cnn2d",
+                             "-o", tmp_path / "run"])
+    assert "--family cnn2d chooses one of tinycil's models" in out and "leave --family out" in out
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def _options_named(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"--[a-z-]+", text))
+
+
+def test_a_frozen_prefix_too_big_for_flash_says_flash_and_advises_a_smaller_model(tmp_path):
+    import keras
+
+    L = keras.layers
+    path = keras_model(tmp_path, "big", [
+        L.Conv2D(256, 3, padding="same", activation="relu"),
+        L.Conv2D(256, 3, padding="same", activation="relu"), L.Flatten(),
+        L.Dense(512, activation="relu"), L.Dense(10)])
+    # --trainable auto: not even the logits alone fit, because of the flash (9 MB of int8
+    # weights), not the RAM
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path, "-o", tmp_path / "a"])
+    said = next(l for l in out.splitlines() if l.startswith("Error: "))
+    assert said.startswith("Error: not even the logits alone fit mps2_an500: flash: needs "), said
+    assert "RAM" not in said and "a smaller model of your own" in said
+    assert _options_named(said) <= {"--buffer"}, said   # no --family, --resize nor --trainable
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path, "--trainable", "1",
+                   "--board", "mps2_an500", "-o", tmp_path / "b"])
+    said = next(l for l in out.splitlines() if l.startswith("Error: "))
+    assert "does not fit mps2_an500. flash: needs" in said and "a smaller model of your own" in said
+    assert _options_named(said) <= {"--buffer"}, said
+
+
+def test_a_tflite_whose_head_does_not_fit_gets_advice_that_applies_to_it(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    L = keras.layers
+    # a latent of 8 x 8 x 128 values: the dense head on it does not fit in RAM nor flash
+    part = keras.Sequential([keras.Input(DIGITS, batch_size=1),
+                             L.Conv2D(128, 3, padding="same", activation="relu"), L.Flatten()])
+    x = np.random.default_rng(0).random((16, *DIGITS)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(part)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[None]] for s in x)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    path = tmp_path / "wide.tflite"
+    path.write_bytes(conv.convert())
+    out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path,
+                   "--board", "mps2_an500", "-o", tmp_path / "r"])
+    said = next(l for l in out.splitlines() if l.startswith("Error: "))
+    assert "RAM: needs" in said and "flash: needs" in said
+    assert "pooling before its output layer" in said
+    # neither --trainable (a .tflite is frozen whole) nor --family or --resize (the model is yours)
+    assert _options_named(said) <= {"--buffer", "--batch-new", "--batch-replay"}, said

@@ -25,6 +25,8 @@ def board_fit_check(board):
     from tinycil.deploy import memplan
 
     def check(model, plan, sizing):
+        own = sizing.get("own_model")  # "keras" or "tflite" for prepare --model
         memplan.check_fits(model_footprint(model, plan, sizing), board,
-                           what=f"the {model.name} model this run would train")
+                           what=("your model as this run would train it" if own else
+                                 f"the {model.name} model this run would train"), own_model=own)
     return check

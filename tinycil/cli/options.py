@@ -123,13 +123,15 @@ def model_file_option(func):
 
 
 def check_model_file_option(model_file) -> None:
-    """Refuse a model file the device cannot run, naming every layer, before any work."""
+    """Refuse a model file the device cannot run, naming every layer, before any work. A
+    Sequential saved without an input shape is checked once prepare has built it for the data
+    set (prepare_run's check_user_model)."""
     if model_file is not None:
         from tinycil.cli.quiet import import_tensorflow
         from tinycil.deploy.modelcheck import check_model_file
 
         import_tensorflow()
-        check_model_file(model_file)
+        check_model_file(model_file, later_if_unbuilt=True)
 
 
 def device_training_options(func):

@@ -45,6 +45,7 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
     resize, keep_size = split_resize(resize)
     from tinycil.deploy.boards import load_board
     from tinycil.deploy.cut import cut_chooser, sized_cut_chooser
+    from tinycil.deploy.modelcheck import check_user_model
 
     check_model = None
     if board is not None:
@@ -66,7 +67,8 @@ def prepare_command(dataset, data_dir, resize, n_tasks, known, buffer_fraction, 
         discriminant_weight=head_weight, replay_store=replay_store, distill=distill_method, distill_iters=distill_iters, quick=quick,
         max_train=max_train, max_test=max_test, echo=click.echo, check_model=check_model,
         class_order=class_order, choose_cut=choose_cut, model_file=model_file,
-        frozen_width=frozen_width, choose_sized_cut=choose_sized_cut)
+        frozen_width=frozen_width, choose_sized_cut=choose_sized_cut,
+        check_user_model=check_user_model)
     if simulate:
         from tinycil.learn.simulate import record_simulation
 

@@ -227,13 +227,16 @@ def run(dataset, data_dir, resize, n_tasks, known, buffer_fraction, seed, class_
     import_tensorflow()
     resize, keep_size = split_resize(resize)
     check_model_file_option(model_file)
+    from tinycil.deploy.modelcheck import check_user_model
+
     prepare_kwargs = dict(
         data_dir=data_dir, resize=resize, keep_size=keep_size, buffer_fraction=buffer_fraction,
         family=family, distill=distill_method, max_train=max_train, max_test=max_test,
         tail_layers=tail_layers, frozen_width=frozen_width, lr=lr, momentum=momentum, batch_new=batch_new,
         batch_replay=batch_replay, clip_norm=clip_norm, balance_steps=balance_steps,
         asymmetric_ce=asymmetric_ce, replay_shift=replay_shift, discriminant_weight=head_weight,
-        replay_store=replay_store, class_order=class_order, model_file=model_file)
+        replay_store=replay_store, class_order=class_order, model_file=model_file,
+        check_user_model=check_user_model)
     run_end_to_end(dataset, board_id, output, n_tasks=n_tasks, known=known, seed=seed,
                    epochs=epochs, distill_iters=distill_iters, quick=quick, port=port,
                    progress=not no_progress, echo=click.echo, prepare_kwargs=prepare_kwargs)

@@ -122,10 +122,11 @@ def choose_trainable(board, family: str, input_shape, num_classes: int, plan_of,
                 reason += f"; {m} would need {used / 1024:.1f} KB: {parts}"
             return n, reason + ")"
         tried.append((n, mp.ram_used, ram_arithmetic(fp, mp)))
+    # The logits alone (the last candidate) do not fit: say which resource, RAM or flash (a big
+    # frozen prefix fills the flash whatever the cut), and only advice that applies to the model.
     raise memplan.MemoryPlanError(
-        f"not even the logits alone fit {board.id} (RAM {tried[-1][1]} bytes of "
-        f"{board.ram_bytes}): shrink the buffer (--buffer), the input (--resize) or the "
-        f"mini-batch (--batch-new/--batch-replay)")
+        f"not even the logits alone fit {board.id}: " + " ".join(memplan.shortfalls(
+            mp, board, user_model.kind if user_model is not None else None, fewer_layers=False)))
 
 
 # Width factors tried, widest first, for a model whose frozen prefix is built at its final
@@ -194,9 +195,8 @@ def choose_sized_cut(board, family: str, input_shape, tail_layers: int | None, p
                              f"does not fit {board.id} even at x {WIDTH_SCALES[-1]:g}: "
                              f"{missed[-1][2] / 1024:.1f} KB; so: {ram(mp)})")
     raise memplan.MemoryPlanError(
-        f"not even the logits alone fit {board.id} (RAM {missed[-1][2]} bytes of "
-        f"{board.ram_bytes}): shrink the buffer (--buffer), the input (--resize) or the "
-        f"mini-batch (--batch-new/--batch-replay)")
+        f"not even the logits alone fit {board.id}: "
+        + " ".join(memplan.shortfalls(mp, board, fewer_layers=False)))
 
 
 def cut_chooser(board):

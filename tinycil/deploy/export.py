@@ -307,6 +307,9 @@ class ExportModel:
     # kernel, in_hw, out_hw (models.tail_layer_specs without the weights). None: a chain of
     # dense layers over vectors, ReLU after all but the last.
     tail_layout: list[dict] | None = None
+    # "keras" or "tflite" for a user's own model (prepare --model): the memory check then
+    # advises only what acts on that model.
+    own_model: str | None = None
 
     @property
     def layout(self) -> list[dict]:
@@ -535,7 +538,8 @@ def load_export_model(run_dir, buffer_store: str | None = None) -> ExportModel:
         latent_zero_point=int(last["zero_point"]), tail_weights=weights, tail_biases=biases,
         tail_max=tail_max, plan=plan, known_tasks=known, classes_max=int(plan[-1]["classes_seen"]),
         buffer_x=buffer_x, buffer_y=buffer_y, buffer_ram_capacity=ram_capacity, defaults=defaults,
-        buffer_store=store, tail_layout=layout)
+        buffer_store=store, tail_layout=layout,
+        own_model=(cfg.get("user_model") or {}).get("format"))
 
 
 def tail_arrays(specs: list[dict]):
@@ -758,7 +762,8 @@ def export_model(em: ExportModel, board, out_dirs: list[Path], run_name: str | N
         raise ExportError(f"{em.classes_max} classes: the runtime holds at most 256")
     if any(n > 65535 for pair in em.tail_max for n in pair):
         raise ExportError("a tail layer is wider than 65535 units")
-    plan = memplan.check_fits(fp, board, what or f"run {run_name or em.name}")
+    plan = memplan.check_fits(fp, board, what or f"run {run_name or em.name}",
+                              own_model=em.own_model)
     sig = signature(em)
     sources = render_sources(em, sig, memplan.arena_bytes(fp), run_name or em.name)
     if device_key is not None:

@@ -70,7 +70,8 @@ def export_for_flash(board: Board, run_dir, persist: bool = False, root: Path | 
     try:
         if persist:
             em = load_export_model(run_dir)
-            memplan.check_fits(em.footprint(), board, f"run {run_dir.name}", persist=True)
+            memplan.check_fits(em.footprint(), board, f"run {run_dir.name}", persist=True,
+                               own_model=em.own_model)
         return export_run(run_dir, board, root=root)
     except (memplan.MemoryPlanError, ExportError, RunFolderError) as exc:
         raise FlashError(str(exc)) from exc

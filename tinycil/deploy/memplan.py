@@ -316,9 +316,51 @@ def plan_memory(fp: Footprint, board, persist: bool = False) -> MemoryPlan:
     return plan
 
 
-def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = False) -> MemoryPlan:
-    """The plan, or MemoryPlanError saying by how many bytes it misses and what to shrink."""
-    plan = plan_memory(fp, board, persist=persist)
+# What shrinks a model that does not fit, by what the model is: one of tinycil's families, or
+# the user's own (prepare --model), where only options that act on that model may be named:
+# --family and --resize do nothing to a user's model (its input must stay the data set's
+# shape), and a .tflite frozen part has no --trainable cut (tinycil trains its dense head).
+_OWN_MODEL_SMALLER = ("a smaller model of your own (fewer channels or units, pooling before the "
+                      "dense layers)")
+_OWN_TFLITE_SMALLER = ("a smaller output of your .tflite (pooling before its output layer, fewer "
+                       "channels: the dense head tinycil trains on it reads every value)")
+_FEWER_LAYERS = ("fewer trainable layers (--trainable N or auto: the tail's parameters, gradients, "
+                 "momentum and one sample's activations at its final tail width)")
+_BUFFER_RAM = "a smaller buffer fraction (--buffer: the RAM replay area holds the field tasks' samples)"
+_BATCH = "a smaller mini-batch (--batch-new/--batch-replay)"
+
+
+def shrink_advice(resource: str, own_model: str | None = None, fewer_layers: bool = True) -> str:
+    """What to change when `resource` ("RAM" or "flash") does not fit: options that apply to
+    the run's model (`own_model`: None for a family, "keras" or "tflite" for --model).
+    `fewer_layers` False: the logits alone train already."""
+    if resource == "RAM":
+        cut = [_FEWER_LAYERS] if fewer_layers and own_model != "tflite" else []
+        if own_model == "keras":
+            options = [_OWN_MODEL_SMALLER] + cut + [_BUFFER_RAM, _BATCH]
+        elif own_model == "tflite":
+            options = [_OWN_TFLITE_SMALLER, _BUFFER_RAM, _BATCH]
+        else:
+            options = cut + [_BUFFER_RAM, "a smaller input size (--resize: backbone scratch and "
+                             "every buffered sample)", _BATCH, "another model family (--family)"]
+    elif own_model == "keras":
+        options = ["a smaller model of your own (its frozen int8 prefix is in flash: fewer "
+                   "channels or units, pooling before the dense layers)",
+                   "a smaller buffer fraction (--buffer)"]
+    elif own_model == "tflite":
+        options = ["a smaller .tflite (fewer channels or units; pooling before its output layer "
+                   "also shrinks the dense head tinycil trains on it, whose initial weights are "
+                   "in flash)", "a smaller buffer fraction (--buffer)"]
+    else:
+        options = ["another model family (--family)", "a smaller buffer fraction (--buffer)",
+                   "smaller inputs (--resize)"]
+    return ", ".join(options[:-1]) + " or " + options[-1]
+
+
+def shortfalls(plan: MemoryPlan, board, own_model: str | None = None,
+               fewer_layers: bool = True) -> list[str]:
+    """One sentence per resource that does not fit (RAM, flash): by how many bytes, its largest
+    parts and what to change."""
     problems = []
     if plan.ram_used > plan.ram_total:
         over = plan.ram_used - plan.ram_total
@@ -327,12 +369,7 @@ def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = Fa
         problems.append(
             f"RAM: needs {plan.ram_used} bytes, {board.id} has {plan.ram_total}: "
             f"{over} bytes too many (largest parts: {biggest}). Prepare the run again "
-            f"(`tinycil prepare`) with fewer trainable layers (--trainable N or auto: the "
-            f"tail's parameters, gradients, momentum and one sample's activations at its final "
-            f"tail width), a smaller buffer fraction (--buffer: the RAM replay area holds the "
-            f"field tasks' samples), a smaller input size (--resize: backbone scratch and every "
-            f"buffered sample), a smaller mini-batch "
-            f"(--batch-new/--batch-replay) or another model family (--family)")
+            f"(`tinycil prepare`) with {shrink_advice('RAM', own_model, fewer_layers)}.")
     if plan.flash_used > plan.flash_total:
         over = plan.flash_used - plan.flash_total
         parts = sorted(((v, k) for k, v in plan.flash.items()), reverse=True)[:3]
@@ -340,11 +377,21 @@ def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = Fa
         problems.append(
             f"flash: needs {plan.flash_used} bytes, {board.id} has {plan.flash_total}: "
             f"{over} bytes too many (largest parts: {biggest}). Prepare the run again "
-            f"(`tinycil prepare`) with another model family (--family), a smaller buffer "
-            f"fraction (--buffer) or smaller inputs (--resize)")
+            f"(`tinycil prepare`) with {shrink_advice('flash', own_model, fewer_layers)}.")
+    return problems
+
+
+def check_fits(fp: Footprint, board, what: str = "the model", persist: bool = False,
+               own_model: str | None = None) -> MemoryPlan:
+    """The plan, or MemoryPlanError saying by how many bytes it misses and what to shrink.
+    `own_model`: "keras" or "tflite" for a user's own model (prepare --model), whose advice
+    names only what acts on it."""
+    plan = plan_memory(fp, board, persist=persist)
+    problems = shortfalls(plan, board, own_model)
     if plan.flash_used > plan.flash_total and plan.persist is not None:
-        problems[-1] += (f" ({plan.persist['flash_reserved_bytes']} bytes of the flash hold the "
-                         f"persistence slots of this TC_PERSIST build)")
+        problems[-1] = problems[-1][:-1] + (
+            f" ({plan.persist['flash_reserved_bytes']} bytes of the flash hold the "
+            f"persistence slots of this TC_PERSIST build).")
     if not plan.persist_fits:
         over = plan.persist["state_bytes"] - plan.persist["slot_bytes"]
         problems.append(

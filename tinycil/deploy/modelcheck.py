@@ -16,6 +16,7 @@ lists here are the ones tinycil.learn.models (the trainable layers) and tinycil.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,11 @@ FUSED_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 _DYNAMIC_BATCH_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TFLITE_SUFFIXES = (".tflite",)
+# TensorFlow's name scope pattern: training (tf.function) opens a scope per layer, named after
+# the layer, and fails on a name with a space or a non-ASCII letter that Keras itself accepted.
+# The layer is refused, not renamed: its name is how the run's notes, the cut and the export's
+# layer list speak of it, and a renamed copy could collide with another layer's name.
+_VALID_LAYER_NAME = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
 
 
 class ModelCheckError(ValueError):
@@ -108,6 +114,16 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
     """Every layer of a Keras model against the runtime; the report lists all problems at once."""
     path = Path(path)
     layers = list(model.layers)
+    # A plain chain: branches need merge layers (Add, Concatenate), refused below as unsupported;
+    # several inputs or outputs are refused here, alone (Keras gives such a model a tuple of
+    # shapes, and which of its layers is "the last" means nothing).
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        report = ModelReport(path=path, format="keras", input_shape=(),
+                             outputs=0, layers=[(l.name, type(l).__name__) for l in layers])
+        report.problems.append(Problem(model.name, "Model", f"{len(model.inputs)} inputs and "
+                                       f"{len(model.outputs)} outputs: the device runs a plain "
+                                       "chain with one of each"))
+        return report
     report = ModelReport(path=path, format="keras",
                          input_shape=tuple(int(d) for d in model.input_shape[1:]),
                          outputs=int(model.output_shape[-1]))
@@ -116,6 +132,11 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
     for layer in layers:
         kind = type(layer).__name__
         report.layers.append((layer.name, kind))
+        if not _VALID_LAYER_NAME.match(layer.name):
+            report.problems.append(Problem(layer.name, kind, "TensorFlow cannot train a layer "
+                                           "with this name (spaces and non-ASCII letters are "
+                                           "refused): rename it with letters, digits, _ . - only "
+                                           "(name=...) and save the model again"))
         if kind not in KERAS_LAYERS:
             why = "not supported by the device runtime"
             if kind == "ReLU" and not plain_relu(layer):
@@ -158,12 +179,6 @@ def check_keras_model(model, path: Path | str = "model") -> ModelReport:
                                            f"depth multiplier {layer.depth_multiplier} (1 only)"))
         if kind.startswith("GlobalAveragePooling") and getattr(layer, "keepdims", False):
             report.problems.append(Problem(layer.name, kind, "keepdims=True (use the default)"))
-    # A plain chain: branches need merge layers (Add, Concatenate), refused above as unsupported;
-    # several inputs or outputs are refused here.
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        report.problems.append(Problem(model.name, "Model", f"{len(model.inputs)} inputs and "
-                                       f"{len(model.outputs)} outputs: the device runs a plain "
-                                       "chain with one of each"))
     if not weight_layers:
         report.problems.append(Problem(model.name, "Model", "has no Dense or convolution layer"))
     return report
@@ -220,8 +235,11 @@ def check_tflite_model(tflite_bytes: bytes, path: Path | str = "model.tflite") -
     return report
 
 
-def check_model_file(path) -> ModelReport:
-    """Loads and checks a .keras/.h5 or .tflite file; raises ModelCheckError with every problem."""
+def check_model_file(path, later_if_unbuilt: bool = False) -> ModelReport | None:
+    """Loads and checks a .keras/.h5 or .tflite file; raises ModelCheckError with every problem.
+    `later_if_unbuilt` (prepare, run): a Sequential saved without an input shape is not refused
+    but left (None) for prepare, which builds it for the data set's samples and checks it then
+    (`check_user_model`)."""
     path = Path(path)
     if not path.is_file():
         raise ModelCheckError(f"{path} does not exist: give a .keras, .h5 or full-int8 .tflite file")
@@ -233,7 +251,7 @@ def check_model_file(path) -> ModelReport:
                               f" and full-int8 TFLite models (.tflite)")
     import keras
 
-    from tinycil.learn.usermodel import keras_file_problem
+    from tinycil.learn.usermodel import keras_file_problem, unbuilt, unbuilt_advice
 
     problem = keras_file_problem(path)
     if problem:
@@ -243,7 +261,24 @@ def check_model_file(path) -> ModelReport:
     except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
         raise ModelCheckError(f"{path.name} could not be loaded as a Keras model: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    if unbuilt(model):
+        if later_if_unbuilt:
+            return None
+        raise ModelCheckError(unbuilt_advice(path.name))
+    if len(model.inputs) == 1:
+        shape = tuple(model.inputs[0].shape[1:])
+        if any(d is None for d in shape):
+            raise ModelCheckError(
+                f"{path.name} takes inputs of shape {shape} (None: any size): the device needs a "
+                f"fixed one: give the model keras.Input(shape=...) with the data set's sample "
+                f"shape, e.g. (8, 8, 1) for digits, and save it again")
     model, notes = simplify_keras(model)
     report = check_keras_model(model, path)
     report.notes = notes
     return report.raise_if_unsupported()
+
+
+def check_user_model(model, path) -> None:
+    """prepare_run's `check_user_model`: the check of a Keras model prepare built for the data
+    set's samples (simplified already), raising ModelCheckError with every problem."""
+    check_keras_model(model, path).raise_if_unsupported()

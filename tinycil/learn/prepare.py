@@ -121,7 +121,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
                 distill_iters: int | None = None, quick: bool = False, keep_size: bool = False,
                 max_train: int | None = None, max_test: int | None = None, progress: bool = True,
                 echo=print, check_model=None, class_order=None, choose_cut=None,
-                model_file=None, frozen_width: str = "auto", choose_sized_cut=None) -> dict:
+                model_file=None, frozen_width: str = "auto", choose_sized_cut=None,
+                check_user_model=None) -> dict:
     """Prepare a device run in `out_dir`; returns the config written to config.json.
 
     None for a hyper-parameter takes the data set's default (tinycil.learn.experiment.DEFAULTS and
@@ -132,6 +133,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
     plan_of=, sizing=)` for the number of trainable layers; it returns (number, reason), and the
     reason is printed and recorded in config.json. `model_file` (a .keras/.h5 model or a full-int8
     .tflite, checked layer by layer by the caller) replaces the family: see tinycil.learn.usermodel.
+    `check_user_model(model, path)` (tinycil.deploy.modelcheck.check_user_model) checks a Keras
+    model once loaded, simplified and, when saved without an input shape, built for the data set.
     `frozen_width`: how wide the frozen prefix is (plan_for_device): "auto" at its final width,
     the whole model scaled down until it fits the board: `choose_sized_cut(family, input_shape,
     tail_layers or None for auto, plan_of(n, scale), sizing)` returns (trainable layers, scale
@@ -172,6 +175,9 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
     if frozen_width not in FROZEN_WIDTHS:
         raise PrepareError(f"--frozen-width must be one of {', '.join(FROZEN_WIDTHS)}, got "
                            f"{frozen_width!r}")
+    if model_file is not None and family != "auto":
+        raise PrepareError(f"--family {family} chooses one of tinycil's models; your own model "
+                           f"(--model) is the model: leave --family out")
     if model_file is not None and frozen_width != "auto":
         raise PrepareError(f"--frozen-width {frozen_width} applies to tinycil's model families; "
                            f"your own model (--model) keeps its own widths: leave it out")
@@ -216,7 +222,8 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
         from tinycil.learn.usermodel import UserModel
 
         user = UserModel(model_file, ds.input_shape, sum(len(t) for t in tasks[:known]),
-                         tail_layers, echo=echo)  # how it is cut and grown: said always
+                         tail_layers, echo=echo,  # how it is cut and grown: said always
+                         check=check_user_model)
         family, tail_layers, n_weight_layers = "user", user.tail_layers, user.n_weight
         if tail_layers == "auto" and choose_cut is None:
             tail_layers = user.tail_layers = user.dense_tail()
@@ -291,6 +298,7 @@ def prepare_run(dataset: str, out_dir, n_tasks: int | None = None, known: int = 
             "tail_layers": tail_layers, "known": known, "tasks": tasks,
             "batch_new": cfg.batch_new, "batch_replay": cfg.batch_replay,
             "replay_store": replay_store, "input_shape": list(ds.input_shape),
+            "own_model": None if user is None else user.kind,
             "buffer_samples_per_task": [
                 max(len(t), int(round(buffer_fraction * len(p[0])))) for t, p in zip(tasks, parts)]})
     x_known = np.concatenate([p[0] for p in parts[:known]])

@@ -9,8 +9,11 @@ folds away: TFLite's converter does the same before a model reaches TensorFlow L
 - A ReLU written as a layer of its own (``ReLU()`` with its defaults, ``Activation("relu")``)
   right after a convolution or dense layer without an activation becomes that layer's
   activation; so does one after max pooling that follows such a layer (the two commute).
-  ``Activation("linear")`` is dropped; ``Activation("softmax")`` after the output layer becomes
-  its softmax (the device works on logits and drops it).
+  ``Activation("linear")`` is dropped; ``Activation("softmax")`` or a ``Softmax()`` layer (over
+  the last axis) after the output layer becomes its softmax (the device works on logits and
+  drops it).
+- ``Reshape((n,))`` of a whole map is a Flatten (the same values in the same order): it becomes
+  one. Other reshapes stay (and are refused).
 - A convolution or dense layer without a bias (use_bias=False) gets a zero one: the device's
   layers always have one, and training then moves it as it moves every other bias.
 - BatchNormalization right after a convolution or dense layer without an activation (the usual
@@ -86,6 +89,23 @@ def _foldable_batchnorm(bn, prev_kind: str) -> bool:
     return last and prev_kind in WEIGHT_KINDS
 
 
+def _last_axis_softmax(layer) -> bool:
+    """A Softmax layer over the last axis (its default): the logits' softmax."""
+    axis = layer.get_config().get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    return axis == -1
+
+
+def _flat_reshape(layer) -> bool:
+    """A Reshape to one dimension holding every value of its input: a Flatten."""
+    target = tuple(layer.target_shape)
+    try:
+        size = int(np.prod([int(d) for d in layer.input.shape[1:]]))
+    except (AttributeError, TypeError, ValueError):   # no input shape, or a None in it
+        return False
+    return len(target) == 1 and target[0] in (-1, size)
+
+
 def _split_separable(layer) -> list[list]:
     """A SeparableConv2D or SeparableConv1D as [kind, config, weights, name] of its depthwise and
     pointwise (kernel 1) halves."""
@@ -142,11 +162,21 @@ def simplify_keras(model):
             notes.append(f"{layer.name} ({kind}): folded into {before[3]} as its ReLU (max pooling "
                          f"and ReLU commute)")
             continue
-        if (kind == "Activation" and activation_name(layer) == "softmax" and layer is layers[-1]
-                and prev_bare and prev[0] == "Dense"):
+        softmax = ((kind == "Activation" and activation_name(layer) == "softmax")
+                   or (kind == "Softmax" and _last_axis_softmax(layer)))
+        if softmax and layer is layers[-1] and prev_bare and prev[0] == "Dense":
             prev[1] = dict(prev[1], activation="softmax")
-            notes.append(f"{layer.name} (Activation softmax): the output layer's softmax "
+            what = "Activation softmax" if kind == "Activation" else kind
+            notes.append(f"{layer.name} ({what}): the output layer's softmax "
                          f"(dropped on the device, which works on logits)")
+            continue
+        if kind == "Reshape" and _flat_reshape(layer):
+            # Reshape((n,)) of a whole map is exactly Flatten (both row-major, channels last),
+            # which the device runs; any other Reshape stays and is refused by the check.
+            kept.append(["Flatten", {"name": layer.name, "data_format": "channels_last"}, [],
+                         layer.name])
+            notes.append(f"{layer.name} (Reshape to {tuple(layer.target_shape)}): a Flatten, "
+                         f"the same values in the same order")
             continue
         if kind == "BatchNormalization" and prev_bare and _foldable_batchnorm(layer, prev[0]):
             prev[2], prev[1] = _fold_batchnorm(prev[0], prev[2], prev[1], layer)

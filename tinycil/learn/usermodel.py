@@ -47,6 +47,25 @@ def keras_file_problem(path) -> str | None:
         return (f"{path.name} is not an HDF5 Keras model (as `model.save('{path.stem}.h5')` "
                 f"writes it)")
     return None
+
+
+def unbuilt(model) -> bool:
+    """A Sequential saved before Keras knew its input shape (no keras.Input, never called on
+    data): it has no inputs and no weights yet."""
+    try:
+        model.inputs
+    except (AttributeError, ValueError):
+        return True
+    return False
+
+
+def unbuilt_advice(name: str) -> str:
+    return (f"{name} was saved without an input shape (a Sequential with no keras.Input, never "
+            f"called on data): add keras.Input(shape=...) with the data set's sample shape as its "
+            f"first layer and save it again, or give it to `tinycil prepare --model`, which "
+            f"builds it for the data set's samples")
+
+
 # The head tinycil builds on a .tflite frozen part: one hidden dense layer of this many units.
 TFLITE_HEAD_UNITS = 32
 
@@ -58,9 +77,13 @@ class UserModelError(ValueError):
 class UserModel:
     """A user's model file, checked against the data set and the known tasks."""
 
-    def __init__(self, path, input_shape, known_classes: int, tail_layers, echo=None):
+    def __init__(self, path, input_shape, known_classes: int, tail_layers, echo=None,
+                 check=None):
         self.path = Path(path)
         self.echo = echo or (lambda msg: None)
+        # check(model, path): the layer check (tinycil.deploy.modelcheck.check_user_model, passed
+        # in: learn/ may not import deploy/), raising when the device cannot run the model.
+        self.check = check
         suffix = self.path.suffix.lower()
         want = tuple(int(d) for d in input_shape)
         if suffix == ".tflite":
@@ -96,11 +119,21 @@ class UserModel:
         except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserModelError(f"{self.path.name} could not be loaded as a Keras model: {first}") from None
+        if unbuilt(self.source):
+            # Built as Keras builds a Sequential on its first data: the data set's samples are
+            # the only inputs it will ever see, and an unbuilt model has no trained weights to
+            # lose (training on the known tasks starts from its initial ones).
+            self.source.build((None, *want))
+            self.echo(f"{self.path.name}: saved without an input shape, built for the data set's "
+                      f"samples {want} (it had no weights yet: training starts from Keras' "
+                      f"initial ones)")
         from tinycil.learn.simplify import simplify_keras
 
         self.source, notes = simplify_keras(self.source)
         for note in notes:
             self.echo(f"{self.path.name}: {note}")
+        if self.check is not None:
+            self.check(self.source, self.path)
         got = tuple(int(d) for d in self.source.input_shape[1:])
         if got != want:
             raise UserModelError(f"{self.path.name} takes inputs of shape {got}, the data set gives "
