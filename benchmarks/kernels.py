@@ -106,8 +106,9 @@ WHY = {
     "fully_connected_s8": "the input row widened once with its offset; two weight rows share each "
                           "LDM of four widened input words, per row one LDRD of eight weights, "
                           "four SXTB16, four SMLAD: 19 instructions per 16 MACs, four groups per "
-                          "loop round (1.22 per MAC); plus per output about 15 instructions of "
-                          "requantisation and set-up.",
+                          "loop round (1.22 per MAC); plus per output about 14 instructions of "
+                          "requantisation (the reference kernel's one rounding: SMMLA and a "
+                          "shift) and set-up.",
     "conv2d_s8_fwd": "inner loop 2 channels x 3 pixels: per word of two int16 taps one LDRD "
                      "of weights, one LDM of three pixels' inputs and 6 SMLAD (8 instructions "
                      "per 12 MACs), four words per round plus 2 loop instructions: 0.71 per MAC "

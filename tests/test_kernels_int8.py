@@ -22,12 +22,21 @@ def tf():
     return tf
 
 
-# Both the interpreter's optimised builtin kernels and its reference kernels; XNNPACK (the
-# default delegate) requantises in floating point and is not the arithmetic the firmware runs.
+# XNNPACK (the default delegate) requantises in floating point and is not the arithmetic the
+# firmware runs. Operators without a multiplier's rounding (pooling, QUANTIZE) and MEAN give the
+# same bits in the interpreter's optimised builtin kernels and in its reference kernels: they are
+# checked against both.
 RESOLVERS = ["BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF"]
+# CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED round half-way results differently in the two:
+# the optimised kernels round the last shift's ties up (and the depthwise one only in its SIMD
+# channel blocks, away from zero in the leftover channels), the reference kernels as TFLite's
+# MultiplyByQuantizedMultiplier (CONV_2D, DEPTHWISE_CONV_2D; ties away from zero) or in one
+# rounding (FULLY_CONNECTED). The host simulation runs the reference kernels
+# (tinycil.learn.quantize.make_interpreter), and the firmware reproduces those.
+WEIGHT_RESOLVERS = ["BUILTIN_REF"]
 
 
-def convert(tf, layer, input_shape, seed):
+def convert(tf, layer, input_shape, seed, per_channel_dense=True):
     inp = tf.keras.Input(shape=input_shape[1:], batch_size=input_shape[0])
     model = tf.keras.Model(inp, layer(inp))
     rng = np.random.default_rng(seed)
@@ -45,6 +54,9 @@ def convert(tf, layer, input_shape, seed):
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
+    # One weight scale for a whole Dense layer, as older converters wrote them and a user's
+    # .tflite may still hold (FULLY_CONNECTED with per_channel == 0 on the device).
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return conv.convert()
 
@@ -123,7 +135,7 @@ def test_conv2d_s8_matches_litert(k, tf, case):
     b, h, w, ci, co, ks, s, pad, act = case
     layer = tf.keras.layers.Conv2D(co, ks, strides=s, padding=pad, activation=act)
     model = convert(tf, layer, (b, h, w, ci), seed_of(case))
-    for resolver in RESOLVERS:
+    for resolver in WEIGHT_RESOLVERS:
         op = Op(model, "CONV_2D", resolver)
         in_zp, out_zp, mults, shifts, out_s = op.requant(k)
         x = int8_input(op, (b, h, w, ci), seed_of(case) + 1)
@@ -152,7 +164,7 @@ def test_depthwise_conv2d_s8_matches_litert(k, tf, case):
     layer = tf.keras.layers.DepthwiseConv2D(ks, strides=s, padding=pad, depth_multiplier=m,
                                             activation=act)
     model = convert(tf, layer, (b, h, w, ci), seed_of(case))
-    for resolver in RESOLVERS:
+    for resolver in WEIGHT_RESOLVERS:
         op = Op(model, "DEPTHWISE_CONV_2D", resolver)
         in_zp, out_zp, mults, shifts, out_s = op.requant(k)
         x = int8_input(op, (b, h, w, ci), seed_of(case) + 1)
@@ -173,7 +185,7 @@ def test_fully_connected_s8_matches_litert(k, tf, case):
     b, n_in, n_out, act = case
     layer = tf.keras.layers.Dense(n_out, activation=act)
     model = convert(tf, layer, (b, n_in), seed_of(case))
-    for resolver in RESOLVERS:
+    for resolver in WEIGHT_RESOLVERS:
         op = Op(model, "FULLY_CONNECTED", resolver)
         in_zp, out_zp, mults, shifts, out_s = op.requant(k)
         x = int8_input(op, (b, n_in), seed_of(case) + 1)
@@ -182,6 +194,59 @@ def test_fully_connected_s8_matches_litert(k, tf, case):
         got = k.fully_connected_s8(x, op.tensor(1), bias, in_zp, out_zp, mults, shifts,
                                    act_range(act, out_s, out_zp))
         np.testing.assert_array_equal(got, want, err_msg=resolver)
+
+
+# Linear layers (no activation) over many outputs. A ReLU layer's output zero point clamps every
+# negative requantised value, so only positive half-way cases reach its output, and those round
+# alike under every rule LiteRT uses: the differences between its kernels (and a device that
+# followed the wrong one) show only in linear layers, on about one output in a thousand. Each
+# case holds enough outputs to reach such ties: the optimised kernels' result must differ from
+# the reference kernels' somewhere, or the case could not tell the rounding rules apart.
+LINEAR_CASES = [
+    # (kind, input shape with batch, outputs)
+    ("conv", (12, 10, 10, 8), 16),          # the general path
+    ("conv", (12, 14, 14, 1), 8),           # one input channel, 3x3: the row-sliding path
+    ("depthwise", (12, 10, 10, 16), 16),
+    ("depthwise", (12, 9, 9, 13), 26),      # depth multiplier 2, channels beyond a SIMD block
+    ("dense", (400, 64), 40),               # per-channel multipliers
+    ("dense_per_tensor", (400, 64), 40),    # one multiplier
+]
+
+
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=lambda c: f"{c[0]}-{'x'.join(map(str, c[1]))}")
+def test_linear_layers_match_litert_reference_kernels_bit_for_bit(k, tf, case):
+    kind, shape, n_out = case
+    L = tf.keras.layers
+    if kind == "conv":
+        layer, name = L.Conv2D(n_out, 3, padding="same"), "CONV_2D"
+    elif kind == "depthwise":
+        layer = L.DepthwiseConv2D(3, padding="same", depth_multiplier=n_out // shape[-1])
+        name = "DEPTHWISE_CONV_2D"
+    else:
+        layer, name = L.Dense(n_out), "FULLY_CONNECTED"
+    model = convert(tf, layer, shape, seed_of(case), per_channel_dense=kind != "dense_per_tensor")
+    op = Op(model, name, "BUILTIN_REF")
+    in_zp, out_zp, mults, shifts, out_s = op.requant(k)
+    assert len(mults) == (1 if kind == "dense_per_tensor" else n_out)
+    x = int8_input(op, shape, seed_of(case) + 1)
+    want = op.run(x)
+    assert np.count_nonzero(want < out_zp) > want.size // 4  # linear: many negative outputs
+    optimised = Op(model, name, "BUILTIN_WITHOUT_DEFAULT_DELEGATES").run(x)
+    assert np.any(optimised != want), "no rounding tie in the data: the case checks nothing"
+    full = (-128, 127)  # no activation: the clamp is the int8 range
+    if kind == "conv":
+        for block in (0, 64):
+            got = k.conv2d_s8(x, op.tensor(1), op.tensor(2), 1, "same", in_zp, out_zp, mults,
+                              shifts, full, out_block=block)
+            np.testing.assert_array_equal(got, want, err_msg=f"out_block {block}")
+    elif kind == "depthwise":
+        got = k.depthwise_s8(x, op.tensor(1).reshape(3, 3, n_out), op.tensor(2), 1, "same",
+                             n_out // shape[-1], in_zp, out_zp, mults, shifts, full)
+        np.testing.assert_array_equal(got, want)
+    else:
+        got = k.fully_connected_s8(x, op.tensor(1), op.tensor(2), in_zp, out_zp, mults, shifts,
+                                   full)
+        np.testing.assert_array_equal(got, want)
 
 
 POOL_CASES = [
@@ -294,6 +359,33 @@ def test_multiply_by_quantized_multiplier_edge_cases(k):
     assert k.multiply_by_quantized_multiplier(5, 2**30, -1) == 2
     assert k.quantize_multiplier(0.5) == (2**30, 0)
     assert k.quantize_multiplier(0.75) == (3 * 2**29, 0)
+
+
+def test_single_rounding_requantisation_edge_cases(k):
+    """FULLY_CONNECTED's one rounding, floor((x * M + 2^(30 - s)) / 2^(31 - s)), computed exactly
+    with Python integers, for the general path and the two-instruction path (|x| < 2^30, s < 0)
+    on every half-way case and its neighbours, both signs, and random accumulators."""
+    def ref(x, m, s):
+        v = (x * m + (1 << (30 - s))) >> (31 - s)
+        return max(-2**31, min(2**31 - 1, v))
+
+    rng = np.random.default_rng(1)
+    ties = [sign * (t * 2**j + e) for sign in (1, -1) for t in (1, 3, 5, 7) for j in range(24)
+            for e in (-1, 0, 1)]
+    big = list(rng.integers(-2**31, 2**31, 2000)) + [2**31 - 1, -2**31, 2**30 - 1, -(2**30) + 1,
+                                                      2**30, -(2**30)]
+    mults = [(2**30, 0), (2**30, -1), (2**30, -3), (1518500250, -7), (2**31 - 1, -31),
+             (1073741825, -30), (int(rng.integers(2**30, 2**31)), -9), (0, -4),
+             (1431655765, 1), (2**31 - 1, 30), (1350136951, -8)]
+    for x in ties + big:
+        for m, s in mults:
+            want = ref(int(x), m, s)
+            assert k.multiply_by_quantized_multiplier_single(int(x), m, s) == want, (x, m, s)
+            assert k.fully_connected_requant(int(x), m, s) == want, (x, m, s)
+    # Where one rounding and the convolutions' two differ: -2160 * M / 2^39 = -5.49899 rounds to
+    # -5; the double rounding's high multiply gives -1408 = -5.5 * 2^8, which rounds to -6.
+    assert k.fully_connected_requant(-2160, 1399585810, -8) == -5
+    assert k.multiply_by_quantized_multiplier(-2160, 1399585810, -8) == -6
 
 
 def _trunc_div(a: int, b: int) -> int:

@@ -403,3 +403,37 @@ def test_a_tflite_whose_head_does_not_fit_gets_advice_that_applies_to_it(tmp_pat
     assert "pooling before its output layer" in said
     # neither --trainable (a .tflite is frozen whole) nor --family or --resize (the model is yours)
     assert _options_named(said) <= {"--buffer", "--batch-new", "--batch-replay"}, said
+
+
+def test_linear_frozen_layers_give_the_twin_the_simulations_latents(tmp_path):
+    """Frozen convolution, separable convolution (its depthwise half) and dense layers without an
+    activation: the host twin's backbone (the firmware's int8 kernels) gives the latents of the
+    host simulation (LiteRT) bit for bit, as for ReLU layers. Without a ReLU the negative
+    half-way requantised values reach the output, where LiteRT's optimised and reference kernels
+    round differently (tinycil.learn.quantize.make_interpreter)."""
+    import keras
+
+    from tinycil.deploy.export import export_run
+    from tinycil.deploy.twin import Twin
+    from tinycil.learn.prepare import prepare_run
+    from tinycil.learn.simulate import RunInputs
+
+    L = keras.layers
+    path = keras_model(tmp_path, "linear", [
+        L.Conv2D(8, 3, padding="same"), L.SeparableConv2D(8, 3, padding="same"), L.Flatten(),
+        L.Dense(32), L.Dense(10)])
+    run = tmp_path / "run"
+    prepare_run("digits", run, n_tasks=5, quick=True, progress=False, echo=lambda *a: None,
+                tail_layers=1, model_file=path, distill_iters=10)
+    export_run(run, "mps2_an500", firmware=False)
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert [op for op in manifest["backbone_layers"] if op != "RESHAPE"] == [
+        "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    inputs = RunInputs(run)
+    x = np.concatenate([t[0] for t in inputs.test] + [b[0] for b in inputs.buffers])
+    want = inputs.backbone.run(x).reshape(len(x), -1)
+    assert np.count_nonzero(want < inputs.backbone.output_zero_point) > want.size // 4  # linear
+    got = Twin(run).backbone(x)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want), \
+        f"{np.count_nonzero(got != want)} of {want.size} latent values differ"

@@ -74,6 +74,10 @@ class Kernels:
         self.lib.tck_multiply_by_quantized_multiplier.restype = ctypes.c_int32
         self.lib.tck_multiply_by_quantized_multiplier.argtypes = [ctypes.c_int32] * 3
         self.lib.tck_requant_channel_apply.restype = ctypes.c_int32
+        for name in ("tck_multiply_by_quantized_multiplier_single",
+                     "tck_fully_connected_requant"):
+            getattr(self.lib, name).restype = ctypes.c_int32
+            getattr(self.lib, name).argtypes = [ctypes.c_int32] * 3
         self.lib.tck_requant_channel_apply.argtypes = [ctypes.c_int32] * 3
         self.lib.tck_quantize_multiplier.argtypes = [ctypes.c_double, ctypes.c_void_p,
                                                      ctypes.c_void_p]
@@ -350,6 +354,14 @@ class Kernels:
 
     def multiply_by_quantized_multiplier(self, x: int, mult: int, shift: int) -> int:
         return int(self.lib.tck_multiply_by_quantized_multiplier(x, mult, shift))
+
+    def multiply_by_quantized_multiplier_single(self, x: int, mult: int, shift: int) -> int:
+        """The one-rounding requantisation of LiteRT's reference FULLY_CONNECTED."""
+        return int(self.lib.tck_multiply_by_quantized_multiplier_single(x, mult, shift))
+
+    def fully_connected_requant(self, x: int, mult: int, shift: int) -> int:
+        """What the fully connected kernel makes of one accumulator (short or general path)."""
+        return int(self.lib.tck_fully_connected_requant(x, mult, shift))
 
     def requant_channel_apply(self, x: int, mult: int, shift: int) -> int:
         """The precomputed-per-channel requantisation the convolution uses."""

@@ -248,6 +248,18 @@ int32_t tck_multiply_by_quantized_multiplier(int32_t x, int32_t mult, int32_t sh
     return tc_multiply_by_quantized_multiplier(x, mult, shift);
 }
 
+int32_t tck_multiply_by_quantized_multiplier_single(int32_t x, int32_t mult, int32_t shift) {
+    return tc_multiply_by_quantized_multiplier_single(x, mult, shift);
+}
+
+// The fully connected kernel's short path where it applies (shift < 0, |x| < 2^30), else its
+// general path: what the kernel computes for one accumulator.
+int32_t tck_fully_connected_requant(int32_t x, int32_t mult, int32_t shift) {
+    if (shift < 0 && tc_requant_fast_fits(x))
+        return tc_requant_single_fast(x, mult, -shift, 1 << (-shift - 1));
+    return tc_multiply_by_quantized_multiplier_single(x, mult, shift);
+}
+
 int32_t tck_requant_channel_apply(int32_t x, int32_t mult, int32_t shift) {
     const tc_requant_channel r = tc_requant_channel_of(mult, shift);
     return tc_requant_channel_apply(x, &r);

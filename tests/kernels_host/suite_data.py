@@ -282,6 +282,20 @@ def build_suite(k: Kernels, seed: int = 1) -> SuiteWriter:
     s.case("fully_connected_s8 chunks", f"{{ const tc_dense_dims dd = {{1, 301, 5}}; const "
            f"tc_s8_quant q = {{3, 4, 4, 127, {MS}, {SS}, 1}}; tc_fully_connected_s8(&dd, &q, "
            f"{X}, {W}, {B}, {{y}}); }}", {"y": y})
+    # Multipliers of exact powers of two (2^30 with right shifts of 1 to 4: acc / 2^2 .. 2^5) put
+    # one accumulator in 4 to 32 on a half-way case, of both signs, and no activation clamps
+    # them: the Cortex-M7's SMMLA path of the one-rounding requantisation on its ties.
+    # Small inputs and weights keep most outputs inside the int8 range.
+    x = rng.integers(-10, 10, (8, 24)).astype(np.int8)
+    wt = rng.integers(-8, 9, (16, 24)).astype(np.int8)
+    bias = rng.integers(-50, 50, 16).astype(np.int32)
+    ms = np.full(16, 1 << 30, np.int32)
+    ss = -(1 + np.arange(16, dtype=np.int32) % 4)
+    y = k.fully_connected_s8(x, wt, bias, 2, -1, ms, ss)
+    X, W, B, MS, SS = s.const(x), s.const(wt), s.const(bias), s.const(ms), s.const(ss)
+    s.case("fully_connected_s8 ties", f"{{ const tc_dense_dims dd = {{8, 24, 16}}; const "
+           f"tc_s8_quant q = {{-2, -1, -128, 127, {MS}, {SS}, 1}}; tc_fully_connected_s8(&dd, &q, "
+           f"{X}, {W}, {B}, {{y}}); }}", {"y": y})
     x = s8(1, 7, 9, 4)
     X = s.const(x)
     g = Kernels.geometry(x.shape, 4, 3, 2, "same")

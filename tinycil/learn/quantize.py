@@ -2,7 +2,8 @@
 
 The backbone is converted with TensorFlow Lite's post-training quantiser (representative data
 set, int8 kernels only, int8 input and output, per-channel weights) and run with the LiteRT
-interpreter, which is the reference the firmware's int8 kernels must match bit for bit.
+interpreter's reference kernels, which the firmware's int8 kernels must match bit for bit
+(`make_interpreter` says why those and not the optimised ones).
 `read_layers` returns, op by op, everything an exporter needs to write the model as C arrays.
 
 The model is converted with a fixed batch of one sample: that is what the device runs, and it
@@ -80,12 +81,23 @@ def _schema():
     return schema
 
 
-def make_interpreter(tflite_bytes: bytes, reference_kernels: bool = False):
-    """An allocated interpreter without default delegates.
+def make_interpreter(tflite_bytes: bytes, reference_kernels: bool = True):
+    """An allocated interpreter running LiteRT's reference kernels, which the firmware's int8
+    kernels reproduce bit for bit; `reference_kernels=False` gives the optimised built-in kernels.
 
-    XNNPACK (a default delegate) uses its own int8 requantisation and would replace the ops we
-    read back; the built-in kernels are the ones the firmware reproduces. `reference_kernels`
-    selects TFLite's reference (unoptimised) kernels.
+    Why the reference kernels: LiteRT's kernels disagree on how a requantised value half-way
+    between two integers rounds, which shows in linear layers (a ReLU clamps the negative
+    values, where the rules differ) on about one output in a thousand:
+      - reference CONV_2D and DEPTHWISE_CONV_2D: TFLite's MultiplyByQuantizedMultiplier (a
+        rounding high multiply, then a shift rounding ties away from zero), FULLY_CONNECTED one
+        rounding of the exact product; fixed rules, whatever the layer's shape;
+      - optimised CONV_2D and FULLY_CONNECTED: the shift rounds ties up; optimised
+        DEPTHWISE_CONV_2D rounds them up in its SIMD blocks of channels and away from zero in
+        the channels left over, so its rule depends on the channel count and on how a LiteRT
+        version blocks them: not a rule a device can follow.
+    The device therefore follows the reference kernels, and the host runs them too (about seven
+    times slower than the optimised ones, about a millisecond per sample of a 1.3 M MAC backbone).
+    XNNPACK (a default delegate) requantises in floating point and is never used.
     """
     Interpreter, OpResolverType = _litert()
     kwargs = {}

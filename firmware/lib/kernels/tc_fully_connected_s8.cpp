@@ -151,14 +151,16 @@ inline int32_t dot1(const uint32_t* xw, const int8_t* w, int32_t n, int32_t acc)
     return acc;
 }
 
-// Requantises one output with the exact TFLite arithmetic, by the short path when it applies.
+// Requantises one output as LiteRT's reference FULLY_CONNECTED kernel does, in one rounding
+// (not the double rounding of the convolutions: see tc_multiply_by_quantized_multiplier_single),
+// by the two-instruction path when it applies.
 inline int8_t finish(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t lo,
                      int32_t hi) {
     int32_t v;
-    if (shift < 0 && mult != INT32_MIN && tc_requant_fast_fits(acc))
-        v = tc_requant_fast(acc, mult, -shift, 1 << (-shift - 1));
+    if (shift < 0 && tc_requant_fast_fits(acc))
+        v = tc_requant_single_fast(acc, mult, -shift, 1 << (-shift - 1));
     else
-        v = tc_multiply_by_quantized_multiplier(acc, mult, shift);
+        v = tc_multiply_by_quantized_multiplier_single(acc, mult, shift);
     v += out_offset;
     return (int8_t)(v < lo ? lo : v > hi ? hi : v);
 }

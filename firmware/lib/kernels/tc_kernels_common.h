@@ -68,8 +68,9 @@ struct tc_s8_quant {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Requantisation (gemmlowp/TFLite fixed-point arithmetic, "double rounding" variant that the
-// TFLite interpreter's integer kernels use).
+// Requantisation (gemmlowp/TFLite fixed-point arithmetic, the "double rounding" of TFLite's
+// MultiplyByQuantizedMultiplier, which LiteRT's reference CONV_2D, DEPTHWISE_CONV_2D and MEAN
+// kernels use; FULLY_CONNECTED rounds once, see tc_multiply_by_quantized_multiplier_single).
 
 // round(a * b / 2^31) with ties rounded up, saturating the single overflow case.
 static inline int32_t tc_sat_rounding_doubling_high_mul(int32_t a, int32_t b) {
@@ -139,8 +140,10 @@ static inline int32_t tc_requant_channel_apply(int32_t acc, const tc_requant_cha
     return (h >> r->right) + (remainder > r->threshold ? 1 : 0);
 }
 
-// The same requantisation in a few instructions for the common case: a right shift (shift <= -1,
-// right = -shift), a multiplier that is not INT32_MIN and |acc| < 2^30 (tc_requant_fast_fits).
+// The same (double-rounding) requantisation in a few instructions for the common case, as the
+// one-channel convolution path computes it (in assembly on the Cortex-M7): a right shift
+// (shift <= -1, right = -shift), a multiplier that is not INT32_MIN and |acc| < 2^30
+// (tc_requant_fast_fits).
 //   - the high multiply floor((acc * M + 2^30) / 2^31) is floor((2 acc * M + 2^31) / 2^32): one
 //     SMMULR (the rounding high multiply) of 2 acc, which cannot overflow under the bound;
 //   - the rounding divide "(h >> r) + (remainder > threshold + (h < 0))" is
@@ -159,6 +162,45 @@ static inline int32_t tc_requant_fast(int32_t acc, int32_t multiplier, int32_t r
     const int32_t h = (int32_t)(((int64_t)acc * 2 * multiplier + (1ll << 31)) >> 32);
 #endif
     return (h + half + (h >> 31)) >> right;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requantisation in one rounding, for FULLY_CONNECTED: round(x * multiplier / 2^(31 - shift))
+// from the exact 64-bit product, ties rounded up. LiteRT's reference FULLY_CONNECTED kernel
+// computes this (per-channel and per-tensor alike), where its CONV_2D, DEPTHWISE_CONV_2D and
+// MEAN use the double rounding above; the two differ only near half-way cases, e.g. -5.49899
+// (-2160 * 1399585810 / 2^39) gives -5 here and, through a high multiply rounded to
+// -1408 = -5.5 * 2^8, -6 there. The host simulation
+// runs LiteRT's reference kernels (tinycil/learn/quantize.py, make_interpreter, says why), so
+// each kernel here follows the rule of its reference kernel.
+
+// shift is in [-31, 30] (QuantizeMultiplier's range, as the exporter writes it), so the total
+// shift is 1 .. 62 and the sum below cannot overflow (|x * multiplier| < 2^62).
+static inline int32_t tc_multiply_by_quantized_multiplier_single(int32_t x, int32_t multiplier,
+                                                                 int32_t shift) {
+    const int32_t total = 31 - shift;
+    const int64_t r = ((int64_t)x * multiplier + (1ll << (total - 1))) >> total;
+    // Saturated rather than wrapped: only a multiplier above 1 reaches beyond int32, and the
+    // output clamp to int8 then gives the same value either way for the sign of the product.
+    return r > INT32_MAX ? INT32_MAX : r < INT32_MIN ? INT32_MIN : (int32_t)r;
+}
+
+// The same for a right shift (shift <= -1, right = -shift, half = 2^(right-1)) and
+// |acc| < 2^30 (tc_requant_fast_fits), in two instructions. With a = 2 acc:
+//   floor((acc * M + 2^(30+right)) / 2^(31+right)) = floor((a * M + 2^(31+right)) / 2^(32+right))
+//   = (floor(a * M / 2^32) + half) >> right,
+// because 2^(31+right) is a whole multiple of 2^32 (right >= 1). floor(a * M / 2^32) + half is
+// SMMLA (the high word of the product plus an accumulator, no rounding of its own); under the
+// bound it lies in [-2^30, 2^30) and the sum stays below 2^31.
+static inline int32_t tc_requant_single_fast(int32_t acc, int32_t multiplier, int32_t right,
+                                             int32_t half) {
+#if defined(__ARM_ARCH_7EM__)
+    int32_t h;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(h) : "r"(acc * 2), "r"(multiplier), "r"(half));
+#else
+    const int32_t h = (int32_t)(((int64_t)acc * 2 * multiplier) >> 32) + half;
+#endif
+    return h >> right;
 }
 
 // ---------------------------------------------------------------------------------------------
