@@ -64,7 +64,6 @@ def frozen_tflite(tmp):
     """A full-int8 frozen part (conv, pool, dense) as a user brings it: trained (briefly, with a
     throw-away classifier on top) and converted with batch size 1."""
     import keras
-    import tensorflow as tf
 
     from tinycil.datasets import load_dataset
 
@@ -77,13 +76,20 @@ def frozen_tflite(tmp):
     trainer.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     trainer.fit(ds.x_train, ds.y_train, epochs=5, batch_size=32, verbose=0)
     part = keras.Sequential([keras.Input(DIGITS, batch_size=1)] + layers)
-    x = ds.x_train[:64].astype(np.float32)
+    return int8_tflite(part, ds.x_train[:64], tmp / "frozen.tflite")
+
+
+def int8_tflite(part, x, path):
+    """`part` converted as a user brings a frozen part: full int8 (input and output too), the
+    representative data set `x`; written to `path`."""
+    import tensorflow as tf
+
+    x = np.asarray(x, np.float32)
     conv = tf.lite.TFLiteConverter.from_keras_model(part)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([s[None]] for s in x)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
-    path = tmp / "frozen.tflite"
     path.write_bytes(conv.convert())
     return path
 
@@ -382,20 +388,12 @@ def test_a_frozen_prefix_too_big_for_flash_says_flash_and_advises_a_smaller_mode
 
 def test_a_tflite_whose_head_does_not_fit_gets_advice_that_applies_to_it(tmp_path):
     import keras
-    import tensorflow as tf
 
     L = keras.layers
     # a latent of 8 x 8 x 128 values: the dense head on it does not fit in RAM nor flash
     part = keras.Sequential([keras.Input(DIGITS, batch_size=1),
                              L.Conv2D(128, 3, padding="same", activation="relu"), L.Flatten()])
-    x = np.random.default_rng(0).random((16, *DIGITS)).astype(np.float32)
-    conv = tf.lite.TFLiteConverter.from_keras_model(part)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([s[None]] for s in x)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    path = tmp_path / "wide.tflite"
-    path.write_bytes(conv.convert())
+    path = int8_tflite(part, np.random.default_rng(0).random((16, *DIGITS)), tmp_path / "wide.tflite")
     out = refused(["prepare", "--no-simulate", "-d", "digits", "--model", path,
                    "--board", "mps2_an500", "-o", tmp_path / "r"])
     said = next(l for l in out.splitlines() if l.startswith("Error: "))
